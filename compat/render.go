@@ -1,0 +1,198 @@
+// Package compat is the iptables enforcer: it renders, from the desired
+// state, the rule set Docker 20.10's bridge driver would emit (as data, with
+// a pure function) and applies or removes it with go-iptables. It is the
+// datapath for hosts where eBPF is not available.
+package compat
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/bpfnet/bpfnet/network"
+)
+
+// DefaultPrefix is the chain prefix unless --chain-prefix says otherwise.
+// With "DOCKER" the rendered rules are Docker's own.
+const DefaultPrefix = "BPFNET"
+
+// Placement says how a rule joins its chain, following Docker 20.10.
+type Placement int
+
+const (
+	// Insert puts the rule just below the previous rule of the rendered
+	// order (at the top if it is the first): how Docker inserts network
+	// blocks, newest first.
+	Insert Placement = iota
+	// Top keeps the rule at its index from the top, moving it back there if
+	// something was inserted above it (Docker's "ensured" FORWARD jumps).
+	Top
+	// Append adds the rule at the end when missing (icc DROPs, RETURNs).
+	Append
+)
+
+// Rule is one iptables rule in iptables-save's canonical form.
+type Rule struct {
+	Table string
+	Chain string
+	// Spec is the rule without "-A CHAIN", exactly as iptables-save prints it.
+	Spec  string
+	Place Placement
+}
+
+// String is the rule as `iptables -S` and iptables-save print it.
+func (r Rule) String() string { return "-A " + r.Chain + " " + r.Spec }
+
+// Chain is a user-defined chain bpfnet owns.
+type Chain struct{ Table, Name string }
+
+// Ruleset is the complete rendered rule set.
+type Ruleset struct {
+	Chains []Chain
+	// Rules in their rendered order; per chain, this is the order
+	// iptables-save shows after a first start.
+	Rules []Rule
+}
+
+// Names of the chains for a prefix.
+type Names struct{ Prefix, Isolation1, Isolation2, User string }
+
+// ChainNames derives the chain names from the prefix.
+func ChainNames(prefix string) Names {
+	return Names{Prefix: prefix, Isolation1: prefix + "-ISOLATION-STAGE-1", Isolation2: prefix + "-ISOLATION-STAGE-2", User: prefix + "-USER"}
+}
+
+var prefixRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,9}$`)
+
+// ValidatePrefix checks that every derived chain name fits iptables' 28
+// characters.
+func ValidatePrefix(p string) error {
+	if !prefixRE.MatchString(p) {
+		return fmt.Errorf("invalid chain prefix %q: 1 to 10 letters, digits or '_', starting with a letter", p)
+	}
+	return nil
+}
+
+// Render returns the rules Docker 20.10 would have for the networks of v
+// (created oldest first), with the given chain prefix. It is a pure
+// function of its input.
+func Render(v network.View, prefix string) Ruleset {
+	c := ChainNames(prefix)
+	rs := Ruleset{Chains: []Chain{
+		{"filter", c.Prefix}, {"filter", c.Isolation1}, {"filter", c.Isolation2}, {"filter", c.User}, {"nat", c.Prefix},
+	}}
+	add := func(table, chain string, place Placement, format string, a ...any) {
+		rs.Rules = append(rs.Rules, Rule{Table: table, Chain: chain, Spec: fmt.Sprintf(format, a...), Place: place})
+	}
+	newest := slices.Clone(v.Networks)
+	slices.Reverse(newest)
+
+	// filter FORWARD: the two jumps, the network blocks (newest first), then
+	// the icc=false DROPs, which Docker appends (so oldest first).
+	add("filter", "FORWARD", Top, "-j %s", c.User)
+	add("filter", "FORWARD", Top, "-j %s", c.Isolation1)
+	for _, n := range newest {
+		br := n.Bridge
+		if !n.Internal {
+			add("filter", "FORWARD", Insert, "-o %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", br)
+			add("filter", "FORWARD", Insert, "-o %s -j %s", br, c.Prefix)
+			add("filter", "FORWARD", Insert, "-i %s ! -o %s -j ACCEPT", br, br)
+		}
+		if n.ICC {
+			add("filter", "FORWARD", Insert, "-i %s -o %s -j ACCEPT", br, br)
+		}
+	}
+	for _, n := range v.Networks {
+		if !n.ICC {
+			add("filter", "FORWARD", Append, "-i %s -o %s -j DROP", n.Bridge, n.Bridge)
+		}
+	}
+
+	// Isolation: stage 1 sends traffic leaving a bridge for another
+	// interface to stage 2, which drops it if it enters another bridge.
+	// Internal networks drop anything crossing their subnet's border.
+	for _, n := range newest {
+		if n.Internal {
+			add("filter", c.Isolation1, Insert, "! -s %s -o %s -j DROP", n.Subnet, n.Bridge)
+			add("filter", c.Isolation1, Insert, "! -d %s -i %s -j DROP", n.Subnet, n.Bridge)
+		} else {
+			add("filter", c.Isolation1, Insert, "-i %s ! -o %s -j %s", n.Bridge, n.Bridge, c.Isolation2)
+		}
+	}
+	add("filter", c.Isolation1, Append, "-j RETURN")
+	for _, n := range newest {
+		if !n.Internal {
+			add("filter", c.Isolation2, Insert, "-o %s -j DROP", n.Bridge)
+		}
+	}
+	add("filter", c.Isolation2, Append, "-j RETURN")
+	// The user chain only gets its RETURN; its other rules are the user's.
+	add("filter", c.User, Append, "-j RETURN")
+
+	// nat: the jumps to the DNAT chain (published ports), masquerade, and
+	// the per-bridge RETURN that keeps a network's own traffic out of DNAT.
+	add("nat", "PREROUTING", Insert, "-m addrtype --dst-type LOCAL -j %s", c.Prefix)
+	add("nat", "OUTPUT", Insert, "! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j %s", c.Prefix)
+	for _, n := range newest {
+		if n.Internal || !n.Masquerade {
+			continue
+		}
+		if n.HostIPv4.IsValid() {
+			add("nat", "POSTROUTING", Insert, "-s %s ! -o %s -j SNAT --to-source %s", n.Subnet, n.Bridge, n.HostIPv4)
+		} else {
+			add("nat", "POSTROUTING", Insert, "-s %s ! -o %s -j MASQUERADE", n.Subnet, n.Bridge)
+		}
+	}
+	for _, n := range newest {
+		if !n.Internal && n.Masquerade {
+			add("nat", c.Prefix, Insert, "-i %s -j RETURN", n.Bridge)
+		}
+	}
+	return rs
+}
+
+// builtin lists the built-in chains of each table in iptables-save order.
+var builtin = map[string][]string{
+	"filter": {"INPUT", "FORWARD", "OUTPUT"},
+	"nat":    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+}
+
+// Tables are the tables bpfnet writes to, in iptables-save order.
+var Tables = []string{"filter", "nat"}
+
+// Save prints rs as iptables-save would print a namespace holding only
+// these rules (without counters and comments). forwardPolicy is the policy
+// of filter FORWARD ("ACCEPT" or "DROP").
+func Save(rs Ruleset, forwardPolicy string) string {
+	var b strings.Builder
+	for _, table := range Tables {
+		fmt.Fprintf(&b, "*%s\n", table)
+		for _, ch := range builtin[table] {
+			policy := "ACCEPT"
+			if table == "filter" && ch == "FORWARD" {
+				policy = forwardPolicy
+			}
+			fmt.Fprintf(&b, ":%s %s [0:0]\n", ch, policy)
+		}
+		var user []string
+		for _, ch := range rs.Chains {
+			if ch.Table == table {
+				user = append(user, ch.Name)
+			}
+		}
+		slices.Sort(user)
+		for _, name := range user {
+			fmt.Fprintf(&b, ":%s - [0:0]\n", name)
+		}
+		for _, ch := range append(slices.Clone(builtin[table]), user...) {
+			for _, r := range rs.Rules {
+				if r.Table == table && r.Chain == ch {
+					fmt.Fprintln(&b, r.String())
+				}
+			}
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,161 @@
+package compat
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/bpfnet/bpfnet/network"
+)
+
+// refNet builds a network as Docker 20.10 had it in the reference capture:
+// same id (so the bridge is br-<12 hex>), subnet and options.
+func refNet(id, name, subnet string, mod func(*network.Network)) *network.Network {
+	n := &network.Network{
+		ID: id, Name: name, Subnet: netip.MustParsePrefix(subnet), Bridge: "br-" + id[:12],
+		ICC: true, Masquerade: true, MTU: 1500, HostBinding: netip.IPv4Unspecified(),
+	}
+	if mod != nil {
+		mod(n)
+	}
+	return n
+}
+
+// The networks of the reference capture, in creation order (ids and
+// subnets from inspect-*.json and the .rules files).
+var (
+	refDefault = refNet("5f589825128f34ce995cae6b342c0cac76287a0f14b5a2707c3a6979323be0c7", "bridge", "172.17.0.0/16",
+		func(n *network.Network) { n.Bridge, n.Default = "docker0", true })
+	refMyBridge = refNet("4690323eae369551fb7336e811e81e2c50886a38921748da7105062254aa39b4", "my-bridge-network", "192.168.100.0/24", nil)
+	refNoICC    = refNet("969491fc79a83fe4e49f14c14012b514a545c508f6f8c8da0cbdcdeb9059dc20", "no-icc-network", "192.168.200.0/24",
+		func(n *network.Network) { n.ICC = false })
+	refNoMasq = refNet("0f8c7cc43f186e223168bad7d76fd2ce61464b58dd7ffd869aa2c87b9c2bbc0d", "no-masq-network", "192.168.150.0/24",
+		func(n *network.Network) { n.Masquerade = false })
+	refInternal = refNet("7d735beb2e068311e10d55c43920b4cf1729f0a0b3dbe0547979742a42bcbdad", "internal-network", "192.168.160.0/24",
+		func(n *network.Network) { n.Internal = true })
+	refMybr0 = refNet("fe42267e08711be582f6ddd9638d050ff9384a498294fa9599952b5bf3eda84e", "mybr0-network", "192.168.170.0/24",
+		func(n *network.Network) { n.Bridge = "mybr0" })
+	refHostBind = refNet("7813b63cdff5bb2d26e89a3253acfff324af3cd343a4d133ed0a951f93302a00", "hostbind-network", "192.168.180.0/24",
+		func(n *network.Network) { n.HostBinding = netip.MustParseAddr("127.0.0.1") })
+	refSNAT = refNet("c34552e40c7e701ce3cbc5d23383f5b70cbbff8a3bdefe2995442cc9c9da3c10", "snat-network", "192.168.220.0/24",
+		func(n *network.Network) { n.HostIPv4 = netip.MustParseAddr("172.17.0.1") })
+)
+
+// refSteps maps each reference step to the networks that existed then.
+var refSteps = []struct {
+	file     string
+	networks []*network.Network
+}{
+	{"01-fresh", []*network.Network{refDefault}},
+	{"02-my-bridge-network", []*network.Network{refDefault, refMyBridge}},
+	{"03-no-icc-network", []*network.Network{refDefault, refMyBridge, refNoICC}},
+	{"04-no-masq-network", []*network.Network{refDefault, refMyBridge, refNoICC, refNoMasq}},
+	{"05-internal-network", []*network.Network{refDefault, refMyBridge, refNoICC, refNoMasq, refInternal}},
+	{"06-mybr0-network", []*network.Network{refDefault, refMyBridge, refNoICC, refNoMasq, refInternal, refMybr0}},
+	{"07-hostbind-network", []*network.Network{refDefault, refMyBridge, refNoICC, refNoMasq, refInternal, refMybr0, refHostBind}},
+	{"40-snat-host_ipv4-network", []*network.Network{refDefault, refSNAT}},
+}
+
+// refUserRule is the rule added by hand to DOCKER-USER before step 40.
+const refUserRule = "-A DOCKER-USER -s 198.51.100.0/24 -m comment --comment user-rule-added-by-hand -j DROP"
+
+var counters = regexp.MustCompile(`\[\d+:\d+\]`)
+
+// referenceRules returns the captured iptables-save text of a step without
+// comments and counters, and without what is not a rendering of its
+// networks (see testdata/docker-20.10/README.md).
+func referenceRules(t *testing.T, step string, keepUserRule bool) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "docker-20.10", step+".rules"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return normalizeSave(string(b), keepUserRule)
+}
+
+// normalizeSave strips comments and counters from iptables-save output,
+// and the stale hairpin rules of 20.10 (and optionally the user rule).
+func normalizeSave(s string, keepUserRule bool) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		switch {
+		case line == "", strings.HasPrefix(line, "#"):
+			continue
+		case strings.Contains(line, "--src-type LOCAL -j MASQUERADE"):
+			continue
+		case line == refUserRule && !keepUserRule:
+			continue
+		}
+		out = append(out, counters.ReplaceAllString(line, "[0:0]"))
+	}
+	return strings.Join(out, "\n") + "\n"
+}
+
+func TestRenderMatchesDocker2010(t *testing.T) {
+	for _, step := range refSteps {
+		t.Run(step.file, func(t *testing.T) {
+			want := referenceRules(t, step.file, false)
+			got := Save(Render(network.View{Networks: step.networks}, "DOCKER"), "DROP")
+			if got != want {
+				t.Errorf("rendered rules differ from the Docker 20.10 capture\n%s", lineDiff(want, got))
+			}
+		})
+	}
+}
+
+func TestRenderPrefix(t *testing.T) {
+	rs := Render(network.View{Networks: []*network.Network{refDefault, refInternal}}, "BPFNET")
+	text := Save(rs, "ACCEPT")
+	for _, want := range []string{
+		"-A FORWARD -j BPFNET-USER",
+		"-A FORWARD -j BPFNET-ISOLATION-STAGE-1",
+		"-A FORWARD -o docker0 -j BPFNET",
+		"-A BPFNET-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j BPFNET-ISOLATION-STAGE-2",
+		"-A BPFNET -i docker0 -j RETURN",
+		":FORWARD ACCEPT [0:0]",
+	} {
+		if !strings.Contains(text, want+"\n") {
+			t.Errorf("missing %q in\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "DOCKER") {
+		t.Errorf("prefix BPFNET still renders DOCKER:\n%s", text)
+	}
+}
+
+func TestValidatePrefix(t *testing.T) {
+	for p, ok := range map[string]bool{"BPFNET": true, "DOCKER": true, "A": true, "ABCDEFGHIJ": true,
+		"ABCDEFGHIJK": false, "": false, "1X": false, "BAD PREFIX": false, "X-Y": false} {
+		if err := ValidatePrefix(p); (err == nil) != ok {
+			t.Errorf("ValidatePrefix(%q) = %v, want ok=%v", p, err, ok)
+		}
+	}
+}
+
+// lineDiff shows the lines only in want (-) and only in got (+), in order.
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	var b strings.Builder
+	i, j := 0, 0
+	for i < len(w) || j < len(g) {
+		switch {
+		case i < len(w) && j < len(g) && w[i] == g[j]:
+			b.WriteString("  " + w[i] + "\n")
+			i++
+			j++
+		case i < len(w) && !strings.Contains(got, w[i]+"\n"):
+			b.WriteString("- " + w[i] + "\n")
+			i++
+		case j < len(g):
+			b.WriteString("+ " + g[j] + "\n")
+			j++
+		default:
+			b.WriteString("- " + w[i] + "\n")
+			i++
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,106 @@
+package network
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// CreateEndpoint attaches a container namespace to a network: veth pair,
+// address, routes, policy and state. On any error nothing is left.
+func (m *Manager) CreateEndpoint(ctx context.Context, req CreateEndpointRequest) (_ Endpoint, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if req.Network == "" {
+		return Endpoint{}, invalidf("--network is required")
+	}
+	n, err := m.findNetwork(req.Network)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	path, err := resolveNetNS(req.NetNS, req.PID)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	if !m.host.NetNSExists(path) {
+		return Endpoint{}, invalidf("%s is not a network namespace", path)
+	}
+	ep := &Endpoint{ID: newID(), Name: req.Name, NetworkID: n.ID, Created: time.Now().UTC(), NetNS: path, IfName: req.IfName}
+	if ep.IfName == "" {
+		ep.IfName = "eth0"
+	}
+	if !ifnameRE.MatchString(ep.IfName) {
+		return Endpoint{}, invalidf("invalid --ifname %q: 1 to 15 characters of letters, digits, '_', '.', '-'", ep.IfName)
+	}
+	if ep.Name == "" {
+		ep.Name = ep.ID[:12]
+	} else if !nameRE.MatchString(ep.Name) {
+		return Endpoint{}, invalidf("invalid endpoint name %q: use letters, digits, '_', '.', '-', starting with a letter or digit", ep.Name)
+	}
+	used := map[netip.Addr]bool{}
+	for _, o := range m.st.Endpoints {
+		if o.Name == ep.Name {
+			return Endpoint{}, conflictf("endpoint with name %s already exists", ep.Name)
+		}
+		if o.NetworkID == n.ID {
+			used[o.IP] = true
+			if o.NetNS == path && o.IfName == ep.IfName {
+				return Endpoint{}, conflictf("interface %s of netns %s is already endpoint %s", ep.IfName, path, o.Name)
+			}
+		}
+	}
+	if ep.IP, err = pickEndpointIP(n, req.IP, used); err != nil {
+		if req.IP == "" {
+			return Endpoint{}, conflictf("%v", err)
+		}
+		return Endpoint{}, invalid(err)
+	}
+	if err := m.host.CreateEndpoint(n, ep); err != nil {
+		return Endpoint{}, invalid(err)
+	}
+	defer func() {
+		if err != nil {
+			m.host.DeleteEndpoint(ep)
+		}
+	}()
+	m.st.Endpoints = append(m.st.Endpoints, ep)
+	undo := func() {
+		m.st.Endpoints = slices.DeleteFunc(m.st.Endpoints, func(o *Endpoint) bool { return o == ep })
+		if uerr := m.enf.EndpointRemoved(ctx, m.view(), ep); uerr != nil {
+			m.log.Error("undo endpoint policy", "endpoint", ep.Name, "err", uerr)
+		}
+	}
+	if err = m.enf.EndpointAdded(ctx, m.view(), ep); err != nil {
+		undo()
+		return Endpoint{}, fmt.Errorf("apply endpoint %s: %w", ep.Name, err)
+	}
+	if err = m.store.save(m.st); err != nil {
+		undo()
+		return Endpoint{}, err
+	}
+	m.log.Info("endpoint created", "endpoint", ep.Name, "network", n.Name, "ip", ep.IP, "host_if", ep.HostIf)
+	return *ep, nil
+}
+
+// RemoveEndpoint detaches an endpoint: policy, veth pair and state.
+func (m *Manager) RemoveEndpoint(ctx context.Context, ref string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ep, err := m.findEndpoint(ref)
+	if err != nil {
+		return err
+	}
+	old := m.st.Endpoints
+	m.st.Endpoints = slices.DeleteFunc(slices.Clone(old), func(o *Endpoint) bool { return o == ep })
+	if err := m.enf.EndpointRemoved(ctx, m.view(), ep); err != nil {
+		m.st.Endpoints = old
+		return fmt.Errorf("remove policy of endpoint %s: %w", ep.Name, err)
+	}
+	if err := m.host.DeleteEndpoint(ep); err != nil {
+		m.log.Error("delete veth", "iface", ep.HostIf, "err", err)
+	}
+	m.log.Info("endpoint removed", "endpoint", ep.Name)
+	return m.store.save(m.st)
+}

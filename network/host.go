@@ -1,0 +1,55 @@
+package network
+
+import "net/netip"
+
+// Host is the plumbing the manager needs from the host: bridges, veths,
+// addresses and routes in the daemon's network namespace. The Linux
+// implementation is NetlinkHost.
+type Host interface {
+	// Routes lists the IPv4 destinations routed in the daemon's namespace,
+	// so automatically picked subnets avoid them.
+	Routes() ([]netip.Prefix, error)
+	// LinkInUse reports whether an interface with this name exists in the
+	// daemon's namespace and is not ours.
+	LinkInUse(name string) (bool, error)
+	// EnsureBridge creates the network's bridge, or adopts it when it
+	// already exists and is ours, with its gateway address, MTU and up.
+	EnsureBridge(n *Network) error
+	DeleteBridge(n *Network) error
+	// CreateEndpoint makes the veth pair, moves the container side into
+	// ep.NetNS as ep.IfName and configures MAC, address and routes. It fills
+	// ep.HostIf (when empty) and ep.DefaultRoute. On error nothing is left.
+	CreateEndpoint(n *Network, ep *Endpoint) error
+	// EndpointPresent reports whether the endpoint's veth pair still exists
+	// (host side present and enslaved to the network's bridge).
+	EndpointPresent(n *Network, ep *Endpoint) (bool, error)
+	DeleteEndpoint(ep *Endpoint) error
+	// OwnedLinks lists interfaces bpfnet created (marked by their alias),
+	// by name, with the id of the network or endpoint they belong to.
+	OwnedLinks() ([]OwnedLink, error)
+	DeleteLink(name string) error
+	// Locate finds the host side of any veth-backed container interface.
+	Locate(netnsPath, ifname string) (Location, error)
+	// NetNSExists reports whether a namespace path can be opened.
+	NetNSExists(path string) bool
+}
+
+// OwnedLink is an interface created by bpfnet.
+type OwnedLink struct {
+	Name string
+	Kind string // "net" for bridges, "ep" for host-side veths
+	ID   string // network or endpoint id
+}
+
+// Location is the host side of a container interface.
+type Location struct {
+	// Container side.
+	IfName  string `json:"ifname"`
+	IfIndex int    `json:"ifindex"`
+	// Host side.
+	HostIf      string `json:"host_if"`
+	HostIfIndex int    `json:"host_ifindex"`
+	Bridge      string `json:"bridge,omitempty"`
+	// EndpointID is set when the interface is a bpfnet endpoint.
+	EndpointID string `json:"endpoint_id,omitempty"`
+}

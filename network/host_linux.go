@@ -1,0 +1,365 @@
+package network
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// aliasPrefix marks interfaces bpfnet created, in their IFLA_IFALIAS:
+// "bpfnet/net/<network id>" on bridges and "bpfnet/ep/<endpoint id>" on
+// host-side veths. Reconcile and --cleanup only ever delete marked links,
+// so interfaces of other software are never touched.
+const aliasPrefix = "bpfnet/"
+
+// NetlinkHost implements Host with netlink in the daemon's own namespace.
+type NetlinkHost struct{}
+
+// retryDump repeats a netlink dump interrupted by a concurrent change, as
+// the CNI plugins do; a few tries are enough in practice.
+func retryDump[T any](f func() (T, error)) (T, error) {
+	var (
+		v   T
+		err error
+	)
+	for i := 0; i < 5; i++ {
+		v, err = f()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return v, err
+		}
+	}
+	return v, err
+}
+
+// Routes lists the IPv4 route destinations of the main table.
+func (NetlinkHost) Routes() ([]netip.Prefix, error) {
+	routes, err := retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	var out []netip.Prefix
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue // the default route does not make a subnet unusable
+		}
+		if p, ok := prefixFromIPNet(r.Dst); ok {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func prefixFromIPNet(n *net.IPNet) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones).Masked(), true
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf)
+}
+
+// LinkInUse reports whether name exists and is not one of ours.
+func (NetlinkHost) LinkInUse(name string) (bool, error) {
+	l, err := netlink.LinkByName(name)
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up %s: %w", name, err)
+	}
+	return !strings.HasPrefix(l.Attrs().Alias, aliasPrefix), nil
+}
+
+// EnsureBridge creates or adopts the bridge of n.
+func (NetlinkHost) EnsureBridge(n *Network) (err error) {
+	alias := aliasPrefix + "net/" + n.ID
+	l, err := netlink.LinkByName(n.Bridge)
+	switch {
+	case isNotFound(err):
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge, MTU: n.MTU, Alias: alias}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return fmt.Errorf("create bridge %s: %w", n.Bridge, err)
+		}
+		defer func() {
+			if err != nil {
+				netlink.LinkDel(br)
+			}
+		}()
+		if l, err = netlink.LinkByName(n.Bridge); err != nil {
+			return fmt.Errorf("look up bridge %s: %w", n.Bridge, err)
+		}
+		// LinkAdd ignores the alias; set it explicitly.
+		if err = netlink.LinkSetAlias(l, alias); err != nil {
+			return fmt.Errorf("mark bridge %s: %w", n.Bridge, err)
+		}
+	case err != nil:
+		return fmt.Errorf("look up bridge %s: %w", n.Bridge, err)
+	case l.Attrs().Alias != alias:
+		return fmt.Errorf("bridge name %s is already used by another interface", n.Bridge)
+	}
+	if l.Attrs().MTU != n.MTU {
+		if err = netlink.LinkSetMTU(l, n.MTU); err != nil {
+			return fmt.Errorf("set mtu of %s: %w", n.Bridge, err)
+		}
+	}
+	gw := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(n.Gateway, n.Subnet.Bits()))}
+	if err = netlink.AddrReplace(l, gw); err != nil {
+		return fmt.Errorf("add gateway %s to %s: %w", n.Gateway, n.Bridge, err)
+	}
+	if err = netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up: %w", n.Bridge, err)
+	}
+	return nil
+}
+
+// DeleteBridge deletes n's bridge if it exists and is ours.
+func (h NetlinkHost) DeleteBridge(n *Network) error {
+	return h.deleteOwned(n.Bridge, aliasPrefix+"net/"+n.ID)
+}
+
+func (NetlinkHost) deleteOwned(name, alias string) error {
+	l, err := netlink.LinkByName(name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	if l.Attrs().Alias != alias {
+		return nil // not ours (any more): leave it alone
+	}
+	if err := netlink.LinkDel(l); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// randomVethName returns "veth" + 7 hex characters, Docker's host-side
+// naming, which fits IFNAMSIZ.
+func randomVethName() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return "veth" + hex.EncodeToString(b)[:7]
+}
+
+// CreateEndpoint creates ep's veth pair and configures the container side.
+func (NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
+	nsh, err := netns.GetFromPath(ep.NetNS)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", ep.NetNS, err)
+	}
+	defer nsh.Close()
+	in, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		return fmt.Errorf("netlink in %s: %w", ep.NetNS, err)
+	}
+	defer in.Close()
+	if _, err := in.LinkByName(ep.IfName); err == nil {
+		return fmt.Errorf("interface %s already exists in netns %s", ep.IfName, ep.NetNS)
+	}
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return fmt.Errorf("look up bridge %s: %w", n.Bridge, err)
+	}
+	if ep.HostIf == "" {
+		ep.HostIf = randomVethName()
+	}
+	mac := MACFromIP(ep.IP)
+	// The peer is created directly inside the container's namespace under
+	// its final name, so a failure never leaves a stray interface on the
+	// host and a name clash in the container is reported by the kernel.
+	veth := &netlink.Veth{
+		LinkAttrs:        netlink.LinkAttrs{Name: ep.HostIf, MTU: n.MTU},
+		PeerName:         ep.IfName,
+		PeerHardwareAddr: mac,
+		PeerNamespace:    netlink.NsFd(int(nsh)),
+		PeerMTU:          uint32(n.MTU),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create veth %s: an interface %s or %s already exists: %w", ep.HostIf, ep.HostIf, ep.IfName, err)
+		}
+		return fmt.Errorf("create veth %s: %w", ep.HostIf, err)
+	}
+	defer func() {
+		if err != nil {
+			netlink.LinkDel(veth)
+		}
+	}()
+	host, err := netlink.LinkByName(ep.HostIf)
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", ep.HostIf, err)
+	}
+	if err = netlink.LinkSetAlias(host, aliasPrefix+"ep/"+ep.ID); err != nil {
+		return fmt.Errorf("mark %s: %w", ep.HostIf, err)
+	}
+	if err = netlink.LinkSetMaster(host, br); err != nil {
+		return fmt.Errorf("attach %s to %s: %w", ep.HostIf, n.Bridge, err)
+	}
+	if err = netlink.LinkSetUp(host); err != nil {
+		return fmt.Errorf("set %s up: %w", ep.HostIf, err)
+	}
+	peer, err := in.LinkByName(ep.IfName)
+	if err != nil {
+		return fmt.Errorf("look up %s in %s: %w", ep.IfName, ep.NetNS, err)
+	}
+	if err = in.AddrAdd(peer, &netlink.Addr{IPNet: ipNet(ep.Prefix(n))}); err != nil {
+		return fmt.Errorf("add %s to %s: %w", ep.IP, ep.IfName, err)
+	}
+	if err = in.LinkSetUp(peer); err != nil {
+		return fmt.Errorf("set %s up: %w", ep.IfName, err)
+	}
+	if lo, err := in.LinkByName("lo"); err == nil {
+		in.LinkSetUp(lo)
+	}
+	ep.MAC = mac.String()
+	// Like Docker: the first interface of a namespace gets the default route
+	// through its network's gateway; later ones only their connected route.
+	routes, err := in.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: nil}, netlink.RT_FILTER_DST)
+	if err != nil {
+		return fmt.Errorf("list routes in %s: %w", ep.NetNS, err)
+	}
+	ep.DefaultRoute = false
+	if len(routes) == 0 {
+		def := &netlink.Route{LinkIndex: peer.Attrs().Index, Gw: n.Gateway.AsSlice()}
+		if err = in.RouteAdd(def); err != nil {
+			return fmt.Errorf("add default route via %s in %s: %w", n.Gateway, ep.NetNS, err)
+		}
+		ep.DefaultRoute = true
+	}
+	return nil
+}
+
+// EndpointPresent reports whether ep's host veth exists on n's bridge.
+func (NetlinkHost) EndpointPresent(n *Network, ep *Endpoint) (bool, error) {
+	l, err := netlink.LinkByName(ep.HostIf)
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up %s: %w", ep.HostIf, err)
+	}
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return false, nil
+	}
+	return l.Attrs().MasterIndex == br.Attrs().Index && l.Attrs().Alias == aliasPrefix+"ep/"+ep.ID, nil
+}
+
+// DeleteEndpoint deletes ep's veth pair (deleting one side deletes both).
+func (h NetlinkHost) DeleteEndpoint(ep *Endpoint) error {
+	return h.deleteOwned(ep.HostIf, aliasPrefix+"ep/"+ep.ID)
+}
+
+// OwnedLinks lists the interfaces marked as bpfnet's.
+func (NetlinkHost) OwnedLinks() ([]OwnedLink, error) {
+	links, err := retryDump(netlink.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []OwnedLink
+	for _, l := range links {
+		rest, ok := strings.CutPrefix(l.Attrs().Alias, aliasPrefix)
+		if !ok {
+			continue
+		}
+		kind, id, ok := strings.Cut(rest, "/")
+		if !ok {
+			continue
+		}
+		out = append(out, OwnedLink{Name: l.Attrs().Name, Kind: kind, ID: id})
+	}
+	return out, nil
+}
+
+// DeleteLink deletes an interface by name; a missing one is not an error.
+func (NetlinkHost) DeleteLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(l); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// Locate resolves a container interface to its host-side peer. Inside the
+// container, a veth's IFLA_LINK ("iflink" in sysfs) is the ifindex of its
+// peer; the peer found by that index on the host must point back, which
+// rules out a coincidental index in another namespace.
+func (NetlinkHost) Locate(netnsPath, ifname string) (Location, error) {
+	var loc Location
+	nsh, err := netns.GetFromPath(netnsPath)
+	if err != nil {
+		return loc, fmt.Errorf("open netns %s: %w", netnsPath, err)
+	}
+	defer nsh.Close()
+	in, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		return loc, fmt.Errorf("netlink in %s: %w", netnsPath, err)
+	}
+	defer in.Close()
+	cl, err := in.LinkByName(ifname)
+	if err != nil {
+		return loc, fmt.Errorf("no interface %s in netns %s", ifname, netnsPath)
+	}
+	loc.IfName, loc.IfIndex = ifname, cl.Attrs().Index
+	if cl.Type() != "veth" || cl.Attrs().ParentIndex == 0 {
+		return loc, fmt.Errorf("interface %s in %s is a %s, not a veth: it has no host-side peer", ifname, netnsPath, cl.Type())
+	}
+	hl, err := netlink.LinkByIndex(cl.Attrs().ParentIndex)
+	if err != nil || hl.Type() != "veth" || hl.Attrs().ParentIndex != cl.Attrs().Index {
+		return loc, fmt.Errorf("the peer of %s in %s (ifindex %d) is not in the daemon's network namespace", ifname, netnsPath, cl.Attrs().ParentIndex)
+	}
+	loc.HostIf, loc.HostIfIndex = hl.Attrs().Name, hl.Attrs().Index
+	if m := hl.Attrs().MasterIndex; m != 0 {
+		if br, err := netlink.LinkByIndex(m); err == nil {
+			loc.Bridge = br.Attrs().Name
+		}
+	}
+	if id, ok := strings.CutPrefix(hl.Attrs().Alias, aliasPrefix+"ep/"); ok {
+		loc.EndpointID = id
+	}
+	return loc, nil
+}
+
+// NetNSExists reports whether path is an openable network namespace.
+func (NetlinkHost) NetNSExists(path string) bool {
+	h, err := netns.GetFromPath(path)
+	if err != nil {
+		return false
+	}
+	h.Close()
+	return true
+}
+
+// pidNetNS is the namespace path of a process.
+func pidNetNS(pid int) (string, error) {
+	p := fmt.Sprintf("/proc/%d/ns/net", pid)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no process %d: %w", pid, err)
+	}
+	return p, nil
+}

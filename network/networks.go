@@ -1,0 +1,195 @@
+package network
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// CreateNetwork validates req, creates the bridge, has the enforcer apply
+// the network's policy and persists it. On any error nothing is left.
+func (m *Manager) CreateNetwork(ctx context.Context, req CreateNetworkRequest) (Network, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, err := m.planNetwork(req)
+	if err != nil {
+		return Network{}, err
+	}
+	if err := m.addNetwork(ctx, n); err != nil {
+		return Network{}, err
+	}
+	return *n, nil
+}
+
+// planNetwork turns a request into a network, checking it against the
+// state and the host. It changes nothing.
+func (m *Manager) planNetwork(req CreateNetworkRequest) (*Network, error) {
+	if !nameRE.MatchString(req.Name) {
+		return nil, invalidf("invalid network name %q: use letters, digits, '_', '.', '-', starting with a letter or digit", req.Name)
+	}
+	for _, o := range m.st.Networks {
+		if o.Name == req.Name {
+			return nil, conflictf("network with name %s already exists", req.Name)
+		}
+	}
+	opts, err := parseOptions(req.Options)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	n := &Network{
+		ID: newID(), Name: req.Name, Created: time.Now().UTC(), Internal: req.Internal,
+		ICC: opts.icc, Masquerade: opts.masquerade, HostBinding: opts.hostBinding,
+		HostIPv4: opts.hostIPv4, MTU: opts.mtu, Bridge: opts.bridge, Options: req.Options,
+	}
+	if n.Bridge == "" {
+		n.Bridge = "br-" + n.ID[:12]
+	}
+	var taken []netip.Prefix
+	for _, o := range m.st.Networks {
+		taken = append(taken, o.Subnet)
+		if o.Bridge == n.Bridge {
+			return nil, conflictf("bridge name %s is already used by network %s", n.Bridge, o.Name)
+		}
+	}
+	if inUse, err := m.host.LinkInUse(n.Bridge); err != nil {
+		return nil, err
+	} else if inUse {
+		return nil, conflictf("bridge name %s is already used by another interface", n.Bridge)
+	}
+	var routes []netip.Prefix
+	if req.Subnet == "" {
+		if routes, err = m.host.Routes(); err != nil {
+			return nil, err
+		}
+	}
+	if err := planAddresses(n, req, taken, routes); err != nil {
+		return nil, invalid(err)
+	}
+	if req.IPRange != "" {
+		n.IPRangeSet = true
+	}
+	return n, nil
+}
+
+// addNetwork realises a planned network; it unwinds everything on error.
+func (m *Manager) addNetwork(ctx context.Context, n *Network) (err error) {
+	if err := m.host.EnsureBridge(n); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			m.host.DeleteBridge(n)
+		}
+	}()
+	m.st.Networks = append(m.st.Networks, n)
+	undo := func() {
+		m.st.Networks = slices.DeleteFunc(m.st.Networks, func(o *Network) bool { return o == n })
+		if uerr := m.enf.NetworkRemoved(ctx, m.view(), n); uerr != nil {
+			m.log.Error("undo network rules", "network", n.Name, "err", uerr)
+		}
+	}
+	if err = m.enf.NetworkAdded(ctx, m.view(), n); err != nil {
+		undo()
+		return fmt.Errorf("apply network %s: %w", n.Name, err)
+	}
+	if err = m.store.save(m.st); err != nil {
+		undo()
+		return err
+	}
+	m.log.Info("network created", "network", n.Name, "id", n.ID[:12], "subnet", n.Subnet, "bridge", n.Bridge)
+	return nil
+}
+
+// RemoveNetwork removes a network that has no endpoints.
+func (m *Manager) RemoveNetwork(ctx context.Context, ref string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, err := m.findNetwork(ref)
+	if err != nil {
+		return err
+	}
+	if n.Default {
+		return conflictf("%s is the default network and cannot be removed (start bpfnetd with --default-network=false)", n.Name)
+	}
+	return m.removeNetwork(ctx, n)
+}
+
+func (m *Manager) removeNetwork(ctx context.Context, n *Network) error {
+	count := 0
+	for _, ep := range m.st.Endpoints {
+		if ep.NetworkID == n.ID {
+			count++
+		}
+	}
+	if count > 0 {
+		return conflictf("network %s has %d endpoint(s): remove them first", n.Name, count)
+	}
+	old := m.st.Networks
+	m.st.Networks = slices.DeleteFunc(slices.Clone(old), func(o *Network) bool { return o == n })
+	if err := m.enf.NetworkRemoved(ctx, m.view(), n); err != nil {
+		m.st.Networks = old
+		return fmt.Errorf("remove rules of network %s: %w", n.Name, err)
+	}
+	if err := m.host.DeleteBridge(n); err != nil {
+		m.log.Error("delete bridge", "bridge", n.Bridge, "err", err)
+	}
+	m.log.Info("network removed", "network", n.Name)
+	return m.store.save(m.st)
+}
+
+// ensureDefault creates the default network unless the state has it with
+// the configured bridge and address; a changed one is recreated if no
+// endpoint uses it.
+func (m *Manager) ensureDefault(ctx context.Context, def DefaultNetworkConfig) error {
+	bridge := def.Bridge
+	if bridge == "" {
+		bridge = DefaultBridgeName
+	}
+	req := CreateNetworkRequest{Name: DefaultNetworkName}
+	var gw netip.Addr
+	if def.BIP != "" {
+		p, err := netip.ParsePrefix(def.BIP)
+		if err != nil || !p.Addr().Is4() {
+			return fmt.Errorf("invalid --bip %q: want the gateway address with the prefix length, e.g. 172.17.0.1/16", def.BIP)
+		}
+		gw = p.Addr()
+		req.Subnet, req.Gateway = p.Masked().String(), gw.String()
+	}
+	for _, n := range m.st.Networks {
+		if !n.Default {
+			continue
+		}
+		if n.Bridge == bridge && (def.BIP == "" || (n.Gateway == gw && n.Subnet.Bits() == netip.MustParsePrefix(def.BIP).Bits())) {
+			return nil
+		}
+		m.log.Info("default network settings changed: recreating it", "bridge", bridge, "bip", def.BIP)
+		if err := m.removeNetwork(ctx, n); err != nil {
+			return err
+		}
+		break
+	}
+	for _, o := range m.st.Networks {
+		if o.Name == DefaultNetworkName {
+			return fmt.Errorf("a user network is named %s, the default network's name", DefaultNetworkName)
+		}
+	}
+	// The same options Docker shows for its default bridge.
+	req.Options = map[string]string{OptBridgeName: bridge}
+	n, err := m.planNetwork(req)
+	if err != nil {
+		return err
+	}
+	n.Default = true
+	n.Options = map[string]string{
+		OptDefaultBridge: "true",
+		OptICC:           strconv.FormatBool(n.ICC),
+		OptMasquerade:    strconv.FormatBool(n.Masquerade),
+		OptHostBinding:   n.HostBinding.String(),
+		OptBridgeName:    n.Bridge,
+		OptMTU:           strconv.Itoa(n.MTU),
+	}
+	return m.addNetwork(ctx, n)
+}
