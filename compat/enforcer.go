@@ -286,3 +286,6 @@ func (e *Enforcer) Cleanup(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ForwardPolicySet reports whether the enforcer set the FORWARD policy to DROP.
+func (e *Enforcer) ForwardPolicySet() bool { return e.led.ForwardPolicySet }

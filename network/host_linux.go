@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -362,4 +363,33 @@ func pidNetNS(pid int) (string, error) {
 		return "", fmt.Errorf("no process %d: %w", pid, err)
 	}
 	return p, nil
+}
+
+// DefaultRouteLinks returns the interfaces of the IPv4 default routes, the
+// uplinks unless --uplink names others.
+func DefaultRouteLinks() ([]string, error) {
+	routes, err := retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	var out []string
+	for _, r := range routes {
+		if r.Dst != nil && r.Dst.IP.To4() != nil && !r.Dst.IP.IsUnspecified() {
+			continue
+		}
+		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && !slices.Contains(out, l.Attrs().Name) {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	return out, nil
+}
+
+// CheckLinks returns an error naming the first interface that does not exist.
+func CheckLinks(names []string) error {
+	for _, n := range names {
+		if _, err := netlink.LinkByName(n); err != nil {
+			return fmt.Errorf("interface %s not found", n)
+		}
+	}
+	return nil
 }

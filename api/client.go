@@ -1,0 +1,145 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/bpfnet/bpfnet/network"
+)
+
+// DefaultSocket is bpfnetd's default API socket.
+const DefaultSocket = "/run/bpfnet/bpfnet.sock"
+
+// Client talks to bpfnetd over its unix socket.
+type Client struct {
+	http   *http.Client
+	socket string
+}
+
+// NewClient returns a client for host, given as "unix:///path" or a path.
+func NewClient(host string) (*Client, error) {
+	path := host
+	if strings.Contains(host, "://") {
+		u, err := url.Parse(host)
+		if err != nil || u.Scheme != "unix" {
+			return nil, fmt.Errorf("invalid host %q: want unix:///path/to/socket", host)
+		}
+		path = u.Path
+	}
+	if path == "" {
+		path = DefaultSocket
+	}
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	return &Client{http: &http.Client{Transport: tr}, socket: path}, nil
+}
+
+// do sends a request and decodes the JSON reply into out (if not nil).
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://bpfnetd"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach bpfnetd at %s (is it running?): %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e Error
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
+			return fmt.Errorf("%s", e.Message)
+		}
+		return fmt.Errorf("bpfnetd: %s", resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	if s, ok := out.(*string); ok {
+		b, err := io.ReadAll(resp.Body)
+		*s = string(b)
+		return err
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Status returns the daemon's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.do(ctx, "GET", "/v1/status", nil, &s)
+}
+
+// Networks lists all networks.
+func (c *Client) Networks(ctx context.Context) ([]NetworkInspect, error) {
+	var out []NetworkInspect
+	return out, c.do(ctx, "GET", "/v1/networks", nil, &out)
+}
+
+// CreateNetwork creates a network.
+func (c *Client) CreateNetwork(ctx context.Context, req network.CreateNetworkRequest) (NetworkInspect, error) {
+	var out NetworkInspect
+	return out, c.do(ctx, "POST", "/v1/networks", req, &out)
+}
+
+// Network inspects one network by name or id.
+func (c *Client) Network(ctx context.Context, ref string) (NetworkInspect, error) {
+	var out NetworkInspect
+	return out, c.do(ctx, "GET", "/v1/networks/"+url.PathEscape(ref), nil, &out)
+}
+
+// RemoveNetwork removes a network by name or id.
+func (c *Client) RemoveNetwork(ctx context.Context, ref string) error {
+	return c.do(ctx, "DELETE", "/v1/networks/"+url.PathEscape(ref), nil, nil)
+}
+
+// Endpoints lists endpoints, of one network when network is set.
+func (c *Client) Endpoints(ctx context.Context, network string) ([]Endpoint, error) {
+	var out []Endpoint
+	return out, c.do(ctx, "GET", "/v1/endpoints?network="+url.QueryEscape(network), nil, &out)
+}
+
+// CreateEndpoint creates an endpoint.
+func (c *Client) CreateEndpoint(ctx context.Context, req network.CreateEndpointRequest) (Endpoint, error) {
+	var out Endpoint
+	return out, c.do(ctx, "POST", "/v1/endpoints", req, &out)
+}
+
+// Endpoint inspects one endpoint by name or id.
+func (c *Client) Endpoint(ctx context.Context, ref string) (Endpoint, error) {
+	var out Endpoint
+	return out, c.do(ctx, "GET", "/v1/endpoints/"+url.PathEscape(ref), nil, &out)
+}
+
+// RemoveEndpoint removes an endpoint by name or id.
+func (c *Client) RemoveEndpoint(ctx context.Context, ref string) error {
+	return c.do(ctx, "DELETE", "/v1/endpoints/"+url.PathEscape(ref), nil, nil)
+}
+
+// Locate finds the host side of a container interface.
+func (c *Client) Locate(ctx context.Context, req LocateRequest) (network.Location, error) {
+	var out network.Location
+	return out, c.do(ctx, "POST", "/v1/locate", req, &out)
+}
+
+// CompatRender returns the iptables-save text of the compat rendering.
+func (c *Client) CompatRender(ctx context.Context) (string, error) {
+	var out string
+	return out, c.do(ctx, "GET", "/v1/compat/render", nil, &out)
+}

@@ -1,0 +1,215 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/bpfnet/bpfnet/network"
+)
+
+// Server serves the API for a network manager.
+type Server struct {
+	log    *slog.Logger
+	mgr    *network.Manager
+	status func() Status
+	render func() string
+}
+
+// NewServer returns the API handler. status and render supply what only
+// the daemon knows: its configuration and the compat rendering.
+func NewServer(log *slog.Logger, mgr *network.Manager, status func() Status, render func() string) *Server {
+	return &Server{log: log, mgr: mgr, status: status, render: render}
+}
+
+// Handler returns the HTTP routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { reply(w, s.status(), nil) })
+	mux.HandleFunc("GET /v1/networks", s.listNetworks)
+	mux.HandleFunc("POST /v1/networks", s.createNetwork)
+	mux.HandleFunc("GET /v1/networks/{ref}", s.inspectNetwork)
+	mux.HandleFunc("DELETE /v1/networks/{ref}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, nil, s.mgr.RemoveNetwork(r.Context(), r.PathValue("ref")))
+	})
+	mux.HandleFunc("GET /v1/endpoints", s.listEndpoints)
+	mux.HandleFunc("POST /v1/endpoints", s.createEndpoint)
+	mux.HandleFunc("GET /v1/endpoints/{ref}", s.inspectEndpoint)
+	mux.HandleFunc("DELETE /v1/endpoints/{ref}", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, nil, s.mgr.RemoveEndpoint(r.Context(), r.PathValue("ref")))
+	})
+	mux.HandleFunc("POST /v1/locate", s.locate)
+	mux.HandleFunc("GET /v1/compat/render", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprint(w, s.render())
+	})
+	return mux
+}
+
+func (s *Server) listNetworks(w http.ResponseWriter, r *http.Request) {
+	eps, _ := s.mgr.Endpoints("")
+	out := []NetworkInspect{}
+	for _, n := range s.mgr.Networks() {
+		out = append(out, Inspect(n, eps))
+	}
+	reply(w, out, nil)
+}
+
+func (s *Server) createNetwork(w http.ResponseWriter, r *http.Request) {
+	var req network.CreateNetworkRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	n, err := s.mgr.CreateNetwork(r.Context(), req)
+	if err != nil {
+		reply(w, nil, err)
+		return
+	}
+	w.WriteHeader(http.StatusCreated)
+	json.NewEncoder(w).Encode(Inspect(n, nil))
+}
+
+func (s *Server) inspectNetwork(w http.ResponseWriter, r *http.Request) {
+	n, err := s.mgr.Network(r.PathValue("ref"))
+	if err != nil {
+		reply(w, nil, err)
+		return
+	}
+	eps, _ := s.mgr.Endpoints(n.ID)
+	reply(w, Inspect(n, eps), nil)
+}
+
+func (s *Server) endpointView(ep network.Endpoint) Endpoint {
+	out := Endpoint{Endpoint: ep}
+	if n, err := s.mgr.Network(ep.NetworkID); err == nil {
+		out.Network, out.Subnet, out.Gateway = n.Name, n.Subnet.String(), n.Gateway.String()
+	}
+	return out
+}
+
+func (s *Server) listEndpoints(w http.ResponseWriter, r *http.Request) {
+	eps, err := s.mgr.Endpoints(r.URL.Query().Get("network"))
+	out := []Endpoint{}
+	for _, ep := range eps {
+		out = append(out, s.endpointView(ep))
+	}
+	reply(w, out, err)
+}
+
+func (s *Server) createEndpoint(w http.ResponseWriter, r *http.Request) {
+	var req network.CreateEndpointRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	ep, err := s.mgr.CreateEndpoint(r.Context(), req)
+	if err != nil {
+		reply(w, nil, err)
+		return
+	}
+	w.WriteHeader(http.StatusCreated)
+	json.NewEncoder(w).Encode(s.endpointView(ep))
+}
+
+func (s *Server) inspectEndpoint(w http.ResponseWriter, r *http.Request) {
+	ep, err := s.mgr.Endpoint(r.PathValue("ref"))
+	if err != nil {
+		reply(w, nil, err)
+		return
+	}
+	reply(w, s.endpointView(ep), nil)
+}
+
+func (s *Server) locate(w http.ResponseWriter, r *http.Request) {
+	var req LocateRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	loc, err := s.mgr.Locate(req.NetNS, req.PID, req.IfName)
+	reply(w, loc, err)
+}
+
+// decode reads a JSON body, rejecting unknown fields.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("invalid request body: %w", err))
+		return false
+	}
+	return true
+}
+
+// reply writes v as JSON, or err with the status its kind maps to.
+func reply(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		status := map[network.Kind]int{
+			network.KindInvalid:  http.StatusBadRequest,
+			network.KindNotFound: http.StatusNotFound,
+			network.KindConflict: http.StatusConflict,
+		}[network.KindOf(err)]
+		if status == 0 {
+			status = http.StatusInternalServerError
+		}
+		writeError(w, status, err)
+		return
+	}
+	if v == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(Error{Message: err.Error()})
+}
+
+// Listen opens the unix socket at path with mode 0660 (owner and group
+// only: whoever can write to it controls the host's networking). A stale
+// socket file left by a dead daemon is replaced; a live one is an error.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another bpfnetd is listening on %s", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	return l, nil
+}
+
+// Serve serves h on l until ctx ends.
+func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,116 @@
+// Package api is bpfnetd's HTTP+JSON interface on a unix socket: the
+// request and response types, the server (a thin layer over the network
+// manager) and the client used by the bpfnet CLI.
+package api
+
+import (
+	"time"
+
+	"github.com/bpfnet/bpfnet/network"
+)
+
+// NetworkInspect is a network shaped like `docker network inspect` output.
+type NetworkInspect struct {
+	Name       string                      `json:"Name"`
+	ID         string                      `json:"Id"`
+	Created    time.Time                   `json:"Created"`
+	Scope      string                      `json:"Scope"`
+	Driver     string                      `json:"Driver"`
+	EnableIPv6 bool                        `json:"EnableIPv6"`
+	IPAM       IPAM                        `json:"IPAM"`
+	Internal   bool                        `json:"Internal"`
+	Attachable bool                        `json:"Attachable"`
+	Ingress    bool                        `json:"Ingress"`
+	ConfigFrom ConfigFrom                  `json:"ConfigFrom"`
+	ConfigOnly bool                        `json:"ConfigOnly"`
+	Containers map[string]ContainerInspect `json:"Containers"`
+	Options    map[string]string           `json:"Options"`
+	Labels     map[string]string           `json:"Labels"`
+	// Bridge is not in Docker's output; it saves a lookup.
+	Bridge string `json:"Bridge"`
+}
+
+// IPAM is the address configuration of a network.
+type IPAM struct {
+	Driver  string            `json:"Driver"`
+	Options map[string]string `json:"Options"`
+	Config  []IPAMConfig      `json:"Config"`
+}
+
+// IPAMConfig is one subnet of a network.
+type IPAMConfig struct {
+	Subnet  string `json:"Subnet"`
+	IPRange string `json:"IPRange,omitempty"`
+	Gateway string `json:"Gateway"`
+}
+
+// ConfigFrom is always empty (Docker's config-only networks do not exist here).
+type ConfigFrom struct {
+	Network string `json:"Network"`
+}
+
+// ContainerInspect is one endpoint in a network's Containers map.
+type ContainerInspect struct {
+	Name        string `json:"Name"`
+	EndpointID  string `json:"EndpointID"`
+	MacAddress  string `json:"MacAddress"`
+	IPv4Address string `json:"IPv4Address"`
+	IPv6Address string `json:"IPv6Address"`
+}
+
+// Endpoint is an endpoint with the name of its network.
+type Endpoint struct {
+	network.Endpoint
+	Network string `json:"network"`
+	Subnet  string `json:"subnet"`
+	Gateway string `json:"gateway"`
+}
+
+// LocateRequest asks for the host side of a container interface.
+type LocateRequest struct {
+	NetNS  string `json:"netns,omitempty"`
+	PID    int    `json:"pid,omitempty"`
+	IfName string `json:"ifname,omitempty"`
+}
+
+// Status describes the running daemon.
+type Status struct {
+	Version     string   `json:"version"`
+	Datapath    string   `json:"datapath"`
+	ChainPrefix string   `json:"chain_prefix,omitempty"`
+	StateDir    string   `json:"state_dir"`
+	Uplinks     []string `json:"uplinks"`
+	Networks    int      `json:"networks"`
+	Endpoints   int      `json:"endpoints"`
+}
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Message string `json:"message"`
+}
+
+// Inspect renders a network and its endpoints the way Docker does.
+func Inspect(n network.Network, eps []network.Endpoint) NetworkInspect {
+	cfg := IPAMConfig{Subnet: n.Subnet.String(), Gateway: n.Gateway.String()}
+	if n.IPRangeSet {
+		cfg.IPRange = n.IPRange.String()
+	}
+	out := NetworkInspect{
+		Name: n.Name, ID: n.ID, Created: n.Created, Scope: "local", Driver: "bridge",
+		IPAM:     IPAM{Driver: "default", Options: map[string]string{}, Config: []IPAMConfig{cfg}},
+		Internal: n.Internal, Containers: map[string]ContainerInspect{},
+		Options: map[string]string{}, Labels: map[string]string{}, Bridge: n.Bridge,
+	}
+	for k, v := range n.Options {
+		out.Options[k] = v
+	}
+	for _, ep := range eps {
+		if ep.NetworkID != n.ID {
+			continue
+		}
+		out.Containers[ep.ID] = ContainerInspect{
+			Name: ep.Name, EndpointID: ep.ID, MacAddress: ep.MAC, IPv4Address: ep.Prefix(&n).String(),
+		}
+	}
+	return out
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bpfnet/bpfnet/api"
+	"github.com/bpfnet/bpfnet/network"
+)
+
+func (c *cli) endpointCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "endpoint", Short: "Manage endpoints (container interfaces)"}
+	var req network.CreateEndpointRequest
+	create := &cobra.Command{
+		Use:   "create --network NET (--netns PATH | --pid PID) [OPTIONS]",
+		Short: "Attach a network namespace to a network",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			ep, err := cl.CreateEndpoint(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.stdout, ep.ID)
+			return nil
+		},
+	}
+	f := create.Flags()
+	f.StringVar(&req.Network, "network", "", "network name or id (required)")
+	f.StringVar(&req.NetNS, "netns", "", "path of the container's network namespace, e.g. /run/netns/NAME")
+	f.IntVar(&req.PID, "pid", 0, "pid of a process in the container's network namespace")
+	f.StringVar(&req.IP, "ip", "", "IPv4 address (default: first free in the network's range)")
+	f.StringVar(&req.IfName, "ifname", "eth0", "interface name inside the container")
+	f.StringVar(&req.Name, "name", "", "endpoint name (default: short id)")
+
+	var netFilter string
+	ls := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List endpoints",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			eps, err := cl.Endpoints(cmd.Context(), netFilter)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(c.stdout, 0, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "ENDPOINT ID\tNAME\tNETWORK\tIP\tMAC\tHOST IF\tNETNS\tIFNAME")
+			for _, ep := range eps {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ep.ID[:12], ep.Name, ep.Network, ep.IP, ep.MAC, ep.HostIf, ep.NetNS, ep.IfName)
+			}
+			return tw.Flush()
+		},
+	}
+	ls.Flags().StringVar(&netFilter, "network", "", "only endpoints of this network")
+
+	inspect := &cobra.Command{
+		Use:   "inspect ENDPOINT...",
+		Short: "Show endpoints in detail (JSON)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			out := []api.Endpoint{}
+			err = eachArg(args, func(ref string) error {
+				ep, err := cl.Endpoint(cmd.Context(), ref)
+				if err == nil {
+					out = append(out, ep)
+				}
+				return err
+			}, c.stderr)
+			printJSON(c.stdout, out)
+			return err
+		},
+	}
+	rm := &cobra.Command{
+		Use:     "rm ENDPOINT...",
+		Aliases: []string{"remove"},
+		Short:   "Remove endpoints (deletes their veth pairs)",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			return eachArg(args, func(ref string) error {
+				if err := cl.RemoveEndpoint(cmd.Context(), ref); err != nil {
+					return err
+				}
+				fmt.Fprintln(c.stdout, ref)
+				return nil
+			}, c.stderr)
+		},
+	}
+	cmd.AddCommand(create, ls, inspect, rm)
+	return cmd
+}
+
+func (c *cli) locateCmd() *cobra.Command {
+	var req api.LocateRequest
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "locate (--netns PATH | --pid PID) [--ifname eth0]",
+		Short: "Print the host-side veth of a container interface (any container, bpfnet's or not)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			loc, err := cl.Locate(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(c.stdout, loc)
+			}
+			fmt.Fprintln(c.stdout, loc.HostIf)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&req.NetNS, "netns", "", "path of the container's network namespace")
+	cmd.Flags().IntVar(&req.PID, "pid", 0, "pid of a process in the container")
+	cmd.Flags().StringVar(&req.IfName, "ifname", "eth0", "interface inside the container")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print both sides, ifindexes, bridge and endpoint id as JSON")
+	return cmd
+}

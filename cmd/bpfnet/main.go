@@ -1,0 +1,233 @@
+// Command bpfnet is the CLI of bpfnetd, shaped like the docker CLI's
+// network commands. See docs/bpfnet.md.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bpfnet/bpfnet/api"
+	"github.com/bpfnet/bpfnet/network"
+)
+
+func main() {
+	root := newRoot(os.Stdout, os.Stderr)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		os.Exit(1)
+	}
+}
+
+// cli holds what every command needs.
+type cli struct {
+	host   string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func (c *cli) client() (*api.Client, error) {
+	return api.NewClient(c.host)
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	c := &cli{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "bpfnet",
+		Short:         "Manage bpfnet networks and endpoints",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	def := os.Getenv("BPFNET_HOST")
+	if def == "" {
+		def = "unix://" + api.DefaultSocket
+	}
+	root.PersistentFlags().StringVarP(&c.host, "host", "H", def, "daemon socket (unix://PATH); also $BPFNET_HOST")
+	root.AddCommand(c.networkCmd(), c.endpointCmd(), c.locateCmd(), c.statusCmd(), c.compatCmd())
+	return root
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "    ")
+	return enc.Encode(v)
+}
+
+func (c *cli) networkCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "network", Short: "Manage networks"}
+	var req network.CreateNetworkRequest
+	var opts []string
+	create := &cobra.Command{
+		Use:   "create [OPTIONS] NAME",
+		Short: "Create a network",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			req.Options = map[string]string{}
+			for _, o := range opts {
+				k, v, ok := strings.Cut(o, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("invalid option %q: want KEY=VALUE", o)
+				}
+				req.Options[k] = v
+			}
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			n, err := cl.CreateNetwork(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.stdout, n.ID)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&req.Subnet, "subnet", "", "subnet in CIDR form (default: next free Docker pool)")
+	create.Flags().StringVar(&req.IPRange, "ip-range", "", "allocate endpoint addresses from this sub-range")
+	create.Flags().StringVar(&req.Gateway, "gateway", "", "gateway address (default: first address of the range)")
+	create.Flags().BoolVar(&req.Internal, "internal", false, "restrict traffic to the network's subnet and the host")
+	create.Flags().StringArrayVarP(&opts, "opt", "o", nil, "driver option KEY=VALUE (repeatable)")
+
+	var quiet bool
+	ls := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List networks",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			nets, err := cl.Networks(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if quiet {
+				for _, n := range nets {
+					fmt.Fprintln(c.stdout, n.ID[:12])
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(c.stdout, 0, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "NETWORK ID\tNAME\tDRIVER\tSCOPE\tSUBNET\tBRIDGE")
+			for _, n := range nets {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.ID[:12], n.Name, n.Driver, n.Scope, n.IPAM.Config[0].Subnet, n.Bridge)
+			}
+			return tw.Flush()
+		},
+	}
+	ls.Flags().BoolVarP(&quiet, "quiet", "q", false, "only print network ids")
+
+	inspect := &cobra.Command{
+		Use:   "inspect NETWORK...",
+		Short: "Show networks in detail (JSON, as docker network inspect)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			out := []api.NetworkInspect{}
+			err = eachArg(args, func(ref string) error {
+				n, err := cl.Network(cmd.Context(), ref)
+				if err == nil {
+					out = append(out, n)
+				}
+				return err
+			}, c.stderr)
+			printJSON(c.stdout, out)
+			return err
+		},
+	}
+	rm := &cobra.Command{
+		Use:     "rm NETWORK...",
+		Aliases: []string{"remove"},
+		Short:   "Remove networks",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			return eachArg(args, func(ref string) error {
+				if err := cl.RemoveNetwork(cmd.Context(), ref); err != nil {
+					return err
+				}
+				fmt.Fprintln(c.stdout, ref)
+				return nil
+			}, c.stderr)
+		},
+	}
+	cmd.AddCommand(create, ls, inspect, rm)
+	return cmd
+}
+
+// eachArg runs f for every argument, reporting failures on stderr and
+// returning an error if any failed (as docker does for rm and inspect).
+func eachArg(args []string, f func(string) error, stderr io.Writer) error {
+	failed := 0
+	for _, a := range args {
+		if err := f(a); err != nil {
+			if len(args) == 1 {
+				return err
+			}
+			fmt.Fprintln(stderr, "Error:", err)
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d failed", failed, len(args))
+	}
+	return nil
+}
+
+func (c *cli) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the daemon's datapath and state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			s, err := cl.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "Version:\t%s\nDatapath:\t%s\nChain prefix:\t%s\nState dir:\t%s\nUplinks:\t%s\nNetworks:\t%d\nEndpoints:\t%d\n",
+				s.Version, s.Datapath, s.ChainPrefix, s.StateDir, strings.Join(s.Uplinks, ", "), s.Networks, s.Endpoints)
+			return tw.Flush()
+		},
+	}
+}
+
+func (c *cli) compatCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "compat", Short: "iptables compatibility mode"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "render",
+		Short: "Print the iptables rules (iptables-save format) the compat mode emits for the current state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			out, err := cl.CompatRender(cmd.Context())
+			fmt.Fprint(c.stdout, out)
+			return err
+		},
+	})
+	return cmd
+}
+

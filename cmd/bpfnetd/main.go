@@ -1,0 +1,105 @@
+// Command bpfnetd is the bpfnet host daemon: it owns the host's bridge
+// networks and container endpoints and enforces their policy with the
+// selected datapath. See docs/bpfnetd.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+// Config is bpfnetd's configuration, from flags.
+type Config struct {
+	Datapath       string
+	StateDir       string
+	Socket         string
+	Uplinks        []string
+	ChainPrefix    string
+	DefaultNetwork bool
+	Bridge         string
+	BIP            string
+	LogFormat      string
+	Check          bool
+	Cleanup        bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (Config, error) {
+	var cfg Config
+	var uplinks string
+	fs := flag.NewFlagSet("bpfnetd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Datapath, "datapath", "iptables", "datapath that enforces policy: iptables (auto and ebpf arrive with the eBPF datapath)")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/bpfnet", "directory of the persisted state")
+	fs.StringVar(&cfg.Socket, "socket", "/run/bpfnet/bpfnet.sock", "path of the API unix socket (created with mode 0660)")
+	fs.StringVar(&uplinks, "uplink", "", "comma-separated uplink interfaces (default: the interfaces of the default routes)")
+	fs.StringVar(&cfg.ChainPrefix, "chain-prefix", "BPFNET", "prefix of the iptables chains (DOCKER reproduces Docker's rules exactly)")
+	fs.BoolVar(&cfg.DefaultNetwork, "default-network", true, "create the default network \"bridge\"")
+	fs.StringVar(&cfg.Bridge, "bridge", "bpfnet0", "bridge name of the default network")
+	fs.StringVar(&cfg.BIP, "bip", "", "gateway address and prefix of the default network, e.g. 172.17.0.1/16 (default: first free Docker pool)")
+	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
+	fs.BoolVar(&cfg.Check, "check", false, "check that the daemon can run here, print what it would do, and exit (0 ok, 1 not)")
+	fs.BoolVar(&cfg.Cleanup, "cleanup", false, "remove every bridge, veth, rule and state file bpfnet created, and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: bpfnetd [flags]\n\nbpfnet host daemon. Flags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, u := range strings.Split(uplinks, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			cfg.Uplinks = append(cfg.Uplinks, u)
+		}
+	}
+	switch cfg.Datapath {
+	case "iptables":
+	case "auto", "ebpf":
+		return cfg, fmt.Errorf("--datapath=%s is not available yet: this build has only the iptables datapath (use --datapath=iptables)", cfg.Datapath)
+	default:
+		return cfg, fmt.Errorf("invalid --datapath %q: want iptables", cfg.Datapath)
+	}
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		return cfg, fmt.Errorf("invalid --log-format %q: want text or json", cfg.LogFormat)
+	}
+	if cfg.Check && cfg.Cleanup {
+		return cfg, fmt.Errorf("--check and --cleanup exclude each other")
+	}
+	return cfg, nil
+}
+
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if err == flag.ErrHelp {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bpfnetd:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, cfg, newLogger(cfg.LogFormat, os.Stderr), os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bpfnetd:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/exec"
+
+	"github.com/bpfnet/bpfnet/api"
+	"github.com/bpfnet/bpfnet/compat"
+	"github.com/bpfnet/bpfnet/network"
+)
+
+// run starts the daemon (or runs --check / --cleanup) and returns when ctx
+// ends. Stopping leaves networks, endpoints and rules in place, as Docker
+// does; only --cleanup removes them.
+func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) error {
+	if cfg.Check {
+		return check(cfg, stdout)
+	}
+	enf, err := compat.New(log, cfg.ChainPrefix, cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	store, err := network.NewStore(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	mgr := network.NewManager(log, network.NetlinkHost{}, enf, store)
+	if cfg.Cleanup {
+		if err := mgr.Load(); err != nil {
+			return err
+		}
+		if err := mgr.Cleanup(ctx); err != nil {
+			return fmt.Errorf("cleanup: %w", err)
+		}
+		log.Info("cleanup done: removed bpfnet's interfaces, rules and state")
+		return nil
+	}
+	uplinks, err := uplinks(cfg)
+	if err != nil {
+		return err
+	}
+	l, err := api.Listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	def := network.DefaultNetworkConfig{Enabled: cfg.DefaultNetwork, Bridge: cfg.Bridge, BIP: cfg.BIP}
+	if err := mgr.Start(ctx, def); err != nil {
+		return err
+	}
+	status := func() api.Status {
+		v := mgr.View()
+		return api.Status{Version: version, Datapath: enf.Name(), ChainPrefix: enf.Prefix(), StateDir: cfg.StateDir,
+			Uplinks: uplinks, Networks: len(v.Networks), Endpoints: len(v.Endpoints)}
+	}
+	render := func() string {
+		policy := "ACCEPT"
+		if enf.ForwardPolicySet() {
+			policy = "DROP"
+		}
+		return compat.Save(enf.Render(mgr.View()), policy)
+	}
+	srv := api.NewServer(log, mgr, status, render)
+	log.Info("bpfnetd ready", "version", version, "datapath", enf.Name(), "socket", cfg.Socket, "uplinks", uplinks)
+	err = api.Serve(ctx, l, srv.Handler())
+	log.Info("bpfnetd stopped; networks and rules stay in place")
+	return err
+}
+
+func uplinks(cfg Config) ([]string, error) {
+	if len(cfg.Uplinks) > 0 {
+		return cfg.Uplinks, network.CheckLinks(cfg.Uplinks)
+	}
+	return network.DefaultRouteLinks()
+}
+
+// check reports whether the daemon could run here and what it would do.
+func check(cfg Config, w io.Writer) error {
+	ok := true
+	say := func(good bool, format string, a ...any) {
+		mark := "ok  "
+		if !good {
+			mark, ok = "FAIL", false
+		}
+		fmt.Fprintf(w, "%s %s\n", mark, fmt.Sprintf(format, a...))
+	}
+	say(true, "datapath: %s (chain prefix %s)", cfg.Datapath, cfg.ChainPrefix)
+	say(compat.ValidatePrefix(cfg.ChainPrefix) == nil, "chain prefix %q valid", cfg.ChainPrefix)
+	path, err := exec.LookPath("iptables")
+	say(err == nil, "iptables binary: %s", path)
+	if err == nil {
+		out, _ := exec.Command(path, "--version").Output()
+		say(len(out) > 0, "iptables version: %s", trimNL(out))
+	}
+	up, err := uplinks(cfg)
+	say(err == nil, "uplinks: %v %v", up, errText(err))
+	store, err := network.NewStore(cfg.StateDir)
+	say(err == nil, "state dir %s %v", cfg.StateDir, errText(err))
+	if err == nil {
+		mgr := network.NewManager(slog.New(slog.NewTextHandler(io.Discard, nil)), network.NetlinkHost{}, nil, store)
+		err := mgr.Load()
+		v := network.View{}
+		if err == nil {
+			v = mgr.View()
+		}
+		say(err == nil, "state: %d network(s), %d endpoint(s) to restore %v", len(v.Networks), len(v.Endpoints), errText(err))
+	}
+	if cfg.DefaultNetwork {
+		say(true, "default network: bridge %s, address %s", cfg.Bridge, or(cfg.BIP, "first free Docker pool"))
+	}
+	say(true, "socket: %s (mode 0660)", cfg.Socket)
+	if !ok {
+		return fmt.Errorf("check failed")
+	}
+	return nil
+}
+
+func trimNL(b []byte) string {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return string(b)
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return "(" + err.Error() + ")"
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
