@@ -230,4 +230,3 @@ func (c *cli) compatCmd() *cobra.Command {
 	})
 	return cmd
 }
-

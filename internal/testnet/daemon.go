@@ -1,0 +1,190 @@
+package testnet
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bpfnet/bpfnet/api"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// Binaries builds bpfnetd and bpfnet once per test process and returns the
+// directory holding them. RemoveBinaries deletes it (call it from TestMain).
+func Binaries(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "bpfnet-bin-")
+		if buildErr != nil {
+			return
+		}
+		root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+		if err != nil {
+			buildErr = fmt.Errorf("find module root: %w", err)
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/bpfnetd", "./cmd/bpfnet")
+		cmd.Dir = strings.TrimSpace(string(root))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %w: %s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+// RemoveBinaries deletes the binaries built by Binaries.
+func RemoveBinaries() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
+
+// Daemon is a bpfnetd process running inside a namespace.
+type Daemon struct {
+	t        testing.TB
+	NS       *NS
+	Bin      string
+	StateDir string
+	Socket   string
+	Args     []string
+	Client   *api.Client
+	cmd      *exec.Cmd
+	log      *bytes.Buffer
+	done     chan error
+}
+
+// NewDaemon prepares a daemon in ns with a private state dir and socket;
+// args are extra flags. It is stopped (SIGKILL if need be) when the test
+// ends.
+func NewDaemon(t testing.TB, ns *NS, args ...string) *Daemon {
+	t.Helper()
+	dir := t.TempDir()
+	d := &Daemon{t: t, NS: ns, Bin: Binaries(t), StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "bpfnet.sock"), Args: args}
+	var err error
+	if d.Client, err = api.NewClient("unix://" + d.Socket); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if d.cmd != nil {
+			d.cmd.Process.Kill()
+			<-d.done
+		}
+		if t.Failed() {
+			t.Logf("bpfnetd log:\n%s", d.log)
+		}
+	})
+	return d
+}
+
+// flags are the daemon's flags for this test instance.
+func (d *Daemon) flags(extra ...string) []string {
+	return append(append([]string{"--state-dir", d.StateDir, "--socket", d.Socket}, d.Args...), extra...)
+}
+
+// Start runs bpfnetd and waits until its API answers.
+func (d *Daemon) Start() {
+	d.t.Helper()
+	if d.log == nil {
+		d.log = &bytes.Buffer{}
+	}
+	d.cmd = exec.Command("ip", append([]string{"netns", "exec", d.NS.Name, filepath.Join(d.Bin, "bpfnetd")}, d.flags()...)...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.done = make(chan error, 1)
+	go func(c *exec.Cmd) { d.done <- c.Wait() }(d.cmd)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := d.Client.Status(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case err := <-d.done:
+			d.cmd = nil
+			d.t.Fatalf("bpfnetd exited: %v\n%s", err, d.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("bpfnetd not ready: %v\n%s", err, d.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop sends SIGTERM and waits for a clean exit.
+func (d *Daemon) Stop() {
+	d.t.Helper()
+	if d.cmd == nil {
+		return
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		if err != nil {
+			d.t.Errorf("bpfnetd exit: %v\n%s", err, d.log)
+		}
+	case <-time.After(15 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.done
+		d.t.Errorf("bpfnetd did not stop on SIGTERM\n%s", d.log)
+	}
+	d.cmd = nil
+}
+
+// RunOnce runs bpfnetd with extra flags (e.g. --cleanup) to completion.
+func (d *Daemon) RunOnce(extra ...string) (string, error) {
+	args := append([]string{"netns", "exec", d.NS.Name, filepath.Join(d.Bin, "bpfnetd")}, d.flags(extra...)...)
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	return string(out), err
+}
+
+// Log returns what the daemon printed so far.
+func (d *Daemon) Log() string { return d.log.String() }
+
+// CLI runs the bpfnet CLI against this daemon and returns stdout, stderr
+// and the exit code.
+func (d *Daemon) CLI(args ...string) (stdout, stderr string, code int) {
+	cmd := exec.Command(filepath.Join(d.Bin, "bpfnet"), append([]string{"-H", "unix://" + d.Socket}, args...)...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		d.t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+// MustCLI runs the CLI and fails the test unless it exits 0.
+func (d *Daemon) MustCLI(args ...string) string {
+	d.t.Helper()
+	out, errOut, code := d.CLI(args...)
+	if code != 0 {
+		d.t.Fatalf("bpfnet %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return strings.TrimSpace(out)
+}

@@ -1,0 +1,115 @@
+// Package testnet builds test worlds entirely inside network namespaces the
+// test creates: a "host" namespace where the daemon runs, container
+// namespaces, and an "outside" namespace behind the host's uplink veth.
+// Nothing here touches the machine's root namespace, and everything made is
+// removed by t.Cleanup, also when the test fails.
+package testnet
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+// RequirePrivileges skips the test unless it runs as root; when CI is set a
+// privileged test must run, so it fails instead.
+func RequirePrivileges(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("this test needs root (network namespaces, iptables) and CI is set")
+	}
+	t.Skip("needs root: network namespaces and iptables")
+}
+
+// NS is a named network namespace (/run/netns/NAME) made by a test.
+type NS struct {
+	Name string
+	Path string
+}
+
+// runID makes namespace names of one test process unique, so parallel
+// runs on a shared machine never collide and leftovers are attributable.
+var runID = func() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}()
+
+var nsCount int
+
+// NewNS creates a namespace whose name ends in role and deletes it when
+// the test ends.
+func NewNS(t testing.TB, role string) *NS {
+	t.Helper()
+	nsCount++
+	name := fmt.Sprintf("bpfnt-%s-%d-%s", runID, nsCount, role)
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	ns := &NS{Name: name, Path: "/run/netns/" + name}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	// Loopback up, as in any real container.
+	ns.MustRun(t, "ip", "link", "set", "lo", "up")
+	return ns
+}
+
+// Do runs fn on a fresh OS thread that has entered the namespace. The
+// thread is never returned to the Go scheduler (the goroutine exits while
+// still locked, so the runtime discards the thread), which keeps the test
+// goroutine's own thread, and every other one, in the root namespace.
+// Sockets opened in fn stay in the namespace after fn returns.
+func (n *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		h, err := netns.GetFromPath(n.Path)
+		if err != nil {
+			errc <- fmt.Errorf("open %s: %w", n.Path, err)
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- fmt.Errorf("enter %s: %w", n.Name, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// Run runs a command inside the namespace (ip netns exec) and returns its
+// combined output.
+func (n *NS) Run(name string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), n.Name, err, out)
+	}
+	return string(out), nil
+}
+
+// MustRun is Run that fails the test on error.
+func (n *NS) MustRun(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := n.Run(name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

@@ -1,0 +1,198 @@
+package testnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+)
+
+// ServicePort is where Serve listens for TCP and UDP.
+const ServicePort = 7000
+
+// Serve starts, inside the namespace, a TCP and a UDP server on
+// ServicePort (all addresses) that answer every connection or datagram
+// with "src=<address the server saw>", so a probe learns whether and how
+// its source was translated. They stop when the test ends.
+func (n *NS) Serve(t testing.TB) {
+	t.Helper()
+	var tl net.Listener
+	var ul net.PacketConn
+	err := n.Do(func() error {
+		var err error
+		if tl, err = net.Listen("tcp4", fmt.Sprintf(":%d", ServicePort)); err != nil {
+			return err
+		}
+		ul, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", ServicePort))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("serve in %s: %v", n.Name, err)
+	}
+	t.Cleanup(func() { tl.Close(); ul.Close() })
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+			fmt.Fprintf(c, "src=%s\n", host)
+			c.Close()
+		}
+	}()
+	// Reply from the address the datagram was sent to: a wildcard-bound
+	// socket would otherwise answer from the route's preferred source, and
+	// the prober's connected socket would discard the reply.
+	pc := ipv4.NewPacketConn(ul)
+	if err := pc.SetControlMessage(ipv4.FlagDst, true); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			_, cm, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(from.String())
+			var reply *ipv4.ControlMessage
+			if cm != nil {
+				reply = &ipv4.ControlMessage{Src: cm.Dst}
+			}
+			pc.WriteTo([]byte("src="+host+"\n"), reply, from)
+		}
+	}()
+}
+
+// ErrBlocked is returned by probes that got no answer in time.
+var ErrBlocked = errors.New("no answer (blocked)")
+
+func parseSrc(b []byte) (netip.Addr, error) {
+	s := strings.TrimSpace(string(b))
+	a, err := netip.ParseAddr(strings.TrimPrefix(s, "src="))
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("unexpected answer %q", s)
+	}
+	return a, nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// TCP connects from the namespace to dst:ServicePort and returns the source
+// address the server saw; ErrBlocked if nothing answered within timeout.
+func (n *NS) TCP(dst netip.Addr, timeout time.Duration) (netip.Addr, error) {
+	var src netip.Addr
+	err := n.Do(func() error {
+		d := net.Dialer{Timeout: timeout}
+		c, err := d.Dial("tcp4", netip.AddrPortFrom(dst, ServicePort).String())
+		if err != nil {
+			if isTimeout(err) {
+				return ErrBlocked
+			}
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(timeout))
+		buf := make([]byte, 64)
+		k, err := c.Read(buf)
+		if err != nil {
+			if isTimeout(err) {
+				return ErrBlocked
+			}
+			return err
+		}
+		src, err = parseSrc(buf[:k])
+		return err
+	})
+	return src, err
+}
+
+// UDP sends a datagram from the namespace to dst:ServicePort and returns
+// the source address the server saw; ErrBlocked if no reply came in time.
+func (n *NS) UDP(dst netip.Addr, timeout time.Duration) (netip.Addr, error) {
+	var src netip.Addr
+	err := n.Do(func() error {
+		c, err := net.Dial("udp4", netip.AddrPortFrom(dst, ServicePort).String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		deadline := time.Now().Add(timeout)
+		c.SetDeadline(deadline)
+		buf := make([]byte, 64)
+		// Resend a few times: the first datagram may wait for ARP.
+		for time.Now().Before(deadline) {
+			if _, err := c.Write([]byte("probe")); err != nil {
+				return err
+			}
+			c.SetReadDeadline(minTime(deadline, time.Now().Add(timeout/4)))
+			k, err := c.Read(buf)
+			if err == nil {
+				src, err = parseSrc(buf[:k])
+				return err
+			}
+			if !isTimeout(err) {
+				return err
+			}
+		}
+		return ErrBlocked
+	})
+	return src, err
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// Ping sends ICMP echo requests from the namespace to dst until one is
+// answered by dst or timeout passes.
+func (n *NS) Ping(dst netip.Addr, timeout time.Duration) error {
+	return n.Do(func() error {
+		c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		id := rand.IntN(0xffff)
+		deadline := time.Now().Add(timeout)
+		buf := make([]byte, 1500)
+		for seq := 1; time.Now().Before(deadline); seq++ {
+			msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("bpfnet-probe")}}
+			b, _ := msg.Marshal(nil)
+			if _, err := c.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+				return err
+			}
+			c.SetReadDeadline(minTime(deadline, time.Now().Add(timeout/4)))
+			for {
+				k, from, err := c.ReadFrom(buf)
+				if err != nil {
+					break // resend
+				}
+				m, err := icmp.ParseMessage(1, buf[:k])
+				if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+					continue
+				}
+				if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && from.String() == dst.String() {
+					return nil
+				}
+			}
+		}
+		return ErrBlocked
+	})
+}
