@@ -1,0 +1,147 @@
+package main
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/bpfnet/bpfnet/internal/testnet"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testnet.RemoveBinaries()
+	os.Exit(code)
+}
+
+// snapshot is everything a failed command could leave behind.
+func snapshot(t *testing.T, d *testnet.Daemon, nss ...*testnet.NS) string {
+	t.Helper()
+	var b strings.Builder
+	counters := regexp.MustCompile(`\[\d+:\d+\]`)
+	// Operational state and flags settle on their own (a new bridge port
+	// turns UNKNOWN into UP); they are not residue.
+	linkState := regexp.MustCompile(`<[^>]*>| state [A-Z]+`)
+	for _, ns := range nss {
+		b.WriteString(linkState.ReplaceAllString(ns.MustRun(t, "ip", "-o", "link", "show"), ""))
+		b.WriteString(ns.MustRun(t, "ip", "-o", "-4", "addr", "show"))
+		b.WriteString(ns.MustRun(t, "ip", "route", "show"))
+	}
+	for _, line := range strings.Split(d.NS.MustRun(t, "iptables-save"), "\n") {
+		if !strings.HasPrefix(line, "#") {
+			b.WriteString(counters.ReplaceAllString(line, "") + "\n")
+		}
+	}
+	state, err := os.ReadFile(d.StateDir + "/state.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Write(state)
+	return b.String()
+}
+
+// Every bad input gets a non-zero exit, a message naming the problem, and
+// leaves interfaces, addresses, routes, rules and the state file unchanged.
+func TestBadInputLeavesNoResidue(t *testing.T) {
+	topo := testnet.NewTopology(t)
+	d := testnet.NewDaemon(t, topo.Host, "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d.Start()
+	c1 := testnet.NewNS(t, "c1")
+	c2 := testnet.NewNS(t, "c2")
+	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "net1")
+	d.MustCLI("network", "create", "--subnet", "198.18.2.0/30", "tiny") // gateway .1 and one endpoint .2
+	d.MustCLI("endpoint", "create", "--network", "net1", "--netns", c1.Path, "--name", "ep1", "--ip", "198.18.1.5")
+	d.MustCLI("endpoint", "create", "--network", "tiny", "--netns", c2.Path, "--name", "only")
+	topo.Host.MustRun(t, "ip", "link", "add", "taken0", "type", "bridge")
+	c2.MustRun(t, "ip", "link", "add", "eth7", "type", "bridge")
+
+	cases := []struct {
+		name string
+		args []string
+		msg  string
+	}{
+		{"invalid CIDR", []string{"network", "create", "--subnet", "198.18.3.0/33", "x"}, "invalid subnet"},
+		{"not a CIDR", []string{"network", "create", "--subnet", "banana", "x"}, "invalid subnet"},
+		{"host bits set", []string{"network", "create", "--subnet", "198.18.3.1/24", "x"}, "did you mean 198.18.3.0/24"},
+		{"IPv6 subnet", []string{"network", "create", "--subnet", "fd00::/64", "x"}, "only IPv4"},
+		{"overlapping subnet", []string{"network", "create", "--subnet", "198.18.1.128/25", "x"}, "overlaps subnet 198.18.1.0/24"},
+		{"gateway outside subnet", []string{"network", "create", "--subnet", "198.18.3.0/24", "--gateway", "198.18.4.1", "x"}, "not inside subnet"},
+		{"gateway is the network address", []string{"network", "create", "--subnet", "198.18.3.0/24", "--gateway", "198.18.3.0", "x"}, "network or broadcast"},
+		{"gateway is the broadcast address", []string{"network", "create", "--subnet", "198.18.3.0/24", "--gateway", "198.18.3.255", "x"}, "network or broadcast"},
+		{"ip-range outside subnet", []string{"network", "create", "--subnet", "198.18.3.0/24", "--ip-range", "198.18.4.0/25", "x"}, "not inside subnet"},
+		{"ip-range larger than subnet", []string{"network", "create", "--subnet", "198.18.3.0/25", "--ip-range", "198.18.3.0/24", "x"}, "not inside subnet"},
+		{"duplicate name", []string{"network", "create", "--subnet", "198.18.3.0/24", "net1"}, "already exists"},
+		{"bad network name", []string{"network", "create", "bad/name"}, "invalid network name"},
+		{"unknown option", []string{"network", "create", "-o", "com.docker.network.bridge.enable_foo=true", "x"}, "unknown network option"},
+		{"bad option value", []string{"network", "create", "-o", "com.docker.network.bridge.enable_icc=maybe", "x"}, "want true or false"},
+		{"option without value", []string{"network", "create", "-o", "com.docker.network.bridge.enable_icc", "x"}, "KEY=VALUE"},
+		{"bad mtu", []string{"network", "create", "-o", "com.docker.network.driver.mtu=9", "x"}, "between 68 and 65535"},
+		{"bridge name too long", []string{"network", "create", "-o", "com.docker.network.bridge.name=abcdefghijklmnop", "x"}, "invalid bridge name"},
+		{"bridge name used by another network", []string{"network", "create", "-o", "com.docker.network.bridge.name=" + bridgeOf(t, d, "net1"), "x"}, "already used by network net1"},
+		{"bridge name used by another interface", []string{"network", "create", "-o", "com.docker.network.bridge.name=taken0", "x"}, "already used by another interface"},
+		{"remove network with endpoints", []string{"network", "rm", "net1"}, "has 1 endpoint"},
+		{"remove unknown network", []string{"network", "rm", "nosuch"}, "network nosuch not found"},
+		{"inspect unknown network", []string{"network", "inspect", "nosuch"}, "network nosuch not found"},
+		{"endpoint on unknown network", []string{"endpoint", "create", "--network", "nosuch", "--netns", c1.Path}, "network nosuch not found"},
+		{"endpoint without network", []string{"endpoint", "create", "--netns", c1.Path}, "--network is required"},
+		{"netns missing", []string{"endpoint", "create", "--network", "net1", "--netns", "/run/netns/bpfnet-no-such-ns"}, "does not exist"},
+		{"neither netns nor pid", []string{"endpoint", "create", "--network", "net1"}, "--netns PATH or --pid PID"},
+		{"both netns and pid", []string{"endpoint", "create", "--network", "net1", "--netns", c1.Path, "--pid", "1"}, "not both"},
+		{"pid that does not exist", []string{"endpoint", "create", "--network", "net1", "--pid", "999999999"}, "no process 999999999"},
+		{"IP in use", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "--ip", "198.18.1.5"}, "already in use"},
+		{"IP outside range", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "--ip", "198.18.9.5"}, "outside the ip-range"},
+		{"IP is the gateway", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "--ip", "198.18.1.1"}, "is the gateway"},
+		{"invalid IP", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "--ip", "1.2.3"}, "invalid --ip"},
+		{"pool exhausted", []string{"endpoint", "create", "--network", "tiny", "--netns", c1.Path, "--ifname", "eth1"}, "exhausted"},
+		{"ifname taken in the netns", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "--ifname", "eth7"}, "eth7 already exists"},
+		{"invalid ifname", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "--ifname", "this-name-is-too-long"}, "invalid --ifname"},
+		{"duplicate endpoint name", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "--ifname", "eth3", "--name", "ep1"}, "already exists"},
+		{"remove unknown endpoint", []string{"endpoint", "rm", "nosuch"}, "endpoint nosuch not found"},
+		{"locate an interface that is not a veth", []string{"locate", "--netns", c2.Path, "--ifname", "eth7"}, "not a veth"},
+		{"locate a missing interface", []string{"locate", "--netns", c1.Path, "--ifname", "eth9"}, "no interface eth9"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := snapshot(t, d, topo.Host, c1, c2)
+			_, stderr, code := d.CLI(tc.args...)
+			if code == 0 {
+				t.Fatalf("bpfnet %s: exit 0, want an error", strings.Join(tc.args, " "))
+			}
+			if !strings.Contains(stderr, tc.msg) {
+				t.Errorf("stderr %q does not name the problem (want %q)", strings.TrimSpace(stderr), tc.msg)
+			}
+			if after := snapshot(t, d, topo.Host, c1, c2); after != before {
+				t.Errorf("residue left behind:\n%s", diffLines(before, after))
+			}
+		})
+	}
+}
+
+func bridgeOf(t *testing.T, d *testnet.Daemon, name string) string {
+	out := d.MustCLI("network", "ls")
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 6 && f[1] == name {
+			return f[5]
+		}
+	}
+	t.Fatalf("network %s not in ls:\n%s", name, out)
+	return ""
+}
+
+func diffLines(a, b string) string {
+	in := func(s, line string) bool { return strings.Contains("\n"+s+"\n", "\n"+line+"\n") }
+	var out []string
+	for _, l := range strings.Split(a, "\n") {
+		if !in(b, l) {
+			out = append(out, "- "+l)
+		}
+	}
+	for _, l := range strings.Split(b, "\n") {
+		if !in(a, l) {
+			out = append(out, "+ "+l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
