@@ -95,11 +95,14 @@ func (n *NS) Do(fn func() error) error {
 }
 
 // Run runs a command inside the namespace (ip netns exec) and returns its
-// combined output.
+// standard output; standard error only goes into the error.
 func (n *NS) Run(name string, args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...).CombinedOutput()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), n.Name, err, out)
+		return string(out), fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), n.Name, err, stderr.String())
 	}
 	return string(out), nil
 }

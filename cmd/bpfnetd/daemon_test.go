@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bpfnet/bpfnet/internal/testnet"
+	"github.com/bpfnet/bpfnet/network"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testnet.RemoveBinaries()
+	os.Exit(code)
+}
+
+var (
+	counters  = regexp.MustCompile(`\[\d+:\d+\]`)
+	linkState = regexp.MustCompile(`<[^>]*>| state [A-Z]+|^\d+: |@if\d+|link/ether \S+`)
+)
+
+// hostState is what the daemon owns in the host namespace: interfaces
+// (without ifindexes and operational state), IPv4 addresses, and rules.
+func hostState(t *testing.T, ns *testnet.NS) string {
+	t.Helper()
+	var lines []string
+	for _, l := range strings.Split(ns.MustRun(t, "ip", "-o", "link", "show"), "\n") {
+		lines = append(lines, linkState.ReplaceAllString(l, ""))
+	}
+	for _, l := range strings.Split(ns.MustRun(t, "ip", "-o", "-4", "addr", "show"), "\n") {
+		if f := strings.Fields(l); len(f) > 3 {
+			lines = append(lines, strings.Join(f[1:4], " "))
+		}
+	}
+	// Interfaces listed by ifindex: a recreated veth moves to the end.
+	slices.Sort(lines)
+	lines = append(lines, iptablesRules(t, ns)...)
+	return strings.Join(lines, "\n")
+}
+
+// iptablesRules lists chains, policies and rules of filter and nat. Tables
+// holding nothing but built-in chains with policy ACCEPT print as nothing,
+// so "as before the daemon ran" does not depend on whether iptables-nft
+// has instantiated an empty table.
+func iptablesRules(t *testing.T, ns *testnet.NS) []string {
+	var out []string
+	for _, table := range []string{"filter", "nat"} {
+		var lines []string
+		empty := true
+		for _, l := range strings.Split(ns.MustRun(t, "iptables-save", "-t", table), "\n") {
+			if l == "" || strings.HasPrefix(l, "#") || l == "COMMIT" || strings.HasPrefix(l, "*") {
+				continue
+			}
+			l = counters.ReplaceAllString(l, "")
+			if !strings.HasPrefix(l, ":") || !strings.HasSuffix(strings.TrimSpace(l), "ACCEPT") {
+				empty = false
+			}
+			lines = append(lines, table+" "+l)
+		}
+		if !empty {
+			out = append(out, lines...)
+		}
+	}
+	return out
+}
+
+// A stop and start keeps networks, endpoints and rules, with no
+// duplicates; what went missing while stopped comes back; --cleanup then
+// leaves the namespace as it was before the daemon first ran.
+func TestRestartAndCleanup(t *testing.T) {
+	topo := testnet.NewTopology(t)
+	pristine := hostState(t, topo.Host)
+	pristineForward := topo.Host.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward")
+
+	d := testnet.NewDaemon(t, topo.Host, "--bip=198.18.0.1/24", "--uplink="+testnet.UplinkIf)
+	d.Start()
+	c1, c2 := testnet.NewNS(t, "c1"), testnet.NewNS(t, "c2")
+	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
+	d.MustCLI("network", "create", "--subnet", "198.18.2.0/24", "-o", "com.docker.network.bridge.enable_icc=false", "quiet")
+	d.MustCLI("network", "create", "--subnet", "198.18.3.0/24", "--internal", "back")
+	d.MustCLI("endpoint", "create", "--network", "web", "--netns", c1.Path, "--name", "c1")
+	d.MustCLI("endpoint", "create", "--network", "web", "--netns", c2.Path, "--name", "c2")
+	d.MustCLI("endpoint", "create", "--network", "back", "--netns", c2.Path, "--name", "c2-back", "--ifname", "eth1")
+	c2.Serve(t)
+	c2addr := mustAddr(t, d, "c2")
+	if _, err := c1.TCP(c2addr, 3*time.Second); err != nil {
+		t.Fatalf("c1 → c2 before restart: %v", err)
+	}
+	running := hostState(t, topo.Host)
+	inspect := d.MustCLI("network", "inspect", "web", "quiet", "back", "bridge")
+
+	d.Stop()
+	if got := hostState(t, topo.Host); got != running {
+		t.Fatalf("SIGTERM changed the host:\n%s", diff(running, got))
+	}
+	if _, err := c1.TCP(c2addr, 3*time.Second); err != nil {
+		t.Fatalf("c1 → c2 with the daemon stopped: %v", err)
+	}
+
+	d.Start()
+	if got := hostState(t, topo.Host); got != running {
+		t.Fatalf("restart changed the host (duplicates or losses):\n%s", diff(running, got))
+	}
+	if got := d.MustCLI("network", "inspect", "web", "quiet", "back", "bridge"); got != inspect {
+		t.Errorf("inspect differs after restart:\n%s", diff(inspect, got))
+	}
+
+	// Damage while stopped: a veth deleted, a rule deleted, a stray
+	// interface of ours left by a crash. Start repairs all three.
+	host := mustEndpoint(t, d, "c1").HostIf
+	d.Stop()
+	topo.Host.MustRun(t, "ip", "link", "del", host)
+	topo.Host.MustRun(t, "iptables", "-D", "BPFNET-ISOLATION-STAGE-1", "-j", "RETURN")
+	topo.Host.MustRun(t, "ip", "link", "add", "br-stray", "type", "bridge")
+	topo.Host.MustRun(t, "ip", "link", "set", "br-stray", "alias", "bpfnet/net/0123456789abcdef")
+	d.Start()
+	if got := hostState(t, topo.Host); got != running {
+		t.Fatalf("start did not repair the host:\n%s", diff(running, got))
+	}
+	if _, err := c1.TCP(c2addr, 3*time.Second); err != nil {
+		t.Fatalf("c1 → c2 after its veth was recreated: %v", err)
+	}
+
+	d.Stop()
+	if out, err := d.RunOnce("--cleanup"); err != nil {
+		t.Fatalf("--cleanup: %v\n%s", err, out)
+	}
+	if got := hostState(t, topo.Host); got != pristine {
+		t.Errorf("--cleanup left the host changed:\n%s", diff(pristine, got))
+	}
+	if got := topo.Host.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward"); got != pristineForward {
+		t.Errorf("ip_forward = %s after cleanup, was %s", got, pristineForward)
+	}
+	for _, ns := range []*testnet.NS{c1, c2} {
+		if out := ns.MustRun(t, "ip", "-o", "link", "show"); strings.Contains(out, "eth") {
+			t.Errorf("container interfaces left in %s:\n%s", ns.Name, out)
+		}
+	}
+	if _, err := os.Stat(d.StateDir + "/state.json"); !os.IsNotExist(err) {
+		t.Errorf("state file still there after cleanup: %v", err)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	topo := testnet.NewTopology(t)
+	d := testnet.NewDaemon(t, topo.Host, "--uplink="+testnet.UplinkIf)
+	out, err := d.RunOnce("--check")
+	if err != nil {
+		t.Fatalf("--check: %v\n%s", err, out)
+	}
+	for _, want := range []string{"ok   datapath: iptables", "ok   iptables binary", "ok   uplinks: [up0]"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--check output lacks %q:\n%s", want, out)
+		}
+	}
+	bad := testnet.NewDaemon(t, topo.Host, "--uplink=nosuch0")
+	if out, err := bad.RunOnce("--check"); err == nil || !strings.Contains(out, "FAIL uplinks") {
+		t.Errorf("--check with a missing uplink: err=%v\n%s", err, out)
+	}
+	if _, err := os.Stat(d.Socket); !os.IsNotExist(err) {
+		t.Errorf("--check created the socket")
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--datapath=ebpf"}, "not available yet"},
+		{[]string{"--datapath=auto"}, "not available yet"},
+		{[]string{"--datapath=nft"}, "invalid --datapath"},
+		{[]string{"--log-format=xml"}, "invalid --log-format"},
+		{[]string{"--check", "--cleanup"}, "exclude each other"},
+		{[]string{"stray"}, "unexpected argument"},
+	} {
+		var sb strings.Builder
+		_, err := parseFlags(tc.args, &sb)
+		if err == nil || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("parseFlags(%q) = %v, want error containing %q", tc.args, err, tc.msg)
+		}
+	}
+}
+
+func mustEndpoint(t *testing.T, d *testnet.Daemon, name string) network.Endpoint {
+	t.Helper()
+	ep, err := d.Client.Endpoint(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ep.Endpoint
+}
+
+func mustAddr(t *testing.T, d *testnet.Daemon, name string) netip.Addr {
+	return mustEndpoint(t, d, name).IP
+}
+
+func diff(a, b string) string {
+	in := func(s, line string) bool { return strings.Contains("\n"+s+"\n", "\n"+line+"\n") }
+	var out []string
+	for _, l := range strings.Split(a, "\n") {
+		if !in(b, l) {
+			out = append(out, "- "+l)
+		}
+	}
+	for _, l := range strings.Split(b, "\n") {
+		if !in(a, l) {
+			out = append(out, "+ "+l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
