@@ -112,7 +112,7 @@ func TestBadInputLeavesNoResidue(t *testing.T) {
 				t.Errorf("stderr %q does not name the problem (want %q)", strings.TrimSpace(stderr), tc.msg)
 			}
 			if after := snapshot(t, d, topo.Host, c1, c2); after != before {
-				t.Errorf("residue left behind:\n%s", diffLines(before, after))
+				t.Errorf("residue left behind:\n%s", testnet.DiffLines(before, after))
 			}
 		})
 	}
@@ -128,20 +128,4 @@ func bridgeOf(t *testing.T, d *testnet.Daemon, name string) string {
 	}
 	t.Fatalf("network %s not in ls:\n%s", name, out)
 	return ""
-}
-
-func diffLines(a, b string) string {
-	in := func(s, line string) bool { return strings.Contains("\n"+s+"\n", "\n"+line+"\n") }
-	var out []string
-	for _, l := range strings.Split(a, "\n") {
-		if !in(b, l) {
-			out = append(out, "- "+l)
-		}
-	}
-	for _, l := range strings.Split(b, "\n") {
-		if !in(a, l) {
-			out = append(out, "+ "+l)
-		}
-	}
-	return strings.Join(out, "\n")
 }

@@ -93,11 +93,21 @@ func TestRestartAndCleanup(t *testing.T) {
 		t.Fatalf("c1 → c2 before restart: %v", err)
 	}
 	running := hostState(t, topo.Host)
+	// In iptables mode, `compat render` is exactly what is installed.
+	installed := strings.Join(iptablesRules(t, topo.Host), "\n")
+	for _, l := range strings.Split(d.MustCLI("compat", "render"), "\n") {
+		if strings.HasPrefix(l, "-A ") && !strings.Contains(installed, l) {
+			t.Errorf("compat render shows %q, which is not installed", l)
+		}
+	}
+	if n := strings.Count(d.MustCLI("compat", "render"), "\n-A "); n != strings.Count(installed, " -A ") {
+		t.Errorf("compat render has %d rules, %d are installed", n, strings.Count(installed, " -A "))
+	}
 	inspect := d.MustCLI("network", "inspect", "web", "quiet", "back", "bridge")
 
 	d.Stop()
 	if got := hostState(t, topo.Host); got != running {
-		t.Fatalf("SIGTERM changed the host:\n%s", diff(running, got))
+		t.Fatalf("SIGTERM changed the host:\n%s", testnet.DiffLines(running, got))
 	}
 	if _, err := c1.TCP(c2addr, 3*time.Second); err != nil {
 		t.Fatalf("c1 → c2 with the daemon stopped: %v", err)
@@ -105,10 +115,10 @@ func TestRestartAndCleanup(t *testing.T) {
 
 	d.Start()
 	if got := hostState(t, topo.Host); got != running {
-		t.Fatalf("restart changed the host (duplicates or losses):\n%s", diff(running, got))
+		t.Fatalf("restart changed the host (duplicates or losses):\n%s", testnet.DiffLines(running, got))
 	}
 	if got := d.MustCLI("network", "inspect", "web", "quiet", "back", "bridge"); got != inspect {
-		t.Errorf("inspect differs after restart:\n%s", diff(inspect, got))
+		t.Errorf("inspect differs after restart:\n%s", testnet.DiffLines(inspect, got))
 	}
 
 	// Damage while stopped: a veth deleted, a rule deleted, a stray
@@ -121,7 +131,7 @@ func TestRestartAndCleanup(t *testing.T) {
 	topo.Host.MustRun(t, "ip", "link", "set", "br-stray", "alias", "bpfnet/net/0123456789abcdef")
 	d.Start()
 	if got := hostState(t, topo.Host); got != running {
-		t.Fatalf("start did not repair the host:\n%s", diff(running, got))
+		t.Fatalf("start did not repair the host:\n%s", testnet.DiffLines(running, got))
 	}
 	if _, err := c1.TCP(c2addr, 3*time.Second); err != nil {
 		t.Fatalf("c1 → c2 after its veth was recreated: %v", err)
@@ -132,7 +142,7 @@ func TestRestartAndCleanup(t *testing.T) {
 		t.Fatalf("--cleanup: %v\n%s", err, out)
 	}
 	if got := hostState(t, topo.Host); got != pristine {
-		t.Errorf("--cleanup left the host changed:\n%s", diff(pristine, got))
+		t.Errorf("--cleanup left the host changed:\n%s", testnet.DiffLines(pristine, got))
 	}
 	if got := topo.Host.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward"); got != pristineForward {
 		t.Errorf("ip_forward = %s after cleanup, was %s", got, pristineForward)
@@ -199,20 +209,4 @@ func mustEndpoint(t *testing.T, d *testnet.Daemon, name string) network.Endpoint
 
 func mustAddr(t *testing.T, d *testnet.Daemon, name string) netip.Addr {
 	return mustEndpoint(t, d, name).IP
-}
-
-func diff(a, b string) string {
-	in := func(s, line string) bool { return strings.Contains("\n"+s+"\n", "\n"+line+"\n") }
-	var out []string
-	for _, l := range strings.Split(a, "\n") {
-		if !in(b, l) {
-			out = append(out, "- "+l)
-		}
-	}
-	for _, l := range strings.Split(b, "\n") {
-		if !in(a, l) {
-			out = append(out, "+ "+l)
-		}
-	}
-	return strings.Join(out, "\n")
 }

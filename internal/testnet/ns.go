@@ -116,3 +116,21 @@ func (n *NS) MustRun(t testing.TB, name string, args ...string) string {
 	}
 	return out
 }
+
+// DiffLines lists the lines only in a ("- ") and only in b ("+ "), for
+// test failure messages about host snapshots.
+func DiffLines(a, b string) string {
+	in := func(s, line string) bool { return strings.Contains("\n"+s+"\n", "\n"+line+"\n") }
+	var out []string
+	for _, l := range strings.Split(a, "\n") {
+		if !in(b, l) {
+			out = append(out, "- "+l)
+		}
+	}
+	for _, l := range strings.Split(b, "\n") {
+		if !in(a, l) {
+			out = append(out, "+ "+l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
