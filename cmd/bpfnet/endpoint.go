@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 
@@ -63,46 +64,11 @@ func (c *cli) endpointCmd() *cobra.Command {
 	}
 	ls.Flags().StringVar(&netFilter, "network", "", "only endpoints of this network")
 
-	inspect := &cobra.Command{
-		Use:   "inspect ENDPOINT...",
-		Short: "Show endpoints in detail (JSON)",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			out := []api.Endpoint{}
-			err = eachArg(args, func(ref string) error {
-				ep, err := cl.Endpoint(cmd.Context(), ref)
-				if err == nil {
-					out = append(out, ep)
-				}
-				return err
-			}, c.stderr)
-			printJSON(c.stdout, out)
-			return err
-		},
-	}
-	rm := &cobra.Command{
-		Use:     "rm ENDPOINT...",
-		Aliases: []string{"remove"},
-		Short:   "Remove endpoints (deletes their veth pairs)",
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			return eachArg(args, func(ref string) error {
-				if err := cl.RemoveEndpoint(cmd.Context(), ref); err != nil {
-					return err
-				}
-				fmt.Fprintln(c.stdout, ref)
-				return nil
-			}, c.stderr)
-		},
-	}
+	inspect := inspectCmd(c, "inspect ENDPOINT...", "Show endpoints in detail (JSON)",
+		func(ctx context.Context, cl *api.Client, ref string) (api.Endpoint, error) {
+			return cl.Endpoint(ctx, ref)
+		})
+	rm := removeCmd(c, "rm ENDPOINT...", "Remove endpoints (deletes their veth pairs)", (*api.Client).RemoveEndpoint)
 	cmd.AddCommand(create, ls, inspect, rm)
 	return cmd
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -127,20 +128,31 @@ func (c *cli) networkCmd() *cobra.Command {
 	}
 	ls.Flags().BoolVarP(&quiet, "quiet", "q", false, "only print network ids")
 
-	inspect := &cobra.Command{
-		Use:   "inspect NETWORK...",
-		Short: "Show networks in detail (JSON, as docker network inspect)",
+	inspect := inspectCmd(c, "inspect NETWORK...", "Show networks in detail (JSON, as docker network inspect)",
+		func(ctx context.Context, cl *api.Client, ref string) (api.NetworkInspect, error) {
+			return cl.Network(ctx, ref)
+		})
+	rm := removeCmd(c, "rm NETWORK...", "Remove networks", (*api.Client).RemoveNetwork)
+	cmd.AddCommand(create, ls, inspect, rm)
+	return cmd
+}
+
+// inspectCmd is `X inspect REF...`: a JSON array of what get returns.
+func inspectCmd[T any](c *cli, use, short string, get func(context.Context, *api.Client, string) (T, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
 				return err
 			}
-			out := []api.NetworkInspect{}
+			out := []T{}
 			err = eachArg(args, func(ref string) error {
-				n, err := cl.Network(cmd.Context(), ref)
+				v, err := get(cmd.Context(), cl, ref)
 				if err == nil {
-					out = append(out, n)
+					out = append(out, v)
 				}
 				return err
 			}, c.stderr)
@@ -148,10 +160,14 @@ func (c *cli) networkCmd() *cobra.Command {
 			return err
 		},
 	}
-	rm := &cobra.Command{
-		Use:     "rm NETWORK...",
+}
+
+// removeCmd is `X rm REF...`: removes each and prints what was removed.
+func removeCmd(c *cli, use, short string, remove func(*api.Client, context.Context, string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:     use,
 		Aliases: []string{"remove"},
-		Short:   "Remove networks",
+		Short:   short,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
@@ -159,7 +175,7 @@ func (c *cli) networkCmd() *cobra.Command {
 				return err
 			}
 			return eachArg(args, func(ref string) error {
-				if err := cl.RemoveNetwork(cmd.Context(), ref); err != nil {
+				if err := remove(cl, cmd.Context(), ref); err != nil {
 					return err
 				}
 				fmt.Fprintln(c.stdout, ref)
@@ -167,8 +183,6 @@ func (c *cli) networkCmd() *cobra.Command {
 			}, c.stderr)
 		},
 	}
-	cmd.AddCommand(create, ls, inspect, rm)
-	return cmd
 }
 
 // eachArg runs f for every argument, reporting failures on stderr and
