@@ -124,6 +124,15 @@ func TestRestartAndCleanup(t *testing.T) {
 	// Damage while stopped: a veth deleted, a rule deleted, a stray
 	// interface of ours left by a crash. Start repairs all three.
 	host := mustEndpoint(t, d, "c1").HostIf
+	// locate resolves c1's eth0 to the veth the daemon made for it; the
+	// ifindex of that name is read independently from the host namespace.
+	if got := d.MustCLI("locate", "--netns", c1.Path); got != host {
+		t.Errorf("locate c1 eth0 = %q, want %q", got, host)
+	}
+	c2eth1 := strings.TrimSpace(c2.MustRun(t, "cat", "/sys/class/net/eth1/iflink"))
+	if got := d.MustCLI("locate", "--netns", c2.Path, "--ifname", "eth1", "--json"); !strings.Contains(got, `"host_ifindex": `+c2eth1) {
+		t.Errorf("locate c2 eth1 = %s, want host_ifindex %s (its iflink)", got, c2eth1)
+	}
 	d.Stop()
 	topo.Host.MustRun(t, "ip", "link", "del", host)
 	topo.Host.MustRun(t, "iptables", "-D", "BPFNET-ISOLATION-STAGE-1", "-j", "RETURN")
