@@ -44,9 +44,6 @@ func NewManager(log *slog.Logger, host Host, enf Enforcer, store *Store) *Manage
 	return &Manager{log: log, host: host, enf: enf, store: store}
 }
 
-// Enforcer returns the enforcer the manager drives.
-func (m *Manager) Enforcer() Enforcer { return m.enf }
-
 func newID() string {
 	b := make([]byte, 32)
 	rand.Read(b)

@@ -68,9 +68,6 @@ func (m *Manager) planNetwork(req CreateNetworkRequest) (*Network, error) {
 	if err := planAddresses(n, req, taken, routes); err != nil {
 		return nil, invalid(err)
 	}
-	if req.IPRange != "" {
-		n.IPRangeSet = true
-	}
 	return n, nil
 }
 
