@@ -5,8 +5,11 @@ GO      ?= go
 BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
-# Debian packages the build, the tests and the demo need.
-DEB_PACKAGES := iptables iproute2 iputils-ping ca-certificates
+# Debian packages the build, the tests and the demo need (clang, llvm and
+# the headers only for `make generate`).
+DEB_PACKAGES := iptables iproute2 iputils-ping ca-certificates clang-19 llvm-19 libbpf-dev linux-libc-dev gcc
+# Where the UAPI asm/ headers live for this architecture.
+BPF_INCLUDES := -I/usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo $$(uname -m)-linux-gnu)
 
 # Arguments of `make run` (the daemon runs in the current network namespace).
 RUN_ARGS ?=
@@ -30,6 +33,15 @@ deps: ## install missing system packages (apt-get) needed to build, run and test
 .PHONY: build
 build: ## build bin/bpfnetd and bin/bpfnet
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/bpfnetd ./cmd/bpfnet
+
+.PHONY: generate
+generate: ## rebuild the BPF objects and their Go bindings (bpf/*_bpfel.*) with clang-19
+	BPF_INCLUDES="$(BPF_INCLUDES)" $(GO) generate ./bpf/
+
+.PHONY: check-generated
+check-generated: generate ## fail if the committed BPF objects differ from a fresh `make generate`
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files are stale; run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- bpf/)" || { git status --porcelain -- bpf/; echo "bpf/: uncommitted generated files"; exit 1; }
 
 .PHONY: test
 test: deps ## run every test tier (privileged ones need root; CI=1 makes them fail instead of skip)

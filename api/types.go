@@ -75,13 +75,29 @@ type LocateRequest struct {
 
 // Status describes the running daemon.
 type Status struct {
-	Version     string   `json:"version"`
-	Datapath    string   `json:"datapath"`
-	ChainPrefix string   `json:"chain_prefix,omitempty"`
-	StateDir    string   `json:"state_dir"`
-	Uplinks     []string `json:"uplinks"`
-	Networks    int      `json:"networks"`
-	Endpoints   int      `json:"endpoints"`
+	Version  string `json:"version"`
+	Datapath string `json:"datapath"`
+	// DatapathReason says why this datapath runs (what auto found).
+	DatapathReason string `json:"datapath_reason,omitempty"`
+	// Attach is the eBPF attach mode in use: tcx or tc.
+	Attach      string       `json:"attach,omitempty"`
+	BPFFS       string       `json:"bpffs,omitempty"`
+	Attachments []Attachment `json:"attachments,omitempty"`
+	ChainPrefix string       `json:"chain_prefix,omitempty"`
+	StateDir    string       `json:"state_dir"`
+	Uplinks     []string     `json:"uplinks"`
+	Networks    int          `json:"networks"`
+	Endpoints   int          `json:"endpoints"`
+}
+
+// Attachment is one eBPF program on an interface hook; Mode is empty when
+// it should be there and is not.
+type Attachment struct {
+	Interface string `json:"interface"`
+	Hook      string `json:"hook"`
+	Mode      string `json:"mode"`
+	Program   string `json:"program"`
+	ProgramID uint32 `json:"program_id"`
 }
 
 // Error is the body of every non-2xx response.

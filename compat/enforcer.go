@@ -9,10 +9,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
 
+	"github.com/bpfnet/bpfnet/internal/sysctl"
 	"github.com/bpfnet/bpfnet/network"
 )
 
@@ -51,7 +51,7 @@ func New(log *slog.Logger, prefix, stateDir string) (*Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("iptables: %w", err)
 	}
-	e := &Enforcer{log: log, ipt: ipt, prefix: prefix, path: filepath.Join(stateDir, "iptables.json"), sysctl: "/proc/sys"}
+	e := &Enforcer{log: log, ipt: ipt, prefix: prefix, path: filepath.Join(stateDir, "iptables.json"), sysctl: sysctl.Root}
 	if err := e.loadLedger(); err != nil {
 		return nil, err
 	}
@@ -63,6 +63,13 @@ func (e *Enforcer) Name() string { return "iptables" }
 
 // Prefix is the chain prefix in use.
 func (e *Enforcer) Prefix() string { return e.prefix }
+
+// Leftovers reports whether the compat mode left rules or settings in
+// stateDir's ledger (so another datapath must clean them up first).
+func Leftovers(stateDir string) bool {
+	_, err := os.Stat(filepath.Join(stateDir, "iptables.json"))
+	return err == nil
+}
 
 func (e *Enforcer) loadLedger() error {
 	b, err := os.ReadFile(e.path)
@@ -86,17 +93,9 @@ func (e *Enforcer) saveLedger() error {
 	return network.WriteFileAtomic(e.path, append(b, '\n'), 0o600)
 }
 
-func (e *Enforcer) readSysctl(name string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(e.sysctl, name))
-	return strings.TrimSpace(string(b)), err
-}
+func (e *Enforcer) readSysctl(name string) (string, error) { return sysctl.Read(e.sysctl, name) }
 
-func (e *Enforcer) writeSysctl(name, v string) error {
-	if err := os.WriteFile(filepath.Join(e.sysctl, name), []byte(v), 0o644); err != nil {
-		return fmt.Errorf("set %s: %w", strings.ReplaceAll(name, "/", "."), err)
-	}
-	return nil
-}
+func (e *Enforcer) writeSysctl(name, v string) error { return sysctl.Write(e.sysctl, name, v) }
 
 // prepareForwarding turns IP forwarding on as Docker 20.10 does: only if it
 // was off does it also set the FORWARD policy to DROP.

@@ -205,9 +205,10 @@ func eachArg(args []string, f func(string) error, stderr io.Writer) error {
 }
 
 func (c *cli) statusCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show the daemon's datapath and state",
+		Short: "Show the daemon's datapath, its attachments and the state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
@@ -218,12 +219,37 @@ func (c *cli) statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return printJSON(c.stdout, s)
+			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "Version:\t%s\nDatapath:\t%s\nChain prefix:\t%s\nState dir:\t%s\nUplinks:\t%s\nNetworks:\t%d\nEndpoints:\t%d\n",
-				s.Version, s.Datapath, s.ChainPrefix, s.StateDir, strings.Join(s.Uplinks, ", "), s.Networks, s.Endpoints)
+			fmt.Fprintf(tw, "Version:\t%s\nDatapath:\t%s\n", s.Version, s.Datapath)
+			if s.DatapathReason != "" {
+				fmt.Fprintf(tw, "Chosen because:\t%s\n", s.DatapathReason)
+			}
+			if s.ChainPrefix != "" {
+				fmt.Fprintf(tw, "Chain prefix:\t%s\n", s.ChainPrefix)
+			}
+			if s.Attach != "" {
+				fmt.Fprintf(tw, "Attach mode:\t%s\nbpffs:\t%s\n", s.Attach, s.BPFFS)
+			}
+			fmt.Fprintf(tw, "State dir:\t%s\nUplinks:\t%s\nNetworks:\t%d\nEndpoints:\t%d\n",
+				s.StateDir, strings.Join(s.Uplinks, ", "), s.Networks, s.Endpoints)
+			if len(s.Attachments) > 0 {
+				fmt.Fprintf(tw, "\nINTERFACE\tHOOK\tPROGRAM\tMODE\tPROGRAM ID\n")
+				for _, a := range s.Attachments {
+					mode := a.Mode
+					if mode == "" {
+						mode = "MISSING"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", a.Interface, a.Hook, a.Program, mode, a.ProgramID)
+				}
+			}
 			return tw.Flush()
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	return cmd
 }
 
 func (c *cli) compatCmd() *cobra.Command {

@@ -78,7 +78,7 @@ func TestRestartAndCleanup(t *testing.T) {
 	pristine := hostState(t, topo.Host)
 	pristineForward := topo.Host.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward")
 
-	d := testnet.NewDaemon(t, topo.Host, "--bip=198.18.0.1/24", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=iptables", "--bip=198.18.0.1/24", "--uplink="+testnet.UplinkIf)
 	d.Start()
 	c1, c2 := testnet.NewNS(t, "c1"), testnet.NewNS(t, "c2")
 	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
@@ -173,7 +173,7 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("--check: %v\n%s", err, out)
 	}
-	for _, want := range []string{"ok   datapath: iptables", "ok   iptables binary", "ok   uplinks: [up0]"} {
+	for _, want := range []string{"ok   datapath: auto selects ebpf (attach tcx)", "ok   bpffs " + d.BPFFS, "ok   iptables binary", "ok   uplinks: [up0]"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("--check output lacks %q:\n%s", want, out)
 		}
@@ -192,9 +192,9 @@ func TestFlagErrors(t *testing.T) {
 		args []string
 		msg  string
 	}{
-		{[]string{"--datapath=ebpf"}, "not available yet"},
-		{[]string{"--datapath=auto"}, "not available yet"},
 		{[]string{"--datapath=nft"}, "invalid --datapath"},
+		{[]string{"--tc-attach=xdp"}, "invalid --tc-attach"},
+		{[]string{"--bpffs=relative/dir"}, "invalid --bpffs"},
 		{[]string{"--log-format=xml"}, "invalid --log-format"},
 		{[]string{"--check", "--cleanup"}, "exclude each other"},
 		{[]string{"stray"}, "unexpected argument"},

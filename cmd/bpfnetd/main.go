@@ -11,8 +11,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/bpfnet/bpfnet/loader"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -21,6 +24,8 @@ var version = "dev"
 // Config is bpfnetd's configuration, from flags.
 type Config struct {
 	Datapath       string
+	TCAttach       string
+	BPFFS          string
 	StateDir       string
 	Socket         string
 	Uplinks        []string
@@ -38,7 +43,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	var uplinks string
 	fs := flag.NewFlagSet("bpfnetd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.Datapath, "datapath", "iptables", "datapath that enforces policy: iptables (auto and ebpf arrive with the eBPF datapath)")
+	fs.StringVar(&cfg.Datapath, "datapath", "auto", "datapath that enforces policy: ebpf, iptables, or auto (ebpf when the kernel can run it, else iptables; the log says why)")
+	fs.StringVar(&cfg.TCAttach, "tc-attach", "auto", "how eBPF programs attach: tcx, tc (clsact qdisc + cls_bpf filter), or auto (tcx where the kernel has it, else tc)")
+	fs.StringVar(&cfg.BPFFS, "bpffs", "/sys/fs/bpf/bpfnet", "directory on a bpf filesystem for the eBPF datapath's pinned maps and links")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/bpfnet", "directory of the persisted state")
 	fs.StringVar(&cfg.Socket, "socket", "/run/bpfnet/bpfnet.sock", "path of the API unix socket (created with mode 0660)")
 	fs.StringVar(&uplinks, "uplink", "", "comma-separated uplink interfaces (default: the interfaces of the default routes)")
@@ -65,11 +72,15 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		}
 	}
 	switch cfg.Datapath {
-	case "iptables":
-	case "auto", "ebpf":
-		return cfg, fmt.Errorf("--datapath=%s is not available yet: this build has only the iptables datapath (use --datapath=iptables)", cfg.Datapath)
+	case "iptables", "auto", "ebpf":
 	default:
-		return cfg, fmt.Errorf("invalid --datapath %q: want iptables", cfg.Datapath)
+		return cfg, fmt.Errorf("invalid --datapath %q: want auto, ebpf or iptables", cfg.Datapath)
+	}
+	if err := loader.ValidMode(cfg.TCAttach); err != nil {
+		return cfg, err
+	}
+	if !filepath.IsAbs(cfg.BPFFS) {
+		return cfg, fmt.Errorf("invalid --bpffs %q: want an absolute path", cfg.BPFFS)
 	}
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return cfg, fmt.Errorf("invalid --log-format %q: want text or json", cfg.LogFormat)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/compat"
+	"github.com/bpfnet/bpfnet/datapath"
+	"github.com/bpfnet/bpfnet/loader"
 	"github.com/bpfnet/bpfnet/network"
 )
 
@@ -19,29 +22,23 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 	if cfg.Check {
 		return check(cfg, stdout)
 	}
-	enf, err := compat.New(log, cfg.ChainPrefix, cfg.StateDir)
-	if err != nil {
-		return err
-	}
 	store, err := network.NewStore(cfg.StateDir)
 	if err != nil {
 		return err
 	}
-	mgr := network.NewManager(log, network.NetlinkHost{}, enf, store)
 	if cfg.Cleanup {
-		if err := mgr.Load(); err != nil {
-			return err
-		}
-		if err := mgr.Cleanup(ctx); err != nil {
-			return fmt.Errorf("cleanup: %w", err)
-		}
-		log.Info("cleanup done: removed bpfnet's interfaces, rules and state")
-		return nil
+		return cleanup(ctx, cfg, log, store)
 	}
 	uplinks, err := uplinks(cfg)
 	if err != nil {
 		return err
 	}
+	sel, err := selectDatapath(ctx, cfg, uplinks, log)
+	if err != nil {
+		return err
+	}
+	defer sel.enf.Close()
+	mgr := network.NewManager(log, network.NetlinkHost{}, sel.enf, store)
 	l, err := api.Listen(cfg.Socket)
 	if err != nil {
 		return err
@@ -51,23 +48,58 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 	if err := mgr.Start(ctx, def); err != nil {
 		return err
 	}
+	if sel.ebpf != nil {
+		if err := sel.ebpf.WatchHostAddrs(ctx); err != nil {
+			return err
+		}
+	}
 	status := func() api.Status {
 		v := mgr.View()
-		return api.Status{Version: version, Datapath: enf.Name(), ChainPrefix: enf.Prefix(), StateDir: cfg.StateDir,
+		s := api.Status{Version: version, Datapath: sel.enf.Name(), DatapathReason: sel.reason, StateDir: cfg.StateDir,
 			Uplinks: uplinks, Networks: len(v.Networks), Endpoints: len(v.Endpoints)}
+		if sel.compat != nil {
+			s.ChainPrefix = sel.compat.Prefix()
+		}
+		if sel.ebpf != nil {
+			s.Attach, s.BPFFS = sel.ebpf.AttachMode(), cfg.BPFFS
+			for _, a := range sel.ebpf.Attachments() {
+				s.Attachments = append(s.Attachments, api.Attachment(a))
+			}
+		}
+		return s
 	}
 	render := func() string {
 		policy := "ACCEPT"
-		if enf.ForwardPolicySet() {
+		if sel.compat != nil && sel.compat.ForwardPolicySet() {
 			policy = "DROP"
 		}
-		return compat.Save(enf.Render(mgr.View()), policy)
+		prefix := cfg.ChainPrefix
+		return compat.Save(compat.Render(mgr.View(), prefix), policy)
 	}
 	srv := api.NewServer(log, mgr, status, render)
-	log.Info("bpfnetd ready", "version", version, "datapath", enf.Name(), "socket", cfg.Socket, "uplinks", uplinks)
+	log.Info("bpfnetd ready", "version", version, "datapath", sel.enf.Name(), "reason", sel.reason, "socket", cfg.Socket, "uplinks", uplinks)
 	err = api.Serve(ctx, l, srv.Handler())
-	log.Info("bpfnetd stopped; networks and rules stay in place")
+	log.Info("bpfnetd stopped; networks, rules and programs stay in place")
 	return err
+}
+
+// cleanup removes bpfnet's interfaces, both datapaths' rules, programs and
+// pins, and the state.
+func cleanup(ctx context.Context, cfg Config, log *slog.Logger, store *network.Store) error {
+	enf, err := compat.New(log, cfg.ChainPrefix, cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	mgr := network.NewManager(log, network.NetlinkHost{}, enf, store)
+	if err := mgr.Load(); err != nil {
+		return err
+	}
+	up, _ := uplinks(cfg)
+	if err := errors.Join(mgr.Cleanup(ctx), datapath.Cleanup(log, ebpfConfig(cfg, up))); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	log.Info("cleanup done: removed bpfnet's interfaces, rules, programs and state")
+	return nil
 }
 
 func uplinks(cfg Config) ([]string, error) {
@@ -87,7 +119,21 @@ func check(cfg Config, w io.Writer) error {
 		}
 		fmt.Fprintf(w, "%s %s\n", mark, fmt.Sprintf(format, a...))
 	}
-	say(true, "datapath: %s (chain prefix %s)", cfg.Datapath, cfg.ChainPrefix)
+	if cfg.Datapath != "iptables" {
+		mode, err := loader.Probe(cfg.TCAttach)
+		switch {
+		case err == nil:
+			say(true, "datapath: %s selects ebpf (attach %s)", cfg.Datapath, mode)
+		case cfg.Datapath == "auto":
+			say(true, "datapath: auto selects iptables: the eBPF datapath cannot run here: %v", err)
+		default:
+			say(false, "datapath: ebpf cannot run here: %v", err)
+		}
+		say(datapath.CheckBPFFS(cfg.BPFFS) == nil, "bpffs %s %v", cfg.BPFFS, errText(datapath.CheckBPFFS(cfg.BPFFS)))
+	} else {
+		say(true, "datapath: iptables")
+	}
+	say(true, "chain prefix: %s", cfg.ChainPrefix)
 	say(compat.ValidatePrefix(cfg.ChainPrefix) == nil, "chain prefix %q valid", cfg.ChainPrefix)
 	path, err := exec.LookPath("iptables")
 	say(err == nil, "iptables binary: %s", path)

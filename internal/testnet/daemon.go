@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bpfnet/bpfnet/api"
 )
 
@@ -63,6 +65,7 @@ type Daemon struct {
 	Bin      string
 	StateDir string
 	Socket   string
+	BPFFS    string // --bpffs, inside a bpf filesystem private to the daemon
 	Args     []string
 	Client   *api.Client
 	cmd      *exec.Cmd
@@ -77,6 +80,7 @@ func NewDaemon(t testing.TB, ns *NS, args ...string) *Daemon {
 	t.Helper()
 	dir := t.TempDir()
 	d := &Daemon{t: t, NS: ns, Bin: Binaries(t), StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "bpfnet.sock"), Args: args}
+	d.BPFFS = mountBPFFS(t, filepath.Join(dir, "bpffs"))
 	var err error
 	if d.Client, err = api.NewClient("unix://" + d.Socket); err != nil {
 		t.Fatal(err)
@@ -95,7 +99,7 @@ func NewDaemon(t testing.TB, ns *NS, args ...string) *Daemon {
 
 // flags are the daemon's flags for this test instance.
 func (d *Daemon) flags(extra ...string) []string {
-	return append(append([]string{"--state-dir", d.StateDir, "--socket", d.Socket}, d.Args...), extra...)
+	return append(append([]string{"--state-dir", d.StateDir, "--socket", d.Socket, "--bpffs", d.BPFFS}, d.Args...), extra...)
 }
 
 // Start runs bpfnetd and waits until its API answers.
@@ -187,4 +191,24 @@ func (d *Daemon) MustCLI(args ...string) string {
 		d.t.Fatalf("bpfnet %s: exit %d: %s", strings.Join(args, " "), code, errOut)
 	}
 	return strings.TrimSpace(out)
+}
+
+// mountBPFFS mounts a private bpf filesystem at dir (unmounted when the
+// test ends, which drops every pin in it) and returns the daemon's
+// --bpffs root inside it. The daemon runs under `ip netns exec`, whose
+// mount namespace is a copy of ours, so its pins land in this instance.
+func mountBPFFS(t testing.TB, dir string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		t.Fatalf("mount bpffs at %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount bpffs %s: %v", dir, err)
+		}
+	})
+	return filepath.Join(dir, "bpfnet")
 }

@@ -97,7 +97,13 @@ func (n *NS) Do(fn func() error) error {
 // Run runs a command inside the namespace (ip netns exec) and returns its
 // standard output; standard error only goes into the error.
 func (n *NS) Run(name string, args ...string) (string, error) {
+	return n.RunInput("", name, args...)
+}
+
+// RunInput is Run with stdin.
+func (n *NS) RunInput(stdin, name string, args ...string) (string, error) {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -111,6 +117,16 @@ func (n *NS) Run(name string, args ...string) (string, error) {
 func (n *NS) MustRun(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := n.Run(name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// MustRunInput is RunInput that fails the test on error.
+func (n *NS) MustRunInput(t testing.TB, stdin, name string, args ...string) string {
+	t.Helper()
+	out, err := n.RunInput(stdin, name, args...)
 	if err != nil {
 		t.Fatal(err)
 	}

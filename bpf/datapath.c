@@ -1,0 +1,366 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//go:build ignore
+/*
+ * bpfnet's TC programs. One object, loaded once per daemon; the same
+ * programs are attached to every interface of their kind.
+ *
+ * from_container  TC ingress of a host-side veth: what the container sends.
+ *                 Drops frames whose source MAC or IP is not the endpoint's
+ *                 (spoof), VLAN-tagged or truncated frames (malformed),
+ *                 protocols other than IPv4, ARP and IPv6 neighbour
+ *                 discovery (unsupported); then judges the destination:
+ *                 a host address passes; the own subnet passes unless
+ *                 enable_icc=false (icc); another managed subnet is
+ *                 isolation (internal if either network is internal);
+ *                 anything else is the outside, refused to internal
+ *                 networks (internal) and otherwise tracked and passed.
+ * to_container    TC egress of a host-side veth: what is about to enter the
+ *                 container. Frames bridged from another endpoint are judged
+ *                 by their source endpoint (icc, isolation, internal), which
+ *                 catches broadcast and multicast; frames from the host
+ *                 stack were judged by to_network.
+ * to_network      TC egress of a network's bridge: what the host stack sends
+ *                 into the network. Host-originated packets pass; into an
+ *                 internal network nothing else does (internal); from the
+ *                 outside only replies to tracked flows and ICMP errors
+ *                 about them pass (unsolicited, fragment).
+ * from_uplink     TC ingress of an uplink: marks packets for a managed
+ *                 subnet so the host's FORWARD chain accepts them (see
+ *                 forward_mark); to_network judges them. Never drops.
+ *
+ * Passed packets leave with forward_mark set in skb->mark. Every hook on a
+ * veth counts packets and bytes per direction and drops per reason.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "shared.h"
+#include "maps.h"
+#include "parse.h"
+#include "conntrack.h"
+
+/* skb->mark bit set on every packet a program passes; the daemon's single
+ * FORWARD rule accepts packets carrying it. 0 disables marking. */
+volatile const __u32 forward_mark = 0;
+
+/* Unused constants that put the shared enums into the object's BTF, from
+ * which bpf2go generates their Go constants. */
+volatile const enum drop_reason enum_drop_reason;
+volatile const enum direction enum_direction;
+volatile const enum network_flag enum_network_flag;
+volatile const enum ct_flag enum_ct_flag;
+
+#define PASS 0xff /* verdict: no drop reason */
+
+#define ETH_P_ARP_BE bpf_htons(ETH_P_ARP)
+#define ETH_P_IP_BE bpf_htons(ETH_P_IP)
+#define ETH_P_IPV6_BE bpf_htons(ETH_P_IPV6)
+
+static __always_inline struct counter_values *counters_of(__u32 ifindex, __u32 dir)
+{
+	struct counter_key k = {.ifindex = ifindex, .dir = dir};
+	struct counter_values *c = bpf_map_lookup_elem(&counters, &k);
+	if (c)
+		return c;
+	struct counter_values zero = {};
+	bpf_map_update_elem(&counters, &k, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&counters, &k);
+}
+
+static __always_inline void count(__u32 ifindex, __u32 dir, __u32 len)
+{
+	struct counter_values *c = counters_of(ifindex, dir);
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
+}
+
+static __always_inline int drop(__u32 ifindex, __u32 dir, __u32 reason)
+{
+	struct counter_values *c = counters_of(ifindex, dir);
+	if (c && reason < REASON_MAX)
+		c->drops[reason]++;
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int pass(struct __sk_buff *skb)
+{
+	skb->mark |= forward_mark;
+	return TC_ACT_OK;
+}
+
+static __always_inline int is_host_addr(__be32 a)
+{
+	return bpf_map_lookup_elem(&host_addrs, &a) != 0;
+}
+
+/* Multicast and limited broadcast go to every port of the bridge (and the
+ * host); the receiving endpoints' to_container judges them. */
+static __always_inline int is_multi(__be32 a)
+{
+	return (bpf_ntohl(a) & 0xf0000000) == 0xe0000000 || a == 0xffffffff;
+}
+
+static __always_inline __u32 *subnet_of(__be32 a)
+{
+	struct subnet_key k = {.prefixlen = 32, .addr = a};
+	return bpf_map_lookup_elem(&subnets, &k);
+}
+
+static __always_inline __u32 net_flags(__u32 net_id)
+{
+	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
+	return n ? n->flags : 0;
+}
+
+/* between judges traffic from an endpoint of network src to an endpoint
+ * (or address) of network dst. */
+static __always_inline __u32 between(__u32 src, __u32 dst)
+{
+	if (src == dst)
+		return (net_flags(src) & NET_F_ICC) ? PASS : REASON_ICC;
+	if ((net_flags(src) | net_flags(dst)) & NET_F_INTERNAL)
+		return REASON_INTERNAL;
+	return REASON_ISOLATION;
+}
+
+static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
+{
+	return *(const __u32 *)a == *(const __u32 *)b && *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
+}
+
+/* IPv6 neighbour discovery (RFC 4861: router/neighbour solicitation and
+ * advertisement, redirect) between link-local or unspecified addresses,
+ * hop limit 255. Everything else IPv6 is refused: networks are IPv4-only. */
+static __always_inline int is_ipv6_nd(struct __sk_buff *skb)
+{
+	pull(skb, ETH_HLEN + sizeof(struct ipv6hdr) + 1);
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	if ((void *)(ip6 + 1) + 1 > end)
+		return 0;
+	if (ip6->nexthdr != IPPROTO_ICMPV6 || ip6->hop_limit != 255)
+		return 0;
+	__u8 type = *(__u8 *)(ip6 + 1);
+	if (type < 133 || type > 137)
+		return 0;
+	__u32 s0 = bpf_ntohl(ip6->saddr.in6_u.u6_addr32[0]);
+	__u32 d0 = bpf_ntohl(ip6->daddr.in6_u.u6_addr32[0]);
+	int src_ok = (s0 & 0xffc00000) == 0xfe800000 ||
+		     (s0 == 0 && ip6->saddr.in6_u.u6_addr32[1] == 0 && ip6->saddr.in6_u.u6_addr32[2] == 0 &&
+		      ip6->saddr.in6_u.u6_addr32[3] == 0);
+	int dst_ok = (d0 & 0xffc00000) == 0xfe800000 || (d0 & 0xffff0000) == 0xff020000;
+	return src_ok && dst_ok;
+}
+
+/* ARP for Ethernet/IPv4 whose sender is the endpoint (or 0.0.0.0 for an
+ * address probe, RFC 5227). */
+struct arp_eth_ipv4 {
+	__be16 hrd;
+	__be16 pro;
+	__u8 hln;
+	__u8 pln;
+	__be16 op;
+	__u8 sha[6];
+	__u8 spa[4];
+	__u8 tha[6];
+	__u8 tpa[4];
+} __attribute__((packed));
+
+static __always_inline __u32 check_arp(struct __sk_buff *skb, const struct endpoint_info *ep)
+{
+	pull(skb, ETH_HLEN + sizeof(struct arp_eth_ipv4));
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct arp_eth_ipv4 *arp = data + ETH_HLEN;
+	if ((void *)(arp + 1) > end)
+		return REASON_MALFORMED;
+	if (arp->hrd != bpf_htons(1) || arp->pro != ETH_P_IP_BE || arp->hln != 6 || arp->pln != 4)
+		return REASON_MALFORMED;
+	if (!mac_eq(arp->sha, ep->mac))
+		return REASON_SPOOF;
+	__be32 spa;
+	__builtin_memcpy(&spa, arp->spa, 4);
+	if (spa != ep->ip && spa != 0)
+		return REASON_SPOOF;
+	return PASS;
+}
+
+/* judge_from_container returns the verdict for an IPv4 packet the
+ * endpoint sent. */
+static __always_inline __u32 judge_from_container(const struct endpoint_info *ep, const struct pkt *p)
+{
+	if (p->saddr != ep->ip)
+		return REASON_SPOOF;
+	if (is_host_addr(p->daddr) || is_multi(p->daddr))
+		return PASS;
+	__u32 *dnet = subnet_of(p->daddr);
+	if (dnet) {
+		if (*dnet == ep->net_id) {
+			struct network_info *n = bpf_map_lookup_elem(&networks, dnet);
+			if (n && p->daddr == n->broadcast)
+				return PASS;
+		}
+		return between(ep->net_id, *dnet);
+	}
+	if (net_flags(ep->net_id) & NET_F_INTERNAL)
+		return REASON_INTERNAL;
+	ct_outbound(p);
+	return PASS;
+}
+
+SEC("tc")
+int from_container(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	const __u32 dir = DIR_FROM_CONTAINER;
+	struct endpoint_info *ep = bpf_map_lookup_elem(&ep_by_ifindex, &ifindex);
+	if (!ep)
+		return drop(ifindex, dir, REASON_NO_ENDPOINT);
+	count(ifindex, dir, skb->len);
+	if (skb->vlan_present)
+		return drop(ifindex, dir, REASON_MALFORMED);
+
+	pull(skb, ETH_HLEN);
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return drop(ifindex, dir, REASON_MALFORMED);
+	if (!mac_eq(eth->h_source, ep->mac))
+		return drop(ifindex, dir, REASON_SPOOF);
+
+	__u32 v;
+	switch (eth->h_proto) {
+	case ETH_P_ARP_BE:
+		v = check_arp(skb, ep);
+		break;
+	case ETH_P_IPV6_BE:
+		v = is_ipv6_nd(skb) ? PASS : REASON_UNSUPPORTED;
+		break;
+	case ETH_P_IP_BE: {
+		struct pkt p;
+		if (parse_ipv4(skb, &p) < 0)
+			return drop(ifindex, dir, REASON_MALFORMED);
+		v = judge_from_container(ep, &p);
+		break;
+	}
+	default:
+		v = REASON_UNSUPPORTED;
+	}
+	if (v != PASS)
+		return drop(ifindex, dir, v);
+	return pass(skb);
+}
+
+SEC("tc")
+int to_container(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	const __u32 dir = DIR_TO_CONTAINER;
+	struct endpoint_info *ep = bpf_map_lookup_elem(&ep_by_ifindex, &ifindex);
+	if (!ep)
+		return drop(ifindex, dir, REASON_NO_ENDPOINT);
+	count(ifindex, dir, skb->len);
+	if (skb->vlan_present)
+		return drop(ifindex, dir, REASON_MALFORMED);
+
+	pull(skb, ETH_HLEN);
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return drop(ifindex, dir, REASON_MALFORMED);
+
+	switch (eth->h_proto) {
+	case ETH_P_ARP_BE:
+		return TC_ACT_OK;
+	case ETH_P_IPV6_BE:
+		return is_ipv6_nd(skb) ? TC_ACT_OK : drop(ifindex, dir, REASON_UNSUPPORTED);
+	case ETH_P_IP_BE:
+		break;
+	default:
+		return drop(ifindex, dir, REASON_UNSUPPORTED);
+	}
+	struct pkt p;
+	if (parse_ipv4(skb, &p) < 0)
+		return drop(ifindex, dir, REASON_MALFORMED);
+	/* Sources were checked at the sender's from_container, so an
+	 * endpoint address here is that endpoint. */
+	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p.saddr);
+	if (src && src->ifindex != ifindex) {
+		__u32 v = between(src->net_id, ep->net_id);
+		if (v != PASS)
+			return drop(ifindex, dir, v);
+	}
+	return TC_ACT_OK;
+}
+
+/* to_network_verdict judges a packet the host stack sends into network
+ * net_id. */
+static __always_inline __u32 judge_to_network(__u32 net_id, const struct pkt *p)
+{
+	if (is_host_addr(p->saddr))
+		return PASS;
+	if (net_flags(net_id) & NET_F_INTERNAL)
+		return REASON_INTERNAL;
+	struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
+	if (p->frag == FRAG_LATER)
+		return bpf_map_lookup_elem(&frags, &fk) ? PASS : REASON_FRAGMENT;
+	if (!ct_reply(p))
+		return REASON_UNSOLICITED;
+	if (p->frag == FRAG_FIRST) {
+		__u64 now = bpf_ktime_get_ns();
+		bpf_map_update_elem(&frags, &fk, &now, BPF_ANY);
+	}
+	return PASS;
+}
+
+SEC("tc")
+int to_network(struct __sk_buff *skb)
+{
+	__u32 net_id = skb->ifindex;
+	pull(skb, ETH_HLEN);
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return drop(net_id, DIR_TO_CONTAINER, REASON_MALFORMED);
+	if (eth->h_proto != ETH_P_IP_BE)
+		return TC_ACT_OK; /* ARP from the host; IPv6 is judged per endpoint */
+
+	struct pkt p;
+	int bad = parse_ipv4(skb, &p) < 0;
+	__u32 v = bad ? REASON_MALFORMED : judge_to_network(net_id, &p);
+	if (v == PASS)
+		return TC_ACT_OK;
+	/* Count the drop on the endpoint it was meant for, else on the bridge. */
+	__u32 at = net_id;
+	if (!bad) {
+		struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip, &p.daddr);
+		if (dst && dst->net_id == net_id)
+			at = dst->ifindex;
+	}
+	return drop(at, DIR_TO_CONTAINER, v);
+}
+
+SEC("tc")
+int from_uplink(struct __sk_buff *skb)
+{
+	pull(skb, ETH_HLEN + sizeof(struct iphdr));
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + ETH_HLEN;
+	if ((void *)(ip + 1) > end || eth->h_proto != ETH_P_IP_BE)
+		return TC_ACT_UNSPEC;
+	if (subnet_of(ip->daddr))
+		skb->mark |= forward_mark;
+	return TC_ACT_UNSPEC;
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";

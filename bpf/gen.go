@@ -1,0 +1,8 @@
+// Package bpf holds bpfnet's TC programs (datapath.c), the headers they
+// share with the Go control plane (include/), and the Go bindings bpf2go
+// generates from them. The generated bpfnet_bpfel.go and bpfnet_bpfel.o are
+// committed, so building needs no clang; `make generate` rebuilds them with
+// clang-19 and CI fails when the result differs from what is committed.
+package bpf
+
+//go:generate go tool bpf2go -cc clang-19 -strip llvm-strip-19 -target bpfel -type endpoint_info -type ip_endpoint -type network_info -type subnet_key -type counter_key -type counter_values -type ct_key -type ct_entry -type frag_key Bpfnet datapath.c -- -O2 -g -Wall -Werror -I./include $BPF_INCLUDES

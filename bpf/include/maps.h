@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every map of the datapath. All are pinned by name under the daemon's
+ * bpffs root, so a restart of the daemon keeps state and enforcement.
+ */
+#ifndef BPFNET_MAPS_H
+#define BPFNET_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "shared.h"
+
+#define MAX_ENDPOINTS 65536
+#define MAX_NETWORKS 16384
+
+/* host-side veth ifindex → endpoint; written by the control plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, struct endpoint_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ep_by_ifindex SEC(".maps");
+
+/* endpoint IPv4 address → veth and network; written by the control plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENDPOINTS);
+	__type(key, __be32);
+	__type(value, struct ip_endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ep_by_ip SEC(".maps");
+
+/* network id (bridge ifindex) → flags; written by the control plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_NETWORKS);
+	__type(key, __u32);
+	__type(value, struct network_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} networks SEC(".maps");
+
+/* managed subnet → network id; written by the control plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_NETWORKS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct subnet_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} subnets SEC(".maps");
+
+/* IPv4 address of the host namespace → 1; written by the control plane
+ * from the kernel's address list. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} host_addrs SEC(".maps");
+
+/* flows containers started towards the outside; written by from_container,
+ * refreshed by to_network, expired entries dropped by LRU or by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct ct_key);
+	__type(value, struct ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} conntrack SEC(".maps");
+
+/* fragmented datagrams from the outside whose first fragment was allowed
+ * → time seen; written by to_network. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct frag_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} frags SEC(".maps");
+
+/* (ifindex, direction) → packets, bytes, drops by reason; written by the
+ * programs, read (and deleted with the endpoint) by the control plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 2 * MAX_ENDPOINTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct counter_key);
+	__type(value, struct counter_values);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} counters SEC(".maps");
+
+#endif

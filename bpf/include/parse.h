@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Packet parsing. Every header is bounds-checked against the packet; a
+ * header that does not fit, an IPv4 header with a bad version or length,
+ * or a VLAN tag makes the packet malformed, and malformed packets are
+ * dropped, never passed on unchecked.
+ */
+#ifndef BPFNET_PARSE_H
+#define BPFNET_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+/* From RFC 792 (linux/icmp.h pulls in libc headers). */
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be16 id;
+	__be16 sequence;
+};
+
+#define IPV4_MAX_HLEN 60
+#define L4_MIN_LEN 8 /* ports, or ICMP type/code/checksum/id/seq */
+#define TCP_FLAGS_OFF 13
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+
+#define IP_MF 0x2000
+#define IP_OFFMASK 0x1fff
+
+enum frag_kind {
+	FRAG_NONE = 0,
+	FRAG_FIRST = 1, /* offset 0, more fragments follow: has the L4 header */
+	FRAG_LATER = 2, /* offset > 0: no L4 header */
+};
+
+/* A parsed IPv4 packet. For ICMP errors (destination unreachable, time
+ * exceeded, parameter problem) inner_* describe the packet they quote. */
+struct pkt {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport; /* ICMP echo: the identifier */
+	__be16 dport;
+	__be16 ip_id;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 frag; /* enum frag_kind */
+	__u8 icmp_type;
+	__u8 has_inner;
+	__u8 inner_proto;
+	__be32 inner_saddr;
+	__be32 inner_daddr;
+	__be16 inner_sport;
+	__be16 inner_dport;
+};
+
+/* pull makes the first len bytes (or all of a shorter packet) directly
+ * accessible. */
+static __always_inline void pull(struct __sk_buff *skb, __u32 len)
+{
+	if (len > skb->len)
+		len = skb->len;
+	if ((void *)(long)skb->data + len > (void *)(long)skb->data_end)
+		bpf_skb_pull_data(skb, len);
+}
+
+static __always_inline int is_icmp_error(__u8 type)
+{
+	return type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED || type == ICMP_PARAMETERPROB;
+}
+
+/* parse_l4 fills ports (and TCP flags) from the L4 header at l4. Returns 0,
+ * or -1 if the header does not fit. */
+static __always_inline int parse_ports(void *l4, void *end, __u8 proto, __be16 *sport, __be16 *dport)
+{
+	if (l4 + L4_MIN_LEN > end)
+		return -1;
+	switch (proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		*sport = ((__be16 *)l4)[0];
+		*dport = ((__be16 *)l4)[1];
+		return 0;
+	case IPPROTO_ICMP: {
+		struct icmphdr *icmp = l4;
+		if (icmp->type == ICMP_ECHO || icmp->type == ICMP_ECHOREPLY)
+			*sport = icmp->id;
+		else
+			*sport = 0;
+		*dport = 0;
+		return 0;
+	}
+	}
+	*sport = 0;
+	*dport = 0;
+	return 0;
+}
+
+/* parse_ipv4 parses the IPv4 packet after the Ethernet header. Returns 0,
+ * or -1 for a malformed packet. */
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
+{
+	pull(skb, ETH_HLEN + 2 * IPV4_MAX_HLEN + 2 * L4_MIN_LEN + 12);
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+
+	__builtin_memset(p, 0, sizeof(*p));
+	if ((void *)(ip + 1) > end)
+		return -1;
+	__u32 hlen = ip->ihl * 4;
+	if (ip->version != 4 || hlen < sizeof(*ip) || bpf_ntohs(ip->tot_len) < hlen)
+		return -1;
+	if (skb->len < ETH_HLEN + bpf_ntohs(ip->tot_len))
+		return -1;
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	p->proto = ip->protocol;
+	p->ip_id = ip->id;
+	__u16 frag = bpf_ntohs(ip->frag_off);
+	if (frag & IP_OFFMASK) {
+		p->frag = FRAG_LATER;
+		return 0;
+	}
+	if (frag & IP_MF)
+		p->frag = FRAG_FIRST;
+
+	void *l4 = (void *)ip + hlen;
+	if (p->proto == IPPROTO_TCP) {
+		if (l4 + TCP_FLAGS_OFF + 1 > end)
+			return -1;
+		p->tcp_flags = ((__u8 *)l4)[TCP_FLAGS_OFF];
+	}
+	if (parse_ports(l4, end, p->proto, &p->sport, &p->dport) < 0)
+		return -1;
+	if (p->proto != IPPROTO_ICMP)
+		return 0;
+
+	struct icmphdr *icmp = l4;
+	p->icmp_type = icmp->type;
+	if (!is_icmp_error(icmp->type))
+		return 0;
+	/* The quoted packet: its IP header and the first 8 bytes after it. */
+	struct iphdr *inner = l4 + sizeof(struct icmphdr);
+	if ((void *)(inner + 1) > end)
+		return -1;
+	__u32 ihlen = inner->ihl * 4;
+	if (inner->version != 4 || ihlen < sizeof(*inner))
+		return -1;
+	p->inner_saddr = inner->saddr;
+	p->inner_daddr = inner->daddr;
+	p->inner_proto = inner->protocol;
+	if (parse_ports((void *)inner + ihlen, end, inner->protocol, &p->inner_sport, &p->inner_dport) < 0)
+		return -1;
+	p->has_inner = 1;
+	return 0;
+}
+
+#endif

@@ -1,0 +1,56 @@
+package datapath
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/bpfnet/bpfnet/loader"
+)
+
+// Leftovers reports whether an eBPF datapath ran with this configuration
+// and left attachments, pins or settings behind.
+func Leftovers(cfg Config) bool {
+	for _, p := range []string{filepath.Join(cfg.StateDir, "ebpf.json"), filepath.Join(cfg.StateDir, "tc-qdiscs.json"), cfg.Root} {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Cleanup removes everything an eBPF datapath with this configuration
+// installed: the uplinks' programs (tc filters and TCX links), every pin
+// under the bpffs root (which detaches the remaining TCX links), the
+// FORWARD rule and the ip_forward change. Bridges and veths go with their
+// interfaces. It needs no bpf() syscall, so it also runs where the eBPF
+// datapath cannot (when the daemon falls back to iptables).
+func Cleanup(log *slog.Logger, cfg Config) error {
+	path := filepath.Join(cfg.StateDir, "ebpf.json")
+	var led ledger
+	if b, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(b, &led); err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+	att := &loader.Attacher{Root: cfg.Root, Mode: loader.ModeAuto, QdiscLedger: filepath.Join(cfg.StateDir, "tc-qdiscs.json")}
+	var errs []error
+	for _, name := range cfg.Uplinks {
+		if ifc, err := ifaceOf(name); err == nil {
+			errs = append(errs, att.Detach(ifc, loader.Ingress))
+		}
+	}
+	errs = append(errs, loader.Unpin(cfg.Root), restoreForwarding(led))
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	log.Info("eBPF datapath removed", "bpffs", cfg.Root)
+	return nil
+}

@@ -1,0 +1,404 @@
+// Package datapath is the eBPF enforcer: it turns networks and endpoints
+// into entries of the BPF maps, attaches the programs of bpf/ (through
+// loader/) to bridges, host-side veths and uplinks, and reads the
+// counters. It never changes the host's topology.
+package datapath
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+
+	"github.com/bpfnet/bpfnet/bpf"
+	"github.com/bpfnet/bpfnet/loader"
+	"github.com/bpfnet/bpfnet/network"
+)
+
+// ForwardMark is the skb->mark bit the programs set on packets they pass;
+// the single FORWARD rule of the eBPF mode accepts packets that carry it.
+const ForwardMark = 0x00200000
+
+// Config configures the enforcer.
+type Config struct {
+	// Root is the bpffs directory for pins (--bpffs).
+	Root string
+	// StateDir holds the enforcer's ledger (ebpf.json, tc-qdiscs.json).
+	StateDir string
+	// AttachMode is loader.ModeAuto, ModeTCX or ModeTC (--tc-attach).
+	AttachMode string
+	// Uplinks are the interfaces towards the outside.
+	Uplinks []string
+}
+
+// ledger records what the enforcer changed outside the BPF objects, so
+// Cleanup undoes exactly that.
+type ledger struct {
+	IPForwardSet bool `json:"ip_forward_set,omitempty"`
+	ForwardRule  bool `json:"forward_rule,omitempty"`
+}
+
+// Enforcer implements network.Enforcer with BPF programs and maps.
+type Enforcer struct {
+	log  *slog.Logger
+	cfg  Config
+	coll *loader.Collection
+	att  *loader.Attacher
+	path string
+	led  ledger
+
+	mu       sync.Mutex
+	bridges  map[string]loader.Iface // network id → bridge (its ifindex is the BPF network id)
+	veths    map[string]loader.Iface // endpoint id → host-side veth
+	lastMode string                  // attach mode of the last attachment
+}
+
+// New loads the BPF collection (reusing maps pinned under cfg.Root) and
+// returns the enforcer. Nothing is attached until Reconcile.
+func New(log *slog.Logger, cfg Config) (*Enforcer, error) {
+	if err := loader.ValidMode(cfg.AttachMode); err != nil {
+		return nil, err
+	}
+	if err := CheckBPFFS(cfg.Root); err != nil {
+		return nil, err
+	}
+	coll, err := loader.Load(loader.Options{Root: cfg.Root, ForwardMark: ForwardMark})
+	if err != nil {
+		return nil, err
+	}
+	e := &Enforcer{log: log, cfg: cfg, coll: coll, path: filepath.Join(cfg.StateDir, "ebpf.json"),
+		att:     &loader.Attacher{Root: cfg.Root, Mode: cfg.AttachMode, QdiscLedger: filepath.Join(cfg.StateDir, "tc-qdiscs.json")},
+		bridges: map[string]loader.Iface{}, veths: map[string]loader.Iface{}}
+	if err := e.readLedger(); err != nil {
+		coll.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Close releases the enforcer's file descriptors; attachments and pins stay.
+func (e *Enforcer) Close() error { return e.coll.Close() }
+
+// Name implements network.Enforcer.
+func (e *Enforcer) Name() string { return "ebpf" }
+
+// AttachMode returns the mode of the attachments ("tcx" or "tc"), or the
+// configured mode when nothing is attached yet.
+func (e *Enforcer) AttachMode() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.lastMode != "" {
+		return e.lastMode
+	}
+	return e.cfg.AttachMode
+}
+
+func (e *Enforcer) readLedger() error {
+	b, err := os.ReadFile(e.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &e.led); err != nil {
+		return fmt.Errorf("read %s: %w", e.path, err)
+	}
+	return nil
+}
+
+func (e *Enforcer) saveLedger() error {
+	b, _ := json.MarshalIndent(e.led, "", "  ")
+	return network.WriteFileAtomic(e.path, append(b, '\n'), 0o600)
+}
+
+func ifaceOf(name string) (loader.Iface, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return loader.Iface{}, fmt.Errorf("interface %s: %w", name, err)
+	}
+	return loader.Iface{Name: name, Index: l.Attrs().Index}, nil
+}
+
+func (e *Enforcer) attach(ifc loader.Iface, hook loader.Hook, prog *ebpf.Program) error {
+	mode, err := e.att.Attach(ifc, hook, prog)
+	if err != nil {
+		return err
+	}
+	e.lastMode = mode
+	return nil
+}
+
+// Reconcile implements network.Enforcer: maps are made to hold exactly v,
+// every interface gets its programs (pinned links are updated in place,
+// so enforcement has no gap across restarts) and attachments to
+// interfaces v no longer has are removed.
+func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.prepareForwarding(); err != nil {
+		return err
+	}
+	if err := e.syncHostAddrs(); err != nil {
+		return err
+	}
+	nets := map[uint32]bpf.BpfnetNetworkInfo{}
+	subnets := map[bpf.BpfnetSubnetKey]uint32{}
+	e.bridges = map[string]loader.Iface{}
+	for _, n := range v.Networks {
+		ifc, err := ifaceOf(n.Bridge)
+		if err != nil {
+			return err
+		}
+		id := uint32(ifc.Index)
+		e.bridges[n.ID] = ifc
+		nets[id] = networkInfo(n)
+		subnets[subnetKey(n.Subnet)] = id
+	}
+	eps := map[uint32]bpf.BpfnetEndpointInfo{}
+	ips := map[uint32]bpf.BpfnetIpEndpoint{}
+	e.veths = map[string]loader.Iface{}
+	for _, ep := range v.Endpoints {
+		ifc, err := ifaceOf(ep.HostIf)
+		if err != nil {
+			return err
+		}
+		netID := uint32(e.bridges[ep.NetworkID].Index)
+		info, err := endpointInfo(ep, netID)
+		if err != nil {
+			return err
+		}
+		e.veths[ep.ID] = ifc
+		eps[uint32(ifc.Index)] = info
+		ips[be32(ep.IP)] = bpf.BpfnetIpEndpoint{Ifindex: uint32(ifc.Index), NetId: netID}
+	}
+	// Networks first, so an endpoint never points at a missing network.
+	if err := errors.Join(syncMap(e.coll.Networks, nets), syncMap(e.coll.Subnets, subnets),
+		syncMap(e.coll.EpByIfindex, eps), syncMap(e.coll.EpByIp, ips)); err != nil {
+		return err
+	}
+	wanted := map[string]bool{}
+	for _, ifc := range e.bridges {
+		if err := e.attach(ifc, loader.Egress, e.coll.ToNetwork); err != nil {
+			return err
+		}
+		wanted[ifc.Name+":egress"] = true
+	}
+	for _, ifc := range e.veths {
+		if err := errors.Join(e.attach(ifc, loader.Ingress, e.coll.FromContainer),
+			e.attach(ifc, loader.Egress, e.coll.ToContainer)); err != nil {
+			return err
+		}
+		wanted[ifc.Name+":ingress"], wanted[ifc.Name+":egress"] = true, true
+	}
+	if err := e.attachUplinks(wanted); err != nil {
+		return err
+	}
+	if err := e.removeStaleLinks(wanted); err != nil {
+		return err
+	}
+	return deleteKeys[bpf.BpfnetCounterKey, []bpf.BpfnetCounterValues](e.coll.Counters, func(k bpf.BpfnetCounterKey) bool {
+		_, ep := eps[k.Ifindex]
+		_, br := nets[k.Ifindex]
+		return !ep && !br
+	})
+}
+
+// attachUplinks marks traffic arriving for managed subnets on every uplink.
+// An uplink that does not exist (yet) is logged and skipped.
+func (e *Enforcer) attachUplinks(wanted map[string]bool) error {
+	for _, name := range e.cfg.Uplinks {
+		ifc, err := ifaceOf(name)
+		if err != nil {
+			e.log.Warn("uplink not attached", "uplink", name, "err", err)
+			continue
+		}
+		if err := e.attach(ifc, loader.Ingress, e.coll.FromUplink); err != nil {
+			return err
+		}
+		wanted[name+":ingress"] = true
+	}
+	return nil
+}
+
+// removeStaleLinks detaches pinned links of interface hooks that are not
+// wanted (their interface was removed while the daemon was down).
+func (e *Enforcer) removeStaleLinks(wanted map[string]bool) error {
+	var errs []error
+	for _, pin := range e.att.PinnedLinks() {
+		if wanted[pin] {
+			continue
+		}
+		ifname, hook, _ := strings.Cut(pin, ":")
+		ifc := loader.Iface{Name: ifname}
+		if l, err := netlink.LinkByName(ifname); err == nil {
+			ifc.Index = l.Attrs().Index
+		}
+		e.log.Info("removing stale attachment", "interface", ifname, "hook", hook)
+		errs = append(errs, e.att.Detach(ifc, loader.Hook(hook)), os.Remove(filepath.Join(e.cfg.Root, "links", pin)))
+	}
+	return ignoreNotExist(errors.Join(errs...))
+}
+
+func ignoreNotExist(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// NetworkAdded implements network.Enforcer: one entry in networks and one
+// in subnets, then the bridge's program.
+func (e *Enforcer) NetworkAdded(ctx context.Context, v network.View, n *network.Network) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ifc, err := ifaceOf(n.Bridge)
+	if err != nil {
+		return err
+	}
+	id := uint32(ifc.Index)
+	if err := e.coll.Networks.Put(id, networkInfo(n)); err != nil {
+		return fmt.Errorf("add network %s to map: %w", n.Name, err)
+	}
+	e.bridges[n.ID] = ifc
+	if err := e.coll.Subnets.Put(subnetKey(n.Subnet), id); err != nil {
+		return fmt.Errorf("add subnet %s to map: %w", n.Subnet, err)
+	}
+	return e.attach(ifc, loader.Egress, e.coll.ToNetwork)
+}
+
+// NetworkRemoved implements network.Enforcer.
+func (e *Enforcer) NetworkRemoved(ctx context.Context, v network.View, n *network.Network) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ifc, ok := e.bridges[n.ID]
+	if !ok {
+		return nil
+	}
+	id := uint32(ifc.Index)
+	err := errors.Join(e.att.Detach(ifc, loader.Egress),
+		del(e.coll.Subnets, subnetKey(n.Subnet)), del(e.coll.Networks, id), e.deleteCounters(id))
+	if err == nil {
+		delete(e.bridges, n.ID)
+	}
+	return err
+}
+
+// EndpointAdded implements network.Enforcer: the endpoint's two map
+// entries are written before its programs are attached, so the programs
+// know it from their first packet.
+func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *network.Endpoint) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ifc, err := ifaceOf(ep.HostIf)
+	if err != nil {
+		return err
+	}
+	br, ok := e.bridges[ep.NetworkID]
+	if !ok {
+		return fmt.Errorf("endpoint %s: network %s is not in the datapath", ep.Name, ep.NetworkID)
+	}
+	netID := uint32(br.Index)
+	info, err := endpointInfo(ep, netID)
+	if err != nil {
+		return err
+	}
+	e.veths[ep.ID] = ifc
+	if err := e.coll.EpByIfindex.Put(uint32(ifc.Index), info); err != nil {
+		return fmt.Errorf("add endpoint %s to map: %w", ep.Name, err)
+	}
+	if err := e.coll.EpByIp.Put(be32(ep.IP), bpf.BpfnetIpEndpoint{Ifindex: uint32(ifc.Index), NetId: netID}); err != nil {
+		return fmt.Errorf("add endpoint %s to map: %w", ep.Name, err)
+	}
+	return errors.Join(e.attach(ifc, loader.Ingress, e.coll.FromContainer), e.attach(ifc, loader.Egress, e.coll.ToContainer))
+}
+
+// EndpointRemoved implements network.Enforcer: programs, map entries,
+// counters and the endpoint's tracked flows go.
+func (e *Enforcer) EndpointRemoved(ctx context.Context, v network.View, ep *network.Endpoint) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ifc, ok := e.veths[ep.ID]
+	if !ok {
+		return nil
+	}
+	index := ifc.Index
+	ip := be32(ep.IP)
+	err := errors.Join(e.att.Detach(ifc, loader.Ingress), e.att.Detach(ifc, loader.Egress),
+		del(e.coll.EpByIp, ip), del(e.coll.EpByIfindex, uint32(index)), e.deleteCounters(uint32(index)),
+		deleteKeys[bpf.BpfnetCtKey, bpf.BpfnetCtEntry](e.coll.Conntrack, func(k bpf.BpfnetCtKey) bool { return k.Saddr == ip }))
+	if err == nil {
+		delete(e.veths, ep.ID)
+	}
+	return err
+}
+
+func (e *Enforcer) deleteCounters(ifindex uint32) error {
+	return errors.Join(
+		del(e.coll.Counters, bpf.BpfnetCounterKey{Ifindex: ifindex, Dir: uint32(bpf.BpfnetDirectionDIR_FROM_CONTAINER)}),
+		del(e.coll.Counters, bpf.BpfnetCounterKey{Ifindex: ifindex, Dir: uint32(bpf.BpfnetDirectionDIR_TO_CONTAINER)}))
+}
+
+// Cleanup implements network.Enforcer (see Cleanup).
+func (e *Enforcer) Cleanup(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := Cleanup(e.log, e.cfg); err != nil {
+		return err
+	}
+	e.led = ledger{}
+	return nil
+}
+
+// Attachment is one program attached to an interface hook.
+type Attachment struct {
+	Interface string
+	Hook      string
+	Mode      string // "tcx" or "tc"; empty when missing
+	Program   string
+	ProgramID uint32
+}
+
+// Attachments lists what should be attached and how it is, for status.
+func (e *Enforcer) Attachments() []Attachment {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []Attachment
+	add := func(ifc loader.Iface, hook loader.Hook, prog string) {
+		a := Attachment{Interface: ifc.Name, Hook: string(hook), Program: prog}
+		if mode, id, ok := e.att.Query(ifc, hook); ok {
+			a.Mode, a.ProgramID = mode, uint32(id)
+		}
+		out = append(out, a)
+	}
+	for _, name := range e.cfg.Uplinks {
+		if ifc, err := ifaceOf(name); err == nil {
+			add(ifc, loader.Ingress, "from_uplink")
+		}
+	}
+	for _, ifc := range sortedIfaces(e.bridges) {
+		add(ifc, loader.Egress, "to_network")
+	}
+	for _, ifc := range sortedIfaces(e.veths) {
+		add(ifc, loader.Ingress, "from_container")
+		add(ifc, loader.Egress, "to_container")
+	}
+	return out
+}
+
+func sortedIfaces(m map[string]loader.Iface) []loader.Iface {
+	out := slices.Collect(maps.Values(m))
+	slices.SortFunc(out, func(a, b loader.Iface) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}

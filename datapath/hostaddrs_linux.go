@@ -1,0 +1,56 @@
+package datapath
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+)
+
+// syncHostAddrs makes host_addrs hold the IPv4 addresses of the host
+// namespace (callers hold e.mu).
+func (e *Enforcer) syncHostAddrs() error {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list host addresses: %w", err)
+	}
+	want := map[uint32]uint32{}
+	for _, a := range addrs {
+		if ip, ok := netipAddr(a.IP); ok {
+			want[be32(ip)] = 1
+		}
+	}
+	return syncMap(e.coll.HostAddrs, want)
+}
+
+// WatchHostAddrs keeps host_addrs in step with the kernel's address list
+// until ctx ends: any address change resyncs the map.
+func (e *Enforcer) WatchHostAddrs(ctx context.Context) error {
+	ch := make(chan netlink.AddrUpdate, 64)
+	done := make(chan struct{})
+	if err := netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{
+		ErrorCallback: func(err error) { e.log.Warn("address watch", "err", err) }}); err != nil {
+		close(done)
+		return fmt.Errorf("watch host addresses: %w", err)
+	}
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-ch:
+				if !ok {
+					return
+				}
+				e.mu.Lock()
+				err := e.syncHostAddrs()
+				e.mu.Unlock()
+				if err != nil {
+					e.log.Error("sync host addresses", "err", err)
+				}
+			}
+		}
+	}()
+	return nil
+}

@@ -1,0 +1,134 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/bpfnet/bpfnet/bpf"
+	"github.com/bpfnet/bpfnet/network"
+)
+
+// Map entries in the layout of bpf/include/shared.h. Addresses are in
+// network byte order in memory, which is what NativeEndian of the four
+// address bytes gives.
+
+func be32(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+func addrOf(v uint32) netip.Addr {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}
+
+func broadcast(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := ^uint32(0) >> p.Bits()
+	v := binary.BigEndian.Uint32(b[:]) | host
+	binary.BigEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}
+
+func networkInfo(n *network.Network) bpf.BpfnetNetworkInfo {
+	var flags uint32
+	if n.ICC {
+		flags |= uint32(bpf.BpfnetNetworkFlagNET_F_ICC)
+	}
+	if n.Internal {
+		flags |= uint32(bpf.BpfnetNetworkFlagNET_F_INTERNAL)
+	}
+	if n.Masquerade {
+		flags |= uint32(bpf.BpfnetNetworkFlagNET_F_MASQUERADE)
+	}
+	info := bpf.BpfnetNetworkInfo{Flags: flags, Broadcast: be32(broadcast(n.Subnet))}
+	if n.HostIPv4.IsValid() {
+		info.SnatIp = be32(n.HostIPv4)
+	}
+	return info
+}
+
+func subnetKey(p netip.Prefix) bpf.BpfnetSubnetKey {
+	return bpf.BpfnetSubnetKey{Prefixlen: uint32(p.Bits()), Addr: be32(p.Masked().Addr())}
+}
+
+func endpointInfo(ep *network.Endpoint, netID uint32) (bpf.BpfnetEndpointInfo, error) {
+	mac, err := net.ParseMAC(ep.MAC)
+	if err != nil || len(mac) != 6 {
+		return bpf.BpfnetEndpointInfo{}, fmt.Errorf("endpoint %s: bad MAC %q", ep.Name, ep.MAC)
+	}
+	info := bpf.BpfnetEndpointInfo{Ip: be32(ep.IP), NetId: netID}
+	copy(info.Mac[:], mac)
+	return info, nil
+}
+
+// syncMap makes m hold exactly want: missing and changed entries are
+// written, entries not in want are deleted. Entries already right are
+// rewritten in place, which the programs never see as absent.
+func syncMap[K comparable, V any](m *ebpf.Map, want map[K]V) error {
+	var stale []K
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate map %s: %w", name(m), err)
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete from map %s: %w", name(m), err)
+		}
+	}
+	for k, v := range want {
+		if err := m.Put(k, v); err != nil {
+			return fmt.Errorf("update map %s: %w", name(m), err)
+		}
+	}
+	return nil
+}
+
+// deleteKeys deletes the entries for which match is true.
+func deleteKeys[K comparable, V any](m *ebpf.Map, match func(K) bool) error {
+	var keys []K
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if match(k) {
+			keys = append(keys, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate map %s: %w", name(m), err)
+	}
+	for _, k := range keys {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete from map %s: %w", name(m), err)
+		}
+	}
+	return nil
+}
+
+func name(m *ebpf.Map) string {
+	if info, err := m.Info(); err == nil {
+		return info.Name
+	}
+	return "?"
+}
+
+func del(m *ebpf.Map, k any) error {
+	if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete from map %s: %w", name(m), err)
+	}
+	return nil
+}

@@ -1,0 +1,97 @@
+// Package loader loads bpfnet's BPF collection, attaches its programs to
+// interfaces (TCX first, a clsact qdisc with a cls_bpf filter where TCX is
+// not available), pins maps and links under a bpffs root so enforcement
+// survives daemon restarts, and probes what the kernel can do. It knows
+// programs and interfaces, not networks.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/bpfnet/bpfnet/bpf"
+)
+
+// Options configure Load.
+type Options struct {
+	// Root is the bpffs directory for pins (maps/ and links/ below it).
+	// Empty loads unpinned maps (BPF_PROG_TEST_RUN tests and probes).
+	Root string
+	// ForwardMark is the skb->mark bit set on passed packets (0: none).
+	ForwardMark uint32
+	// Constants overrides other `volatile const` knobs by name (tests use
+	// it to shorten connection-table timeouts).
+	Constants map[string]any
+}
+
+// Collection is the loaded programs and maps.
+type Collection struct {
+	bpf.BpfnetObjects
+	root string
+}
+
+// Load loads the collection. Maps pinned under Root by an earlier daemon
+// are reused, so their contents (connection table, counters) survive.
+// A program the verifier rejects is reported with the verifier's log.
+func Load(opts Options) (*Collection, error) {
+	spec, err := bpf.LoadBpfnet()
+	if err != nil {
+		return nil, fmt.Errorf("read BPF object: %w", err)
+	}
+	consts := map[string]any{"forward_mark": opts.ForwardMark}
+	for k, v := range opts.Constants {
+		consts[k] = v
+	}
+	for name, v := range consts {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return nil, fmt.Errorf("BPF object has no constant %q", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return nil, fmt.Errorf("set BPF constant %s: %w", name, err)
+		}
+	}
+	var copts ebpf.CollectionOptions
+	if opts.Root == "" {
+		for _, m := range spec.Maps {
+			m.Pinning = ebpf.PinNone
+		}
+	} else {
+		dir := filepath.Join(opts.Root, "maps")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("bpffs root: %w", err)
+		}
+		copts.Maps.PinPath = dir
+	}
+	c := &Collection{root: opts.Root}
+	if err := spec.LoadAndAssign(&c.BpfnetObjects, &copts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("the kernel's verifier rejected a program: %+v", ve)
+		}
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("load BPF maps: %w (maps pinned in %s come from an incompatible version; `bpfnetd --cleanup` removes them)", err, opts.Root)
+		}
+		return nil, fmt.Errorf("load BPF collection: %w", err)
+	}
+	return c, nil
+}
+
+// Root returns the bpffs root ("" when unpinned).
+func (c *Collection) Root() string { return c.root }
+
+// Unpin removes every pin under root (maps and links), which detaches
+// TCX links nobody else holds. Legacy tc filters are removed by Detach.
+func Unpin(root string) error {
+	if root == "" {
+		return nil
+	}
+	if err := os.RemoveAll(root); err != nil {
+		return fmt.Errorf("remove pins under %s: %w", root, err)
+	}
+	return nil
+}
