@@ -57,6 +57,8 @@ volatile const enum ct_flag enum_ct_flag;
 #define ETH_P_ARP_BE bpf_htons(ETH_P_ARP)
 #define ETH_P_IP_BE bpf_htons(ETH_P_IP)
 #define ETH_P_IPV6_BE bpf_htons(ETH_P_IPV6)
+#define ETH_P_8021Q_BE bpf_htons(ETH_P_8021Q)
+#define ETH_P_8021AD_BE bpf_htons(ETH_P_8021AD)
 
 static __always_inline struct counter_values *counters_of(__u32 ifindex, __u32 dir)
 {
@@ -249,6 +251,10 @@ int from_container(struct __sk_buff *skb)
 		v = judge_from_container(ep, &p);
 		break;
 	}
+	case ETH_P_8021Q_BE:
+	case ETH_P_8021AD_BE:
+		v = REASON_MALFORMED; /* a tag would reach VLAN devices unchecked */
+		break;
 	default:
 		v = REASON_UNSUPPORTED;
 	}
@@ -283,6 +289,9 @@ int to_container(struct __sk_buff *skb)
 		return is_ipv6_nd(skb) ? TC_ACT_OK : drop(ifindex, dir, REASON_UNSUPPORTED);
 	case ETH_P_IP_BE:
 		break;
+	case ETH_P_8021Q_BE:
+	case ETH_P_8021AD_BE:
+		return drop(ifindex, dir, REASON_MALFORMED);
 	default:
 		return drop(ifindex, dir, REASON_UNSUPPORTED);
 	}
