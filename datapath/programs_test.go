@@ -2,11 +2,9 @@ package datapath
 
 import (
 	"encoding/binary"
-	"fmt"
 	"net"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/google/gopacket"
@@ -198,10 +196,10 @@ type l4 struct {
 	payload        []byte
 }
 
-func tcp(sport, dport uint16) l4  { return l4{proto: "tcp", sport: sport, dport: dport, syn: true} }
-func udp(sport, dport uint16) l4  { return l4{proto: "udp", sport: sport, dport: dport} }
-func echo(id uint16) l4           { return l4{proto: "icmp", icmpType: 8, icmpID: id} }
-func echoReply(id uint16) l4      { return l4{proto: "icmp", icmpType: 0, icmpID: id} }
+func tcp(sport, dport uint16) l4    { return l4{proto: "tcp", sport: sport, dport: dport, syn: true} }
+func udp(sport, dport uint16) l4    { return l4{proto: "udp", sport: sport, dport: dport} }
+func echo(id uint16) l4             { return l4{proto: "icmp", icmpType: 8, icmpID: id} }
+func echoReply(id uint16) l4        { return l4{proto: "icmp", icmpType: 0, icmpID: id} }
 func tcpAck(sport, dport uint16) l4 { return l4{proto: "tcp", sport: sport, dport: dport, ack: true} }
 
 // ipOpts modifies the IPv4 header before serialisation.
@@ -343,5 +341,3 @@ func (w *world) expect(t *testing.T, prog *ebpf.Program, ifindex, countAt int, d
 	return mark
 }
 
-var _ = fmt.Sprintf
-var _ = time.Second
