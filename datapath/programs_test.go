@@ -340,4 +340,3 @@ func (w *world) expect(t *testing.T, prog *ebpf.Program, ifindex, countAt int, d
 	}
 	return mark
 }
-
