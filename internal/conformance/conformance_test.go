@@ -24,11 +24,15 @@ import (
 )
 
 // datapaths lists the variants the suite runs.
-var datapaths = flag.String("datapaths", "iptables,ebpf,ebpf-tc,ebpf-forward-drop", "comma-separated variants to check: "+strings.Join(slices.Sorted(maps.Keys(variants)), ", "))
+var datapaths = flag.String("datapaths", "iptables,ebpf,ebpf-tc,ebpf-forward-drop,auto-without-bpf", "comma-separated variants to check: "+strings.Join(slices.Sorted(maps.Keys(variants)), ", "))
 
 // variant is a datapath configuration the table must hold for.
 type variant struct {
 	args []string
+	// wrap runs the daemon through a command (testnet.Daemon.Wrap).
+	wrap []string
+	// datapath is what the daemon must report running.
+	datapath string
 	// prepare changes the host namespace before the daemon starts.
 	prepare func(t *testing.T, topo *testnet.Topology)
 	// ebpf variants must install no per-network iptables rules.
@@ -38,13 +42,16 @@ type variant struct {
 }
 
 var variants = map[string]variant{
-	"iptables": {args: []string{"--datapath=iptables"}},
-	"ebpf":     {args: []string{"--datapath=ebpf"}, ebpf: true, attach: "tcx"},
+	"iptables": {args: []string{"--datapath=iptables"}, datapath: "iptables"},
+	"ebpf":     {args: []string{"--datapath=ebpf"}, datapath: "ebpf", ebpf: true, attach: "tcx"},
 	// The legacy clsact + cls_bpf attachment, as on kernels before 6.6.
-	"ebpf-tc": {args: []string{"--datapath=ebpf", "--tc-attach=tc"}, ebpf: true, attach: "tc"},
+	"ebpf-tc": {args: []string{"--datapath=ebpf", "--tc-attach=tc"}, datapath: "ebpf", ebpf: true, attach: "tc"},
 	// A host where Docker runs: its chains, FORWARD policy DROP and
 	// bridge netfilter on (so even same-bridge traffic walks FORWARD).
-	"ebpf-forward-drop": {args: []string{"--datapath=ebpf"}, ebpf: true, attach: "tcx", prepare: dockerHost},
+	"ebpf-forward-drop": {args: []string{"--datapath=ebpf"}, datapath: "ebpf", ebpf: true, attach: "tcx", prepare: dockerHost},
+	// A kernel without the bpf() system call (seccomp makes it fail with
+	// ENOSYS): auto must fall back to iptables and the table still hold.
+	"auto-without-bpf": {args: []string{"--datapath=auto"}, wrap: []string{"nobpf"}, datapath: "iptables"},
 }
 
 // dockerHost loads the rules a fresh Docker 20.10 leaves (captured by the
@@ -161,7 +168,11 @@ func build(t *testing.T, v variant) *world {
 	}
 	args := append([]string{"--default-network=false", "--uplink=" + testnet.UplinkIf}, v.args...)
 	w.daemon = testnet.NewDaemon(t, w.topo.Host, args...)
+	w.daemon.Wrap = v.wrap
 	w.daemon.Start()
+	if st, err := w.daemon.Client.Status(context.Background()); err != nil || st.Datapath != v.datapath {
+		t.Fatalf("daemon runs datapath %q (%s), want %q (status error %v)", st.Datapath, st.DatapathReason, v.datapath, err)
+	}
 	ctx := context.Background()
 	for _, req := range scenarioNetworks {
 		n, err := w.daemon.Client.CreateNetwork(ctx, req)

@@ -39,7 +39,7 @@ func Binaries(t testing.TB) string {
 			buildErr = fmt.Errorf("find module root: %w", err)
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/bpfnetd", "./cmd/bpfnet")
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/bpfnetd", "./cmd/bpfnet", "./internal/testnet/nobpf")
 		cmd.Dir = strings.TrimSpace(string(root))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %w: %s", err, out)
@@ -67,10 +67,13 @@ type Daemon struct {
 	Socket   string
 	BPFFS    string // --bpffs, inside a bpf filesystem private to the daemon
 	Args     []string
-	Client   *api.Client
-	cmd      *exec.Cmd
-	log      *bytes.Buffer
-	done     chan error
+	// Wrap is a command line that runs the daemon (e.g. setpriv with
+	// capabilities dropped); "nobpf" is the helper of that name.
+	Wrap   []string
+	Client *api.Client
+	cmd    *exec.Cmd
+	log    *bytes.Buffer
+	done   chan error
 }
 
 // NewDaemon prepares a daemon in ns with a private state dir and socket;
@@ -102,13 +105,25 @@ func (d *Daemon) flags(extra ...string) []string {
 	return append(append([]string{"--state-dir", d.StateDir, "--socket", d.Socket, "--bpffs", d.BPFFS}, d.Args...), extra...)
 }
 
+// command is the argument list of `ip` that runs bpfnetd in the namespace.
+func (d *Daemon) command(flags ...string) []string {
+	args := []string{"netns", "exec", d.NS.Name}
+	for _, w := range d.Wrap {
+		if w == "nobpf" {
+			w = filepath.Join(d.Bin, "nobpf")
+		}
+		args = append(args, w)
+	}
+	return append(append(args, filepath.Join(d.Bin, "bpfnetd")), flags...)
+}
+
 // Start runs bpfnetd and waits until its API answers.
 func (d *Daemon) Start() {
 	d.t.Helper()
 	if d.log == nil {
 		d.log = &bytes.Buffer{}
 	}
-	d.cmd = exec.Command("ip", append([]string{"netns", "exec", d.NS.Name, filepath.Join(d.Bin, "bpfnetd")}, d.flags()...)...)
+	d.cmd = exec.Command("ip", d.command(d.flags()...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
@@ -158,8 +173,7 @@ func (d *Daemon) Stop() {
 
 // RunOnce runs bpfnetd with extra flags (e.g. --cleanup) to completion.
 func (d *Daemon) RunOnce(extra ...string) (string, error) {
-	args := append([]string{"netns", "exec", d.NS.Name, filepath.Join(d.Bin, "bpfnetd")}, d.flags(extra...)...)
-	out, err := exec.Command("ip", args...).CombinedOutput()
+	out, err := exec.Command("ip", d.command(d.flags(extra...)...)...).CombinedOutput()
 	return string(out), err
 }
 

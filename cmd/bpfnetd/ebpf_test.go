@@ -1,0 +1,386 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfnet/bpfnet/bpf"
+	"github.com/bpfnet/bpfnet/internal/testnet"
+)
+
+// echoServer accepts TCP connections in ns on port and echoes lines.
+func echoServer(t *testing.T, ns *testnet.NS, port int) {
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); return }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					c.Write([]byte(line))
+				}
+			}()
+		}
+	}()
+}
+
+func roundTrip(c net.Conn, r *bufio.Reader, msg string) error {
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte(msg + "\n")); err != nil {
+		return err
+	}
+	got, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if got != msg+"\n" {
+		return fmt.Errorf("echo %q, want %q", got, msg)
+	}
+	return nil
+}
+
+var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+// A daemon restart does not interrupt enforcement or traffic: a 10 ms
+// ping and an open TCP connection between two containers lose nothing,
+// and a forbidden flow stays forbidden while the daemon is down and
+// while it starts.
+func TestEBPFRestart(t *testing.T) {
+	for _, mode := range []string{"tcx", "tc"} {
+		t.Run(mode, func(t *testing.T) {
+			topo := testnet.NewTopology(t)
+			d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--tc-attach="+mode, "--default-network=false", "--uplink="+testnet.UplinkIf)
+			d.Start()
+			c1, c2, c3 := testnet.NewNS(t, "c1"), testnet.NewNS(t, "c2"), testnet.NewNS(t, "c3")
+			d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
+			d.MustCLI("network", "create", "--subnet", "198.18.2.0/24", "other")
+			d.MustCLI("endpoint", "create", "--network", "web", "--netns", c1.Path, "--name", "c1")
+			d.MustCLI("endpoint", "create", "--network", "web", "--netns", c2.Path, "--name", "c2")
+			d.MustCLI("endpoint", "create", "--network", "other", "--netns", c3.Path, "--name", "c3")
+			c2addr, c3addr := mustAddr(t, d, "c2"), mustAddr(t, d, "c3")
+			c3.Serve(t)
+			echoServer(t, c2, 7100)
+			var conn net.Conn
+			if err := c1.Do(func() (err error) { conn, err = net.Dial("tcp4", netip.AddrPortFrom(c2addr, 7100).String()); return }); err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			r := bufio.NewReader(conn)
+			if err := roundTrip(conn, r, "before"); err != nil {
+				t.Fatal(err)
+			}
+			before := d.MustCLI("status", "--json")
+
+			// 10 ms ping for the whole stop/start, and a forbidden flow
+			// probed all along.
+			ping := exec.Command("ip", "netns", "exec", c1.Name, "ping", "-n", "-i", "0.01", "-c", "400", "-W", "1", c2addr.String())
+			var pingOut strings.Builder
+			ping.Stdout = &pingOut
+			if err := ping.Start(); err != nil {
+				t.Fatal(err)
+			}
+			stop := make(chan struct{})
+			var leaks []string
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := c1.UDP(c3addr, 200*time.Millisecond); err == nil {
+						leaks = append(leaks, time.Now().Format(time.StampMilli))
+					}
+				}
+			}()
+			time.Sleep(500 * time.Millisecond)
+			d.Stop()
+			time.Sleep(time.Second) // no daemon at all
+			if err := roundTrip(conn, r, "daemon stopped"); err != nil {
+				t.Errorf("TCP with the daemon stopped: %v", err)
+			}
+			d.Start()
+			if err := ping.Wait(); err != nil {
+				t.Errorf("ping: %v\n%s", err, pingOut.String())
+			}
+			close(stop)
+			wg.Wait()
+			m := pingSummary.FindStringSubmatch(pingOut.String())
+			if m == nil || m[1] != m[2] || m[1] != "400" {
+				t.Errorf("ping lost packets across the restart:\n%s", pingOut.String())
+			}
+			if len(leaks) > 0 {
+				t.Errorf("forbidden flow c1 → c3 answered during the restart at %v", leaks)
+			}
+			if err := roundTrip(conn, r, "after"); err != nil {
+				t.Errorf("TCP connection after restart: %v", err)
+			}
+			if _, err := c1.UDP(c3addr, time.Second); err == nil {
+				t.Errorf("c1 → c3 allowed after restart")
+			}
+			after := d.MustCLI("status", "--json")
+			if strings.Count(after, `"mode": "`+mode+`"`) != strings.Count(before, `"mode": "`+mode+`"`) || !strings.Contains(after, `"attach": "`+mode+`"`) {
+				t.Errorf("attachments changed mode across restart:\nbefore %s\nafter %s", before, after)
+			}
+		})
+	}
+}
+
+// tcxPrograms lists the programs attached with TCX to an interface hook
+// of ns, read with BPF_PROG_QUERY.
+func tcxPrograms(t *testing.T, ns *testnet.NS, ifname string, at ebpf.AttachType) int {
+	var n int
+	err := ns.Do(func() error {
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return err
+		}
+		res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: at})
+		if err != nil {
+			return err
+		}
+		n = len(res.Programs)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// --cleanup and a switch to the iptables datapath remove every program,
+// pin and rule of the eBPF datapath, and never a qdisc or filter of
+// someone else.
+func TestEBPFCleanupAndSwitch(t *testing.T) {
+	topo := testnet.NewTopology(t)
+	h := topo.Host
+	pristine := hostState(t, h)
+	// Someone else's clsact qdisc and filter on the uplink.
+	h.MustRun(t, "tc", "qdisc", "add", "dev", testnet.UplinkIf, "clsact")
+	h.MustRun(t, "tc", "filter", "add", "dev", testnet.UplinkIf, "ingress", "prio", "7", "u32", "match", "u32", "0", "0")
+	foreign := h.MustRun(t, "tc", "filter", "show", "dev", testnet.UplinkIf, "ingress")
+
+	for _, mode := range []string{"tc", "tcx"} {
+		d := testnet.NewDaemon(t, h, "--datapath=ebpf", "--tc-attach="+mode, "--uplink="+testnet.UplinkIf, "--bip=198.18.9.1/24")
+		d.Start()
+		c1 := testnet.NewNS(t, "c1")
+		d.MustCLI("endpoint", "create", "--network", "bridge", "--netns", c1.Path, "--name", "c1")
+		if mode == "tcx" && tcxPrograms(t, h, testnet.UplinkIf, ebpf.AttachTCXIngress) != 1 {
+			t.Errorf("tcx: want 1 program on the uplink")
+		}
+		if mode == "tc" && !strings.Contains(h.MustRun(t, "tc", "filter", "show", "dev", testnet.UplinkIf, "ingress"), "bpfnet_from_uplink") {
+			t.Errorf("tc: no bpfnet filter on the uplink")
+		}
+		d.Stop()
+		if out, err := d.RunOnce("--cleanup"); err != nil {
+			t.Fatalf("%s: --cleanup: %v\n%s", mode, err, out)
+		}
+		if got := hostState(t, h); got != pristine {
+			t.Errorf("%s: --cleanup left the host changed:\n%s", mode, testnet.DiffLines(pristine, got))
+		}
+		if got := h.MustRun(t, "tc", "filter", "show", "dev", testnet.UplinkIf, "ingress"); got != foreign {
+			t.Errorf("%s: uplink filters after cleanup:\n%s\nwant only the foreign one:\n%s", mode, got, foreign)
+		}
+		if n := tcxPrograms(t, h, testnet.UplinkIf, ebpf.AttachTCXIngress); n != 0 {
+			t.Errorf("%s: %d TCX programs left on the uplink", mode, n)
+		}
+		if _, err := os.Stat(d.BPFFS); !os.IsNotExist(err) {
+			t.Errorf("%s: pins left in %s", mode, d.BPFFS)
+		}
+	}
+
+	// eBPF, then the same state with --datapath=iptables: the programs go,
+	// the rules come, the networks stay.
+	d := testnet.NewDaemon(t, h, "--datapath=ebpf", "--uplink="+testnet.UplinkIf, "--bip=198.18.9.1/24")
+	d.Start()
+	c1 := testnet.NewNS(t, "c1")
+	d.MustCLI("endpoint", "create", "--network", "bridge", "--netns", c1.Path, "--name", "c1")
+	host := mustEndpoint(t, d, "c1").HostIf
+	d.Stop()
+	d.Args = []string{"--datapath=iptables", "--uplink=" + testnet.UplinkIf, "--bip=198.18.9.1/24"}
+	d.Start()
+	for _, hook := range []struct {
+		ifname string
+		at     ebpf.AttachType
+	}{{testnet.UplinkIf, ebpf.AttachTCXIngress}, {host, ebpf.AttachTCXIngress}, {host, ebpf.AttachTCXEgress}, {"bpfnet0", ebpf.AttachTCXEgress}} {
+		if n := tcxPrograms(t, h, hook.ifname, hook.at); n != 0 {
+			t.Errorf("after switching to iptables: %d programs on %s %v", n, hook.ifname, hook.at)
+		}
+	}
+	if _, err := os.Stat(d.BPFFS); !os.IsNotExist(err) {
+		t.Errorf("pins left in %s after switching to iptables", d.BPFFS)
+	}
+	if save := h.MustRun(t, "iptables-save"); !strings.Contains(save, "-A BPFNET-ISOLATION-STAGE-1 -i bpfnet0") || strings.Contains(save, "0x200000") {
+		t.Errorf("iptables mode rules wrong after the switch:\n%s", save)
+	}
+	if st := d.MustCLI("status"); !strings.Contains(st, "Datapath:        iptables") && !strings.Contains(st, "iptables") {
+		t.Errorf("status: %s", st)
+	}
+}
+
+// With CAP_BPF and CAP_SYS_ADMIN removed from its bounding set, the
+// daemon's bpf() calls fail as on a kernel without BPF: auto selects
+// iptables and says why. (Creating endpoints needs CAP_SYS_ADMIN to enter
+// container namespaces, so the full table runs in the conformance suite's
+// auto-without-bpf variant, where seccomp makes bpf() fail instead.)
+func TestAutoWithoutCapabilities(t *testing.T) {
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv (util-linux) is needed: %v", err)
+	}
+	topo := testnet.NewTopology(t)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=auto", "--uplink="+testnet.UplinkIf, "--bip=198.18.9.1/24")
+	d.Wrap = []string{"setpriv", "--bounding-set=-bpf,-sys_admin", "--inh-caps=-bpf,-sys_admin", "--"}
+	d.Start()
+	st, err := d.Client.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Datapath != "iptables" || !strings.Contains(st.DatapathReason, "operation not permitted") {
+		t.Errorf("datapath %q because %q; want iptables because bpf() is not permitted", st.Datapath, st.DatapathReason)
+	}
+	if !strings.Contains(d.Log(), "eBPF datapath not available, using iptables") {
+		t.Errorf("the log does not say why:\n%s", d.Log())
+	}
+	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "-o", "com.docker.network.bridge.enable_icc=false", "quiet")
+	if save := topo.Host.MustRun(t, "iptables-save"); !strings.Contains(save, "-A BPFNET -i br-") && !strings.Contains(save, "-j DROP") {
+		t.Errorf("no iptables rules for the network:\n%s", save)
+	}
+}
+
+// Anti-spoofing with real traffic: a container that adds an address and
+// sends from it, or sends VLAN-tagged frames, reaches nobody, and the
+// drops are counted as spoof and malformed.
+func TestAntiSpoofing(t *testing.T) {
+	topo := testnet.NewTopology(t)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d.Start()
+	c1, c2 := testnet.NewNS(t, "c1"), testnet.NewNS(t, "c2")
+	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
+	d.MustCLI("endpoint", "create", "--network", "web", "--netns", c1.Path, "--name", "c1", "--ip", "198.18.1.10")
+	d.MustCLI("endpoint", "create", "--network", "web", "--netns", c2.Path, "--name", "c2", "--ip", "198.18.1.20")
+	c2.Serve(t)
+	topo.Outside.Serve(t)
+	c2addr := netip.MustParseAddr("198.18.1.20")
+	if _, err := c1.TCP(c2addr, 3*time.Second); err != nil {
+		t.Fatalf("c1 → c2 with its own address: %v", err)
+	}
+	// An extra address in c1's subnet, used as the source.
+	c1.MustRun(t, "ip", "addr", "add", "198.18.1.99/24", "dev", "eth0")
+	for _, dst := range []string{"198.18.1.20", testnet.OutsideAddr.String(), testnet.UplinkAddr.String()} {
+		out, err := c1.Run("ping", "-n", "-c", "2", "-W", "1", "-I", "198.18.1.99", dst)
+		if err == nil {
+			t.Errorf("ping from a spoofed source to %s answered:\n%s", dst, out)
+		}
+	}
+	// c1's counters, read from the pinned map.
+	hostIf := mustEndpoint(t, d, "c1").HostIf
+	spoofs := func() (spoof, malformed uint64) {
+		return pinnedDrops(t, d, topo.Host, hostIf, bpf.BpfnetDropReasonREASON_SPOOF), pinnedDrops(t, d, topo.Host, hostIf, bpf.BpfnetDropReasonREASON_MALFORMED)
+	}
+	// Each ping, or the ARP request for its next hop claiming the foreign
+	// address, is dropped; which of the two depends on c1's ARP cache.
+	if spoof, _ := spoofs(); spoof < 3 {
+		t.Errorf("spoof drops = %d after pings to 3 destinations from a foreign address, want at least 3", spoof)
+	}
+	// Two raw frames through a packet socket: one VLAN-tagged, one with
+	// a neighbour's source MAC.
+	c1mac, _ := net.ParseMAC(mustEndpoint(t, d, "c1").MAC)
+	c2mac, _ := net.ParseMAC(mustEndpoint(t, d, "c2").MAC)
+	payload := make([]byte, 46)
+	tagged := append(append(append([]byte{}, c2mac...), c1mac...), 0x81, 0x00, 0x00, 0x07, 0x08, 0x00)
+	forged := append(append(append([]byte{}, c2mac...), c2mac...), 0x08, 0x00)
+	s0, m0 := spoofs()
+	sendRaw(t, c1, "eth0", append(tagged, payload...), append(forged, payload...))
+	time.Sleep(100 * time.Millisecond)
+	s1, m1 := spoofs()
+	if s1-s0 != 1 || m1-m0 != 1 {
+		t.Errorf("raw frames: spoof +%d, malformed +%d; want +1 each", s1-s0, m1-m0)
+	}
+	if _, err := c1.TCP(c2addr, 3*time.Second); err != nil {
+		t.Errorf("c1 → c2 from its own address after the spoofing: %v", err)
+	}
+}
+
+// sendRaw sends Ethernet frames as they are out of ifname in ns.
+func sendRaw(t *testing.T, ns *testnet.NS, ifname string, frames ...[]byte) {
+	err := ns.Do(func() error {
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		for _, f := range frames {
+			if err := unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: l.Attrs().Index, Halen: 6}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pinnedDrops reads the drops of one reason at an endpoint's veth (from
+// the container) from the daemon's pinned counters map.
+func pinnedDrops(t *testing.T, d *testnet.Daemon, host *testnet.NS, hostIf string, reason bpf.BpfnetDropReason) uint64 {
+	t.Helper()
+	m, err := ebpf.LoadPinnedMap(d.BPFFS+"/maps/counters", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var ifindex int
+	if err := host.Do(func() error {
+		l, err := netlink.LinkByName(hostIf)
+		if err == nil {
+			ifindex = l.Attrs().Index
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var per []bpf.BpfnetCounterValues
+	if err := m.Lookup(bpf.BpfnetCounterKey{Ifindex: uint32(ifindex), Dir: uint32(bpf.BpfnetDirectionDIR_FROM_CONTAINER)}, &per); err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, c := range per {
+		n += c.Drops[reason]
+	}
+	return n
+}
