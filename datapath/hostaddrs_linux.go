@@ -24,7 +24,7 @@ func (e *Enforcer) syncHostAddrs() error {
 }
 
 // WatchHostAddrs keeps host_addrs in step with the kernel's address list
-// until ctx ends: any address change resyncs the map.
+// until ctx ends.
 func (e *Enforcer) WatchHostAddrs(ctx context.Context) error {
 	ch := make(chan netlink.AddrUpdate, 64)
 	done := make(chan struct{})
@@ -39,12 +39,22 @@ func (e *Enforcer) WatchHostAddrs(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return
-			case _, ok := <-ch:
+			case u, ok := <-ch:
 				if !ok {
 					return
 				}
+				// A new address is one map update; a removed one is a full
+				// resync, as another interface may hold the same address.
+				var err error
+				ip, v4 := netipAddr(u.LinkAddress.IP)
 				e.mu.Lock()
-				err := e.syncHostAddrs()
+				switch {
+				case !v4:
+				case u.NewAddr:
+					err = e.coll.HostAddrs.Put(be32(ip), uint32(1))
+				default:
+					err = e.syncHostAddrs()
+				}
 				e.mu.Unlock()
 				if err != nil {
 					e.log.Error("sync host addresses", "err", err)

@@ -69,16 +69,19 @@ func endpointInfo(ep *network.Endpoint, netID uint32) (bpf.BpfnetEndpointInfo, e
 }
 
 // syncMap makes m hold exactly want: missing and changed entries are
-// written, entries not in want are deleted. Entries already right are
-// rewritten in place, which the programs never see as absent.
-func syncMap[K comparable, V any](m *ebpf.Map, want map[K]V) error {
+// written (in place, so the programs never see them absent), entries not
+// in want are deleted, entries already right are left alone.
+func syncMap[K, V comparable](m *ebpf.Map, want map[K]V) error {
 	var stale []K
+	have := map[K]V{}
 	var k K
 	var v V
 	it := m.Iterate()
 	for it.Next(&k, &v) {
 		if _, ok := want[k]; !ok {
 			stale = append(stale, k)
+		} else {
+			have[k] = v
 		}
 	}
 	if err := it.Err(); err != nil {
@@ -90,6 +93,9 @@ func syncMap[K comparable, V any](m *ebpf.Map, want map[K]V) error {
 		}
 	}
 	for k, v := range want {
+		if old, ok := have[k]; ok && old == v {
+			continue
+		}
 		if err := m.Put(k, v); err != nil {
 			return fmt.Errorf("update map %s: %w", name(m), err)
 		}

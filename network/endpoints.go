@@ -76,7 +76,7 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req CreateEndpointRequest)
 		undo()
 		return Endpoint{}, fmt.Errorf("apply endpoint %s: %w", ep.Name, err)
 	}
-	if err = m.store.save(m.st); err != nil {
+	if err = m.store.putEndpoint(ep); err != nil {
 		undo()
 		return Endpoint{}, err
 	}
@@ -102,5 +102,5 @@ func (m *Manager) RemoveEndpoint(ctx context.Context, ref string) error {
 		m.log.Error("delete veth", "iface", ep.HostIf, "err", err)
 	}
 	m.log.Info("endpoint removed", "endpoint", ep.Name)
-	return m.store.save(m.st)
+	return m.store.deleteEndpoint(ep.ID)
 }

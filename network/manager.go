@@ -85,7 +85,7 @@ func (m *Manager) Start(ctx context.Context, def DefaultNetworkConfig) error {
 	if err := m.enf.Reconcile(ctx, m.view()); err != nil {
 		return fmt.Errorf("reconcile %s datapath: %w", m.enf.Name(), err)
 	}
-	if err := m.store.save(m.st); err != nil {
+	if err := m.store.sync(m.st); err != nil {
 		return err
 	}
 	if def.Enabled {
@@ -177,9 +177,7 @@ func (m *Manager) Cleanup(ctx context.Context) error {
 	m.st.Networks, m.st.Endpoints = nil, nil
 	errs = append(errs, m.removeStrayLinks())
 	errs = append(errs, m.enf.Cleanup(ctx))
-	if err := os.Remove(m.store.Path()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, err)
-	}
+	errs = append(errs, m.store.remove())
 	return errors.Join(errs...)
 }
 

@@ -92,7 +92,7 @@ func (m *Manager) addNetwork(ctx context.Context, n *Network) (err error) {
 		undo()
 		return fmt.Errorf("apply network %s: %w", n.Name, err)
 	}
-	if err = m.store.save(m.st); err != nil {
+	if err = m.store.putNetwork(n); err != nil {
 		undo()
 		return err
 	}
@@ -134,7 +134,7 @@ func (m *Manager) removeNetwork(ctx context.Context, n *Network) error {
 		m.log.Error("delete bridge", "bridge", n.Bridge, "err", err)
 	}
 	m.log.Info("network removed", "network", n.Name)
-	return m.store.save(m.st)
+	return m.store.deleteNetwork(n.ID)
 }
 
 // ensureDefault creates the default network unless the state has it with

@@ -33,11 +33,7 @@ func snapshot(t *testing.T, d *testnet.Daemon, nss ...*testnet.NS) string {
 			b.WriteString(counters.ReplaceAllString(line, "") + "\n")
 		}
 	}
-	state, err := os.ReadFile(d.StateDir + "/state.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.Write(state)
+	b.WriteString(testnet.StateFiles(t, d.StateDir))
 	return b.String()
 }
 

@@ -161,8 +161,8 @@ func TestRestartAndCleanup(t *testing.T) {
 			t.Errorf("container interfaces left in %s:\n%s", ns.Name, out)
 		}
 	}
-	if _, err := os.Stat(d.StateDir + "/state.json"); !os.IsNotExist(err) {
-		t.Errorf("state file still there after cleanup: %v", err)
+	if files := testnet.StateFiles(t, d.StateDir); files != "" {
+		t.Errorf("state still there after cleanup:\n%s", files)
 	}
 }
 

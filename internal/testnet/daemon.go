@@ -226,3 +226,24 @@ func mountBPFFS(t testing.TB, dir string) string {
 	})
 	return filepath.Join(dir, "bpfnet")
 }
+
+// StateFiles returns the daemon's state files (networks/ and endpoints/
+// below dir) with their contents, in name order; "" when there are none.
+func StateFiles(t testing.TB, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, kind := range []string{"networks", "endpoints"} {
+		entries, err := os.ReadDir(filepath.Join(dir, kind))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			data, err := os.ReadFile(filepath.Join(dir, kind, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "%s/%s:\n%s", kind, e.Name(), data)
+		}
+	}
+	return b.String()
+}
