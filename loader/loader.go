@@ -69,16 +69,22 @@ func Load(opts Options) (*Collection, error) {
 	}
 	c := &Collection{root: opts.Root}
 	if err := spec.LoadAndAssign(&c.BpfnetObjects, &copts); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("the kernel's verifier rejected a program: %+v", ve)
-		}
-		if errors.Is(err, ebpf.ErrMapIncompatible) {
-			return nil, fmt.Errorf("load BPF maps: %w (maps pinned in %s come from an incompatible version; `bpfnetd --cleanup` removes them)", err, opts.Root)
-		}
-		return nil, fmt.Errorf("load BPF collection: %w", err)
+		return nil, loadError(err, opts.Root)
 	}
 	return c, nil
+}
+
+// loadError explains a failed load; a verifier rejection carries the
+// verifier's whole log.
+func loadError(err error, root string) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("the kernel's verifier rejected a program: %+v", ve)
+	}
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return fmt.Errorf("load BPF maps: %w (maps pinned in %s come from an incompatible version; `bpfnetd --cleanup` removes them)", err, root)
+	}
+	return fmt.Errorf("load BPF collection: %w", err)
 }
 
 // Root returns the bpffs root ("" when unpinned).
