@@ -42,16 +42,6 @@ const (
 	BpfnetCtFlagCT_F_RST     BpfnetCtFlag = 4
 )
 
-type BpfnetCtKey struct {
-	_     structs.HostLayout
-	Saddr uint32
-	Daddr uint32
-	Sport uint16
-	Dport uint16
-	Proto uint8
-	Pad   [3]uint8
-}
-
 type BpfnetDirection uint32
 
 const (
@@ -83,6 +73,13 @@ type BpfnetEndpointInfo struct {
 	Pad   [2]uint8
 }
 
+type BpfnetFragEntry struct {
+	_        structs.HostLayout
+	Seen     uint64
+	NewSaddr uint32
+	NewDaddr uint32
+}
+
 type BpfnetFragKey struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -98,6 +95,17 @@ type BpfnetIpEndpoint struct {
 	NetId   uint32
 }
 
+type BpfnetNatEntry struct {
+	_        structs.HostLayout
+	Addr     uint32
+	Port     uint16
+	Pad      uint16
+	Created  uint64
+	LastSeen uint64
+	Flags    uint32
+	Ifindex  uint32
+}
+
 type BpfnetNetworkFlag uint32
 
 const (
@@ -111,13 +119,30 @@ type BpfnetNetworkInfo struct {
 	Flags     uint32
 	Broadcast uint32
 	SnatIp    uint32
-	Pad       uint32
+	Mac       [6]uint8
+	Pad       [2]uint8
 }
 
 type BpfnetSubnetKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      uint32
+}
+
+type BpfnetTuple struct {
+	_     structs.HostLayout
+	Saddr uint32
+	Daddr uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type BpfnetUplinkInfo struct {
+	_    structs.HostLayout
+	Addr uint32
+	Pad  uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -130,12 +155,17 @@ const (
 	BpfnetMapEpByIp             = "ep_by_ip"
 	BpfnetMapFrags              = "frags"
 	BpfnetMapHostAddrs          = "host_addrs"
+	BpfnetMapNatFwd             = "nat_fwd"
+	BpfnetMapNatRev             = "nat_rev"
 	BpfnetMapNetworks           = "networks"
+	BpfnetMapStats              = "stats"
 	BpfnetMapSubnets            = "subnets"
+	BpfnetMapUplinks            = "uplinks"
 	BpfnetProgFromContainer     = "from_container"
 	BpfnetProgFromUplink        = "from_uplink"
 	BpfnetProgToContainer       = "to_container"
 	BpfnetProgToNetwork         = "to_network"
+	BpfnetProgToUplink          = "to_uplink"
 	BpfnetVarCtTimeoutOther     = "ct_timeout_other"
 	BpfnetVarCtTimeoutTcpEst    = "ct_timeout_tcp_est"
 	BpfnetVarCtTimeoutTcpFin    = "ct_timeout_tcp_fin"
@@ -148,6 +178,8 @@ const (
 	BpfnetVarEnumDropReason     = "enum_drop_reason"
 	BpfnetVarEnumNetworkFlag    = "enum_network_flag"
 	BpfnetVarForwardMark        = "forward_mark"
+	BpfnetVarNatPortMax         = "nat_port_max"
+	BpfnetVarNatPortMin         = "nat_port_min"
 )
 
 // LoadBpfnet returns the embedded CollectionSpec for Bpfnet.
@@ -196,6 +228,7 @@ type BpfnetProgramSpecs struct {
 	FromUplink    *ebpf.ProgramSpec `ebpf:"from_uplink"`
 	ToContainer   *ebpf.ProgramSpec `ebpf:"to_container"`
 	ToNetwork     *ebpf.ProgramSpec `ebpf:"to_network"`
+	ToUplink      *ebpf.ProgramSpec `ebpf:"to_uplink"`
 }
 
 // BpfnetMapSpecs contains maps before they are loaded into the kernel.
@@ -208,8 +241,12 @@ type BpfnetMapSpecs struct {
 	EpByIp      *ebpf.MapSpec `ebpf:"ep_by_ip"`
 	Frags       *ebpf.MapSpec `ebpf:"frags"`
 	HostAddrs   *ebpf.MapSpec `ebpf:"host_addrs"`
+	NatFwd      *ebpf.MapSpec `ebpf:"nat_fwd"`
+	NatRev      *ebpf.MapSpec `ebpf:"nat_rev"`
 	Networks    *ebpf.MapSpec `ebpf:"networks"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	Subnets     *ebpf.MapSpec `ebpf:"subnets"`
+	Uplinks     *ebpf.MapSpec `ebpf:"uplinks"`
 }
 
 // BpfnetVariableSpecs contains global variables before they are loaded into the kernel.
@@ -228,6 +265,8 @@ type BpfnetVariableSpecs struct {
 	EnumDropReason     *ebpf.VariableSpec `ebpf:"enum_drop_reason"`
 	EnumNetworkFlag    *ebpf.VariableSpec `ebpf:"enum_network_flag"`
 	ForwardMark        *ebpf.VariableSpec `ebpf:"forward_mark"`
+	NatPortMax         *ebpf.VariableSpec `ebpf:"nat_port_max"`
+	NatPortMin         *ebpf.VariableSpec `ebpf:"nat_port_min"`
 }
 
 // BpfnetObjects contains all objects after they have been loaded into the kernel.
@@ -256,8 +295,12 @@ type BpfnetMaps struct {
 	EpByIp      *ebpf.Map `ebpf:"ep_by_ip"`
 	Frags       *ebpf.Map `ebpf:"frags"`
 	HostAddrs   *ebpf.Map `ebpf:"host_addrs"`
+	NatFwd      *ebpf.Map `ebpf:"nat_fwd"`
+	NatRev      *ebpf.Map `ebpf:"nat_rev"`
 	Networks    *ebpf.Map `ebpf:"networks"`
+	Stats       *ebpf.Map `ebpf:"stats"`
 	Subnets     *ebpf.Map `ebpf:"subnets"`
+	Uplinks     *ebpf.Map `ebpf:"uplinks"`
 }
 
 func (m *BpfnetMaps) Close() error {
@@ -268,8 +311,12 @@ func (m *BpfnetMaps) Close() error {
 		m.EpByIp,
 		m.Frags,
 		m.HostAddrs,
+		m.NatFwd,
+		m.NatRev,
 		m.Networks,
+		m.Stats,
 		m.Subnets,
+		m.Uplinks,
 	)
 }
 
@@ -289,6 +336,8 @@ type BpfnetVariables struct {
 	EnumDropReason     *ebpf.Variable `ebpf:"enum_drop_reason"`
 	EnumNetworkFlag    *ebpf.Variable `ebpf:"enum_network_flag"`
 	ForwardMark        *ebpf.Variable `ebpf:"forward_mark"`
+	NatPortMax         *ebpf.Variable `ebpf:"nat_port_max"`
+	NatPortMin         *ebpf.Variable `ebpf:"nat_port_min"`
 }
 
 // BpfnetPrograms contains all programs after they have been loaded into the kernel.
@@ -299,6 +348,7 @@ type BpfnetPrograms struct {
 	FromUplink    *ebpf.Program `ebpf:"from_uplink"`
 	ToContainer   *ebpf.Program `ebpf:"to_container"`
 	ToNetwork     *ebpf.Program `ebpf:"to_network"`
+	ToUplink      *ebpf.Program `ebpf:"to_uplink"`
 }
 
 func (p *BpfnetPrograms) Close() error {
@@ -307,6 +357,7 @@ func (p *BpfnetPrograms) Close() error {
 		p.FromUplink,
 		p.ToContainer,
 		p.ToNetwork,
+		p.ToUplink,
 	)
 }
 

@@ -22,7 +22,10 @@ func TestSharedStructSizes(t *testing.T) {
 		"subnet_key":     BpfnetSubnetKey{},
 		"counter_key":    BpfnetCounterKey{},
 		"counter_values": BpfnetCounterValues{},
-		"ct_key":         BpfnetCtKey{},
+		"tuple":          BpfnetTuple{},
+		"nat_entry":      BpfnetNatEntry{},
+		"frag_entry":     BpfnetFragEntry{},
+		"uplink_info":    BpfnetUplinkInfo{},
 		"ct_entry":       BpfnetCtEntry{},
 		"frag_key":       BpfnetFragKey{},
 	} {

@@ -24,12 +24,23 @@
  *                 internal network nothing else does (internal); from the
  *                 outside only replies to tracked flows and ICMP errors
  *                 about them pass (unsolicited, fragment).
- * from_uplink     TC ingress of an uplink: marks packets for a managed
- *                 subnet so the host's FORWARD chain accepts them (see
- *                 forward_mark); to_network judges them. Never drops.
+ * from_uplink     TC ingress of an uplink: what arrives from the outside.
+ *                 Replies to translated flows are translated back (nat.h);
+ *                 packets for a managed subnet are judged as by
+ *                 to_network and delivered straight into the container
+ *                 (fastpath.h), or left to the host's stack with
+ *                 forward_mark set. The host's own traffic is untouched.
+ * to_uplink       TC egress of an uplink: what leaves to the outside.
+ *                 Packets of containers on masquerading networks get the
+ *                 uplink's address (or host_ipv4) and a free port
+ *                 (nat_exhausted when none is left); the host's own flows
+ *                 from that address are recorded so containers never
+ *                 collide with them.
  *
  * Passed packets leave with forward_mark set in skb->mark. Every hook on a
  * veth counts packets and bytes per direction and drops per reason.
+ * Allowed traffic between containers of a network, and between containers
+ * and the outside, skips the bridge, netfilter and routing (fastpath.h).
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -40,6 +51,9 @@
 #include "maps.h"
 #include "parse.h"
 #include "conntrack.h"
+#include "counters.h"
+#include "nat.h"
+#include "fastpath.h"
 
 /* skb->mark bit set on every packet a program passes; the daemon's single
  * FORWARD rule accepts packets carrying it. 0 disables marking. */
@@ -59,34 +73,6 @@ volatile const enum ct_flag enum_ct_flag;
 #define ETH_P_IPV6_BE bpf_htons(ETH_P_IPV6)
 #define ETH_P_8021Q_BE bpf_htons(ETH_P_8021Q)
 #define ETH_P_8021AD_BE bpf_htons(ETH_P_8021AD)
-
-static __always_inline struct counter_values *counters_of(__u32 ifindex, __u32 dir)
-{
-	struct counter_key k = {.ifindex = ifindex, .dir = dir};
-	struct counter_values *c = bpf_map_lookup_elem(&counters, &k);
-	if (c)
-		return c;
-	struct counter_values zero = {};
-	bpf_map_update_elem(&counters, &k, &zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&counters, &k);
-}
-
-static __always_inline void count(__u32 ifindex, __u32 dir, __u32 len)
-{
-	struct counter_values *c = counters_of(ifindex, dir);
-	if (c) {
-		c->packets++;
-		c->bytes += len;
-	}
-}
-
-static __always_inline int drop(__u32 ifindex, __u32 dir, __u32 reason)
-{
-	struct counter_values *c = counters_of(ifindex, dir);
-	if (c && reason < REASON_MAX)
-		c->drops[reason]++;
-	return TC_ACT_SHOT;
-}
 
 static __always_inline int pass(struct __sk_buff *skb)
 {
@@ -192,10 +178,18 @@ static __always_inline __u32 check_arp(struct __sk_buff *skb, const struct endpo
 	return PASS;
 }
 
+/* Where an allowed packet from a container goes. */
+enum dest {
+	DEST_HOST,    /* a host address, multicast, broadcast: the normal path */
+	DEST_NETWORK, /* an address of the sender's own network */
+	DEST_OUTSIDE,
+};
+
 /* judge_from_container returns the verdict for an IPv4 packet the
- * endpoint sent. */
-static __always_inline __u32 judge_from_container(const struct endpoint_info *ep, const struct pkt *p)
+ * endpoint sent, and where it goes if allowed. */
+static __always_inline __u32 judge_from_container(const struct endpoint_info *ep, const struct pkt *p, enum dest *dest)
 {
+	*dest = DEST_HOST;
 	if (p->saddr != ep->ip)
 		return REASON_SPOOF;
 	if (is_host_addr(p->daddr) || is_multi(p->daddr))
@@ -206,12 +200,14 @@ static __always_inline __u32 judge_from_container(const struct endpoint_info *ep
 			struct network_info *n = bpf_map_lookup_elem(&networks, dnet);
 			if (n && p->daddr == n->broadcast)
 				return PASS;
+			*dest = DEST_NETWORK;
 		}
 		return between(ep->net_id, *dnet);
 	}
 	if (net_flags(ep->net_id) & NET_F_INTERNAL)
 		return REASON_INTERNAL;
 	ct_outbound(p);
+	*dest = DEST_OUTSIDE;
 	return PASS;
 }
 
@@ -246,9 +242,20 @@ int from_container(struct __sk_buff *skb)
 		break;
 	case ETH_P_IP_BE: {
 		struct pkt p;
+		enum dest dest;
 		if (parse_ipv4(skb, &p) < 0)
 			return drop(ifindex, dir, REASON_MALFORMED);
-		v = judge_from_container(ep, &p);
+		__u32 net_id = ep->net_id;
+		v = judge_from_container(ep, &p, &dest);
+		if (v != PASS)
+			return drop(ifindex, dir, v);
+		int rc = -1;
+		if (dest == DEST_NETWORK)
+			rc = fast_local(skb, ifindex, net_id, &p);
+		else if (dest == DEST_OUTSIDE)
+			rc = fast_out(skb, net_id, &p);
+		if (rc >= 0)
+			return rc;
 		break;
 	}
 	case ETH_P_8021Q_BE:
@@ -309,7 +316,7 @@ int to_container(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-/* to_network_verdict judges a packet the host stack sends into network
+/* judge_to_network judges a packet the host stack sends into network
  * net_id. */
 static __always_inline __u32 judge_to_network(__u32 net_id, const struct pkt *p)
 {
@@ -323,8 +330,8 @@ static __always_inline __u32 judge_to_network(__u32 net_id, const struct pkt *p)
 	if (!ct_reply(p))
 		return REASON_UNSOLICITED;
 	if (p->frag == FRAG_FIRST) {
-		__u64 now = bpf_ktime_get_ns();
-		bpf_map_update_elem(&frags, &fk, &now, BPF_ANY);
+		struct frag_entry fe = {.seen = bpf_ktime_get_ns()};
+		bpf_map_update_elem(&frags, &fk, &fe, BPF_ANY);
 	}
 	return PASS;
 }
@@ -357,19 +364,225 @@ int to_network(struct __sk_buff *skb)
 	return drop(at, DIR_TO_CONTAINER, v);
 }
 
+/* drop_to_network drops a packet for network net_id, counted on the
+ * endpoint it was meant for, else on the bridge. */
+static __always_inline int drop_to_network(__u32 net_id, const struct pkt *p, __u32 reason)
+{
+	__u32 at = net_id;
+	if (p) {
+		struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip, &p->daddr);
+		if (dst && dst->net_id == net_id)
+			at = dst->ifindex;
+	}
+	return drop(at, DIR_TO_CONTAINER, reason);
+}
+
+/* untranslate reverses the source translation of a reply (or of an ICMP
+ * error about a translated flow, or of a later fragment) arriving on an
+ * uplink; p is updated to the translated-back packet. Returns -1 if the
+ * packet belongs to no translation, 1 for a host flow (left alone). */
+static __always_inline int untranslate(struct __sk_buff *skb, struct pkt *p)
+{
+	__u64 now = bpf_ktime_get_ns();
+	if (p->frag == FRAG_LATER) {
+		struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
+		struct frag_entry *fe = bpf_map_lookup_elem(&frags, &fk);
+		if (!fe || !fe->new_daddr)
+			return -1;
+		__be32 to = fe->new_daddr;
+		if (rewrite(skb, p, 1, to, 0) < 0)
+			return -1;
+		p->daddr = to;
+		return 0;
+	}
+	if (p->has_inner) {
+		/* The quoted packet is one a container sent, as translated. */
+		struct tuple q = {.saddr = p->inner_saddr, .daddr = p->inner_daddr, .sport = p->inner_sport,
+				  .dport = p->inner_dport, .proto = p->inner_proto};
+		struct tuple r = reply_of(&q);
+		struct nat_entry *e = bpf_map_lookup_elem(&nat_rev, &r);
+		if (!e || !nat_live(&r, e, now))
+			return -1;
+		if (e->flags & NAT_F_HOST)
+			return 1;
+		__be32 addr = e->addr;
+		__be16 port = e->port;
+		if (rewrite_icmp_error(skb, p, 1, addr, addr, port) < 0)
+			return -1;
+		p->daddr = addr;
+		p->inner_saddr = addr;
+		p->inner_sport = port;
+		return 0;
+	}
+	struct tuple r = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
+	if (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY)
+		return -1;
+	struct nat_entry *e = bpf_map_lookup_elem(&nat_rev, &r);
+	if (!e)
+		return -1;
+	if (!nat_live(&r, e, now)) {
+		bpf_map_delete_elem(&nat_rev, &r);
+		stat_inc(STAT_NAT_EXPIRED);
+		return -1;
+	}
+	nat_touch(e, p, CT_F_REPLIED, now);
+	if (e->flags & NAT_F_HOST)
+		return 1;
+	__be32 addr = e->addr;
+	__be16 port = e->port;
+	/* Refresh the forward entry too, so both expire together. */
+	struct tuple k = {.saddr = addr, .daddr = p->saddr, .proto = p->proto};
+	if (p->proto == IPPROTO_ICMP) {
+		k.sport = port;
+	} else {
+		k.sport = port;
+		k.dport = p->sport;
+	}
+	struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &k);
+	if (f)
+		nat_touch(f, p, CT_F_REPLIED, now);
+	if (rewrite(skb, p, 1, addr, port) < 0)
+		return -1;
+	if (p->frag == FRAG_FIRST) {
+		struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
+		struct frag_entry fe = {.seen = now, .new_daddr = addr};
+		bpf_map_update_elem(&frags, &fk, &fe, BPF_ANY);
+	}
+	p->daddr = addr;
+	p->dport = port;
+	if (p->proto == IPPROTO_ICMP)
+		p->sport = port;
+	return 0;
+}
+
 SEC("tc")
 int from_uplink(struct __sk_buff *skb)
 {
-	pull(skb, ETH_HLEN + sizeof(struct iphdr));
+	pull(skb, ETH_HLEN);
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	struct iphdr *ip = data + ETH_HLEN;
-	if ((void *)(ip + 1) > end || eth->h_proto != ETH_P_IP_BE)
+	if ((void *)(eth + 1) > end || eth->h_proto != ETH_P_IP_BE)
 		return TC_ACT_UNSPEC;
-	if (subnet_of(ip->daddr))
-		skb->mark |= forward_mark;
+	struct pkt p;
+	if (parse_ipv4(skb, &p) < 0)
+		return TC_ACT_UNSPEC; /* the host's business */
+	if (untranslate(skb, &p) > 0)
+		return TC_ACT_UNSPEC; /* a reply to the host */
+	__u32 *dnet = subnet_of(p.daddr);
+	if (!dnet)
+		return TC_ACT_UNSPEC;
+	__u32 net_id = *dnet;
+	__u32 v = judge_to_network(net_id, &p);
+	if (v != PASS)
+		return drop_to_network(net_id, &p, v);
+	int rc = fast_in(skb, &p);
+	if (rc >= 0)
+		return rc;
+	skb->mark |= forward_mark;
 	return TC_ACT_UNSPEC;
+}
+
+/* translate applies (or creates) the source translation of a packet a
+ * container of a masquerading network sends out of uplink ifindex. */
+static __always_inline __u32 translate(struct __sk_buff *skb, struct pkt *p, const struct network_info *n, __u32 ifindex)
+{
+	__be32 addr = n->snat_ip;
+	if (!addr) {
+		struct uplink_info *u = bpf_map_lookup_elem(&uplinks, &ifindex);
+		if (!u || !u->addr)
+			return REASON_NAT_EXHAUSTED; /* no address to masquerade to */
+		addr = u->addr;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	if (p->frag == FRAG_LATER) {
+		struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
+		struct frag_entry *fe = bpf_map_lookup_elem(&frags, &fk);
+		if (!fe || !fe->new_saddr)
+			return REASON_FRAGMENT;
+		return rewrite(skb, p, 0, fe->new_saddr, 0) < 0 ? REASON_MALFORMED : PASS;
+	}
+	if (p->has_inner) {
+		/* An ICMP error about a reply the container got: the quoted
+		 * packet went remote → container, as translated back. */
+		struct tuple q = {.saddr = p->inner_daddr, .daddr = p->inner_saddr, .sport = p->inner_dport,
+				  .dport = p->inner_sport, .proto = p->inner_proto};
+		struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &q);
+		if (!f || !nat_live(&q, f, now))
+			return REASON_UNSOLICITED; /* about nothing we translated: never leak the address */
+		return rewrite_icmp_error(skb, p, 0, f->addr, f->addr, f->port) < 0 ? REASON_MALFORMED : PASS;
+	}
+	if (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO && p->icmp_type != ICMP_ECHOREPLY)
+		return REASON_UNSUPPORTED;
+	struct tuple k = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
+	struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &k);
+	__be16 port = 0;
+	if (f && f->addr == addr && nat_live(&k, f, now)) {
+		port = f->port;
+		nat_touch(f, p, 0, now);
+		struct tuple t = k;
+		t.saddr = addr;
+		t.sport = port;
+		struct tuple r = reply_of(&t);
+		struct nat_entry *rv = bpf_map_lookup_elem(&nat_rev, &r);
+		if (rv)
+			nat_touch(rv, p, 0, now);
+	} else {
+		if (f) {
+			/* Expired, or the uplink's address changed: start over. */
+			struct tuple t = k;
+			t.saddr = f->addr;
+			t.sport = f->port;
+			struct tuple r = reply_of(&t);
+			bpf_map_delete_elem(&nat_rev, &r);
+			bpf_map_delete_elem(&nat_fwd, &k);
+			stat_inc(STAT_NAT_EXPIRED);
+		}
+		struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p->saddr);
+		port = nat_alloc(&k, addr, src ? src->ifindex : 0, p);
+		if (!port)
+			return REASON_NAT_EXHAUSTED;
+	}
+	if (rewrite(skb, p, 0, addr, port) < 0)
+		return REASON_MALFORMED;
+	if (p->frag == FRAG_FIRST) {
+		struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
+		struct frag_entry fe = {.seen = now, .new_saddr = addr};
+		bpf_map_update_elem(&frags, &fk, &fe, BPF_ANY);
+	}
+	return PASS;
+}
+
+SEC("tc")
+int to_uplink(struct __sk_buff *skb)
+{
+	pull(skb, ETH_HLEN);
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end || eth->h_proto != ETH_P_IP_BE)
+		return TC_ACT_UNSPEC;
+	struct pkt p;
+	if (parse_ipv4(skb, &p) < 0)
+		return TC_ACT_UNSPEC;
+	__u32 ifindex = skb->ifindex;
+	__u32 *snet = subnet_of(p.saddr);
+	if (!snet) {
+		struct uplink_info *u = bpf_map_lookup_elem(&uplinks, &ifindex);
+		if (u && u->addr == p.saddr)
+			nat_host(&p);
+		return TC_ACT_UNSPEC;
+	}
+	__u32 net_id = *snet;
+	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
+	if (!n || !(n->flags & NET_F_MASQUERADE))
+		return TC_ACT_UNSPEC;
+	__u32 v = translate(skb, &p, n, ifindex);
+	if (v == PASS)
+		return TC_ACT_UNSPEC;
+	/* Count on the container that sent it. */
+	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p.saddr);
+	return drop(src ? src->ifindex : net_id, DIR_FROM_CONTAINER, v);
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -41,7 +41,7 @@ func Cleanup(log *slog.Logger, cfg Config) error {
 	var errs []error
 	for _, name := range cfg.Uplinks {
 		if ifc, err := ifaceOf(name); err == nil {
-			errs = append(errs, att.Detach(ifc, loader.Ingress))
+			errs = append(errs, att.Detach(ifc, loader.Ingress), att.Detach(ifc, loader.Egress))
 		}
 	}
 	errs = append(errs, loader.Unpin(cfg.Root), restoreForwarding(led))

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -40,7 +41,17 @@ type Config struct {
 	AttachMode string
 	// Uplinks are the interfaces towards the outside.
 	Uplinks []string
+	// NATPorts is the range of ports (and ICMP identifiers) translated
+	// flows may use; zero means 1024-65535.
+	NATPorts [2]uint16
+	// ForwardRule installs the FORWARD rule that accepts what the programs
+	// passed (for traffic the fast paths cannot take on hosts whose FORWARD
+	// policy is DROP); without it the eBPF mode installs no iptables rule.
+	ForwardRule bool
 }
+
+// DefaultNATPorts is the port range of translations unless configured.
+var DefaultNATPorts = [2]uint16{1024, 65535}
 
 // ledger records what the enforcer changed outside the BPF objects, so
 // Cleanup undoes exactly that.
@@ -73,7 +84,18 @@ func New(log *slog.Logger, cfg Config) (*Enforcer, error) {
 	if err := CheckBPFFS(cfg.Root); err != nil {
 		return nil, err
 	}
-	coll, err := loader.Load(loader.Options{Root: cfg.Root, ForwardMark: ForwardMark})
+	if cfg.NATPorts == [2]uint16{} {
+		cfg.NATPorts = DefaultNATPorts
+	}
+	if cfg.NATPorts[0] == 0 || cfg.NATPorts[1] < cfg.NATPorts[0] {
+		return nil, fmt.Errorf("invalid NAT port range %d-%d", cfg.NATPorts[0], cfg.NATPorts[1])
+	}
+	var mark uint32
+	if cfg.ForwardRule {
+		mark = ForwardMark
+	}
+	coll, err := loader.Load(loader.Options{Root: cfg.Root, ForwardMark: mark,
+		Constants: map[string]any{"nat_port_min": cfg.NATPorts[0], "nat_port_max": cfg.NATPorts[1]}})
 	if err != nil {
 		return nil, err
 	}
@@ -124,11 +146,17 @@ func (e *Enforcer) saveLedger() error {
 }
 
 func ifaceOf(name string) (loader.Iface, error) {
+	ifc, _, err := linkOf(name)
+	return ifc, err
+}
+
+// linkOf returns an interface and its MAC address.
+func linkOf(name string) (loader.Iface, net.HardwareAddr, error) {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
-		return loader.Iface{}, fmt.Errorf("interface %s: %w", name, err)
+		return loader.Iface{}, nil, fmt.Errorf("interface %s: %w", name, err)
 	}
-	return loader.Iface{Name: name, Index: l.Attrs().Index}, nil
+	return loader.Iface{Name: name, Index: l.Attrs().Index}, l.Attrs().HardwareAddr, nil
 }
 
 func (e *Enforcer) attach(ifc loader.Iface, hook loader.Hook, prog *ebpf.Program) error {
@@ -157,13 +185,13 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 	subnets := map[bpf.BpfnetSubnetKey]uint32{}
 	e.bridges = map[string]loader.Iface{}
 	for _, n := range v.Networks {
-		ifc, err := ifaceOf(n.Bridge)
+		ifc, mac, err := linkOf(n.Bridge)
 		if err != nil {
 			return err
 		}
 		id := uint32(ifc.Index)
 		e.bridges[n.ID] = ifc
-		nets[id] = networkInfo(n)
+		nets[id] = networkInfo(n, mac)
 		subnets[subnetKey(n.Subnet)] = id
 	}
 	eps := map[uint32]bpf.BpfnetEndpointInfo{}
@@ -215,19 +243,23 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 	})
 }
 
-// attachUplinks marks traffic arriving for managed subnets on every uplink.
-// An uplink that does not exist (yet) is logged and skipped.
+// attachUplinks puts from_uplink and to_uplink on every uplink and their
+// masquerade addresses in the uplinks map. An uplink that does not exist
+// (yet) is logged and skipped.
 func (e *Enforcer) attachUplinks(wanted map[string]bool) error {
+	if err := e.syncUplinks(); err != nil {
+		return err
+	}
 	for _, name := range e.cfg.Uplinks {
 		ifc, err := ifaceOf(name)
 		if err != nil {
 			e.log.Warn("uplink not attached", "uplink", name, "err", err)
 			continue
 		}
-		if err := e.attach(ifc, loader.Ingress, e.coll.FromUplink); err != nil {
+		if err := errors.Join(e.attach(ifc, loader.Ingress, e.coll.FromUplink), e.attach(ifc, loader.Egress, e.coll.ToUplink)); err != nil {
 			return err
 		}
-		wanted[name+":ingress"] = true
+		wanted[name+":ingress"], wanted[name+":egress"] = true, true
 	}
 	return nil
 }
@@ -263,12 +295,12 @@ func ignoreNotExist(err error) error {
 func (e *Enforcer) NetworkAdded(ctx context.Context, v network.View, n *network.Network) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	ifc, err := ifaceOf(n.Bridge)
+	ifc, mac, err := linkOf(n.Bridge)
 	if err != nil {
 		return err
 	}
 	id := uint32(ifc.Index)
-	if err := e.coll.Networks.Put(id, networkInfo(n)); err != nil {
+	if err := e.coll.Networks.Put(id, networkInfo(n, mac)); err != nil {
 		return fmt.Errorf("add network %s to map: %w", n.Name, err)
 	}
 	e.bridges[n.ID] = ifc
@@ -337,7 +369,7 @@ func (e *Enforcer) EndpointRemoved(ctx context.Context, v network.View, ep *netw
 	ip := be32(ep.IP)
 	err := errors.Join(e.att.Detach(ifc, loader.Ingress), e.att.Detach(ifc, loader.Egress),
 		del(e.coll.EpByIp, ip), del(e.coll.EpByIfindex, uint32(index)), e.deleteCounters(uint32(index)),
-		deleteKeys[bpf.BpfnetCtKey, bpf.BpfnetCtEntry](e.coll.Conntrack, func(k bpf.BpfnetCtKey) bool { return k.Saddr == ip }))
+		deleteKeys[bpf.BpfnetTuple, bpf.BpfnetCtEntry](e.coll.Conntrack, func(k bpf.BpfnetTuple) bool { return k.Saddr == ip }))
 	if err == nil {
 		delete(e.veths, ep.ID)
 	}
@@ -385,6 +417,7 @@ func (e *Enforcer) Attachments() []Attachment {
 	for _, name := range e.cfg.Uplinks {
 		if ifc, err := ifaceOf(name); err == nil {
 			add(ifc, loader.Ingress, "from_uplink")
+			add(ifc, loader.Egress, "to_uplink")
 		}
 	}
 	for _, ifc := range sortedIfaces(e.bridges) {

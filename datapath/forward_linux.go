@@ -35,6 +35,16 @@ func (e *Enforcer) prepareForwarding() error {
 			return err
 		}
 	}
+	if !e.cfg.ForwardRule {
+		if e.led.ForwardRule {
+			if err := restoreForwarding(ledger{ForwardRule: true}); err != nil {
+				return err
+			}
+			e.led.ForwardRule = false
+			return e.saveLedger()
+		}
+		return nil
+	}
 	if _, err := exec.LookPath("iptables"); err != nil {
 		e.log.Warn("iptables not found: no FORWARD rule installed", "err", err)
 		return nil

@@ -2,9 +2,13 @@ package datapath
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfnet/bpfnet/bpf"
 )
 
 // syncHostAddrs makes host_addrs hold the IPv4 addresses of the host
@@ -20,7 +24,32 @@ func (e *Enforcer) syncHostAddrs() error {
 			want[be32(ip)] = 1
 		}
 	}
-	return syncMap(e.coll.HostAddrs, want)
+	return errors.Join(syncMap(e.coll.HostAddrs, want), e.syncUplinks())
+}
+
+// syncUplinks puts each uplink's primary IPv4 address (the masquerade
+// source, as MASQUERADE picks it) in the uplinks map (callers hold e.mu).
+func (e *Enforcer) syncUplinks() error {
+	want := map[uint32]bpf.BpfnetUplinkInfo{}
+	for _, name := range e.cfg.Uplinks {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			continue
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return fmt.Errorf("addresses of uplink %s: %w", name, err)
+		}
+		info := bpf.BpfnetUplinkInfo{}
+		for _, a := range addrs {
+			if ip, ok := netipAddr(a.IP); ok && a.Flags&unix.IFA_F_SECONDARY == 0 {
+				info.Addr = be32(ip)
+				break
+			}
+		}
+		want[uint32(l.Attrs().Index)] = info
+	}
+	return syncMap(e.coll.Uplinks, want)
 }
 
 // WatchHostAddrs keeps host_addrs in step with the kernel's address list
@@ -51,7 +80,7 @@ func (e *Enforcer) WatchHostAddrs(ctx context.Context) error {
 				switch {
 				case !v4:
 				case u.NewAddr:
-					err = e.coll.HostAddrs.Put(be32(ip), uint32(1))
+					err = errors.Join(e.coll.HostAddrs.Put(be32(ip), uint32(1)), e.syncUplinks())
 				default:
 					err = e.syncHostAddrs()
 				}

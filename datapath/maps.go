@@ -36,7 +36,8 @@ func broadcast(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
-func networkInfo(n *network.Network) bpf.BpfnetNetworkInfo {
+// networkInfo is a network's map entry; mac is its bridge's address.
+func networkInfo(n *network.Network, mac net.HardwareAddr) bpf.BpfnetNetworkInfo {
 	var flags uint32
 	if n.ICC {
 		flags |= uint32(bpf.BpfnetNetworkFlagNET_F_ICC)
@@ -51,6 +52,7 @@ func networkInfo(n *network.Network) bpf.BpfnetNetworkInfo {
 	if n.HostIPv4.IsValid() {
 		info.SnatIp = be32(n.HostIPv4)
 	}
+	copy(info.Mac[:], mac)
 	return info
 }
 

@@ -36,11 +36,17 @@ const testMark = ForwardMark
 //	n1 198.18.1.0/24 icc      e1 .1.2  e2 .1.3
 //	n2 198.18.2.0/24 no icc   e3 .2.2  e4 .2.3
 //	n3 198.18.3.0/24 internal e5 .3.2
+//	n4 198.18.4.0/24 host_ipv4 198.19.0.3   e6 .4.2
+//	n5 198.18.5.0/24 no masquerade          e7 .5.2
+//
+// The "uplink" interface has masquerade address 198.19.0.1.
 var (
 	gw1, gw2, gw3 = "198.18.1.1", "198.18.2.1", "198.18.3.1"
 	uplinkAddr    = "198.19.0.1"
+	extraAddr     = "198.19.0.3"
 	outsideAddr   = "198.19.0.2"
 	hostMAC       = net.HardwareAddr{0x02, 0xaa, 0, 0, 0, 1}
+	bridgeMAC     = net.HardwareAddr{0x02, 0xbb, 0, 0, 0, 1} // every test bridge's, in the networks map
 )
 
 type testEP struct {
@@ -56,6 +62,8 @@ type world struct {
 	eps  map[string]*testEP
 	// stranger is a veth no endpoint owns.
 	stranger int
+	// uplink is in the uplinks map.
+	uplink int
 }
 
 func newWorld(t *testing.T, consts map[string]any) *world {
@@ -66,6 +74,8 @@ func newWorld(t *testing.T, consts map[string]any) *world {
 		"e3": {name: "e3", ip: "198.18.2.2", mac: "02:42:c6:12:02:02", net: "n2"},
 		"e4": {name: "e4", ip: "198.18.2.3", mac: "02:42:c6:12:02:03", net: "n2"},
 		"e5": {name: "e5", ip: "198.18.3.2", mac: "02:42:c6:12:03:02", net: "n3"},
+		"e6": {name: "e6", ip: "198.18.4.2", mac: "02:42:c6:12:04:02", net: "n4"},
+		"e7": {name: "e7", ip: "198.18.5.2", mac: "02:42:c6:12:05:02", net: "n5"},
 	}}
 	coll, err := loader.Load(loader.Options{ForwardMark: testMark, Constants: consts})
 	if err != nil {
@@ -77,6 +87,8 @@ func newWorld(t *testing.T, consts map[string]any) *world {
 		{Name: "n1", Subnet: netip.MustParsePrefix("198.18.1.0/24"), ICC: true, Masquerade: true},
 		{Name: "n2", Subnet: netip.MustParsePrefix("198.18.2.0/24"), ICC: false, Masquerade: true},
 		{Name: "n3", Subnet: netip.MustParsePrefix("198.18.3.0/24"), ICC: true, Internal: true},
+		{Name: "n4", Subnet: netip.MustParsePrefix("198.18.4.0/24"), ICC: true, Masquerade: true, HostIPv4: netip.MustParseAddr(extraAddr)},
+		{Name: "n5", Subnet: netip.MustParsePrefix("198.18.5.0/24"), ICC: true},
 	}
 	// The programs read their own interface's ifindex, so every endpoint
 	// and bridge is a real interface of the test's namespace.
@@ -92,7 +104,7 @@ func newWorld(t *testing.T, consts map[string]any) *world {
 			}
 			w.nets[n.Name] = l.Attrs().Index
 		}
-		for _, name := range []string{"e1", "e2", "e3", "e4", "e5", "stranger"} {
+		for _, name := range []string{"e1", "e2", "e3", "e4", "e5", "e6", "e7", "stranger", "uplink"} {
 			v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "v" + name}, PeerName: "p" + name}
 			if err := netlink.LinkAdd(v); err != nil {
 				return err
@@ -101,9 +113,12 @@ func newWorld(t *testing.T, consts map[string]any) *world {
 			if err != nil {
 				return err
 			}
-			if ep := w.eps[name]; ep != nil {
+			switch ep := w.eps[name]; {
+			case ep != nil:
 				ep.ifindex = l.Attrs().Index
-			} else {
+			case name == "uplink":
+				w.uplink = l.Attrs().Index
+			default:
 				w.stranger = l.Attrs().Index
 			}
 		}
@@ -114,7 +129,7 @@ func newWorld(t *testing.T, consts map[string]any) *world {
 	}
 	for _, n := range nets {
 		id := uint32(w.nets[n.Name])
-		must(t, coll.Networks.Put(id, networkInfo(n)))
+		must(t, coll.Networks.Put(id, networkInfo(n, bridgeMAC)))
 		must(t, coll.Subnets.Put(subnetKey(n.Subnet), id))
 	}
 	for _, ep := range w.eps {
@@ -124,7 +139,8 @@ func newWorld(t *testing.T, consts map[string]any) *world {
 		must(t, coll.EpByIfindex.Put(uint32(ep.ifindex), info))
 		must(t, coll.EpByIp.Put(be32(netip.MustParseAddr(ep.ip)), bpf.BpfnetIpEndpoint{Ifindex: uint32(ep.ifindex), NetId: id}))
 	}
-	for _, a := range []string{gw1, gw2, gw3, uplinkAddr} {
+	must(t, coll.Uplinks.Put(uint32(w.uplink), bpf.BpfnetUplinkInfo{Addr: be32(netip.MustParseAddr(uplinkAddr))}))
+	for _, a := range []string{gw1, gw2, gw3, "198.18.4.1", "198.18.5.1", uplinkAddr, extraAddr} {
 		must(t, coll.HostAddrs.Put(be32(netip.MustParseAddr(a)), uint32(1)))
 	}
 	return w
@@ -141,20 +157,30 @@ func must(t *testing.T, err error) {
 // return code and the skb mark afterwards.
 func (w *world) run(t *testing.T, prog *ebpf.Program, ifindex int, frame []byte) (uint32, uint32) {
 	t.Helper()
+	ret, mark, _ := w.runData(t, prog, ifindex, frame)
+	return ret, mark
+}
+
+// runData is run that also returns the packet as the program left it.
+func (w *world) runData(t *testing.T, prog *ebpf.Program, ifindex int, frame []byte) (uint32, uint32, []byte) {
+	t.Helper()
 	// struct __sk_buff: mark at offset 8, ifindex at 40; 192 bytes.
 	ctx := make([]byte, 192)
 	binary.NativeEndian.PutUint32(ctx[40:], uint32(ifindex))
 	out := make([]byte, 192)
+	data := make([]byte, len(frame)+256)
 	var ret uint32
 	err := w.ns.Do(func() error {
 		var err error
-		ret, err = prog.Run(&ebpf.RunOptions{Data: frame, Context: ctx, ContextOut: out})
+		opts := &ebpf.RunOptions{Data: frame, DataOut: data, Context: ctx, ContextOut: out}
+		ret, err = prog.Run(opts)
+		data = opts.DataOut
 		return err
 	})
 	if err != nil {
 		t.Fatalf("test run: %v", err)
 	}
-	return ret, binary.NativeEndian.Uint32(out[8:])
+	return ret, binary.NativeEndian.Uint32(out[8:]), data
 }
 
 // counters returns the summed counters of (ifindex, dir).

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"bytes"
 	"net"
 	"testing"
 	"time"
@@ -103,6 +104,26 @@ func TestFromContainer(t *testing.T) {
 			w.expect(t, w.coll.FromContainer, i, i, fromC, true, tc.frame, tc.reason)
 		})
 	}
+	t.Run("same network, addressed to the neighbour's MAC: straight into it", func(t *testing.T) {
+		e2 := w.eps["e2"]
+		frame := serialize(t, append([]gopacket.SerializableLayer{eth(mac(e1.mac), mac(e2.mac), layers.EthernetTypeIPv4)}, ipPacket(t, e1.ip, e2.ip, tcp(40000, 80))...)...)
+		before := w.counters(t, e2.ifindex, toC)
+		ret, _, out := w.runData(t, w.coll.FromContainer, e1.ifindex, frame)
+		if ret != actRedirect {
+			t.Errorf("return code %d, want TC_ACT_REDIRECT", ret)
+		}
+		if !bytes.Equal(out, frame) {
+			t.Errorf("frame changed on the way: %x", out)
+		}
+		if after := w.counters(t, e2.ifindex, toC); after.Packets != before.Packets+1 || after.Bytes != before.Bytes+uint64(len(frame)) {
+			t.Errorf("receiver's to_container counters +%d packets +%d bytes, want +1, +%d", after.Packets-before.Packets, after.Bytes-before.Bytes, len(frame))
+		}
+	})
+	t.Run("icc off, addressed to the neighbour's MAC: still dropped", func(t *testing.T) {
+		e3, e4 := w.eps["e3"], w.eps["e4"]
+		frame := serialize(t, append([]gopacket.SerializableLayer{eth(mac(e3.mac), mac(e4.mac), layers.EthernetTypeIPv4)}, ipPacket(t, e3.ip, e4.ip, tcp(40000, 80))...)...)
+		w.expect(t, w.coll.FromContainer, e3.ifindex, e3.ifindex, fromC, true, frame, icc)
+	})
 	t.Run("interface the maps do not know", func(t *testing.T) {
 		w.expect(t, w.coll.FromContainer, w.stranger, w.stranger, fromC, false, w.from(t, "e1", w.ip("e2"), tcp(1, 2)), noEndpoint)
 	})
@@ -232,22 +253,4 @@ func TestToNetwork(t *testing.T) {
 	t.Run("IP options do not hide an unsolicited packet", func(t *testing.T) {
 		toNet(t, br1, e1, out(tcp(80, 40099), withOptions), unsolicited)
 	})
-}
-
-// TestFromUplink: packets for managed subnets get the forward mark, others
-// are untouched; the program never decides.
-func TestFromUplink(t *testing.T) {
-	w := newWorld(t, nil)
-	for _, tc := range []struct {
-		dst  string
-		mark bool
-	}{{"198.18.1.2", true}, {"198.18.3.9", true}, {uplinkAddr, false}, {"203.0.113.1", false}} {
-		ret, mark := w.run(t, w.coll.FromUplink, w.stranger, ipFrame(t, outsideAddr, tc.dst, udp(53, 40000)))
-		if ret != actUnspc {
-			t.Errorf("to %s: return code %#x, want TC_ACT_UNSPEC", tc.dst, ret)
-		}
-		if got := mark&testMark != 0; got != tc.mark {
-			t.Errorf("to %s: marked %v, want %v", tc.dst, got, tc.mark)
-		}
-	}
 }

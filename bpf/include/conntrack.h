@@ -21,7 +21,7 @@ volatile const __u64 ct_timeout_udp = 30 * SEC_NS;            /* no reply yet */
 volatile const __u64 ct_timeout_udp_stream = 120 * SEC_NS;    /* replied */
 volatile const __u64 ct_timeout_other = 30 * SEC_NS;          /* ICMP and the rest */
 
-static __always_inline __u64 ct_timeout(const struct ct_key *k, __u32 flags)
+static __always_inline __u64 ct_timeout(const struct tuple *k, __u32 flags)
 {
 	switch (k->proto) {
 	case IPPROTO_TCP:
@@ -58,7 +58,7 @@ static __always_inline void ct_outbound(const struct pkt *p)
 	 * they start nothing. */
 	if (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO)
 		return;
-	struct ct_key k = {
+	struct tuple k = {
 		.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
 	__u64 now = bpf_ktime_get_ns();
 	struct ct_entry *e = bpf_map_lookup_elem(&conntrack, &k);
@@ -75,7 +75,7 @@ static __always_inline void ct_outbound(const struct pkt *p)
 }
 
 /* ct_lookup finds a live entry by key, or returns NULL. */
-static __always_inline struct ct_entry *ct_lookup(struct ct_key *k, __u64 now)
+static __always_inline struct ct_entry *ct_lookup(struct tuple *k, __u64 now)
 {
 	struct ct_entry *e = bpf_map_lookup_elem(&conntrack, k);
 	if (!e)
@@ -93,7 +93,7 @@ static __always_inline struct ct_entry *ct_lookup(struct ct_key *k, __u64 now)
 static __always_inline int ct_reply(const struct pkt *p)
 {
 	__u64 now = bpf_ktime_get_ns();
-	struct ct_key k = {.proto = p->proto};
+	struct tuple k = {.proto = p->proto};
 
 	if (p->has_inner) {
 		/* The quoted packet is one the container sent. */

@@ -65,20 +65,58 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 262144);
-	__type(key, struct ct_key);
+	__type(key, struct tuple);
 	__type(value, struct ct_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack SEC(".maps");
 
-/* fragmented datagrams from the outside whose first fragment was allowed
- * → time seen; written by to_network. */
+/* fragmented datagrams whose first fragment was allowed (and how it was
+ * translated); written by to_network, from_uplink and to_uplink. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct frag_key);
-	__type(value, __u64);
+	__type(value, struct frag_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } frags SEC(".maps");
+
+/* source translations by the container's tuple → translated source;
+ * written by to_uplink. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct tuple);
+	__type(value, struct nat_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nat_fwd SEC(".maps");
+
+/* source translations by the reply's tuple → the container's address and
+ * port; written by to_uplink, read by from_uplink. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct tuple);
+	__type(value, struct nat_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nat_rev SEC(".maps");
+
+/* uplink ifindex → masquerade address; written by the control plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct uplink_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} uplinks SEC(".maps");
+
+/* enum stat → count (per CPU); written by the programs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} stats SEC(".maps");
 
 /* (ifindex, direction) → packets, bytes, drops by reason; written by the
  * programs, read (and deleted with the endpoint) by the control plane. */

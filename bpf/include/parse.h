@@ -52,6 +52,11 @@ enum frag_kind {
 /* A parsed IPv4 packet. For ICMP errors (destination unreachable, time
  * exceeded, parameter problem) inner_* describe the packet they quote. */
 struct pkt {
+	__u16 l4_off;    /* offset of the L4 header in the frame */
+	__u16 inner_off; /* ICMP errors: offset of the quoted IP header */
+	__u16 inner_l4_off;
+	__u8 ttl;
+	__u8 tos;
 	__be32 saddr;
 	__be32 daddr;
 	__be16 sport; /* ICMP echo: the identifier */
@@ -132,6 +137,9 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 	p->daddr = ip->daddr;
 	p->proto = ip->protocol;
 	p->ip_id = ip->id;
+	p->ttl = ip->ttl;
+	p->tos = ip->tos;
+	p->l4_off = ETH_HLEN + hlen;
 	__u16 frag = bpf_ntohs(ip->frag_off);
 	if (frag & IP_OFFMASK) {
 		p->frag = FRAG_LATER;
@@ -165,6 +173,8 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 	p->inner_saddr = inner->saddr;
 	p->inner_daddr = inner->daddr;
 	p->inner_proto = inner->protocol;
+	p->inner_off = p->l4_off + sizeof(struct icmphdr);
+	p->inner_l4_off = p->inner_off + ihlen;
 	if (parse_ports((void *)inner + ihlen, end, inner->protocol, &p->inner_sport, &p->inner_dport) < 0)
 		return -1;
 	p->has_inner = 1;

@@ -39,6 +39,18 @@ enum network_flag {
 	NET_F_MASQUERADE = 1 << 2,
 };
 
+/* Datapath-wide event counters (stats map index). */
+enum stat {
+	STAT_NAT_CREATED = 0,   /* new source translations */
+	STAT_NAT_EXHAUSTED = 1, /* flows refused: no free port */
+	STAT_NAT_EXPIRED = 2,   /* expired translations removed by the programs */
+	STAT_CT_EXPIRED = 3,    /* expired connection-table entries removed by the programs */
+	STAT_FAST_OUT = 4,      /* container → outside sent straight to the uplink */
+	STAT_FAST_IN = 5,       /* outside → container delivered straight into the container */
+	STAT_FAST_LOCAL = 6,    /* container → container delivered straight into the container */
+	STAT_MAX = 16,
+};
+
 /* Connection-table entry flags. */
 enum ct_flag {
 	CT_F_REPLIED = 1 << 0, /* a reply has been seen */
@@ -62,9 +74,16 @@ struct ip_endpoint {
 
 /* networks value. */
 struct network_info {
-	__u32 flags;     /* enum network_flag */
+	__u32 flags;      /* enum network_flag */
 	__be32 broadcast; /* the subnet's broadcast address */
-	__be32 snat_ip;  /* com.docker.network.host_ipv4, 0 = the uplink's */
+	__be32 snat_ip;   /* com.docker.network.host_ipv4, 0 = the uplink's */
+	__u8 mac[6];      /* the bridge's MAC: the gateway seen from containers */
+	__u8 pad[2];
+};
+
+/* uplinks value. */
+struct uplink_info {
+	__be32 addr; /* masquerade source: the uplink's primary IPv4 address */
 	__u32 pad;
 };
 
@@ -88,15 +107,29 @@ struct counter_values {
 	__u64 drops[REASON_MAX];
 };
 
-/* conntrack key: a flow in the direction it was started (container →
- * outside). For ICMP echo sport is the identifier and dport 0. */
-struct ct_key {
+/* A flow's addresses and ports as seen on the wire in one direction; the
+ * key of the conntrack and NAT maps. For ICMP echo the identifier is the
+ * port of the side that sent the request, the other port is 0. */
+struct tuple {
 	__be32 saddr;
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
 	__u8 pad[3];
+};
+
+/* nat_fwd and nat_rev value: the other side of a source translation
+ * (nat_fwd: the translated source; nat_rev: the container's). Timestamps and
+ * flags as in ct_entry. */
+struct nat_entry {
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+	__u64 created;
+	__u64 last_seen;
+	__u32 flags;
+	__u32 ifindex; /* nat_rev: the container's host-side veth */
 };
 
 /* conntrack value. */
@@ -114,6 +147,13 @@ struct frag_key {
 	__be16 id;
 	__u8 proto;
 	__u8 pad;
+};
+
+/* frags value. */
+struct frag_entry {
+	__u64 seen;
+	__be32 new_saddr; /* translation applied to the first fragment (0: none) */
+	__be32 new_daddr;
 };
 
 #endif

@@ -26,7 +26,8 @@ type selected struct {
 }
 
 func ebpfConfig(cfg Config, uplinks []string) datapath.Config {
-	return datapath.Config{Root: cfg.BPFFS, StateDir: cfg.StateDir, AttachMode: cfg.TCAttach, Uplinks: uplinks}
+	return datapath.Config{Root: cfg.BPFFS, StateDir: cfg.StateDir, AttachMode: cfg.TCAttach, Uplinks: uplinks,
+		NATPorts: cfg.NATPorts, ForwardRule: cfg.ForwardRule}
 }
 
 // selectDatapath builds the enforcer --datapath asks for. auto probes the

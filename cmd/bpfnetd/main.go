@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -26,6 +27,8 @@ type Config struct {
 	Datapath       string
 	TCAttach       string
 	BPFFS          string
+	NATPorts       [2]uint16
+	ForwardRule    bool
 	StateDir       string
 	Socket         string
 	Uplinks        []string
@@ -46,6 +49,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.Datapath, "datapath", "auto", "datapath that enforces policy: ebpf, iptables, or auto (ebpf when the kernel can run it, else iptables; the log says why)")
 	fs.StringVar(&cfg.TCAttach, "tc-attach", "auto", "how eBPF programs attach: tcx, tc (clsact qdisc + cls_bpf filter), or auto (tcx where the kernel has it, else tc)")
 	fs.StringVar(&cfg.BPFFS, "bpffs", "/sys/fs/bpf/bpfnet", "directory on a bpf filesystem for the eBPF datapath's pinned maps and links")
+	natPorts := fs.String("nat-ports", "1024-65535", "eBPF datapath: port range (MIN-MAX) masqueraded flows may use; the original port is kept when it is in the range and free")
+	fs.BoolVar(&cfg.ForwardRule, "forward-rule", true, "eBPF datapath: add one iptables FORWARD rule accepting what the programs passed, for the traffic the fast paths cannot take (broadcast, fragments) on hosts whose FORWARD policy is DROP; false installs no iptables rule at all")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/bpfnet", "directory of the persisted state")
 	fs.StringVar(&cfg.Socket, "socket", "/run/bpfnet/bpfnet.sock", "path of the API unix socket (created with mode 0660)")
 	fs.StringVar(&uplinks, "uplink", "", "comma-separated uplink interfaces (default: the interfaces of the default routes)")
@@ -60,7 +65,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		fmt.Fprintf(stderr, "Usage: bpfnetd [flags]\n\nbpfnet host daemon. Flags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
@@ -79,6 +85,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	if err := loader.ValidMode(cfg.TCAttach); err != nil {
 		return cfg, err
 	}
+	if cfg.NATPorts, err = parsePortRange(*natPorts); err != nil {
+		return cfg, err
+	}
 	if !filepath.IsAbs(cfg.BPFFS) {
 		return cfg, fmt.Errorf("invalid --bpffs %q: want an absolute path", cfg.BPFFS)
 	}
@@ -89,6 +98,17 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		return cfg, fmt.Errorf("--check and --cleanup exclude each other")
 	}
 	return cfg, nil
+}
+
+// parsePortRange parses MIN-MAX with 1 ≤ MIN ≤ MAX ≤ 65535.
+func parsePortRange(s string) ([2]uint16, error) {
+	lo, hi, ok := strings.Cut(s, "-")
+	a, err1 := strconv.ParseUint(lo, 10, 16)
+	b, err2 := strconv.ParseUint(hi, 10, 16)
+	if !ok || err1 != nil || err2 != nil || a == 0 || b < a {
+		return [2]uint16{}, fmt.Errorf("invalid --nat-ports %q: want MIN-MAX with 1 <= MIN <= MAX <= 65535", s)
+	}
+	return [2]uint16{uint16(a), uint16(b)}, nil
 }
 
 func newLogger(format string, w io.Writer) *slog.Logger {

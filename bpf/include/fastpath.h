@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Fast paths that deliver a packet the policy allowed without the host's
+ * bridge, netfilter and routing: into another container on the host
+ * (bpf_redirect_peer), out of an uplink (bpf_fib_lookup, then bpf_redirect
+ * or bpf_redirect_neigh), and from an uplink into a container
+ * (bpf_redirect_peer). Each returns -1 when the packet must take the
+ * normal path (fragments, TTL about to expire, MTU, a route that does not
+ * leave through an uplink), which enforces and translates the same way.
+ */
+#ifndef BPFNET_FASTPATH_H
+#define BPFNET_FASTPATH_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include "maps.h"
+#include "parse.h"
+#include "nat.h"
+#include "counters.h"
+
+#define AF_INET 2
+
+
+/* dec_ttl decrements the TTL as a router does; returns -1 when the packet
+ * would expire (the stack then sends the ICMP error). */
+static __always_inline int dec_ttl(struct __sk_buff *skb, const struct pkt *p)
+{
+	if (p->ttl <= 1)
+		return -1;
+	__be16 old = bpf_htons((__u16)p->ttl << 8 | p->proto);
+	__be16 new = bpf_htons((__u16)(p->ttl - 1) << 8 | p->proto);
+	__u8 ttl = p->ttl - 1;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old, new, 2) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, ttl), &ttl, 1, 0);
+}
+
+static __always_inline int set_macs(struct __sk_buff *skb, const __u8 *dst, const __u8 *src)
+{
+	if (bpf_skb_store_bytes(skb, 0, dst, ETH_ALEN, 0) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, ETH_ALEN, src, ETH_ALEN, 0);
+}
+
+/* fast_local delivers a packet from one endpoint to another of the same
+ * network straight into the receiver's namespace, as the bridge would
+ * have (the frame is unchanged: it already carries the receiver's MAC).
+ * The receiver's to_container counts are updated here. */
+static __always_inline int fast_local(struct __sk_buff *skb, __u32 from_ifindex, __u32 net_id, const struct pkt *p)
+{
+	struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip, &p->daddr);
+	if (!dst || dst->net_id != net_id || dst->ifindex == from_ifindex)
+		return -1;
+	__u32 to = dst->ifindex;
+	struct endpoint_info *de = bpf_map_lookup_elem(&ep_by_ifindex, &to);
+	if (!de)
+		return -1;
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return -1;
+	if (*(__u32 *)eth->h_dest != *(__u32 *)de->mac || *(__u16 *)(eth->h_dest + 4) != *(__u16 *)(de->mac + 4))
+		return -1; /* not addressed to it at L2 (yet): the bridge decides */
+	count(to, DIR_TO_CONTAINER, skb->len);
+	stat_inc(STAT_FAST_LOCAL);
+	return bpf_redirect_peer(to, 0);
+}
+
+/* fast_out sends a packet from a container of network net_id to the
+ * outside straight out of the uplink the route points at; the uplink's
+ * to_uplink program then translates it. */
+static __always_inline int fast_out(struct __sk_buff *skb, __u32 net_id, const struct pkt *p)
+{
+	if (p->frag != FRAG_NONE)
+		return -1;
+	struct bpf_fib_lookup fib = {
+		.family = AF_INET,
+		.tos = p->tos,
+		.l4_protocol = p->proto,
+		.ipv4_src = p->saddr,
+		.ipv4_dst = p->daddr,
+		.ifindex = net_id, /* routed traffic comes in on the bridge */
+	};
+	if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
+		fib.sport = p->sport;
+		fib.dport = p->dport;
+	}
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return -1;
+	__u32 out = fib.ifindex;
+	if (!bpf_map_lookup_elem(&uplinks, &out))
+		return -1;
+	__u32 mtu = 0;
+	if (bpf_check_mtu(skb, out, &mtu, 0, 0) != BPF_MTU_CHK_RET_SUCCESS)
+		return -1;
+	if (dec_ttl(skb, p) < 0)
+		return -1;
+	stat_inc(STAT_FAST_OUT);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(out, 0, 0, 0);
+	if (set_macs(skb, fib.dmac, fib.smac) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(out, 0);
+}
+
+/* fast_in delivers a packet from an uplink (already translated back) to
+ * its container: MACs as the bridge would set them, TTL as a router, the
+ * receiver's to_container counts, and straight into its namespace. */
+static __always_inline int fast_in(struct __sk_buff *skb, const struct pkt *p)
+{
+	if (p->frag != FRAG_NONE)
+		return -1;
+	struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip, &p->daddr);
+	if (!dst)
+		return -1;
+	__u32 to = dst->ifindex, net_id = dst->net_id;
+	struct endpoint_info *de = bpf_map_lookup_elem(&ep_by_ifindex, &to);
+	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
+	if (!de || !n)
+		return -1;
+	if (dec_ttl(skb, p) < 0)
+		return -1;
+	if (set_macs(skb, de->mac, n->mac) < 0)
+		return TC_ACT_SHOT;
+	count(to, DIR_TO_CONTAINER, skb->len);
+	stat_inc(STAT_FAST_IN);
+	return bpf_redirect_peer(to, 0);
+}
+
+#endif

@@ -1,0 +1,241 @@
+package datapath
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"testing"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"github.com/bpfnet/bpfnet/bpf"
+)
+
+// Translation tests: the packet a program leaves is compared byte for
+// byte with the packet gopacket serialises, with freshly computed
+// checksums, from the addresses and ports the translation must give. The
+// BPF side fixes checksums incrementally; gopacket computes them from
+// scratch, so a wrong fix-up cannot go unnoticed.
+
+const actRedirect = 7
+
+// reframe decodes a frame and re-serialises it with recomputed checksums:
+// the frame as it must be if its checksums are right.
+func reframe(t *testing.T, frame []byte) []byte {
+	t.Helper()
+	pkt := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+	var ls []gopacket.SerializableLayer
+	var ip *layers.IPv4
+	for _, l := range pkt.Layers() {
+		switch l := l.(type) {
+		case *layers.IPv4:
+			ip = l
+			ls = append(ls, l)
+		case *layers.TCP:
+			l.SetNetworkLayerForChecksum(ip)
+			ls = append(ls, l)
+		case *layers.UDP:
+			l.SetNetworkLayerForChecksum(ip)
+			ls = append(ls, l)
+		case gopacket.SerializableLayer:
+			ls = append(ls, l)
+		}
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true}, ls...); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// srcPort returns the source port (ICMP: identifier) of an IPv4 frame.
+func srcPort(frame []byte) uint16 {
+	ihl := int(frame[14]&0x0f) * 4
+	if frame[14+9] == 1 {
+		return binary.BigEndian.Uint16(frame[14+ihl+4:])
+	}
+	return binary.BigEndian.Uint16(frame[14+ihl:])
+}
+
+func srcIP(frame []byte) string { return net.IP(frame[14+12 : 14+16]).String() }
+
+// outbound runs to_uplink on a frame a container sent (as routed to the
+// uplink) and returns the translated frame.
+func (w *world) outbound(t *testing.T, frame []byte) (uint32, []byte) {
+	t.Helper()
+	ret, _, out := w.runData(t, w.coll.ToUplink, w.uplink, frame)
+	return ret, out
+}
+
+func TestSourceTranslation(t *testing.T) {
+	w := newWorld(t, nil)
+	sent := func(ep string, p l4) []byte { return w.from(t, ep, outsideAddr, p) }
+	// want builds the frame as translated: same as sent, with the source
+	// address (and port) replaced, checksums computed from scratch.
+	want := func(ep string, p l4, src string, port uint16) []byte {
+		p2 := p
+		if p.proto == "icmp" {
+			p2.icmpID = port
+		} else {
+			p2.sport = port
+		}
+		e := w.eps[ep]
+		return serialize(t, append([]gopacket.SerializableLayer{eth(mac(e.mac), hostMAC, layers.EthernetTypeIPv4)}, ipPacket(t, src, outsideAddr, p2)...)...)
+	}
+	check := func(t *testing.T, ep string, p l4, src string, port uint16) {
+		t.Helper()
+		ret, out := w.outbound(t, sent(ep, p))
+		if ret != actUnspc {
+			t.Fatalf("return code %d, want TC_ACT_UNSPEC", ret)
+		}
+		if exp := want(ep, p, src, port); !bytes.Equal(out, exp) {
+			t.Errorf("translated packet\n got %x\nwant %x", out, exp)
+		}
+	}
+	t.Run("tcp keeps its port", func(t *testing.T) { check(t, "e1", tcp(40000, 80), uplinkAddr, 40000) })
+	t.Run("same flow, same translation", func(t *testing.T) { check(t, "e1", tcpAck(40000, 80), uplinkAddr, 40000) })
+	t.Run("udp keeps its port", func(t *testing.T) { check(t, "e1", udp(40001, 53), uplinkAddr, 40001) })
+	t.Run("icmp echo keeps its identifier", func(t *testing.T) { check(t, "e1", echo(777), uplinkAddr, 777) })
+	t.Run("host_ipv4 network", func(t *testing.T) { check(t, "e6", tcp(40000, 80), extraAddr, 40000) })
+	t.Run("no-masquerade network is left alone", func(t *testing.T) {
+		frame := sent("e7", tcp(40000, 80))
+		if ret, out := w.outbound(t, frame); ret != actUnspc || !bytes.Equal(out, frame) {
+			t.Errorf("return %d, packet changed: %x", ret, out)
+		}
+	})
+	t.Run("colliding port gets another, valid checksums", func(t *testing.T) {
+		// e2 uses the port e1 holds, to the same peer.
+		ret, out := w.outbound(t, sent("e2", tcp(40000, 80)))
+		if ret != actUnspc {
+			t.Fatalf("return code %d", ret)
+		}
+		if srcIP(out) != uplinkAddr || srcPort(out) == 40000 || srcPort(out) < 1024 {
+			t.Errorf("translated to %s:%d, want %s and a free port ≥ 1024", srcIP(out), srcPort(out), uplinkAddr)
+		}
+		if exp := reframe(t, out); !bytes.Equal(out, exp) {
+			t.Errorf("checksums wrong:\n got %x\nwant %x", out, exp)
+		}
+	})
+	t.Run("a port the host uses is not given to a container", func(t *testing.T) {
+		host := ipFrame(t, uplinkAddr, outsideAddr, udp(45000, 53))
+		if ret, out := w.outbound(t, host); ret != actUnspc || !bytes.Equal(out, host) {
+			t.Fatalf("host packet changed or refused (%d)", ret)
+		}
+		ret, out := w.outbound(t, sent("e1", udp(45000, 53)))
+		if ret != actUnspc || srcPort(out) == 45000 {
+			t.Errorf("container got the host's port 45000 (return %d, port %d)", ret, srcPort(out))
+		}
+	})
+}
+
+func TestReverseTranslation(t *testing.T) {
+	w := newWorld(t, nil)
+	e1 := w.eps["e1"]
+	// The container's flow goes out first and keeps its port.
+	orig := w.from(t, "e1", outsideAddr, udp(40100, 53))
+	if ret, out := w.outbound(t, orig); ret != actUnspc || srcPort(out) != 40100 {
+		t.Fatalf("outbound: %d %x", ret, out)
+	}
+	// from_container records the flow (the conntrack entry replies need).
+	if ret, _ := w.run(t, w.coll.FromContainer, e1.ifindex, orig); ret != actOK {
+		t.Fatalf("from_container: %d", ret)
+	}
+	reply := func(p l4, opts ...ipOpt) []byte {
+		return serialize(t, append([]gopacket.SerializableLayer{eth(mac("02:99:00:00:00:01"), mac("02:98:00:00:00:01"), layers.EthernetTypeIPv4)},
+			ipPacket(t, outsideAddr, uplinkAddr, p, opts...)...)...)
+	}
+	t.Run("reply delivered straight into the container", func(t *testing.T) {
+		before := w.counters(t, e1.ifindex, toC)
+		ret, _, out := w.runData(t, w.coll.FromUplink, w.uplink, reply(udp(53, 40100)))
+		if ret != actRedirect {
+			t.Fatalf("return code %d, want TC_ACT_REDIRECT", ret)
+		}
+		// As the bridge delivers it: container MAC, gateway (bridge) MAC,
+		// TTL one less, destination translated back.
+		exp := serialize(t, append([]gopacket.SerializableLayer{eth(bridgeMAC, mac(e1.mac), layers.EthernetTypeIPv4)},
+			ipPacket(t, outsideAddr, e1.ip, udp(53, 40100), func(ip *layers.IPv4) { ip.TTL = 63 })...)...)
+		if !bytes.Equal(out, exp) {
+			t.Errorf("delivered packet\n got %x\nwant %x", out, exp)
+		}
+		if after := w.counters(t, e1.ifindex, toC); after.Packets != before.Packets+1 {
+			t.Errorf("to_container packets +%d, want +1", after.Packets-before.Packets)
+		}
+	})
+	t.Run("ICMP error about the flow", func(t *testing.T) {
+		// The peer's port unreachable quotes the datagram as it saw it
+		// (translated); the container must get it quoting what it sent.
+		translated := reply(udp(53, 40100)) // any frame; the quote is built below
+		_ = translated
+		_, sentOut := w.outbound(t, orig)
+		quote := sentOut[14 : 14+28]
+		errFrame := serialize(t, eth(mac("02:99:00:00:00:01"), mac("02:98:00:00:00:01"), layers.EthernetTypeIPv4),
+			&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.ParseIP(outsideAddr).To4(), DstIP: net.ParseIP(uplinkAddr).To4()},
+			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 3)}, gopacket.Payload(quote))
+		ret, _, out := w.runData(t, w.coll.FromUplink, w.uplink, errFrame)
+		if ret != actRedirect {
+			t.Fatalf("return code %d, want TC_ACT_REDIRECT", ret)
+		}
+		exp := serialize(t, eth(bridgeMAC, mac(e1.mac), layers.EthernetTypeIPv4),
+			&layers.IPv4{Version: 4, IHL: 5, TTL: 63, Protocol: layers.IPProtocolICMPv4, SrcIP: net.ParseIP(outsideAddr).To4(), DstIP: net.ParseIP(e1.ip).To4()},
+			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 3)}, gopacket.Payload(orig[14:14+28]))
+		if !bytes.Equal(out, exp) {
+			t.Errorf("delivered error\n got %x\nwant %x", out, exp)
+		}
+	})
+	t.Run("unsolicited to the masquerade address: the host's", func(t *testing.T) {
+		frame := reply(udp(53, 40999))
+		ret, _, out := w.runData(t, w.coll.FromUplink, w.uplink, frame)
+		if ret != actUnspc || !bytes.Equal(out, frame) {
+			t.Errorf("return %d, changed %v", ret, !bytes.Equal(out, frame))
+		}
+	})
+	t.Run("unsolicited to a container address", func(t *testing.T) {
+		w.expect(t, w.coll.FromUplink, w.uplink, e1.ifindex, toC, false, ipFrame(t, outsideAddr, e1.ip, tcp(80, 40000)), unsolicited)
+	})
+	t.Run("to an internal network", func(t *testing.T) {
+		e5 := w.eps["e5"]
+		w.expect(t, w.coll.FromUplink, w.uplink, e5.ifindex, toC, false, ipFrame(t, outsideAddr, e5.ip, tcp(80, 40000)), internal)
+	})
+	t.Run("reply to a no-masquerade container", func(t *testing.T) {
+		e7 := w.eps["e7"]
+		if ret, _ := w.run(t, w.coll.FromContainer, e7.ifindex, w.from(t, "e7", outsideAddr, tcp(40200, 80))); ret != actOK {
+			t.Fatalf("from_container: %d", ret)
+		}
+		ret, _ := w.run(t, w.coll.FromUplink, w.uplink, ipFrame(t, outsideAddr, e7.ip, tcpAck(80, 40200)))
+		if ret != actRedirect {
+			t.Errorf("return code %d, want TC_ACT_REDIRECT", ret)
+		}
+	})
+}
+
+// With a range of two ports, a third concurrent flow to the same peer is
+// refused (nat_exhausted, counted on the sender); the first two keep theirs.
+func TestPortExhaustion(t *testing.T) {
+	w := newWorld(t, map[string]any{"nat_port_min": uint16(50000), "nat_port_max": uint16(50001)})
+	e1 := w.eps["e1"]
+	var ports []uint16
+	for _, sport := range []uint16{1, 2} {
+		ret, out := w.outbound(t, w.from(t, "e1", outsideAddr, udp(sport, 53)))
+		if ret != actUnspc {
+			t.Fatalf("flow %d refused (%d)", sport, ret)
+		}
+		ports = append(ports, srcPort(out))
+	}
+	if ports[0] == ports[1] || ports[0] < 50000 || ports[0] > 50001 || ports[1] < 50000 || ports[1] > 50001 {
+		t.Errorf("ports %v, want 50000 and 50001", ports)
+	}
+	before := w.counters(t, e1.ifindex, fromC)
+	if ret, _ := w.outbound(t, w.from(t, "e1", outsideAddr, udp(3, 53))); ret != actShot {
+		t.Errorf("third flow: return %d, want TC_ACT_SHOT", ret)
+	}
+	after := w.counters(t, e1.ifindex, fromC)
+	if d := after.Drops[bpf.BpfnetDropReasonREASON_NAT_EXHAUSTED] - before.Drops[bpf.BpfnetDropReasonREASON_NAT_EXHAUSTED]; d != 1 {
+		t.Errorf("nat_exhausted +%d, want +1", d)
+	}
+	for i, sport := range []uint16{1, 2} {
+		if ret, out := w.outbound(t, w.from(t, "e1", outsideAddr, udp(sport, 53))); ret != actUnspc || srcPort(out) != ports[i] {
+			t.Errorf("existing flow %d: return %d, port %d, want %d", sport, ret, srcPort(out), ports[i])
+		}
+	}
+}
