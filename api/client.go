@@ -86,6 +86,12 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return s, c.do(ctx, "GET", "/v1/status", nil, &s)
 }
 
+// NAT lists the eBPF datapath's translations.
+func (c *Client) NAT(ctx context.Context) ([]NATEntry, error) {
+	var out []NATEntry
+	return out, c.do(ctx, "GET", "/v1/nat", nil, &out)
+}
+
 // Networks lists all networks.
 func (c *Client) Networks(ctx context.Context) ([]NetworkInspect, error) {
 	var out []NetworkInspect

@@ -17,22 +17,41 @@ import (
 
 // Server serves the API for a network manager.
 type Server struct {
-	log    *slog.Logger
-	mgr    *network.Manager
-	status func() Status
-	render func() string
+	log *slog.Logger
+	mgr *network.Manager
+	Daemon
 }
 
-// NewServer returns the API handler. status and render supply what only
-// the daemon knows: its configuration and the compat rendering.
-func NewServer(log *slog.Logger, mgr *network.Manager, status func() Status, render func() string) *Server {
-	return &Server{log: log, mgr: mgr, status: status, render: render}
+// Daemon supplies what only the daemon knows.
+type Daemon struct {
+	// Status is the daemon's configuration and datapath.
+	Status func() Status
+	// Render is the compat rendering of the current state.
+	Render func() string
+	// NAT lists the current translations; nil when the datapath has none.
+	NAT func() ([]NATEntry, error)
+}
+
+// NewServer returns the API handler.
+func NewServer(log *slog.Logger, mgr *network.Manager, d Daemon) *Server {
+	return &Server{log: log, mgr: mgr, Daemon: d}
 }
 
 // Handler returns the HTTP routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { reply(w, s.status(), nil) })
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { reply(w, s.Status(), nil) })
+	mux.HandleFunc("GET /v1/nat", func(w http.ResponseWriter, r *http.Request) {
+		if s.NAT == nil {
+			reply(w, nil, &network.Error{Kind: network.KindNotFound, Err: fmt.Errorf("the %s datapath keeps no translation table (the iptables datapath leaves NAT to the kernel: conntrack -L)", s.Status().Datapath)})
+			return
+		}
+		entries, err := s.NAT()
+		if entries == nil {
+			entries = []NATEntry{}
+		}
+		reply(w, entries, err)
+	})
 	mux.HandleFunc("GET /v1/networks", s.listNetworks)
 	mux.HandleFunc("POST /v1/networks", s.createNetwork)
 	mux.HandleFunc("GET /v1/networks/{ref}", s.inspectNetwork)
@@ -48,7 +67,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/locate", s.locate)
 	mux.HandleFunc("GET /v1/compat/render", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprint(w, s.render())
+		fmt.Fprint(w, s.Render())
 	})
 	return mux
 }

@@ -83,6 +83,9 @@ type Status struct {
 	Attach      string       `json:"attach,omitempty"`
 	BPFFS       string       `json:"bpffs,omitempty"`
 	Attachments []Attachment `json:"attachments,omitempty"`
+	// Stats are the eBPF datapath's event counters (translations made,
+	// refused, expired; packets taking each fast path).
+	Stats map[string]uint64 `json:"stats,omitempty"`
 	ChainPrefix string       `json:"chain_prefix,omitempty"`
 	StateDir    string       `json:"state_dir"`
 	Uplinks     []string     `json:"uplinks"`
@@ -98,6 +101,20 @@ type Attachment struct {
 	Mode      string `json:"mode"`
 	Program   string `json:"program"`
 	ProgramID uint32 `json:"program_id"`
+}
+
+// NATEntry is one source translation of the eBPF datapath.
+type NATEntry struct {
+	Proto string `json:"proto"`
+	// Container is the container's address and port (ICMP: identifier).
+	Container string `json:"container"`
+	// Translated is the address and port the outside sees.
+	Translated string `json:"translated"`
+	// Remote is the peer outside.
+	Remote  string  `json:"remote"`
+	State   string  `json:"state"`
+	AgeSec  float64 `json:"age_seconds"`
+	IdleSec float64 `json:"idle_seconds"`
 }
 
 // Error is the body of every non-2xx response.

@@ -123,6 +123,19 @@ type BpfnetNetworkInfo struct {
 	Pad       [2]uint8
 }
 
+type BpfnetStat uint32
+
+const (
+	BpfnetStatSTAT_NAT_CREATED   BpfnetStat = 0
+	BpfnetStatSTAT_NAT_EXHAUSTED BpfnetStat = 1
+	BpfnetStatSTAT_NAT_EXPIRED   BpfnetStat = 2
+	BpfnetStatSTAT_CT_EXPIRED    BpfnetStat = 3
+	BpfnetStatSTAT_FAST_OUT      BpfnetStat = 4
+	BpfnetStatSTAT_FAST_IN       BpfnetStat = 5
+	BpfnetStatSTAT_FAST_LOCAL    BpfnetStat = 6
+	BpfnetStatSTAT_MAX           BpfnetStat = 16
+)
+
 type BpfnetSubnetKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -177,6 +190,7 @@ const (
 	BpfnetVarEnumDirection      = "enum_direction"
 	BpfnetVarEnumDropReason     = "enum_drop_reason"
 	BpfnetVarEnumNetworkFlag    = "enum_network_flag"
+	BpfnetVarEnumStat           = "enum_stat"
 	BpfnetVarForwardMark        = "forward_mark"
 	BpfnetVarNatPortMax         = "nat_port_max"
 	BpfnetVarNatPortMin         = "nat_port_min"
@@ -264,6 +278,7 @@ type BpfnetVariableSpecs struct {
 	EnumDirection      *ebpf.VariableSpec `ebpf:"enum_direction"`
 	EnumDropReason     *ebpf.VariableSpec `ebpf:"enum_drop_reason"`
 	EnumNetworkFlag    *ebpf.VariableSpec `ebpf:"enum_network_flag"`
+	EnumStat           *ebpf.VariableSpec `ebpf:"enum_stat"`
 	ForwardMark        *ebpf.VariableSpec `ebpf:"forward_mark"`
 	NatPortMax         *ebpf.VariableSpec `ebpf:"nat_port_max"`
 	NatPortMin         *ebpf.VariableSpec `ebpf:"nat_port_min"`
@@ -335,6 +350,7 @@ type BpfnetVariables struct {
 	EnumDirection      *ebpf.Variable `ebpf:"enum_direction"`
 	EnumDropReason     *ebpf.Variable `ebpf:"enum_drop_reason"`
 	EnumNetworkFlag    *ebpf.Variable `ebpf:"enum_network_flag"`
+	EnumStat           *ebpf.Variable `ebpf:"enum_stat"`
 	ForwardMark        *ebpf.Variable `ebpf:"forward_mark"`
 	NatPortMax         *ebpf.Variable `ebpf:"nat_port_max"`
 	NatPortMin         *ebpf.Variable `ebpf:"nat_port_min"`

@@ -65,6 +65,7 @@ volatile const enum drop_reason enum_drop_reason;
 volatile const enum direction enum_direction;
 volatile const enum network_flag enum_network_flag;
 volatile const enum ct_flag enum_ct_flag;
+volatile const enum stat enum_stat;
 
 #define PASS 0xff /* verdict: no drop reason */
 

@@ -73,6 +73,8 @@ type Enforcer struct {
 	bridges  map[string]loader.Iface // network id → bridge (its ifindex is the BPF network id)
 	veths    map[string]loader.Iface // endpoint id → host-side veth
 	lastMode string                  // attach mode of the last attachment
+	gcNAT    uint64                  // translations the daemon collected
+	gcCT     uint64                  // connection-table entries the daemon collected
 }
 
 // New loads the BPF collection (reusing maps pinned under cfg.Root) and

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/google/gopacket"
@@ -237,5 +238,22 @@ func TestPortExhaustion(t *testing.T) {
 		if ret, out := w.outbound(t, w.from(t, "e1", outsideAddr, udp(sport, 53))); ret != actUnspc || srcPort(out) != ports[i] {
 			t.Errorf("existing flow %d: return %d, port %d, want %d", sport, ret, srcPort(out), ports[i])
 		}
+	}
+}
+
+// When the uplink's address changes, a flow's next packet (and any new
+// flow) uses the new address.
+func TestUplinkAddressChange(t *testing.T) {
+	w := newWorld(t, nil)
+	frame := w.from(t, "e1", outsideAddr, udp(40300, 53))
+	if _, out := w.outbound(t, frame); srcIP(out) != uplinkAddr {
+		t.Fatalf("translated to %s, want %s", srcIP(out), uplinkAddr)
+	}
+	must(t, w.coll.Uplinks.Put(uint32(w.uplink), bpf.BpfnetUplinkInfo{Addr: be32(netip.MustParseAddr("198.19.0.9"))}))
+	if _, out := w.outbound(t, frame); srcIP(out) != "198.19.0.9" || srcPort(out) != 40300 {
+		t.Errorf("after the change: %s:%d, want 198.19.0.9:40300", srcIP(out), srcPort(out))
+	}
+	if _, out := w.outbound(t, w.from(t, "e1", outsideAddr, tcp(40301, 80))); srcIP(out) != "198.19.0.9" {
+		t.Errorf("new flow after the change: %s", srcIP(out))
 	}
 }

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -51,7 +53,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		def = "unix://" + api.DefaultSocket
 	}
 	root.PersistentFlags().StringVarP(&c.host, "host", "H", def, "daemon socket (unix://PATH); also $BPFNET_HOST")
-	root.AddCommand(c.networkCmd(), c.endpointCmd(), c.locateCmd(), c.statusCmd(), c.compatCmd())
+	root.AddCommand(c.networkCmd(), c.endpointCmd(), c.locateCmd(), c.statusCmd(), c.natCmd(), c.compatCmd())
 	return root
 }
 
@@ -235,6 +237,13 @@ func (c *cli) statusCmd() *cobra.Command {
 			}
 			fmt.Fprintf(tw, "State dir:\t%s\nUplinks:\t%s\nNetworks:\t%d\nEndpoints:\t%d\n",
 				s.StateDir, strings.Join(s.Uplinks, ", "), s.Networks, s.Endpoints)
+			if len(s.Stats) > 0 {
+				names := slices.Sorted(maps.Keys(s.Stats))
+				fmt.Fprintf(tw, "\nSTAT\tVALUE\n")
+				for _, n := range names {
+					fmt.Fprintf(tw, "%s\t%d\n", n, s.Stats[n])
+				}
+			}
 			if len(s.Attachments) > 0 {
 				fmt.Fprintf(tw, "\nINTERFACE\tHOOK\tPROGRAM\tMODE\tPROGRAM ID\n")
 				for _, a := range s.Attachments {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os/exec"
+	"time"
 
 	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/compat"
@@ -52,6 +53,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 		if err := sel.ebpf.WatchHostAddrs(ctx); err != nil {
 			return err
 		}
+		sel.ebpf.RunGC(ctx, 30*time.Second)
 	}
 	status := func() api.Status {
 		v := mgr.View()
@@ -65,6 +67,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 			for _, a := range sel.ebpf.Attachments() {
 				s.Attachments = append(s.Attachments, api.Attachment(a))
 			}
+			if st, err := sel.ebpf.Stats(); err == nil {
+				s.Stats = st
+			} else {
+				log.Error("read datapath stats", "err", err)
+			}
 		}
 		return s
 	}
@@ -76,7 +83,19 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 		prefix := cfg.ChainPrefix
 		return compat.Save(compat.Render(mgr.View(), prefix), policy)
 	}
-	srv := api.NewServer(log, mgr, status, render)
+	d := api.Daemon{Status: status, Render: render}
+	if sel.ebpf != nil {
+		d.NAT = func() ([]api.NATEntry, error) {
+			entries, err := sel.ebpf.NATEntries()
+			out := make([]api.NATEntry, 0, len(entries))
+			for _, e := range entries {
+				out = append(out, api.NATEntry{Proto: e.Proto, Container: e.Container.String(), Translated: e.Translated.String(),
+					Remote: e.Remote.String(), State: e.State, AgeSec: e.Age.Seconds(), IdleSec: e.Idle.Seconds()})
+			}
+			return out, err
+		}
+	}
+	srv := api.NewServer(log, mgr, d)
 	log.Info("bpfnetd ready", "version", version, "datapath", sel.enf.Name(), "reason", sel.reason, "socket", cfg.Socket, "uplinks", uplinks)
 	err = api.Serve(ctx, l, srv.Handler())
 	log.Info("bpfnetd stopped; networks, rules and programs stay in place")

@@ -291,7 +291,28 @@ func TestConformance(t *testing.T) {
 				w.checkEBPFSetup(t, v)
 			}
 			w.check(t, v)
+			w.checkConntrack(t, v)
 		})
+	}
+}
+
+// checkConntrack checks where the host's connection tracking saw the
+// container ↔ outside flows of the table: the iptables datapath needs it
+// (MASQUERADE), the eBPF datapath's fast paths bypass it, so with Docker's
+// rules loaded (which make netfilter track every packet that reaches it)
+// it must hold no entry with the outside's address.
+func (w *world) checkConntrack(t *testing.T, v variant) {
+	if v.ebpf && v.prepare == nil {
+		return // nothing enables netfilter conntrack in this host namespace
+	}
+	out := w.topo.Host.MustRun(t, "conntrack", "-L")
+	n := strings.Count(out, "="+testnet.OutsideAddr.String()+" ")
+	t.Logf("host conntrack: %d entries, %d with the outside address", strings.Count(out, "\n"), n)
+	switch {
+	case v.ebpf && n > 0:
+		t.Errorf("host conntrack tracked %d container ↔ outside flows; the eBPF fast paths must bypass it:\n%s", n, out)
+	case !v.ebpf && n == 0:
+		t.Errorf("host conntrack has no container ↔ outside flow in iptables mode (MASQUERADE needs it):\n%s", out)
 	}
 }
 
