@@ -85,12 +85,12 @@ type Status struct {
 	Attachments []Attachment `json:"attachments,omitempty"`
 	// Stats are the eBPF datapath's event counters (translations made,
 	// refused, expired; packets taking each fast path).
-	Stats map[string]uint64 `json:"stats,omitempty"`
-	ChainPrefix string       `json:"chain_prefix,omitempty"`
-	StateDir    string       `json:"state_dir"`
-	Uplinks     []string     `json:"uplinks"`
-	Networks    int          `json:"networks"`
-	Endpoints   int          `json:"endpoints"`
+	Stats       map[string]uint64 `json:"stats,omitempty"`
+	ChainPrefix string            `json:"chain_prefix,omitempty"`
+	StateDir    string            `json:"state_dir"`
+	Uplinks     []string          `json:"uplinks"`
+	Networks    int               `json:"networks"`
+	Endpoints   int               `json:"endpoints"`
 }
 
 // Attachment is one eBPF program on an interface hook; Mode is empty when

@@ -243,4 +243,3 @@ func (e *Enforcer) RunGC(ctx context.Context, interval time.Duration) {
 		}
 	}()
 }
-
