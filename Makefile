@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the build, the tests and the demo need (clang, llvm and
 # the headers only for `make generate`).
-DEB_PACKAGES := iptables iproute2 iputils-ping conntrack ca-certificates clang-19 llvm-19 libbpf-dev linux-libc-dev gcc
+DEB_PACKAGES := iptables iproute2 iputils-ping conntrack iperf3 sockperf util-linux ca-certificates clang-19 llvm-19 libbpf-dev linux-libc-dev gcc
 # Where the UAPI asm/ headers live for this architecture.
 BPF_INCLUDES := -I/usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo $$(uname -m)-linux-gnu)
 
@@ -47,6 +47,10 @@ check-generated: generate ## fail if the committed BPF objects differ from a fre
 test: deps ## run every test tier (privileged ones need root; CI=1 makes them fail instead of skip)
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+.PHONY: bench-nat
+bench-nat: deps ## benchmark container → outside, eBPF vs iptables datapath (root; ~2 min)
+	$(GO) test -count=1 -timeout 30m ./bench -run TestNATBench -nat -v -report=$(CURDIR)/bench/nat-results.md
 
 .PHONY: run
 run: deps build ## start the daemon with the default network (root; RUN_ARGS adds flags)

@@ -22,6 +22,17 @@ func monotonic() uint64 {
 	return uint64(ts.Nano())
 }
 
+// expired mirrors expired() of conntrack.h: a stamp later than now (set by
+// a CPU after we read the clock) is fresh, not wrapped.
+func expired(now, seen, timeout uint64) bool { return now > seen && now-seen > timeout }
+
+func since(now, t uint64) uint64 {
+	if t > now {
+		return 0
+	}
+	return now - t
+}
+
 // timeouts are the connection-table timeouts the programs were loaded
 // with (conntrack.h), in nanoseconds.
 type timeouts struct{ tcpSyn, tcpEst, tcpFin, tcpRst, udp, udpStream, other uint64 }
@@ -117,7 +128,7 @@ func (e *Enforcer) NATEntries() ([]NATEntry, error) {
 	var v bpf.BpfnetNatEntry
 	it := e.coll.NatFwd.Iterate()
 	for it.Next(&k, &v) {
-		if now-v.LastSeen > t.timeout(k.Proto, v.Flags&0xffff) {
+		if expired(now, v.LastSeen, t.timeout(k.Proto, v.Flags&0xffff)) {
 			continue
 		}
 		out = append(out, NATEntry{
@@ -126,8 +137,8 @@ func (e *Enforcer) NATEntries() ([]NATEntry, error) {
 			Translated: netip.AddrPortFrom(addrOf(v.Addr), port(v.Port)),
 			Remote:     netip.AddrPortFrom(addrOf(k.Daddr), port(k.Dport)),
 			State:      stateName(k.Proto, v.Flags),
-			Age:        time.Duration(now - v.Created),
-			Idle:       time.Duration(now - v.LastSeen),
+			Age:        time.Duration(since(now, v.Created)),
+			Idle:       time.Duration(since(now, v.LastSeen)),
 		})
 	}
 	return out, it.Err()
@@ -176,14 +187,14 @@ func (e *Enforcer) CollectExpired() (nat, ct int, err error) {
 	var fwd, rev []bpf.BpfnetTuple
 	it := e.coll.NatFwd.Iterate()
 	for it.Next(&k, &v) {
-		if now-v.LastSeen > t.timeout(k.Proto, v.Flags&0xffff) {
+		if expired(now, v.LastSeen, t.timeout(k.Proto, v.Flags&0xffff)) {
 			fwd = append(fwd, k)
 			rev = append(rev, replyOf(bpf.BpfnetTuple{Saddr: v.Addr, Daddr: k.Daddr, Sport: v.Port, Dport: k.Dport, Proto: k.Proto}))
 		}
 	}
 	it = e.coll.NatRev.Iterate()
 	for it.Next(&k, &v) {
-		if v.Flags&natHostFlag != 0 && now-v.LastSeen > t.timeout(k.Proto, v.Flags&0xffff) {
+		if v.Flags&natHostFlag != 0 && expired(now, v.LastSeen, t.timeout(k.Proto, v.Flags&0xffff)) {
 			rev = append(rev, k)
 		}
 	}
@@ -192,7 +203,7 @@ func (e *Enforcer) CollectExpired() (nat, ct int, err error) {
 	var cts []bpf.BpfnetTuple
 	cit := e.coll.Conntrack.Iterate()
 	for cit.Next(&ck, &cv) {
-		if now-cv.LastSeen > t.timeout(ck.Proto, cv.Flags) {
+		if expired(now, cv.LastSeen, t.timeout(ck.Proto, cv.Flags)) {
 			cts = append(cts, ck)
 		}
 	}

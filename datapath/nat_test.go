@@ -257,3 +257,26 @@ func TestUplinkAddressChange(t *testing.T) {
 		t.Errorf("new flow after the change: %s", srcIP(out))
 	}
 }
+
+// An entry stamped by another CPU after this one read the clock has a
+// last-seen time in the future: it is fresh, not expired. (Treating the
+// wrapped difference as age once made replies of busy TCP streams look
+// expired, and the host answered them with RSTs.)
+func TestFutureStampIsFresh(t *testing.T) {
+	w := newWorld(t, nil)
+	e1 := w.eps["e1"]
+	orig := w.from(t, "e1", outsideAddr, tcp(40400, 80))
+	w.outbound(t, orig)
+	w.run(t, w.coll.FromContainer, e1.ifindex, orig)
+	var k bpf.BpfnetTuple
+	var v bpf.BpfnetNatEntry
+	it := w.coll.NatRev.Iterate()
+	for it.Next(&k, &v) {
+		v.LastSeen = monotonic() + 5e9
+		must(t, w.coll.NatRev.Put(k, v))
+	}
+	reply := ipFrame(t, outsideAddr, uplinkAddr, tcpAck(80, 40400))
+	if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, reply); ret != actRedirect {
+		t.Errorf("reply to an entry stamped in the future: return %d, want TC_ACT_REDIRECT", ret)
+	}
+}

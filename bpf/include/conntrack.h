@@ -36,6 +36,14 @@ static __always_inline __u64 ct_timeout(const struct tuple *k, __u32 flags)
 	return ct_timeout_other;
 }
 
+/* expired reports whether an entry last seen at `seen` has timed out at
+ * `now`. Another CPU may have stamped the entry after this one read the
+ * clock, so seen > now means "just seen", not a wrapped difference. */
+static __always_inline int expired(__u64 now, __u64 seen, __u64 timeout)
+{
+	return now > seen && now - seen > timeout;
+}
+
 static __always_inline __u32 tcp_close_flags(const struct pkt *p)
 {
 	__u32 f = 0;
@@ -62,7 +70,7 @@ static __always_inline void ct_outbound(const struct pkt *p)
 		.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
 	__u64 now = bpf_ktime_get_ns();
 	struct ct_entry *e = bpf_map_lookup_elem(&conntrack, &k);
-	if (e && now - e->last_seen <= ct_timeout(&k, e->flags)) {
+	if (e && !expired(now, e->last_seen, ct_timeout(&k, e->flags))) {
 		e->last_seen = now;
 		/* A new SYN on a closed flow reopens it. */
 		if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_SYN) && !(p->tcp_flags & 0x10))
@@ -80,7 +88,7 @@ static __always_inline struct ct_entry *ct_lookup(struct tuple *k, __u64 now)
 	struct ct_entry *e = bpf_map_lookup_elem(&conntrack, k);
 	if (!e)
 		return 0;
-	if (now - e->last_seen > ct_timeout(k, e->flags)) {
+	if (expired(now, e->last_seen, ct_timeout(k, e->flags))) {
 		bpf_map_delete_elem(&conntrack, k);
 		return 0;
 	}

@@ -161,7 +161,7 @@ static __always_inline struct tuple reply_of(const struct tuple *k)
 
 static __always_inline int nat_live(const struct tuple *k, struct nat_entry *e, __u64 now)
 {
-	return now - e->last_seen <= ct_timeout(k, e->flags & 0xffff);
+	return !expired(now, e->last_seen, ct_timeout(k, e->flags & 0xffff));
 }
 
 /* nat_touch refreshes a translation seen in either direction. */

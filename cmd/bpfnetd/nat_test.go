@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -231,4 +232,54 @@ func TestNATExhaustion(t *testing.T) {
 		t.Fatalf("new connection after the others expired: %v\n%s", err, d.MustCLI("nat", "ls"))
 	}
 	c.Close()
+}
+
+// A bulk TCP transfer through the masquerade, with both CPUs busy, arrives
+// whole: every segment and ACK is translated on whatever CPU handles it.
+func TestBulkTransfer(t *testing.T) {
+	topo := testnet.NewTopology(t)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d.Start()
+	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
+	c1 := testnet.NewNS(t, "c1")
+	d.MustCLI("endpoint", "create", "--network", "web", "--netns", c1.Path, "--name", "c1")
+	var ln net.Listener
+	if err := topo.Outside.Do(func() (err error) { ln, err = net.Listen("tcp4", ":7300"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		n, _ := io.Copy(io.Discard, c)
+		c.Write([]byte("done"))
+		got <- n
+	}()
+	const size = 256 << 20
+	var conn net.Conn
+	if err := c1.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp4", netip.AddrPortFrom(testnet.OutsideAddr, 7300).String(), 3*time.Second)
+		return
+	}); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	buf := make([]byte, 1<<20)
+	for sent := 0; sent < size; sent += len(buf) {
+		if _, err := conn.Write(buf); err != nil {
+			t.Fatalf("after %d MB: %v", sent>>20, err)
+		}
+	}
+	conn.(*net.TCPConn).CloseWrite()
+	if n := <-got; n != size {
+		t.Errorf("peer received %d bytes, want %d", n, size)
+	}
+	if b, err := io.ReadAll(conn); err != nil || string(b) != "done" {
+		t.Errorf("closing exchange: %q %v", b, err)
+	}
 }

@@ -1,0 +1,72 @@
+package bench
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bpfnet/bpfnet/internal/testnet"
+)
+
+var (
+	natBench  = flag.Bool("nat", false, "run the container → outside benchmark (make bench-nat)")
+	natRuns   = flag.Int("runs", 5, "interleaved runs per datapath")
+	natSecs   = flag.Duration("duration", 5*time.Second, "length of each measurement")
+	natReport = flag.String("report", "", "write the Markdown table to this file")
+	natOnly   = flag.String("only", "ebpf,iptables", "datapaths to run (for debugging)")
+)
+
+// TestNATBench compares container → outside traffic through the eBPF
+// datapath (BPF masquerade, uplink redirect, no conntrack) with the
+// iptables datapath (Docker's rules: FORWARD chains, MASQUERADE, kernel
+// conntrack). Both worlds exist side by side and the runs interleave
+// (ebpf, iptables, ebpf, …), so machine noise hits both alike.
+//
+//	make bench-nat    # go test ./bench -run TestNATBench -nat -v
+func TestNATBench(t *testing.T) {
+	if !*natBench {
+		t.Skip("benchmark: run with -nat (make bench-nat)")
+	}
+	type world struct {
+		name string
+		c    *testnet.NS
+	}
+	var worlds []world
+	for _, dp := range strings.Split(*natOnly, ",") {
+		topo := testnet.NewTopology(t)
+		d := testnet.NewDaemon(t, topo.Host, "--datapath="+dp, "--default-network=false", "--uplink="+testnet.UplinkIf)
+		d.Start()
+		d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
+		c := testnet.NewNS(t, "c")
+		d.MustCLI("endpoint", "create", "--network", "web", "--netns", c.Path, "--name", "c")
+		server(t, topo.Outside, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", testnet.OutsideAddr.String(), "-p", "11111")
+		server(t, topo.Outside, "iperf3", "-s", "-B", testnet.OutsideAddr.String())
+		worlds = append(worlds, world{dp, c})
+	}
+	rr := map[string][]float64{}
+	stream := map[string][]float64{}
+	dst := testnet.OutsideAddr.String()
+	for run := range *natRuns {
+		for _, w := range worlds {
+			rr[w.name] = append(rr[w.name], tcpRR(t, w.c, dst, *natSecs))
+			stream[w.name] = append(stream[w.name], tcpStream(t, w.c, dst, *natSecs))
+			t.Logf("run %d %s: rr %.2f µs, stream %.2f Gbit/s", run+1, w.name, rr[w.name][run], stream[w.name][run])
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Container → outside through the uplink, masquerade on, one network. Medians of %d interleaved runs of %v each; %s.\n\n", *natRuns, *natSecs, machine())
+	fmt.Fprintf(&b, "| workload | eBPF datapath | iptables datapath | eBPF / iptables |\n|---|---|---|---|\n")
+	e, i := median(rr["ebpf"]), median(rr["iptables"])
+	fmt.Fprintf(&b, "| TCP request/response, 64 B, median round trip (lower is better) | %.2f µs | %.2f µs | %.2f |\n", e, i, e/i)
+	e, i = median(stream["ebpf"]), median(stream["iptables"])
+	fmt.Fprintf(&b, "| one TCP stream (higher is better) | %.2f Gbit/s | %.2f Gbit/s | %.2f |\n", e, i, e/i)
+	t.Log("\n" + b.String())
+	if *natReport != "" {
+		if err := os.WriteFile(*natReport, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
