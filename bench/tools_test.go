@@ -81,7 +81,7 @@ func median(v []float64) float64 {
 func machine() string {
 	kernel, _ := exec.Command("uname", "-r").Output()
 	cpu, _ := exec.Command("sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").Output()
-	return fmt.Sprintf("kernel %s, %d CPUs,%s", strings.TrimSpace(string(kernel)), numCPU(), strings.TrimSpace(" "+string(cpu)))
+	return fmt.Sprintf("kernel %s, %d CPUs (%s)", strings.TrimSpace(string(kernel)), numCPU(), strings.TrimSpace(string(cpu)))
 }
 
 func numCPU() int {
