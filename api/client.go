@@ -43,6 +43,52 @@ func NewClient(host string) (*Client, error) {
 	return &Client{http: &http.Client{Transport: tr}, socket: path}, nil
 }
 
+// Monitor streams drop events (of one network and/or endpoint when set)
+// to fn until ctx ends or fn returns an error.
+func (c *Client) Monitor(ctx context.Context, network, endpoint string, fn func(MonitorEvent) error) error {
+	q := url.Values{}
+	if network != "" {
+		q.Set("network", network)
+	}
+	if endpoint != "" {
+		q.Set("endpoint", endpoint)
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://bpfnetd/v1/monitor?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach bpfnetd at %s (is it running?): %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return responseError(resp)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev MonitorEvent
+		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+}
+
+// responseError turns a non-2xx reply into an error with its message.
+func responseError(resp *http.Response) error {
+	var e Error
+	if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
+		return fmt.Errorf("%s", e.Message)
+	}
+	return fmt.Errorf("bpfnetd: %s", resp.Status)
+}
+
 // do sends a request and decodes the JSON reply into out (if not nil).
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
@@ -63,11 +109,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		var e Error
-		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
-			return fmt.Errorf("%s", e.Message)
-		}
-		return fmt.Errorf("bpfnetd: %s", resp.Status)
+		return responseError(resp)
 	}
 	if out == nil {
 		return nil

@@ -30,6 +30,11 @@ type Daemon struct {
 	Render func() string
 	// NAT lists the current translations; nil when the datapath has none.
 	NAT func() ([]NATEntry, error)
+	// Counters returns every endpoint's counters by endpoint id.
+	Counters func() (map[string]EndpointCounters, error)
+	// Monitor subscribes to drop events until ctx ends; nil when the
+	// datapath has none.
+	Monitor func(ctx context.Context) (<-chan MonitorEvent, error)
 }
 
 // NewServer returns the API handler.
@@ -65,6 +70,7 @@ func (s *Server) Handler() http.Handler {
 		reply(w, nil, s.mgr.RemoveEndpoint(r.Context(), r.PathValue("ref")))
 	})
 	mux.HandleFunc("POST /v1/locate", s.locate)
+	mux.HandleFunc("GET /v1/monitor", s.monitor)
 	mux.HandleFunc("GET /v1/compat/render", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprint(w, s.Render())
@@ -105,21 +111,87 @@ func (s *Server) inspectNetwork(w http.ResponseWriter, r *http.Request) {
 	reply(w, Inspect(n, eps), nil)
 }
 
-func (s *Server) endpointView(ep network.Endpoint) Endpoint {
+func (s *Server) endpointView(ep network.Endpoint, counters map[string]EndpointCounters) Endpoint {
 	out := Endpoint{Endpoint: ep}
 	if n, err := s.mgr.Network(ep.NetworkID); err == nil {
 		out.Network, out.Subnet, out.Gateway = n.Name, n.Subnet.String(), n.Gateway.String()
 	}
+	if c, ok := counters[ep.ID]; ok {
+		out.Counters = &c
+	}
 	return out
+}
+
+// counters reads the endpoint counters once per request; a failure only
+// leaves them out.
+func (s *Server) counters() map[string]EndpointCounters {
+	if s.Counters == nil {
+		return nil
+	}
+	c, err := s.Counters()
+	if err != nil {
+		s.log.Error("read endpoint counters", "err", err)
+	}
+	return c
 }
 
 func (s *Server) listEndpoints(w http.ResponseWriter, r *http.Request) {
 	eps, err := s.mgr.Endpoints(r.URL.Query().Get("network"))
 	out := []Endpoint{}
+	counters := s.counters()
 	for _, ep := range eps {
-		out = append(out, s.endpointView(ep))
+		out = append(out, s.endpointView(ep, counters))
 	}
 	reply(w, out, err)
+}
+
+// monitor streams drop events as JSON lines, filtered by ?network= and
+// ?endpoint= (names or ids), until the client goes away.
+func (s *Server) monitor(w http.ResponseWriter, r *http.Request) {
+	if s.Monitor == nil {
+		reply(w, nil, &network.Error{Kind: network.KindNotFound, Err: fmt.Errorf("the %s datapath sends no drop events (the eBPF datapath does)", s.Status().Datapath)})
+		return
+	}
+	var netName, epName string
+	if ref := r.URL.Query().Get("network"); ref != "" {
+		n, err := s.mgr.Network(ref)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		netName = n.Name
+	}
+	if ref := r.URL.Query().Get("endpoint"); ref != "" {
+		ep, err := s.mgr.Endpoint(ref)
+		if err != nil {
+			reply(w, nil, err)
+			return
+		}
+		epName = ep.Name
+	}
+	events, err := s.Monitor(r.Context())
+	if err != nil {
+		reply(w, nil, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	enc := json.NewEncoder(w)
+	for ev := range events {
+		if (netName != "" && ev.Network != netName) || (epName != "" && ev.Endpoint != epName) {
+			continue
+		}
+		if enc.Encode(ev) != nil {
+			return
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
 }
 
 func (s *Server) createEndpoint(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +205,7 @@ func (s *Server) createEndpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusCreated)
-	json.NewEncoder(w).Encode(s.endpointView(ep))
+	json.NewEncoder(w).Encode(s.endpointView(ep, s.counters()))
 }
 
 func (s *Server) inspectEndpoint(w http.ResponseWriter, r *http.Request) {
@@ -142,7 +214,7 @@ func (s *Server) inspectEndpoint(w http.ResponseWriter, r *http.Request) {
 		reply(w, nil, err)
 		return
 	}
-	reply(w, s.endpointView(ep), nil)
+	reply(w, s.endpointView(ep, s.counters()), nil)
 }
 
 func (s *Server) locate(w http.ResponseWriter, r *http.Request) {

@@ -64,6 +64,34 @@ type Endpoint struct {
 	Network string `json:"network"`
 	Subnet  string `json:"subnet"`
 	Gateway string `json:"gateway"`
+	// Counters are the traffic of its host-side veth (nil if unknown).
+	Counters *EndpointCounters `json:"counters,omitempty"`
+}
+
+// EndpointCounters are an endpoint's counters in both directions.
+type EndpointCounters struct {
+	FromContainer Counts `json:"from_container"`
+	ToContainer   Counts `json:"to_container"`
+}
+
+// Counts are packets, bytes and drops by reason of one direction.
+type Counts struct {
+	Packets uint64            `json:"packets"`
+	Bytes   uint64            `json:"bytes"`
+	Drops   map[string]uint64 `json:"drops,omitempty"`
+}
+
+// MonitorEvent is one dropped packet, as `bpfnet monitor` shows it.
+type MonitorEvent struct {
+	Time      time.Time `json:"time"`
+	Endpoint  string    `json:"endpoint,omitempty"`
+	Network   string    `json:"network,omitempty"`
+	Interface string    `json:"interface,omitempty"`
+	Direction string    `json:"direction"`
+	Reason    string    `json:"reason"`
+	Proto     string    `json:"proto,omitempty"`
+	Src       string    `json:"src,omitempty"`
+	Dst       string    `json:"dst,omitempty"`
 }
 
 // LocateRequest asks for the host side of a container interface.

@@ -42,8 +42,8 @@ func TestNATBench(t *testing.T) {
 		d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
 		c := testnet.NewNS(t, "c")
 		d.MustCLI("endpoint", "create", "--network", "web", "--netns", c.Path, "--name", "c")
-		server(t, topo.Outside, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", testnet.OutsideAddr.String(), "-p", "11111")
-		server(t, topo.Outside, "iperf3", "-s", "-B", testnet.OutsideAddr.String())
+		topo.Outside.Spawn(t, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", testnet.OutsideAddr.String(), "-p", "11111")
+		topo.Outside.Spawn(t, "iperf3", "-s", "-B", testnet.OutsideAddr.String())
 		worlds = append(worlds, world{dp, c})
 	}
 	rr := map[string][]float64{}

@@ -25,17 +25,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// server starts a long-running command in ns and stops it (by its pid)
-// when the test ends.
-func server(t *testing.T, ns *testnet.NS, name string, args ...string) {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	time.Sleep(300 * time.Millisecond)
-}
-
 var sockperfMedian = regexp.MustCompile(`percentile 50\.000 =\s+([0-9.]+)`)
 
 // tcpRR runs a 64-byte TCP ping-pong from ns to dst:11111 (sockperf, both

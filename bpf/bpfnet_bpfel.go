@@ -49,6 +49,21 @@ const (
 	BpfnetDirectionDIR_TO_CONTAINER   BpfnetDirection = 1
 )
 
+type BpfnetDropEvent struct {
+	_       structs.HostLayout
+	Ts      uint64
+	Ifindex uint32
+	Dir     uint8
+	Reason  uint8
+	Proto   uint8
+	Pad     uint8
+	Saddr   uint32
+	Daddr   uint32
+	Sport   uint16
+	Dport   uint16
+	_       [4]byte
+}
+
 type BpfnetDropReason uint32
 
 const (
@@ -71,6 +86,13 @@ type BpfnetEndpointInfo struct {
 	NetId uint32
 	Mac   [6]uint8
 	Pad   [2]uint8
+}
+
+type BpfnetEventBudget struct {
+	_      structs.HostLayout
+	Second uint64
+	Used   uint32
+	Pad    uint32
 }
 
 type BpfnetFragEntry struct {
@@ -126,14 +148,16 @@ type BpfnetNetworkInfo struct {
 type BpfnetStat uint32
 
 const (
-	BpfnetStatSTAT_NAT_CREATED   BpfnetStat = 0
-	BpfnetStatSTAT_NAT_EXHAUSTED BpfnetStat = 1
-	BpfnetStatSTAT_NAT_EXPIRED   BpfnetStat = 2
-	BpfnetStatSTAT_CT_EXPIRED    BpfnetStat = 3
-	BpfnetStatSTAT_FAST_OUT      BpfnetStat = 4
-	BpfnetStatSTAT_FAST_IN       BpfnetStat = 5
-	BpfnetStatSTAT_FAST_LOCAL    BpfnetStat = 6
-	BpfnetStatSTAT_MAX           BpfnetStat = 16
+	BpfnetStatSTAT_NAT_CREATED       BpfnetStat = 0
+	BpfnetStatSTAT_NAT_EXHAUSTED     BpfnetStat = 1
+	BpfnetStatSTAT_NAT_EXPIRED       BpfnetStat = 2
+	BpfnetStatSTAT_CT_EXPIRED        BpfnetStat = 3
+	BpfnetStatSTAT_FAST_OUT          BpfnetStat = 4
+	BpfnetStatSTAT_FAST_IN           BpfnetStat = 5
+	BpfnetStatSTAT_FAST_LOCAL        BpfnetStat = 6
+	BpfnetStatSTAT_EVENTS_SUPPRESSED BpfnetStat = 7
+	BpfnetStatSTAT_EVENTS_LOST       BpfnetStat = 8
+	BpfnetStatSTAT_MAX               BpfnetStat = 16
 )
 
 type BpfnetSubnetKey struct {
@@ -166,6 +190,8 @@ const (
 	BpfnetMapCounters           = "counters"
 	BpfnetMapEpByIfindex        = "ep_by_ifindex"
 	BpfnetMapEpByIp             = "ep_by_ip"
+	BpfnetMapEvBudget           = "ev_budget"
+	BpfnetMapEvents             = "events"
 	BpfnetMapFrags              = "frags"
 	BpfnetMapHostAddrs          = "host_addrs"
 	BpfnetMapNatFwd             = "nat_fwd"
@@ -191,9 +217,11 @@ const (
 	BpfnetVarEnumDropReason     = "enum_drop_reason"
 	BpfnetVarEnumNetworkFlag    = "enum_network_flag"
 	BpfnetVarEnumStat           = "enum_stat"
+	BpfnetVarEventsPerSec       = "events_per_sec"
 	BpfnetVarForwardMark        = "forward_mark"
 	BpfnetVarNatPortMax         = "nat_port_max"
 	BpfnetVarNatPortMin         = "nat_port_min"
+	BpfnetVarTypeDropEvent      = "type_drop_event"
 )
 
 // LoadBpfnet returns the embedded CollectionSpec for Bpfnet.
@@ -253,6 +281,8 @@ type BpfnetMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	EpByIfindex *ebpf.MapSpec `ebpf:"ep_by_ifindex"`
 	EpByIp      *ebpf.MapSpec `ebpf:"ep_by_ip"`
+	EvBudget    *ebpf.MapSpec `ebpf:"ev_budget"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
 	Frags       *ebpf.MapSpec `ebpf:"frags"`
 	HostAddrs   *ebpf.MapSpec `ebpf:"host_addrs"`
 	NatFwd      *ebpf.MapSpec `ebpf:"nat_fwd"`
@@ -279,9 +309,11 @@ type BpfnetVariableSpecs struct {
 	EnumDropReason     *ebpf.VariableSpec `ebpf:"enum_drop_reason"`
 	EnumNetworkFlag    *ebpf.VariableSpec `ebpf:"enum_network_flag"`
 	EnumStat           *ebpf.VariableSpec `ebpf:"enum_stat"`
+	EventsPerSec       *ebpf.VariableSpec `ebpf:"events_per_sec"`
 	ForwardMark        *ebpf.VariableSpec `ebpf:"forward_mark"`
 	NatPortMax         *ebpf.VariableSpec `ebpf:"nat_port_max"`
 	NatPortMin         *ebpf.VariableSpec `ebpf:"nat_port_min"`
+	TypeDropEvent      *ebpf.VariableSpec `ebpf:"type_drop_event"`
 }
 
 // BpfnetObjects contains all objects after they have been loaded into the kernel.
@@ -308,6 +340,8 @@ type BpfnetMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
 	EpByIfindex *ebpf.Map `ebpf:"ep_by_ifindex"`
 	EpByIp      *ebpf.Map `ebpf:"ep_by_ip"`
+	EvBudget    *ebpf.Map `ebpf:"ev_budget"`
+	Events      *ebpf.Map `ebpf:"events"`
 	Frags       *ebpf.Map `ebpf:"frags"`
 	HostAddrs   *ebpf.Map `ebpf:"host_addrs"`
 	NatFwd      *ebpf.Map `ebpf:"nat_fwd"`
@@ -324,6 +358,8 @@ func (m *BpfnetMaps) Close() error {
 		m.Counters,
 		m.EpByIfindex,
 		m.EpByIp,
+		m.EvBudget,
+		m.Events,
 		m.Frags,
 		m.HostAddrs,
 		m.NatFwd,
@@ -351,9 +387,11 @@ type BpfnetVariables struct {
 	EnumDropReason     *ebpf.Variable `ebpf:"enum_drop_reason"`
 	EnumNetworkFlag    *ebpf.Variable `ebpf:"enum_network_flag"`
 	EnumStat           *ebpf.Variable `ebpf:"enum_stat"`
+	EventsPerSec       *ebpf.Variable `ebpf:"events_per_sec"`
 	ForwardMark        *ebpf.Variable `ebpf:"forward_mark"`
 	NatPortMax         *ebpf.Variable `ebpf:"nat_port_max"`
 	NatPortMin         *ebpf.Variable `ebpf:"nat_port_min"`
+	TypeDropEvent      *ebpf.Variable `ebpf:"type_drop_event"`
 }
 
 // BpfnetPrograms contains all programs after they have been loaded into the kernel.

@@ -26,6 +26,8 @@ func TestSharedStructSizes(t *testing.T) {
 		"nat_entry":      BpfnetNatEntry{},
 		"frag_entry":     BpfnetFragEntry{},
 		"uplink_info":    BpfnetUplinkInfo{},
+		"drop_event":     BpfnetDropEvent{},
+		"event_budget":   BpfnetEventBudget{},
 		"ct_entry":       BpfnetCtEntry{},
 		"frag_key":       BpfnetFragKey{},
 	} {

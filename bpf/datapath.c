@@ -66,6 +66,7 @@ volatile const enum direction enum_direction;
 volatile const enum network_flag enum_network_flag;
 volatile const enum ct_flag enum_ct_flag;
 volatile const enum stat enum_stat;
+volatile const struct drop_event type_drop_event;
 
 #define PASS 0xff /* verdict: no drop reason */
 
@@ -249,7 +250,7 @@ int from_container(struct __sk_buff *skb)
 		__u32 net_id = ep->net_id;
 		v = judge_from_container(ep, &p, &dest);
 		if (v != PASS)
-			return drop(ifindex, dir, v);
+			return drop_pkt(ifindex, dir, v, &p);
 		int rc = -1;
 		if (dest == DEST_NETWORK)
 			rc = fast_local(skb, ifindex, net_id, &p);
@@ -312,7 +313,7 @@ int to_container(struct __sk_buff *skb)
 	if (src && src->ifindex != ifindex) {
 		__u32 v = between(src->net_id, ep->net_id);
 		if (v != PASS)
-			return drop(ifindex, dir, v);
+			return drop_pkt(ifindex, dir, v, &p);
 	}
 	return TC_ACT_OK;
 }
@@ -337,6 +338,19 @@ static __always_inline __u32 judge_to_network(__u32 net_id, const struct pkt *p)
 	return PASS;
 }
 
+/* drop_to_network drops a packet for network net_id, counted on the
+ * endpoint it was meant for, else on the bridge. */
+static __always_inline int drop_to_network(__u32 net_id, const struct pkt *p, __u32 reason)
+{
+	__u32 at = net_id;
+	if (p) {
+		struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip, &p->daddr);
+		if (dst && dst->net_id == net_id)
+			at = dst->ifindex;
+	}
+	return drop_pkt(at, DIR_TO_CONTAINER, reason, p);
+}
+
 SEC("tc")
 int to_network(struct __sk_buff *skb)
 {
@@ -351,31 +365,12 @@ int to_network(struct __sk_buff *skb)
 		return TC_ACT_OK; /* ARP from the host; IPv6 is judged per endpoint */
 
 	struct pkt p;
-	int bad = parse_ipv4(skb, &p) < 0;
-	__u32 v = bad ? REASON_MALFORMED : judge_to_network(net_id, &p);
+	if (parse_ipv4(skb, &p) < 0)
+		return drop(net_id, DIR_TO_CONTAINER, REASON_MALFORMED);
+	__u32 v = judge_to_network(net_id, &p);
 	if (v == PASS)
 		return TC_ACT_OK;
-	/* Count the drop on the endpoint it was meant for, else on the bridge. */
-	__u32 at = net_id;
-	if (!bad) {
-		struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip, &p.daddr);
-		if (dst && dst->net_id == net_id)
-			at = dst->ifindex;
-	}
-	return drop(at, DIR_TO_CONTAINER, v);
-}
-
-/* drop_to_network drops a packet for network net_id, counted on the
- * endpoint it was meant for, else on the bridge. */
-static __always_inline int drop_to_network(__u32 net_id, const struct pkt *p, __u32 reason)
-{
-	__u32 at = net_id;
-	if (p) {
-		struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip, &p->daddr);
-		if (dst && dst->net_id == net_id)
-			at = dst->ifindex;
-	}
-	return drop(at, DIR_TO_CONTAINER, reason);
+	return drop_to_network(net_id, &p, v);
 }
 
 /* untranslate reverses the source translation of a reply (or of an ICMP
@@ -583,7 +578,7 @@ int to_uplink(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	/* Count on the container that sent it. */
 	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p.saddr);
-	return drop(src ? src->ifindex : net_id, DIR_FROM_CONTAINER, v);
+	return drop_pkt(src ? src->ifindex : net_id, DIR_FROM_CONTAINER, v, &p);
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -437,3 +437,19 @@ func sortedIfaces(m map[string]loader.Iface) []loader.Iface {
 	slices.SortFunc(out, func(a, b loader.Iface) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
+
+// Ifindexes returns the interface index of every endpoint's host-side veth
+// and of every network's bridge, by endpoint and network id (the keys of
+// Counters).
+func (e *Enforcer) Ifindexes() (veths, bridges map[string]uint32) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	veths, bridges = map[string]uint32{}, map[string]uint32{}
+	for id, ifc := range e.veths {
+		veths[id] = uint32(ifc.Index)
+	}
+	for id, ifc := range e.bridges {
+		bridges[id] = uint32(ifc.Index)
+	}
+	return veths, bridges
+}

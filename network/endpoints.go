@@ -76,6 +76,10 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req CreateEndpointRequest)
 		undo()
 		return Endpoint{}, fmt.Errorf("apply endpoint %s: %w", ep.Name, err)
 	}
+	if err = m.host.EndpointUp(ep); err != nil {
+		undo()
+		return Endpoint{}, err
+	}
 	if err = m.store.putEndpoint(ep); err != nil {
 		undo()
 		return Endpoint{}, err

@@ -19,7 +19,11 @@ type Host interface {
 	// CreateEndpoint makes the veth pair, moves the container side into
 	// ep.NetNS as ep.IfName and configures MAC, address and routes. It fills
 	// ep.HostIf (when empty) and ep.DefaultRoute. On error nothing is left.
+	// The host side is left down, so nothing flows before EndpointUp.
 	CreateEndpoint(n *Network, ep *Endpoint) error
+	// EndpointUp sets the host side up, once the enforcer's policy for the
+	// endpoint is in place.
+	EndpointUp(ep *Endpoint) error
 	// EndpointPresent reports whether the endpoint's veth pair still exists
 	// (host side present and enslaved to the network's bridge).
 	EndpointPresent(n *Network, ep *Endpoint) (bool, error)

@@ -162,6 +162,18 @@ func randomVethName() string {
 }
 
 // CreateEndpoint creates ep's veth pair and configures the container side.
+// EndpointUp implements Host.
+func (NetlinkHost) EndpointUp(ep *Endpoint) error {
+	l, err := netlink.LinkByName(ep.HostIf)
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", ep.HostIf, err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up: %w", ep.HostIf, err)
+	}
+	return nil
+}
+
 func (NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
 	nsh, err := netns.GetFromPath(ep.NetNS)
 	if err != nil {
@@ -215,9 +227,8 @@ func (NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
 	if err = netlink.LinkSetMaster(host, br); err != nil {
 		return fmt.Errorf("attach %s to %s: %w", ep.HostIf, n.Bridge, err)
 	}
-	if err = netlink.LinkSetUp(host); err != nil {
-		return fmt.Errorf("set %s up: %w", ep.HostIf, err)
-	}
+	// The host side stays down (no carrier for the container) until the
+	// policy is in place: EndpointUp.
 	peer, err := in.LinkByName(ep.IfName)
 	if err != nil {
 		return fmt.Errorf("look up %s in %s: %w", ep.IfName, ep.NetNS, err)

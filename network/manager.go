@@ -85,6 +85,12 @@ func (m *Manager) Start(ctx context.Context, def DefaultNetworkConfig) error {
 	if err := m.enf.Reconcile(ctx, m.view()); err != nil {
 		return fmt.Errorf("reconcile %s datapath: %w", m.enf.Name(), err)
 	}
+	// Endpoints recreated above come up only now, with their policy.
+	for _, ep := range m.st.Endpoints {
+		if err := m.host.EndpointUp(ep); err != nil {
+			return err
+		}
+	}
 	if err := m.store.sync(m.st); err != nil {
 		return err
 	}

@@ -118,6 +118,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } stats SEC(".maps");
 
+/* drop events for `bpfnet monitor`; written by the programs (at most
+ * events_per_sec per CPU), read by the daemon. Not pinned: events are not
+ * state. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+/* 0 → this CPU's event budget; written by the programs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event_budget);
+} ev_budget SEC(".maps");
+
 /* (ifindex, direction) → packets, bytes, drops by reason; written by the
  * programs, read (and deleted with the endpoint) by the control plane. */
 struct {

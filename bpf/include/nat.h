@@ -16,6 +16,7 @@
 #include "maps.h"
 #include "parse.h"
 #include "conntrack.h"
+#include "counters.h"
 
 /* Ports translated TCP and UDP flows may use (ICMP echo identifiers may
  * be any value). */
@@ -28,13 +29,6 @@ volatile const __u16 nat_port_max = 65535;
 #define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
 #define IP_SRC_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
 #define IP_DST_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
-
-static __always_inline void stat_inc(__u32 s)
-{
-	__u64 *v = bpf_map_lookup_elem(&stats, &s);
-	if (v)
-		*v += 1;
-}
 
 /* l4_csum_off is the offset of the L4 checksum, or 0 if there is none to
  * fix. */

@@ -48,6 +48,8 @@ enum stat {
 	STAT_FAST_OUT = 4,      /* container → outside sent straight to the uplink */
 	STAT_FAST_IN = 5,       /* outside → container delivered straight into the container */
 	STAT_FAST_LOCAL = 6,    /* container → container delivered straight into the container */
+	STAT_EVENTS_SUPPRESSED = 7, /* drop events not sent: over events_per_sec */
+	STAT_EVENTS_LOST = 8,       /* drop events not sent: ring buffer full */
 	STAT_MAX = 16,
 };
 
@@ -130,6 +132,28 @@ struct nat_entry {
 	__u64 last_seen;
 	__u32 flags;
 	__u32 ifindex; /* nat_rev: the container's host-side veth */
+};
+
+/* events record: one dropped packet. The tuple is zero when the packet
+ * was not IPv4 (or not parsable). */
+struct drop_event {
+	__u64 ts;      /* bpf_ktime_get_ns() */
+	__u32 ifindex; /* where it was counted: a host-side veth, or a bridge */
+	__u8 dir;      /* enum direction */
+	__u8 reason;   /* enum drop_reason */
+	__u8 proto;
+	__u8 pad;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+};
+
+/* ev_budget value: drop events sent by this CPU in the current second. */
+struct event_budget {
+	__u64 second;
+	__u32 used;
+	__u32 pad;
 };
 
 /* conntrack value. */

@@ -55,9 +55,23 @@ func (c *cli) endpointCmd() *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "ENDPOINT ID\tNAME\tNETWORK\tIP\tMAC\tHOST IF\tNETNS\tIFNAME")
+			fmt.Fprintln(tw, "ENDPOINT ID\tNAME\tNETWORK\tIP\tMAC\tHOST IF\tNETNS\tIFNAME\tRX PKTS\tRX BYTES\tTX PKTS\tTX BYTES\tDROPS")
 			for _, ep := range eps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ep.ID[:12], ep.Name, ep.Network, ep.IP, ep.MAC, ep.HostIf, ep.NetNS, ep.IfName)
+				// RX and TX as the container sees them: RX is what enters it.
+				rx, rxb, tx, txb, drops := "-", "-", "-", "-", "-"
+				if c := ep.Counters; c != nil {
+					rx, rxb = fmt.Sprint(c.ToContainer.Packets), fmt.Sprint(c.ToContainer.Bytes)
+					tx, txb = fmt.Sprint(c.FromContainer.Packets), fmt.Sprint(c.FromContainer.Bytes)
+					var n uint64
+					for _, d := range []map[string]uint64{c.ToContainer.Drops, c.FromContainer.Drops} {
+						for _, v := range d {
+							n += v
+						}
+					}
+					drops = fmt.Sprint(n)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ep.ID[:12], ep.Name, ep.Network, ep.IP, ep.MAC, ep.HostIf, ep.NetNS, ep.IfName,
+					rx, rxb, tx, txb, drops)
 			}
 			return tw.Flush()
 		},

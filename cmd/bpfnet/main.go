@@ -53,7 +53,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		def = "unix://" + api.DefaultSocket
 	}
 	root.PersistentFlags().StringVarP(&c.host, "host", "H", def, "daemon socket (unix://PATH); also $BPFNET_HOST")
-	root.AddCommand(c.networkCmd(), c.endpointCmd(), c.locateCmd(), c.statusCmd(), c.natCmd(), c.compatCmd())
+	root.AddCommand(c.networkCmd(), c.endpointCmd(), c.locateCmd(), c.statusCmd(), c.natCmd(), c.monitorCmd(), c.compatCmd())
 	return root
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -29,6 +30,8 @@ type Config struct {
 	BPFFS          string
 	NATPorts       [2]uint16
 	ForwardRule    bool
+	MetricsAddr    string
+	PerEndpoint    bool
 	StateDir       string
 	Socket         string
 	Uplinks        []string
@@ -51,6 +54,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.BPFFS, "bpffs", "/sys/fs/bpf/bpfnet", "directory on a bpf filesystem for the eBPF datapath's pinned maps and links")
 	natPorts := fs.String("nat-ports", "1024-65535", "eBPF datapath: port range (MIN-MAX) masqueraded flows may use; the original port is kept when it is in the range and free")
 	fs.BoolVar(&cfg.ForwardRule, "forward-rule", true, "eBPF datapath: add one iptables FORWARD rule accepting what the programs passed, for the traffic the fast paths cannot take (broadcast, fragments) on hosts whose FORWARD policy is DROP; false installs no iptables rule at all")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:9476", "address of the Prometheus metrics listener (/metrics, /healthz, /readyz); empty disables it")
+	fs.BoolVar(&cfg.PerEndpoint, "metrics-per-endpoint", true, "export per-endpoint series (bpfnet_endpoint_*); false keeps only the per-network totals, for hosts with very many endpoints")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/bpfnet", "directory of the persisted state")
 	fs.StringVar(&cfg.Socket, "socket", "/run/bpfnet/bpfnet.sock", "path of the API unix socket (created with mode 0660)")
 	fs.StringVar(&uplinks, "uplink", "", "comma-separated uplink interfaces (default: the interfaces of the default routes)")
@@ -87,6 +92,11 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	}
 	if cfg.NATPorts, err = parsePortRange(*natPorts); err != nil {
 		return cfg, err
+	}
+	if cfg.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.MetricsAddr); err != nil {
+			return cfg, fmt.Errorf("invalid --metrics-addr %q: want HOST:PORT (or empty to disable)", cfg.MetricsAddr)
+		}
 	}
 	if !filepath.IsAbs(cfg.BPFFS) {
 		return cfg, fmt.Errorf("invalid --bpffs %q: want an absolute path", cfg.BPFFS)

@@ -7,11 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"os/exec"
+	"sync/atomic"
 	"time"
 
 	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/compat"
 	"github.com/bpfnet/bpfnet/datapath"
+	"github.com/bpfnet/bpfnet/exporter"
 	"github.com/bpfnet/bpfnet/loader"
 	"github.com/bpfnet/bpfnet/network"
 )
@@ -45,15 +47,27 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 		return err
 	}
 	defer l.Close()
+	obs := newObserver(log, mgr, sel)
+	var ready atomic.Bool
+	if cfg.MetricsAddr != "" {
+		col := exporter.NewCollector(obs, exporter.Options{PerEndpoint: cfg.PerEndpoint, Version: version})
+		if err := exporter.Serve(ctx, log, cfg.MetricsAddr, exporter.Handler(col, ready.Load)); err != nil {
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+	}
 	def := network.DefaultNetworkConfig{Enabled: cfg.DefaultNetwork, Bridge: cfg.Bridge, BIP: cfg.BIP}
 	if err := mgr.Start(ctx, def); err != nil {
 		return err
 	}
+	ready.Store(true)
 	if sel.ebpf != nil {
 		if err := sel.ebpf.WatchHostAddrs(ctx); err != nil {
 			return err
 		}
 		sel.ebpf.RunGC(ctx, 30*time.Second)
+		if err := obs.runEvents(ctx); err != nil {
+			return err
+		}
 	}
 	status := func() api.Status {
 		v := mgr.View()
@@ -83,8 +97,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 		prefix := cfg.ChainPrefix
 		return compat.Save(compat.Render(mgr.View(), prefix), policy)
 	}
-	d := api.Daemon{Status: status, Render: render}
+	d := api.Daemon{Status: status, Render: render, Counters: obs.EndpointCounters}
 	if sel.ebpf != nil {
+		d.Monitor = obs.subscribe
 		d.NAT = func() ([]api.NATEntry, error) {
 			entries, err := sel.ebpf.NATEntries()
 			out := make([]api.NATEntry, 0, len(entries))

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 )
@@ -149,4 +150,16 @@ func DiffLines(a, b string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// Spawn starts a long-running command in the namespace (a server) and
+// stops it, by its pid, when the test ends.
+func (n *NS) Spawn(t testing.TB, name string, args ...string) {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	time.Sleep(300 * time.Millisecond) // let it bind
 }

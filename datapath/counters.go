@@ -1,0 +1,149 @@
+package datapath
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/bpfnet/bpfnet/bpf"
+)
+
+// ReasonNames are the drop reasons by index (enum drop_reason), as the
+// `reason` label spells them.
+var ReasonNames = func() []string {
+	names := make([]string, bpf.BpfnetDropReasonREASON_MAX)
+	for r := range names {
+		names[r] = fmt.Sprintf("reason_%d", r)
+	}
+	for r, n := range map[bpf.BpfnetDropReason]string{
+		bpf.BpfnetDropReasonREASON_ICC: "icc", bpf.BpfnetDropReasonREASON_ISOLATION: "isolation",
+		bpf.BpfnetDropReasonREASON_INTERNAL: "internal", bpf.BpfnetDropReasonREASON_SPOOF: "spoof",
+		bpf.BpfnetDropReasonREASON_UNSOLICITED: "unsolicited", bpf.BpfnetDropReasonREASON_MALFORMED: "malformed",
+		bpf.BpfnetDropReasonREASON_UNSUPPORTED: "unsupported", bpf.BpfnetDropReasonREASON_FRAGMENT: "fragment",
+		bpf.BpfnetDropReasonREASON_NO_ENDPOINT: "no_endpoint", bpf.BpfnetDropReasonREASON_NAT_EXHAUSTED: "nat_exhausted",
+	} {
+		names[r] = n
+	}
+	return names
+}()
+
+// Reasons are the named drop reasons, in index order.
+func Reasons() []string {
+	var out []string
+	for _, n := range ReasonNames {
+		if !strings.HasPrefix(n, "reason_") {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Counts are one direction's counters of an interface, summed over CPUs.
+type Counts struct {
+	Packets, Bytes uint64
+	Drops          map[string]uint64 // by reason; only reasons that occurred
+}
+
+// IfaceCounts are both directions of an interface (a host-side veth, or a
+// bridge for drops no endpoint was the target of).
+type IfaceCounts struct {
+	FromContainer, ToContainer Counts
+}
+
+// Counters reads every counter (one map walk; nothing is cached).
+func (e *Enforcer) Counters() (map[uint32]IfaceCounts, error) {
+	out := map[uint32]IfaceCounts{}
+	var k bpf.BpfnetCounterKey
+	var per []bpf.BpfnetCounterValues
+	it := e.coll.Counters.Iterate()
+	for it.Next(&k, &per) {
+		c := Counts{Drops: map[string]uint64{}}
+		for _, v := range per {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+			for r, n := range v.Drops {
+				if n > 0 {
+					c.Drops[ReasonNames[r]] += n
+				}
+			}
+		}
+		ic := out[k.Ifindex]
+		if k.Dir == uint32(bpf.BpfnetDirectionDIR_FROM_CONTAINER) {
+			ic.FromContainer = c
+		} else {
+			ic.ToContainer = c
+		}
+		out[k.Ifindex] = ic
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read counters: %w", err)
+	}
+	return out, nil
+}
+
+// Event is one dropped packet.
+type Event struct {
+	Time      time.Time
+	Ifindex   uint32
+	Direction string // from_container | to_container
+	Reason    string
+	Proto     string // empty when the packet was not IPv4
+	Src, Dst  netip.AddrPort
+}
+
+// Events streams drop events until ctx ends. The programs send at most
+// events_per_sec per CPU; what they suppress is counted in the stats.
+func (e *Enforcer) Events(ctx context.Context, out chan<- Event) error {
+	rd, err := ringbuf.NewReader(e.coll.Events)
+	if err != nil {
+		return fmt.Errorf("open drop events: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		rd.Close()
+	}()
+	// Event times are CLOCK_MONOTONIC; translate once to wall time.
+	wallOffset := time.Now().UnixNano() - int64(monotonic())
+	go func() {
+		defer close(out)
+		for {
+			rec, err := rd.Read()
+			if err != nil {
+				if !errors.Is(err, os.ErrClosed) {
+					e.log.Error("read drop events", "err", err)
+				}
+				return
+			}
+			var ev bpf.BpfnetDropEvent
+			if len(rec.RawSample) < binary.Size(ev) {
+				continue
+			}
+			if _, err := binary.Decode(rec.RawSample, binary.NativeEndian, &ev); err != nil {
+				continue
+			}
+			x := Event{Time: time.Unix(0, int64(ev.Ts)+wallOffset), Ifindex: ev.Ifindex, Reason: ReasonNames[ev.Reason%uint8(len(ReasonNames))],
+				Direction: "from_container"}
+			if ev.Dir == uint8(bpf.BpfnetDirectionDIR_TO_CONTAINER) {
+				x.Direction = "to_container"
+			}
+			if ev.Proto != 0 {
+				x.Proto = protoName(ev.Proto)
+				x.Src = netip.AddrPortFrom(addrOf(ev.Saddr), port(ev.Sport))
+				x.Dst = netip.AddrPortFrom(addrOf(ev.Daddr), port(ev.Dport))
+			}
+			select {
+			case out <- x:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return nil
+}
