@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/bpfnet/bpfnet/bpf"
@@ -57,13 +58,10 @@ type IfaceCounts struct {
 	FromContainer, ToContainer Counts
 }
 
-// Counters reads every counter (one map walk; nothing is cached).
+// Counters reads every counter (batched map reads; nothing is cached).
 func (e *Enforcer) Counters() (map[uint32]IfaceCounts, error) {
 	out := map[uint32]IfaceCounts{}
-	var k bpf.BpfnetCounterKey
-	var per []bpf.BpfnetCounterValues
-	it := e.coll.Counters.Iterate()
-	for it.Next(&k, &per) {
+	add := func(k bpf.BpfnetCounterKey, per []bpf.BpfnetCounterValues) {
 		c := Counts{Drops: map[string]uint64{}}
 		for _, v := range per {
 			c.Packets += v.Packets
@@ -82,10 +80,26 @@ func (e *Enforcer) Counters() (map[uint32]IfaceCounts, error) {
 		}
 		out[k.Ifindex] = ic
 	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read counters: %w", err)
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	const chunk = 1024
+	keys := make([]bpf.BpfnetCounterKey, chunk)
+	vals := make([]bpf.BpfnetCounterValues, chunk*ncpu)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := e.coll.Counters.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			add(keys[i], vals[i*ncpu:(i+1)*ncpu])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read counters: %w", err)
+		}
+	}
 }
 
 // Event is one dropped packet.

@@ -11,11 +11,13 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Counts are one direction of an endpoint's (or a network's) traffic.
@@ -74,6 +76,13 @@ type Collector struct {
 	opts         Options
 	scrapeErrors atomic.Uint64
 
+	// labels caches the label pairs of per-endpoint series between
+	// scrapes (building and validating them is most of a scrape's cost
+	// with many endpoints); entries unused in a scrape are dropped.
+	mu     sync.Mutex
+	labels map[string][]*dto.LabelPair
+	used   map[string]bool
+
 	epPackets, epBytes, epDrops    *prometheus.Desc
 	netPackets, netBytes, netDrops *prometheus.Desc
 	natEntries, natTranslations    *prometheus.Desc
@@ -85,7 +94,7 @@ type Collector struct {
 func NewCollector(src Source, opts Options) *Collector {
 	ep := []string{"network", "endpoint", "interface", "direction"}
 	nw := []string{"network", "direction"}
-	return &Collector{src: src, opts: opts,
+	return &Collector{src: src, opts: opts, labels: map[string][]*dto.LabelPair{},
 		epPackets:  prometheus.NewDesc("bpfnet_endpoint_packets_total", "Packets an endpoint's host-side veth hooks saw, by direction.", ep, nil),
 		epBytes:    prometheus.NewDesc("bpfnet_endpoint_bytes_total", "Bytes (Ethernet frames) an endpoint's host-side veth hooks saw, by direction.", ep, nil),
 		epDrops:    prometheus.NewDesc("bpfnet_endpoint_drops_total", "Packets dropped for an endpoint, by direction and reason.", append(ep, "reason"), nil),
@@ -116,6 +125,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.datapathInfo, prometheus.GaugeValue, 1, mode, attach)
 	ch <- prometheus.MustNewConstMetric(c.buildInfo, prometheus.GaugeValue, 1, c.opts.Version, runtime.Version())
 	start := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.used = map[string]bool{}
+	defer func() {
+		for k := range c.labels {
+			if !c.used[k] {
+				delete(c.labels, k)
+			}
+		}
+	}()
 	snap, err := c.src.Snapshot()
 	if err != nil {
 		c.scrapeErrors.Add(1)
@@ -146,11 +165,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			if !c.opts.PerEndpoint {
 				continue
 			}
-			l := []string{ep.Network, ep.Endpoint, ep.Interface, dir}
-			ch <- prometheus.MustNewConstMetric(c.epPackets, prometheus.CounterValue, float64(cnt.Packets), l...)
-			ch <- prometheus.MustNewConstMetric(c.epBytes, prometheus.CounterValue, float64(cnt.Bytes), l...)
+			ch <- c.counter(c.epPackets, float64(cnt.Packets), ep, dir, "")
+			ch <- c.counter(c.epBytes, float64(cnt.Bytes), ep, dir, "")
 			for r, v := range cnt.Drops {
-				ch <- prometheus.MustNewConstMetric(c.epDrops, prometheus.CounterValue, float64(v), append(l, r)...)
+				ch <- c.counter(c.epDrops, float64(v), ep, dir, r)
 			}
 		}
 	}
@@ -179,6 +197,42 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.scrapeErrs, prometheus.CounterValue, float64(c.scrapeErrors.Load()))
 	ch <- prometheus.MustNewConstMetric(c.scrapeDuration, prometheus.GaugeValue, time.Since(start).Seconds())
+}
+
+// endpointCounter is a per-endpoint counter sample with cached labels.
+type endpointCounter struct {
+	desc   *prometheus.Desc
+	labels []*dto.LabelPair
+	value  float64
+}
+
+func (m *endpointCounter) Desc() *prometheus.Desc { return m.desc }
+
+func (m *endpointCounter) Write(out *dto.Metric) error {
+	out.Label = m.labels
+	out.Counter = &dto.Counter{Value: &m.value}
+	return nil
+}
+
+// counter returns a per-endpoint series (reason set for drops); callers
+// hold c.mu.
+func (c *Collector) counter(desc *prometheus.Desc, v float64, ep Endpoint, dir, reason string) prometheus.Metric {
+	key := ep.Network + "\x00" + ep.Endpoint + "\x00" + ep.Interface + "\x00" + dir + "\x00" + reason
+	c.used[key] = true
+	labels, ok := c.labels[key]
+	if !ok {
+		// Sorted by label name, as the exposition wants them.
+		pair := func(n, v string) *dto.LabelPair { return &dto.LabelPair{Name: &n, Value: &v} }
+		labels = []*dto.LabelPair{pair("direction", dir), pair("endpoint", ep.Endpoint), pair("interface", ep.Interface), pair("network", ep.Network)}
+		if reason != "" {
+			labels = append(labels, pair("reason", reason))
+		}
+		c.labels[key] = labels
+	}
+	if reason == "" {
+		labels = labels[:4]
+	}
+	return &endpointCounter{desc: desc, labels: labels, value: v}
 }
 
 // Handler returns the metrics mux: /metrics from a registry holding only
