@@ -3,11 +3,16 @@
 
 GO      ?= go
 BIN     := bin
+# `make install` layout; DESTDIR stages it (packaging, tests).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  := $(PREFIX)/bin
+UNITDIR := $(PREFIX)/lib/systemd/system
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the build, the tests and the demo need (clang, llvm and
 # the headers only for `make generate`).
-DEB_PACKAGES := iptables iproute2 iputils-ping conntrack iperf3 sockperf prometheus util-linux ca-certificates clang-19 llvm-19 libbpf-dev linux-libc-dev gcc
+DEB_PACKAGES := iptables iproute2 iputils-ping conntrack iperf3 sockperf prometheus systemd util-linux ca-certificates clang-19 llvm-19 libbpf-dev linux-libc-dev gcc
 # Where the UAPI asm/ headers live for this architecture.
 BPF_INCLUDES := -I/usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo $$(uname -m)-linux-gnu)
 
@@ -51,6 +56,26 @@ test: deps ## run every test tier (privileged ones need root; CI=1 makes them fa
 .PHONY: bench-nat
 bench-nat: deps ## benchmark container → outside, eBPF vs iptables datapath (root; ~2 min)
 	$(GO) test -count=1 -timeout 30m ./bench -run TestNATBench -nat -v -report=$(CURDIR)/bench/nat-results.md
+
+.PHONY: install
+install: build ## install binaries, the systemd unit and a default config (PREFIX=/usr/local, DESTDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/bpfnet
+	install -m 0755 $(BIN)/bpfnetd $(BIN)/bpfnet $(DESTDIR)$(BINDIR)/
+	sed 's|@BINDIR@|$(BINDIR)|g' deploy/systemd/bpfnetd.service > $(DESTDIR)$(UNITDIR)/bpfnetd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/bpfnetd.service
+	@if [ -e $(DESTDIR)/etc/bpfnet/bpfnetd.yaml ]; then echo "keeping existing $(DESTDIR)/etc/bpfnet/bpfnetd.yaml"; \
+	else install -m 0644 deploy/bpfnetd.yaml $(DESTDIR)/etc/bpfnet/bpfnetd.yaml; fi
+
+.PHONY: uninstall
+uninstall: ## remove what install put in place (a config you changed is kept)
+	rm -f $(DESTDIR)$(BINDIR)/bpfnetd $(DESTDIR)$(BINDIR)/bpfnet $(DESTDIR)$(UNITDIR)/bpfnetd.service
+	@if cmp -s deploy/bpfnetd.yaml $(DESTDIR)/etc/bpfnet/bpfnetd.yaml; then rm -f $(DESTDIR)/etc/bpfnet/bpfnetd.yaml; \
+	elif [ -e $(DESTDIR)/etc/bpfnet/bpfnetd.yaml ]; then echo "keeping changed $(DESTDIR)/etc/bpfnet/bpfnetd.yaml"; fi
+	@# Empty directories go: all of them up to DESTDIR when staging, only
+	@# /etc/bpfnet on a real system.
+	@if [ -n "$(DESTDIR)" ]; then for d in $(DESTDIR)/etc/bpfnet $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR); do \
+		while [ "$$d" != "$(DESTDIR)" ] && [ "$$d" != "/" ] && rmdir "$$d" 2>/dev/null; do d=$$(dirname "$$d"); done; done; \
+	else rmdir /etc/bpfnet 2>/dev/null || true; fi
 
 .PHONY: run
 run: deps build ## start the daemon with the default network (root; RUN_ARGS adds flags)

@@ -42,6 +42,9 @@ type Config struct {
 	LogFormat      string
 	Check          bool
 	Cleanup        bool
+	// PrintConfig is the effective configuration when --print-config was
+	// given ("" otherwise).
+	PrintConfig string
 }
 
 func parseFlags(args []string, stderr io.Writer) (Config, error) {
@@ -66,6 +69,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
 	fs.BoolVar(&cfg.Check, "check", false, "check that the daemon can run here, print what it would do, and exit (0 ok, 1 not)")
 	fs.BoolVar(&cfg.Cleanup, "cleanup", false, "remove every bridge, veth, rule and state file bpfnet created, and exit")
+	configPath := fs.String("config", DefaultConfigFile, "YAML file of defaults for these flags (keys are flag names); flags given here win; a missing default file is fine")
+	printCfg := fs.Bool("print-config", false, "print the effective configuration (flags over the config file) and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: bpfnetd [flags]\n\nbpfnet host daemon. Flags:\n")
 		fs.PrintDefaults()
@@ -76,6 +81,14 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	if err := applyConfigFile(fs, *configPath, explicit); err != nil {
+		return cfg, err
+	}
+	if *printCfg {
+		cfg.PrintConfig = printConfig(fs)
 	}
 	for _, u := range strings.Split(uplinks, ",") {
 		if u = strings.TrimSpace(u); u != "" {

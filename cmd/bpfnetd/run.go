@@ -22,6 +22,10 @@ import (
 // ends. Stopping leaves networks, endpoints and rules in place, as Docker
 // does; only --cleanup removes them.
 func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) error {
+	if cfg.PrintConfig != "" {
+		_, err := io.WriteString(stdout, cfg.PrintConfig)
+		return err
+	}
 	if cfg.Check {
 		return check(cfg, stdout)
 	}
@@ -111,6 +115,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 		}
 	}
 	srv := api.NewServer(log, mgr, d)
+	notifyReady(log)
 	log.Info("bpfnetd ready", "version", version, "datapath", sel.enf.Name(), "reason", sel.reason, "socket", cfg.Socket, "uplinks", uplinks)
 	err = api.Serve(ctx, l, srv.Handler())
 	log.Info("bpfnetd stopped; networks, rules and programs stay in place")

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultConfigFile is read when --config is not given; it may be absent.
+const DefaultConfigFile = "/etc/bpfnet/bpfnetd.yaml"
+
+// notInFile are the flags that are actions or the file itself, not
+// configuration.
+var notInFile = []string{"config", "check", "cleanup", "print-config"}
+
+// applyConfigFile reads a YAML file whose keys are the daemon's flag names
+// and sets every flag not given on the command line (flags win). Unknown
+// keys are an error. A missing file is fine only when it is the default.
+func applyConfigFile(fset *flag.FlagSet, path string, explicit bool) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var doc map[string]any
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	set := map[string]bool{}
+	fset.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	keys := make([]string, 0, len(doc))
+	for k := range doc {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		f := fset.Lookup(k)
+		if f == nil || slices.Contains(notInFile, k) {
+			return fmt.Errorf("config file %s: unknown key %q (keys are the flag names: bpfnetd --help)", path, k)
+		}
+		if set[k] {
+			continue
+		}
+		v, err := scalar(doc[k])
+		if err != nil {
+			return fmt.Errorf("config file %s: %s: %w", path, k, err)
+		}
+		if err := fset.Set(k, v); err != nil {
+			return fmt.Errorf("config file %s: %s: %w", path, k, err)
+		}
+	}
+	return nil
+}
+
+// scalar turns a YAML value into flag text; a list becomes a
+// comma-separated value (--uplink).
+func scalar(v any) (string, error) {
+	switch v := v.(type) {
+	case nil:
+		return "", nil
+	case string, bool, int, float64:
+		return fmt.Sprint(v), nil
+	case []any:
+		var parts []string
+		for _, x := range v {
+			s, err := scalar(x)
+			if err != nil {
+				return "", err
+			}
+			parts = append(parts, s)
+		}
+		return strings.Join(parts, ","), nil
+	}
+	return "", fmt.Errorf("unsupported value %v", v)
+}
+
+// printConfig writes the effective configuration as a config file.
+func printConfig(fset *flag.FlagSet) string {
+	var b strings.Builder
+	b.WriteString("# effective bpfnetd configuration (flags over " + DefaultConfigFile + " or --config)\n")
+	fset.VisitAll(func(f *flag.Flag) {
+		if slices.Contains(notInFile, f.Name) {
+			return
+		}
+		v := f.Value.String()
+		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); isBool {
+			fmt.Fprintf(&b, "%s: %s\n", f.Name, v)
+			return
+		}
+		out, _ := yaml.Marshal(v)
+		fmt.Fprintf(&b, "%s: %s", f.Name, out)
+	})
+	return b.String()
+}
