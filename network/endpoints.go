@@ -2,7 +2,9 @@ package network
 
 import (
 	"context"
+
 	"fmt"
+	"github.com/bpfnet/bpfnet/internal/fault"
 	"net/netip"
 	"slices"
 	"time"
@@ -60,6 +62,7 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req CreateEndpointRequest)
 	if err := m.host.CreateEndpoint(n, ep); err != nil {
 		return Endpoint{}, invalid(err)
 	}
+	fault.Point("endpoint-veth")
 	defer func() {
 		if err != nil {
 			m.host.DeleteEndpoint(ep)
@@ -76,6 +79,7 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req CreateEndpointRequest)
 		undo()
 		return Endpoint{}, fmt.Errorf("apply endpoint %s: %w", ep.Name, err)
 	}
+	fault.Point("endpoint-enforced")
 	if err = m.host.EndpointUp(ep); err != nil {
 		undo()
 		return Endpoint{}, err
@@ -102,6 +106,7 @@ func (m *Manager) RemoveEndpoint(ctx context.Context, ref string) error {
 		m.st.Endpoints = old
 		return fmt.Errorf("remove policy of endpoint %s: %w", ep.Name, err)
 	}
+	fault.Point("endpoint-unenforced")
 	if err := m.host.DeleteEndpoint(ep); err != nil {
 		m.log.Error("delete veth", "iface", ep.HostIf, "err", err)
 	}

@@ -2,7 +2,9 @@ package network
 
 import (
 	"context"
+
 	"fmt"
+	"github.com/bpfnet/bpfnet/internal/fault"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -76,6 +78,7 @@ func (m *Manager) addNetwork(ctx context.Context, n *Network) (err error) {
 	if err := m.host.EnsureBridge(n); err != nil {
 		return err
 	}
+	fault.Point("network-bridge")
 	defer func() {
 		if err != nil {
 			m.host.DeleteBridge(n)
@@ -92,6 +95,7 @@ func (m *Manager) addNetwork(ctx context.Context, n *Network) (err error) {
 		undo()
 		return fmt.Errorf("apply network %s: %w", n.Name, err)
 	}
+	fault.Point("network-enforced")
 	if err = m.store.putNetwork(n); err != nil {
 		undo()
 		return err
@@ -130,6 +134,7 @@ func (m *Manager) removeNetwork(ctx context.Context, n *Network) error {
 		m.st.Networks = old
 		return fmt.Errorf("remove rules of network %s: %w", n.Name, err)
 	}
+	fault.Point("network-unenforced")
 	if err := m.host.DeleteBridge(n); err != nil {
 		m.log.Error("delete bridge", "bridge", n.Bridge, "err", err)
 	}

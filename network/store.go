@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/bpfnet/bpfnet/internal/fault"
 )
 
 // state is what the daemon persists: the desired networks and endpoints.
@@ -156,6 +158,7 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	if err = f.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", path, err)
 	}
+	fault.Point("store-synced")
 	if err = f.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}

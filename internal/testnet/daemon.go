@@ -23,6 +23,10 @@ var (
 	buildOnce sync.Once
 	binDir    string
 	buildErr  error
+
+	faultOnce sync.Once
+	faultDir  string
+	faultErr  error
 )
 
 // Binaries builds bpfnetd and bpfnet once per test process and returns the
@@ -30,20 +34,10 @@ var (
 func Binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "bpfnet-bin-")
-		if buildErr != nil {
+		if binDir, buildErr = os.MkdirTemp("", "bpfnet-bin-"); buildErr != nil {
 			return
 		}
-		root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("find module root: %w", err)
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/bpfnetd", "./cmd/bpfnet", "./internal/testnet/nobpf")
-		cmd.Dir = strings.TrimSpace(string(root))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %w: %s", err, out)
-		}
+		buildErr = goBuild(binDir, "./cmd/bpfnetd", "./cmd/bpfnet", "./internal/testnet/nobpf")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -51,10 +45,42 @@ func Binaries(t testing.TB) string {
 	return binDir
 }
 
-// RemoveBinaries deletes the binaries built by Binaries.
+// FaultBinaries builds bpfnetd with the faultinject tag once (it kills
+// itself at the crash point named by $BPFNET_FAULT) and returns its
+// directory.
+func FaultBinaries(t testing.TB) string {
+	t.Helper()
+	faultOnce.Do(func() {
+		if faultDir, faultErr = os.MkdirTemp("", "bpfnet-fault-"); faultErr != nil {
+			return
+		}
+		faultErr = goBuild(faultDir, "-tags", "faultinject", "./cmd/bpfnetd", "./cmd/bpfnet")
+	})
+	if faultErr != nil {
+		t.Fatal(faultErr)
+	}
+	return faultDir
+}
+
+func goBuild(dir string, args ...string) error {
+	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return fmt.Errorf("find module root: %w", err)
+	}
+	cmd := exec.Command("go", append([]string{"build", "-o", dir + "/"}, args...)...)
+	cmd.Dir = strings.TrimSpace(string(root))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %w: %s", err, out)
+	}
+	return nil
+}
+
+// RemoveBinaries deletes the binaries built by Binaries and FaultBinaries.
 func RemoveBinaries() {
-	if binDir != "" {
-		os.RemoveAll(binDir)
+	for _, d := range []string{binDir, faultDir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
 	}
 }
 
@@ -69,7 +95,9 @@ type Daemon struct {
 	Args     []string
 	// Wrap is a command line that runs the daemon (e.g. setpriv with
 	// capabilities dropped); "nobpf" is the helper of that name.
-	Wrap   []string
+	Wrap []string
+	// Env is added to the daemon's environment.
+	Env    []string
 	Client *api.Client
 	cmd    *exec.Cmd
 	log    *bytes.Buffer
@@ -124,6 +152,7 @@ func (d *Daemon) Start() {
 		d.log = &bytes.Buffer{}
 	}
 	d.cmd = exec.Command("ip", d.command(d.flags()...)...)
+	d.cmd.Env = append(os.Environ(), d.Env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
@@ -169,6 +198,23 @@ func (d *Daemon) Stop() {
 		d.t.Errorf("bpfnetd did not stop on SIGTERM\n%s", d.log)
 	}
 	d.cmd = nil
+}
+
+// WaitExit waits until the daemon exits on its own (it was made to crash)
+// and returns its exit error; it fails the test after timeout.
+func (d *Daemon) WaitExit(timeout time.Duration) error {
+	d.t.Helper()
+	if d.cmd == nil {
+		return nil
+	}
+	select {
+	case err := <-d.done:
+		d.cmd = nil
+		return err
+	case <-time.After(timeout):
+		d.t.Fatalf("bpfnetd still running after %v", timeout)
+		return nil
+	}
 }
 
 // RunOnce runs bpfnetd with extra flags (e.g. --cleanup) to completion.
