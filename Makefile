@@ -12,7 +12,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the build, the tests and the demo need (clang, llvm and
 # the headers only for `make generate`).
-DEB_PACKAGES := iptables iproute2 iputils-ping conntrack iperf3 sockperf prometheus systemd util-linux ca-certificates clang-19 llvm-19 libbpf-dev linux-libc-dev gcc
+DEB_PACKAGES := iptables iproute2 iputils-ping conntrack iperf3 sockperf prometheus systemd docker.io debootstrap util-linux ca-certificates clang-19 llvm-19 libbpf-dev linux-libc-dev gcc
 # Where the UAPI asm/ headers live for this architecture.
 BPF_INCLUDES := -I/usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo $$(uname -m)-linux-gnu)
 
