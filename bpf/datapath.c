@@ -213,24 +213,37 @@ static __always_inline __u32 judge_from_container(const struct endpoint_info *ep
 	return PASS;
 }
 
+/* veth_frame starts both veth programs: it finds the endpoint behind the
+ * veth, counts the frame and checks its Ethernet header. It returns
+ * TC_ACT_SHOT after counting a drop, or -1 with *ep and *eth set. */
+static __always_inline int veth_frame(struct __sk_buff *skb, __u32 dir, struct endpoint_info **ep, struct ethhdr **eth)
+{
+	__u32 ifindex = skb->ifindex;
+	*ep = bpf_map_lookup_elem(&ep_by_ifindex, &ifindex);
+	if (!*ep)
+		return drop(ifindex, dir, REASON_NO_ENDPOINT);
+	count(ifindex, dir, skb->len);
+	if (skb->vlan_present)
+		return drop(ifindex, dir, REASON_MALFORMED);
+	pull(skb, ETH_HLEN);
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	*eth = data;
+	if ((void *)(*eth + 1) > end)
+		return drop(ifindex, dir, REASON_MALFORMED);
+	return -1;
+}
+
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
 	const __u32 dir = DIR_FROM_CONTAINER;
-	struct endpoint_info *ep = bpf_map_lookup_elem(&ep_by_ifindex, &ifindex);
-	if (!ep)
-		return drop(ifindex, dir, REASON_NO_ENDPOINT);
-	count(ifindex, dir, skb->len);
-	if (skb->vlan_present)
-		return drop(ifindex, dir, REASON_MALFORMED);
-
-	pull(skb, ETH_HLEN);
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end)
-		return drop(ifindex, dir, REASON_MALFORMED);
+	struct endpoint_info *ep;
+	struct ethhdr *eth;
+	int rc = veth_frame(skb, dir, &ep, &eth);
+	if (rc >= 0)
+		return rc;
 	if (!mac_eq(eth->h_source, ep->mac))
 		return drop(ifindex, dir, REASON_SPOOF);
 
@@ -251,7 +264,7 @@ int from_container(struct __sk_buff *skb)
 		v = judge_from_container(ep, &p, &dest);
 		if (v != PASS)
 			return drop_pkt(ifindex, dir, v, &p);
-		int rc = -1;
+		rc = -1;
 		if (dest == DEST_NETWORK)
 			rc = fast_local(skb, ifindex, net_id, &p);
 		else if (dest == DEST_OUTSIDE)
@@ -277,19 +290,11 @@ int to_container(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
 	const __u32 dir = DIR_TO_CONTAINER;
-	struct endpoint_info *ep = bpf_map_lookup_elem(&ep_by_ifindex, &ifindex);
-	if (!ep)
-		return drop(ifindex, dir, REASON_NO_ENDPOINT);
-	count(ifindex, dir, skb->len);
-	if (skb->vlan_present)
-		return drop(ifindex, dir, REASON_MALFORMED);
-
-	pull(skb, ETH_HLEN);
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end)
-		return drop(ifindex, dir, REASON_MALFORMED);
+	struct endpoint_info *ep;
+	struct ethhdr *eth;
+	int rc = veth_frame(skb, dir, &ep, &eth);
+	if (rc >= 0)
+		return rc;
 
 	switch (eth->h_proto) {
 	case ETH_P_ARP_BE:
