@@ -49,9 +49,9 @@ check-generated: generate ## fail if the committed BPF objects differ from a fre
 	@test -z "$$(git status --porcelain -- bpf/)" || { git status --porcelain -- bpf/; echo "bpf/: uncommitted generated files"; exit 1; }
 
 .PHONY: test
-test: deps ## run every test tier (privileged ones need root; CI=1 makes them fail instead of skip)
+test: deps ## run every test tier (privileged ones need root; CI=1 makes them fail instead of skip); packages one at a time, so timing checks are not skewed by each other
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -p 1 -count=1 -timeout 40m ./...
 
 .PHONY: bench-nat
 bench-nat: deps ## benchmark container → outside, eBPF vs iptables datapath (root; ~2 min)
@@ -76,6 +76,10 @@ uninstall: ## remove what install put in place (a config you changed is kept)
 	@if [ -n "$(DESTDIR)" ]; then for d in $(DESTDIR)/etc/bpfnet $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR); do \
 		while [ "$$d" != "$(DESTDIR)" ] && [ "$$d" != "/" ] && rmdir "$$d" 2>/dev/null; do d=$$(dirname "$$d"); done; done; \
 	else rmdir /etc/bpfnet 2>/dev/null || true; fi
+
+.PHONY: bench-progs
+bench-progs: ## cost per packet of each BPF program (BPF_PROG_TEST_RUN repeat; root)
+	$(GO) test -count=1 ./datapath -run TestProgramCost -progcost -v -progcost-report=$(CURDIR)/bench/progs-results.md
 
 .PHONY: run
 run: deps build ## start the daemon with the default network (root; RUN_ARGS adds flags)

@@ -159,7 +159,7 @@ func (d *Daemon) Start() {
 	}
 	d.done = make(chan error, 1)
 	go func(c *exec.Cmd) { d.done <- c.Wait() }(d.cmd)
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err := d.Client.Status(ctx)
