@@ -5,9 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
-	"runtime"
 	"testing"
 	"unsafe"
 
