@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -34,17 +33,6 @@ var ReasonNames = func() []string {
 	}
 	return names
 }()
-
-// Reasons are the named drop reasons, in index order.
-func Reasons() []string {
-	var out []string
-	for _, n := range ReasonNames {
-		if !strings.HasPrefix(n, "reason_") {
-			out = append(out, n)
-		}
-	}
-	return out
-}
 
 // Counts are one direction's counters of an interface, summed over CPUs.
 type Counts struct {
