@@ -78,7 +78,7 @@ uninstall: ## remove what install put in place (a config you changed is kept)
 	else rmdir /etc/bpfnet 2>/dev/null || true; fi
 
 .PHONY: bench-progs
-bench-progs: ## cost per packet of each BPF program (BPF_PROG_TEST_RUN repeat; root)
+bench-progs: ## cost per packet of each BPF program (kernel-measured BPF_PROG_TEST_RUN; root)
 	$(GO) test -count=1 ./datapath -run TestProgramCost -progcost -v -progcost-report=$(CURDIR)/bench/progs-results.md
 
 .PHONY: run
