@@ -153,8 +153,6 @@ func (d *Daemon) Start() {
 	}
 	d.cmd = exec.Command("ip", d.command(d.flags()...)...)
 	d.cmd.Env = append(os.Environ(), d.Env...)
-	// If the test process dies without its cleanups, the daemon goes too.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
