@@ -53,6 +53,10 @@ test: deps ## run every test tier (privileged ones need root; CI=1 makes them fa
 	$(GO) vet ./...
 	$(GO) test -p 1 -count=1 -timeout 40m ./...
 
+.PHONY: bench
+bench: deps ## same-network sweep: bare bridge, Docker 20.10 layout (1 and 1000 networks), bpfnet (root; ~10 min)
+	$(GO) test -count=1 -timeout 60m ./bench -run TestSameNetworkSweep -sweep -v -sweep-report=$(CURDIR)/bench/sweep-results.md
+
 .PHONY: bench-nat
 bench-nat: deps ## benchmark container → outside, eBPF vs iptables datapath (root; ~2 min)
 	$(GO) test -count=1 -timeout 30m ./bench -run TestNATBench -nat -v -report=$(CURDIR)/bench/nat-results.md
