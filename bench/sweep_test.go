@@ -33,14 +33,17 @@ type pair struct {
 // every other network's rules) in worlds side by side, interleaved:
 //
 //   - bare: a bridge and two veths, no filtering at all;
+//
 //   - docker-20.10 with 1 and N networks: the same, plus Docker 20.10's
 //     rule layout for that many networks (rendered by compat with the
 //     DOCKER prefix, loaded with iptables-restore; bridge netfilter on);
+//
 //   - bpfnet-iptables with 1 network (the same layout, installed by the
 //     daemon);
+//
 //   - bpfnet-ebpf with 1 and N networks.
 //
-//	make bench     # go test ./bench -run TestSameNetworkSweep -sweep -v
+//     make bench     # go test ./bench -run TestSameNetworkSweep -sweep -v
 func TestSameNetworkSweep(t *testing.T) {
 	if !*sweep {
 		t.Skip("benchmark: run with -sweep (make bench)")
