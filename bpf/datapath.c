@@ -323,12 +323,12 @@ int to_container(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-/* judge_to_network judges a packet the host stack sends into network
- * net_id. */
-static __always_inline __u32 judge_to_network(__u32 net_id, const struct pkt *p)
+/* judge_from_outside judges a packet from outside the host for network
+ * net_id: only replies to tracked flows (and ICMP errors about them, and
+ * later fragments of an allowed datagram) enter, and nothing enters an
+ * internal network. */
+static __always_inline __u32 judge_from_outside(__u32 net_id, const struct pkt *p)
 {
-	if (is_host_addr(p->saddr))
-		return PASS;
 	if (net_flags(net_id) & NET_F_INTERNAL)
 		return REASON_INTERNAL;
 	struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
@@ -341,6 +341,17 @@ static __always_inline __u32 judge_to_network(__u32 net_id, const struct pkt *p)
 		bpf_map_update_elem(&frags, &fk, &fe, BPF_ANY);
 	}
 	return PASS;
+}
+
+/* judge_to_network judges a packet the host stack sends into network
+ * net_id. A source that is a host address means the host sent it: the
+ * kernel drops packets arriving with a local source (martians) before
+ * routing them here. */
+static __always_inline __u32 judge_to_network(__u32 net_id, const struct pkt *p)
+{
+	if (is_host_addr(p->saddr))
+		return PASS;
+	return judge_from_outside(net_id, p);
 }
 
 /* drop_to_network drops a packet for network net_id, counted on the
@@ -474,7 +485,9 @@ int from_uplink(struct __sk_buff *skb)
 	if (!dnet)
 		return TC_ACT_UNSPEC;
 	__u32 net_id = *dnet;
-	__u32 v = judge_to_network(net_id, &p);
+	/* Nothing arriving on an uplink comes from the host itself, whatever
+	 * its source says: the kernel's martian check has not run yet. */
+	__u32 v = judge_from_outside(net_id, &p);
 	if (v != PASS)
 		return drop_to_network(net_id, &p, v);
 	int rc = fast_in(skb, &p);
