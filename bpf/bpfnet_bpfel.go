@@ -81,11 +81,15 @@ const (
 )
 
 type BpfnetEndpointInfo struct {
-	_     structs.HostLayout
-	Ip    uint32
-	NetId uint32
-	Mac   [6]uint8
-	Pad   [2]uint8
+	_         structs.HostLayout
+	Ip        uint32
+	NetId     uint32
+	Mac       [6]uint8
+	Pad       [2]uint8
+	Subnet    uint32
+	Mask      uint32
+	Broadcast uint32
+	NetFlags  uint32
 }
 
 type BpfnetEventBudget struct {

@@ -196,17 +196,18 @@ static __always_inline __u32 judge_from_container(const struct endpoint_info *ep
 		return REASON_SPOOF;
 	if (is_host_addr(p->daddr) || is_multi(p->daddr))
 		return PASS;
-	__u32 *dnet = subnet_of(p->daddr);
-	if (dnet) {
-		if (*dnet == ep->net_id) {
-			struct network_info *n = bpf_map_lookup_elem(&networks, dnet);
-			if (n && p->daddr == n->broadcast)
-				return PASS;
-			*dest = DEST_NETWORK;
-		}
-		return between(ep->net_id, *dnet);
+	if ((p->daddr & ep->mask) == ep->subnet) {
+		if (p->daddr == ep->broadcast)
+			return PASS;
+		*dest = DEST_NETWORK;
+		return (ep->net_flags & NET_F_ICC) ? PASS : REASON_ICC;
 	}
-	if (net_flags(ep->net_id) & NET_F_INTERNAL)
+	/* Subnets do not overlap, so any other managed subnet is another
+	 * network's. */
+	__u32 *dnet = subnet_of(p->daddr);
+	if (dnet)
+		return ((ep->net_flags | net_flags(*dnet)) & NET_F_INTERNAL) ? REASON_INTERNAL : REASON_ISOLATION;
+	if (ep->net_flags & NET_F_INTERNAL)
 		return REASON_INTERNAL;
 	ct_outbound(p);
 	*dest = DEST_OUTSIDE;

@@ -205,7 +205,11 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 			return err
 		}
 		netID := uint32(e.bridges[ep.NetworkID].Index)
-		info, err := endpointInfo(ep, netID)
+		n := v.Network(ep.NetworkID)
+		if n == nil {
+			return fmt.Errorf("endpoint %s: network %s is not in the state", ep.Name, ep.NetworkID)
+		}
+		info, err := endpointInfo(ep, n, netID)
 		if err != nil {
 			return err
 		}
@@ -344,7 +348,11 @@ func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *networ
 		return fmt.Errorf("endpoint %s: network %s is not in the datapath", ep.Name, ep.NetworkID)
 	}
 	netID := uint32(br.Index)
-	info, err := endpointInfo(ep, netID)
+	n := v.Network(ep.NetworkID)
+	if n == nil {
+		return fmt.Errorf("endpoint %s: network %s is not in the state", ep.Name, ep.NetworkID)
+	}
+	info, err := endpointInfo(ep, n, netID)
 	if err != nil {
 		return err
 	}

@@ -60,12 +60,18 @@ func subnetKey(p netip.Prefix) bpf.BpfnetSubnetKey {
 	return bpf.BpfnetSubnetKey{Prefixlen: uint32(p.Bits()), Addr: be32(p.Masked().Addr())}
 }
 
-func endpointInfo(ep *network.Endpoint, netID uint32) (bpf.BpfnetEndpointInfo, error) {
+// endpointInfo is an endpoint's map entry, with its network's subnet and
+// flags copied in.
+func endpointInfo(ep *network.Endpoint, n *network.Network, netID uint32) (bpf.BpfnetEndpointInfo, error) {
 	mac, err := net.ParseMAC(ep.MAC)
 	if err != nil || len(mac) != 6 {
 		return bpf.BpfnetEndpointInfo{}, fmt.Errorf("endpoint %s: bad MAC %q", ep.Name, ep.MAC)
 	}
-	info := bpf.BpfnetEndpointInfo{Ip: be32(ep.IP), NetId: netID}
+	nw := networkInfo(n, nil)
+	var mask [4]byte
+	binary.BigEndian.PutUint32(mask[:], ^uint32(0)<<(32-n.Subnet.Bits()))
+	info := bpf.BpfnetEndpointInfo{Ip: be32(ep.IP), NetId: netID, Subnet: be32(n.Subnet.Masked().Addr()),
+		Mask: be32(netip.AddrFrom4(mask)), Broadcast: nw.Broadcast, NetFlags: nw.Flags}
 	copy(info.Mac[:], mac)
 	return info, nil
 }

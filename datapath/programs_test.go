@@ -132,9 +132,13 @@ func newWorld(t *testing.T, consts map[string]any) *world {
 		must(t, coll.Networks.Put(id, networkInfo(n, bridgeMAC)))
 		must(t, coll.Subnets.Put(subnetKey(n.Subnet), id))
 	}
+	byName := map[string]*network.Network{}
+	for _, n := range nets {
+		byName[n.Name] = n
+	}
 	for _, ep := range w.eps {
 		id := uint32(w.nets[ep.net])
-		info, err := endpointInfo(&network.Endpoint{Name: ep.name, IP: netip.MustParseAddr(ep.ip), MAC: ep.mac}, id)
+		info, err := endpointInfo(&network.Endpoint{Name: ep.name, IP: netip.MustParseAddr(ep.ip), MAC: ep.mac}, byName[ep.net], id)
 		must(t, err)
 		must(t, coll.EpByIfindex.Put(uint32(ep.ifindex), info))
 		must(t, coll.EpByIp.Put(be32(netip.MustParseAddr(ep.ip)), bpf.BpfnetIpEndpoint{Ifindex: uint32(ep.ifindex), NetId: id}))

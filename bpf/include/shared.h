@@ -66,6 +66,12 @@ struct endpoint_info {
 	__u32 net_id; /* the network's bridge ifindex */
 	__u8 mac[6];
 	__u8 pad[2];
+	/* A copy of the network's subnet and flags, so that traffic within
+	 * the network is judged without the subnets and networks maps. */
+	__be32 subnet;    /* network address */
+	__be32 mask;      /* netmask */
+	__be32 broadcast; /* the subnet's broadcast address */
+	__u32 net_flags;  /* enum network_flag */
 };
 
 /* ep_by_ip value: where an endpoint address lives. */
