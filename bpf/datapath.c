@@ -468,18 +468,25 @@ static __always_inline int untranslate(struct __sk_buff *skb, struct pkt *p)
 	return 0;
 }
 
-SEC("tc")
-int from_uplink(struct __sk_buff *skb)
+/* uplink_ipv4 parses an IPv4 packet on an uplink; anything else (and a
+ * malformed packet) is the host's business: -1. */
+static __always_inline int uplink_ipv4(struct __sk_buff *skb, struct pkt *p)
 {
 	pull(skb, ETH_HLEN);
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end || eth->h_proto != ETH_P_IP_BE)
-		return TC_ACT_UNSPEC;
+		return -1;
+	return parse_ipv4(skb, p);
+}
+
+SEC("tc")
+int from_uplink(struct __sk_buff *skb)
+{
 	struct pkt p;
-	if (parse_ipv4(skb, &p) < 0)
-		return TC_ACT_UNSPEC; /* the host's business */
+	if (uplink_ipv4(skb, &p) < 0)
+		return TC_ACT_UNSPEC;
 	if (untranslate(skb, &p) > 0)
 		return TC_ACT_UNSPEC; /* a reply to the host */
 	__u32 *dnet = subnet_of(p.daddr);
@@ -571,14 +578,8 @@ static __always_inline __u32 translate(struct __sk_buff *skb, struct pkt *p, con
 SEC("tc")
 int to_uplink(struct __sk_buff *skb)
 {
-	pull(skb, ETH_HLEN);
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end || eth->h_proto != ETH_P_IP_BE)
-		return TC_ACT_UNSPEC;
 	struct pkt p;
-	if (parse_ipv4(skb, &p) < 0)
+	if (uplink_ipv4(skb, &p) < 0)
 		return TC_ACT_UNSPEC;
 	__u32 ifindex = skb->ifindex;
 	__u32 *snet = subnet_of(p.saddr);

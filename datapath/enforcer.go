@@ -200,22 +200,13 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 	ips := map[uint32]bpf.BpfnetIpEndpoint{}
 	e.veths = map[string]loader.Iface{}
 	for _, ep := range v.Endpoints {
-		ifc, err := ifaceOf(ep.HostIf)
-		if err != nil {
-			return err
-		}
-		netID := uint32(e.bridges[ep.NetworkID].Index)
-		n := v.Network(ep.NetworkID)
-		if n == nil {
-			return fmt.Errorf("endpoint %s: network %s is not in the state", ep.Name, ep.NetworkID)
-		}
-		info, err := endpointInfo(ep, n, netID)
+		ifc, info, ipEntry, err := e.endpointEntries(v, ep)
 		if err != nil {
 			return err
 		}
 		e.veths[ep.ID] = ifc
 		eps[uint32(ifc.Index)] = info
-		ips[be32(ep.IP)] = bpf.BpfnetIpEndpoint{Ifindex: uint32(ifc.Index), NetId: netID}
+		ips[be32(ep.IP)] = ipEntry
 	}
 	// Networks first, so an endpoint never points at a missing network.
 	if err := errors.Join(syncMap(e.coll.Networks, nets), syncMap(e.coll.Subnets, subnets),
@@ -339,20 +330,7 @@ func (e *Enforcer) NetworkRemoved(ctx context.Context, v network.View, n *networ
 func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *network.Endpoint) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	ifc, err := ifaceOf(ep.HostIf)
-	if err != nil {
-		return err
-	}
-	br, ok := e.bridges[ep.NetworkID]
-	if !ok {
-		return fmt.Errorf("endpoint %s: network %s is not in the datapath", ep.Name, ep.NetworkID)
-	}
-	netID := uint32(br.Index)
-	n := v.Network(ep.NetworkID)
-	if n == nil {
-		return fmt.Errorf("endpoint %s: network %s is not in the state", ep.Name, ep.NetworkID)
-	}
-	info, err := endpointInfo(ep, n, netID)
+	ifc, info, ipEntry, err := e.endpointEntries(v, ep)
 	if err != nil {
 		return err
 	}
@@ -360,10 +338,28 @@ func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *networ
 	if err := e.coll.EpByIfindex.Put(uint32(ifc.Index), info); err != nil {
 		return fmt.Errorf("add endpoint %s to map: %w", ep.Name, err)
 	}
-	if err := e.coll.EpByIp.Put(be32(ep.IP), bpf.BpfnetIpEndpoint{Ifindex: uint32(ifc.Index), NetId: netID}); err != nil {
+	if err := e.coll.EpByIp.Put(be32(ep.IP), ipEntry); err != nil {
 		return fmt.Errorf("add endpoint %s to map: %w", ep.Name, err)
 	}
 	return errors.Join(e.attach(ifc, loader.Ingress, e.coll.FromContainer), e.attach(ifc, loader.Egress, e.coll.ToContainer))
+}
+
+// endpointEntries returns an endpoint's veth and its entries in
+// ep_by_ifindex and ep_by_ip (callers hold e.mu; the network's bridge must
+// be known).
+func (e *Enforcer) endpointEntries(v network.View, ep *network.Endpoint) (loader.Iface, bpf.BpfnetEndpointInfo, bpf.BpfnetIpEndpoint, error) {
+	ifc, err := ifaceOf(ep.HostIf)
+	if err != nil {
+		return ifc, bpf.BpfnetEndpointInfo{}, bpf.BpfnetIpEndpoint{}, err
+	}
+	br, ok := e.bridges[ep.NetworkID]
+	n := v.Network(ep.NetworkID)
+	if !ok || n == nil {
+		return ifc, bpf.BpfnetEndpointInfo{}, bpf.BpfnetIpEndpoint{}, fmt.Errorf("endpoint %s: network %s is not in the datapath", ep.Name, ep.NetworkID)
+	}
+	netID := uint32(br.Index)
+	info, err := endpointInfo(ep, n, netID)
+	return ifc, info, bpf.BpfnetIpEndpoint{Ifindex: uint32(ifc.Index), NetId: netID}, err
 }
 
 // EndpointRemoved implements network.Enforcer: programs, map entries,
