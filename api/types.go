@@ -56,6 +56,9 @@ type ContainerInspect struct {
 	MacAddress  string `json:"MacAddress"`
 	IPv4Address string `json:"IPv4Address"`
 	IPv6Address string `json:"IPv6Address"`
+	// Ports is not in Docker's output (docker ps shows them): the
+	// endpoint's published ports as 0.0.0.0:8080->80/tcp.
+	Ports []string `json:"Ports,omitempty"`
 }
 
 // Endpoint is an endpoint with the name of its network.
@@ -169,9 +172,13 @@ func Inspect(n network.Network, eps []network.Endpoint) NetworkInspect {
 		if ep.NetworkID != n.ID {
 			continue
 		}
-		out.Containers[ep.ID] = ContainerInspect{
+		ci := ContainerInspect{
 			Name: ep.Name, EndpointID: ep.ID, MacAddress: ep.MAC, IPv4Address: ep.Prefix(&n).String(),
 		}
+		for _, p := range ep.Ports {
+			ci.Ports = append(ci.Ports, p.String())
+		}
+		out.Containers[ep.ID] = ci
 	}
 	return out
 }

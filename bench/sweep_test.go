@@ -114,7 +114,7 @@ func barePair(t *testing.T, name string, networks int) pair {
 		}
 		v.Networks = append(v.Networks, n)
 	}
-	host.MustRunInput(t, compat.Save(compat.Render(v, "DOCKER"), "DROP"), "iptables-restore")
+	host.MustRunInput(t, compat.Save(compat.Render(v, "DOCKER", compat.UserlandProxy), "DROP"), "iptables-restore")
 	host.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1")
 	return p
 }

@@ -129,7 +129,7 @@ func newFakeEnforcer(t *testing.T, ipt *fakeIPT, dir string) *Enforcer {
 	sys := t.TempDir()
 	writeFile(t, filepath.Join(sys, "net/ipv4/ip_forward"), "0\n")
 	writeFile(t, filepath.Join(sys, "net/bridge/bridge-nf-call-iptables"), "1\n")
-	e := &Enforcer{log: slog.New(slog.NewTextHandler(io.Discard, nil)), ipt: ipt, prefix: "DOCKER",
+	e := &Enforcer{log: slog.New(slog.NewTextHandler(io.Discard, nil)), ipt: ipt, prefix: "DOCKER", mode: UserlandProxy,
 		path: filepath.Join(dir, "iptables.json"), sysctl: sys}
 	if err := e.loadLedger(); err != nil {
 		t.Fatal(err)

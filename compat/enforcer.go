@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/coreos/go-iptables/iptables"
 
@@ -27,6 +28,9 @@ type ledger struct {
 	// policy to DROP (Docker 20.10 does both); --cleanup reverts them.
 	IPForwardSet     bool `json:"ip_forward_set,omitempty"`
 	ForwardPolicySet bool `json:"forward_policy_set,omitempty"`
+	// RouteLocalnet lists the bridges on which we set route_localnet=1
+	// (hairpin mode); --cleanup sets it back on those still there.
+	RouteLocalnet []string `json:"route_localnet,omitempty"`
 }
 
 // Enforcer is the iptables datapath.
@@ -34,6 +38,7 @@ type Enforcer struct {
 	log    *slog.Logger
 	ipt    client
 	prefix string
+	mode   Mode
 	path   string // ledger file
 	led    ledger
 	// sysctl is the root of the sysctl tree (/proc/sys); tests may change it.
@@ -135,24 +140,62 @@ func (e *Enforcer) NetworkRemoved(ctx context.Context, v network.View, n *networ
 	return e.sync(v)
 }
 
-// EndpointAdded implements network.Enforcer. Endpoints add no rules in
-// Docker 20.10's layout (published ports will).
+// EndpointAdded implements network.Enforcer. Only published ports add
+// rules in Docker 20.10's layout.
 func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *network.Endpoint) error {
-	return nil
+	if len(ep.Ports) == 0 {
+		return nil
+	}
+	return e.sync(v)
 }
 
 // EndpointRemoved implements network.Enforcer.
 func (e *Enforcer) EndpointRemoved(ctx context.Context, v network.View, ep *network.Endpoint) error {
+	if len(ep.Ports) == 0 {
+		return nil
+	}
+	return e.sync(v)
+}
+
+// ensureRouteLocalnet sets route_localnet=1 on every bridge, as Docker's
+// hairpin mode does, so the host's connections to 127.0.0.1:PORT can be
+// DNATed into a network. A bridge that is not there (a rules-only test,
+// or one deleted behind our back) is skipped.
+func (e *Enforcer) ensureRouteLocalnet(v network.View) error {
+	for _, n := range v.Networks {
+		name := "net/ipv4/conf/" + n.Bridge + "/route_localnet"
+		cur, err := e.readSysctl(name)
+		if errors.Is(err, fs.ErrNotExist) || cur == "1" {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		if !slices.Contains(e.led.RouteLocalnet, n.Bridge) {
+			e.led.RouteLocalnet = append(e.led.RouteLocalnet, n.Bridge)
+			if err := e.saveLedger(); err != nil {
+				return err
+			}
+		}
+		if err := e.writeSysctl(name, "1"); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 // Render returns the rule set for v with this enforcer's prefix.
-func (e *Enforcer) Render(v network.View) Ruleset { return Render(v, e.prefix) }
+func (e *Enforcer) Render(v network.View) Ruleset { return Render(v, e.prefix, e.mode) }
 
 // sync converges the installed rules to the rendering of v: our chains
 // exist, stale rules of ours are deleted, missing ones added in place.
 func (e *Enforcer) sync(v network.View) error {
-	rs := Render(v, e.prefix)
+	rs := Render(v, e.prefix, e.mode)
+	if e.mode == Hairpin {
+		if err := e.ensureRouteLocalnet(v); err != nil {
+			return err
+		}
+	}
 	for _, n := range v.Networks {
 		if !n.ICC {
 			// icc=false is enforced in FORWARD, which bridged frames only
@@ -275,6 +318,12 @@ func (e *Enforcer) Cleanup(ctx context.Context) error {
 	}
 	if e.led.IPForwardSet {
 		errs = append(errs, e.writeSysctl("net/ipv4/ip_forward", "0"))
+	}
+	for _, br := range e.led.RouteLocalnet {
+		name := "net/ipv4/conf/" + br + "/route_localnet"
+		if _, err := e.readSysctl(name); err == nil {
+			errs = append(errs, e.writeSysctl(name, "0"))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

@@ -42,6 +42,7 @@ func TestAppliedRulesMatchDocker2010(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		e.mode = UserlandProxy
 		return e.Reconcile(ctx, network.View{})
 	})
 	var v network.View
@@ -72,6 +73,7 @@ func TestAppliedRulesMatchDocker2010(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		e2.mode = UserlandProxy
 		return e2.Reconcile(ctx, v)
 	})
 	if got, want := iptablesSave(t, ns), referenceRules(t, "40-snat-host_ipv4-network", true); got != want {

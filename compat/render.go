@@ -74,10 +74,26 @@ func ValidatePrefix(p string) error {
 	return nil
 }
 
-// Render returns the rules Docker 20.10 would have for the networks of v
-// (created oldest first), with the given chain prefix. It is a pure
-// function of its input.
-func Render(v network.View, prefix string) Ruleset {
+// Mode is the variant of Docker's layout: which of dockerd's
+// --userland-proxy settings the rules are those of.
+type Mode int
+
+const (
+	// Hairpin is Docker's layout with --userland-proxy=false (reference
+	// §A.7): published ports are DNATed for every source, the host's own
+	// connections to 127.0.0.1 included. bpfnet runs no proxy, so the
+	// daemon always renders this.
+	Hairpin Mode = iota
+	// UserlandProxy is Docker's default layout, in which docker-proxy
+	// serves loopback and same-bridge connections to published ports. It
+	// is rendered for comparison with Docker (goldens, benchmarks) only.
+	UserlandProxy
+)
+
+// Render returns the rules Docker 20.10 would have for the networks and
+// published ports of v (created oldest first), with the given chain prefix
+// and mode. It is a pure function of its input.
+func Render(v network.View, prefix string, mode Mode) Ruleset {
 	c := ChainNames(prefix)
 	rs := Ruleset{Chains: []Chain{
 		{"filter", c.Prefix}, {"filter", c.Isolation1}, {"filter", c.Isolation2}, {"filter", c.User}, {"nat", c.Prefix},
@@ -130,12 +146,26 @@ func Render(v network.View, prefix string) Ruleset {
 	// The user chain only gets its RETURN; its other rules are the user's.
 	add("filter", c.User, Append, "-j RETURN")
 
-	// nat: the jumps to the DNAT chain (published ports), masquerade, and
-	// the per-bridge RETURN that keeps a network's own traffic out of DNAT.
+	// nat: the jumps to the DNAT chain (published ports) and masquerade.
+	// In proxy mode the host's loopback connections are left to the proxy,
+	// and a per-bridge RETURN keeps a network's own traffic out of DNAT.
+	// In hairpin mode every bridge masquerades what the host sends into it
+	// from a local address (127.0.0.1 after DNAT), inserted above the
+	// network's MASQUERADE.
 	add("nat", "PREROUTING", Insert, "-m addrtype --dst-type LOCAL -j %s", c.Prefix)
-	add("nat", "OUTPUT", Insert, "! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j %s", c.Prefix)
+	if mode == UserlandProxy {
+		add("nat", "OUTPUT", Insert, "! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j %s", c.Prefix)
+	} else {
+		add("nat", "OUTPUT", Insert, "-m addrtype --dst-type LOCAL -j %s", c.Prefix)
+	}
 	for _, n := range newest {
-		if n.Internal || !n.Masquerade {
+		if n.Internal {
+			continue
+		}
+		if mode == Hairpin {
+			add("nat", "POSTROUTING", Insert, "-o %s -m addrtype --src-type LOCAL -j MASQUERADE", n.Bridge)
+		}
+		if !n.Masquerade {
 			continue
 		}
 		if n.HostIPv4.IsValid() {
@@ -144,9 +174,33 @@ func Render(v network.View, prefix string) Ruleset {
 			add("nat", "POSTROUTING", Insert, "-s %s ! -o %s -j MASQUERADE", n.Subnet, n.Bridge)
 		}
 	}
-	for _, n := range newest {
-		if !n.Internal && n.Masquerade {
-			add("nat", c.Prefix, Insert, "-i %s -j RETURN", n.Bridge)
+	if mode == UserlandProxy {
+		for _, n := range newest {
+			if !n.Internal && n.Masquerade {
+				add("nat", c.Prefix, Insert, "-i %s -j RETURN", n.Bridge)
+			}
+		}
+	}
+
+	// Published ports, appended in the order they were published: accept
+	// the DNATed connection into the bridge, masquerade a container
+	// reaching its own port, and the DNAT itself.
+	for _, ep := range v.Endpoints {
+		n := v.Network(ep.NetworkID)
+		if n == nil || n.Internal {
+			continue
+		}
+		for _, p := range ep.Ports {
+			add("filter", c.Prefix, Append, "-d %s/32 ! -i %s -o %s -p %s -m %s --dport %d -j ACCEPT", ep.IP, n.Bridge, n.Bridge, p.Proto, p.Proto, p.Port)
+			add("nat", "POSTROUTING", Append, "-s %s/32 -d %s/32 -p %s -m %s --dport %d -j MASQUERADE", ep.IP, ep.IP, p.Proto, p.Proto, p.Port)
+			var match string
+			if !p.HostIP.IsUnspecified() {
+				match += fmt.Sprintf("-d %s/32 ", p.HostIP)
+			}
+			if mode == UserlandProxy {
+				match += fmt.Sprintf("! -i %s ", n.Bridge)
+			}
+			add("nat", c.Prefix, Append, "%s-p %s -m %s --dport %d -j DNAT --to-destination %s:%d", match, p.Proto, p.Proto, p.HostPort, ep.IP, p.Port)
 		}
 	}
 	return rs

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -98,7 +99,7 @@ func TestRenderMatchesDocker2010(t *testing.T) {
 	for _, step := range refSteps {
 		t.Run(step.file, func(t *testing.T) {
 			want := referenceRules(t, step.file, false)
-			got := Save(Render(network.View{Networks: step.networks}, "DOCKER"), "DROP")
+			got := Save(Render(network.View{Networks: step.networks}, "DOCKER", UserlandProxy), "DROP")
 			if got != want {
 				t.Errorf("rendered rules differ from the Docker 20.10 capture\n%s", lineDiff(want, got))
 			}
@@ -107,7 +108,7 @@ func TestRenderMatchesDocker2010(t *testing.T) {
 }
 
 func TestRenderPrefix(t *testing.T) {
-	rs := Render(network.View{Networks: []*network.Network{refDefault, refInternal}}, "BPFNET")
+	rs := Render(network.View{Networks: []*network.Network{refDefault, refInternal}}, "BPFNET", UserlandProxy)
 	text := Save(rs, "ACCEPT")
 	for _, want := range []string{
 		"-A FORWARD -j BPFNET-USER",
@@ -158,4 +159,115 @@ func lineDiff(want, got string) string {
 		}
 	}
 	return b.String()
+}
+
+// refEndpoint is a container of the reference capture with its published
+// ports (docker ps and the .rules files of the step).
+func refEndpoint(n *network.Network, ip string, ports ...network.PortMapping) *network.Endpoint {
+	return &network.Endpoint{ID: ip, NetworkID: n.ID, IP: netip.MustParseAddr(ip), Ports: ports}
+}
+
+func port(proto, hostIP string, hostPort, p uint16) network.PortMapping {
+	return network.PortMapping{Proto: proto, HostIP: netip.MustParseAddr(hostIP), HostPort: hostPort, Port: p}
+}
+
+var refNetworks07 = []*network.Network{refDefault, refMyBridge, refNoICC, refNoMasq, refInternal, refMybr0, refHostBind}
+
+// The containers with published ports, as dockerd (default proxy mode)
+// started them in steps 09–15. c7's -p 5050 on the internal network
+// published nothing (bpfnet refuses it).
+var (
+	c2 = refEndpoint(refDefault, "172.17.0.3", port("tcp", "0.0.0.0", 8080, 80), port("udp", "0.0.0.0", 5353, 53))
+	c3 = refEndpoint(refMyBridge, "192.168.100.2", port("tcp", "127.0.0.1", 9090, 90))
+	c5 = refEndpoint(refHostBind, "192.168.180.2", port("tcp", "127.0.0.1", 7070, 70)) // host_binding_ipv4
+	c6 = refEndpoint(refNoMasq, "192.168.150.2", port("tcp", "0.0.0.0", 6060, 60))
+	c8 = refEndpoint(refNoICC, "192.168.200.2", port("tcp", "0.0.0.0", 4040, 40))
+)
+
+func TestRenderPortsMatchDocker2010(t *testing.T) {
+	for _, step := range []struct {
+		file string
+		eps  []*network.Endpoint
+	}{
+		{"09-run-c2-default-p8080-p5353udp", []*network.Endpoint{c2}},
+		{"10-run-c3-mybridge-p127-9090", []*network.Endpoint{c2, c3}},
+		{"12-run-c5-hostbind-p7070", []*network.Endpoint{c2, c3, c5}},
+		{"13-run-c6-nomasq-p6060", []*network.Endpoint{c2, c3, c5, c6}},
+		{"15-run-c8-c9-noicc-c10-mybr0-c11-internal", []*network.Endpoint{c2, c3, c5, c6, c8}},
+	} {
+		t.Run(step.file, func(t *testing.T) {
+			want := referenceRules(t, step.file, false)
+			got := Save(Render(network.View{Networks: refNetworks07, Endpoints: step.eps}, "DOCKER", UserlandProxy), "DROP")
+			if got != want {
+				t.Errorf("rendered rules differ from the Docker 20.10 capture\n%s", lineDiff(want, got))
+			}
+		})
+	}
+}
+
+// Steps 23–25 ran dockerd with --userland-proxy=false. They were captured
+// after a restart, which re-inserts network blocks in Go map order (and
+// moves the default bridge's to the top), so the whole rule set is compared
+// as a set, and the order only where Docker's is deterministic: the
+// per-port rules, appended as containers start. Containers restarted with
+// new addresses (c3 .3, c8 .3).
+func TestRenderHairpinMatchesDocker2010(t *testing.T) {
+	c3h := refEndpoint(refMyBridge, "192.168.100.3", c3.Ports...)
+	c8h := refEndpoint(refNoICC, "192.168.200.3", c8.Ports...)
+	for _, step := range []struct {
+		file string
+		eps  []*network.Endpoint
+	}{
+		{"23-restart-userland-proxy-false", nil},
+		{"24-userland-proxy-false-containers-started", []*network.Endpoint{c2}},
+		{"25-userland-proxy-false-all-containers", []*network.Endpoint{c2, c3h, c5, c6, c8h}},
+	} {
+		t.Run(step.file, func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join("testdata", "docker-20.10", step.file+".rules"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for _, l := range strings.Split(string(b), "\n") {
+				// Another CNI tool's chains were on this host during step
+				// 23; the DOCKER-USER rule was added by hand.
+				if strings.HasPrefix(l, "-A ") && !strings.Contains(l, "CNI-") && l != refUserRule {
+					want = append(want, l)
+				}
+			}
+			rs := Render(network.View{Networks: refNetworks07, Endpoints: step.eps}, "DOCKER", Hairpin)
+			var got []string
+			for _, r := range rs.Rules {
+				got = append(got, r.String())
+			}
+			if a, b := sortedJoin(want), sortedJoin(got); a != b {
+				t.Errorf("rule set differs from the capture (sorted)\n%s", lineDiff(a, b))
+			}
+			perPort := regexp.MustCompile(`-j DNAT|--dport \d+ -j (ACCEPT|MASQUERADE)`)
+			if a, b := strings.Join(filter(want, perPort), "\n"), strings.Join(filter(got, perPort), "\n"); a != b {
+				t.Errorf("per-port rules in a different order\n%s", lineDiff(a, b))
+			}
+		})
+	}
+}
+
+func sortedJoin(lines []string) string {
+	s := slices.Clone(lines)
+	slices.Sort(s)
+	return strings.Join(s, "\n") + "\n"
+}
+
+// filter keeps the lines matching re, grouped by target (one group per
+// chain here: ACCEPT in filter DOCKER, MASQUERADE in POSTROUTING, DNAT in
+// nat DOCKER), each group in its original order.
+func filter(lines []string, re *regexp.Regexp) []string {
+	var out []string
+	for _, l := range lines {
+		if re.MatchString(l) {
+			out = append(out, l)
+		}
+	}
+	target := func(l string) string { return l[strings.LastIndex(l, "-j "):] }
+	slices.SortStableFunc(out, func(a, b string) int { return strings.Compare(target(a), target(b)) })
+	return out
 }

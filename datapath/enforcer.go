@@ -328,6 +328,9 @@ func (e *Enforcer) NetworkRemoved(ctx context.Context, v network.View, n *networ
 // entries are written before its programs are attached, so the programs
 // know it from their first packet.
 func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *network.Endpoint) error {
+	if len(ep.Ports) > 0 {
+		return fmt.Errorf("endpoint %s: the eBPF datapath does not publish ports yet (run --datapath=iptables)", ep.Name)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	ifc, info, ipEntry, err := e.endpointEntries(v, ep)

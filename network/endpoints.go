@@ -53,6 +53,9 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req CreateEndpointRequest)
 			}
 		}
 	}
+	if ep.Ports, err = m.planPorts(n, req.Ports); err != nil {
+		return Endpoint{}, err
+	}
 	if ep.IP, err = pickEndpointIP(n, req.IP, used); err != nil {
 		if req.IP == "" {
 			return Endpoint{}, conflictf("%v", err)
@@ -90,6 +93,55 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req CreateEndpointRequest)
 	}
 	m.log.Info("endpoint created", "endpoint", ep.Name, "network", n.Name, "ip", ep.IP, "host_if", ep.HostIf)
 	return *ep, nil
+}
+
+// planPorts parses and checks an endpoint's -p specs: the host IP defaults
+// to the network's host_binding_ipv4 and must be an address of the host,
+// and no host port may be published twice for the same address.
+func (m *Manager) planPorts(n *Network, specs []string) ([]PortMapping, error) {
+	if len(specs) == 0 {
+		return nil, nil
+	}
+	if n.Internal {
+		// Docker accepts -p on an internal network and silently publishes
+		// nothing; a request that cannot work is refused instead.
+		return nil, invalidf("network %s is internal: its endpoints cannot publish ports", n.Name)
+	}
+	var out []PortMapping
+	for _, spec := range specs {
+		ports, err := ParsePortSpec(spec)
+		if err != nil {
+			return nil, invalid(err)
+		}
+		for _, p := range ports {
+			if !p.HostIP.IsValid() {
+				p.HostIP = n.HostBinding
+			}
+			if !p.HostIP.IsUnspecified() {
+				ok, err := m.host.HasAddr(p.HostIP)
+				if err != nil {
+					return nil, err
+				}
+				if !ok {
+					return nil, invalidf("invalid port mapping %q: %s is not an address of this host", spec, p.HostIP)
+				}
+			}
+			for _, q := range out {
+				if p.Overlaps(q) {
+					return nil, invalidf("port mapping %q: %s is requested twice", spec, q)
+				}
+			}
+			for _, o := range m.st.Endpoints {
+				for _, q := range o.Ports {
+					if p.Overlaps(q) {
+						return nil, conflictf("port mapping %q: %s is already published by endpoint %s", spec, q, o.Name)
+					}
+				}
+			}
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // RemoveEndpoint detaches an endpoint: policy, veth pair and state.

@@ -36,6 +36,9 @@ type Host interface {
 	Locate(netnsPath, ifname string) (Location, error)
 	// NetNSExists reports whether a namespace path can be opened.
 	NetNSExists(path string) bool
+	// HasAddr reports whether ip is assigned to an interface of the
+	// daemon's namespace (127.0.0.1 on lo counts).
+	HasAddr(ip netip.Addr) (bool, error)
 }
 
 // OwnedLink is an interface created by bpfnet.

@@ -227,6 +227,12 @@ func (NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
 	if err = netlink.LinkSetMaster(host, br); err != nil {
 		return fmt.Errorf("attach %s to %s: %w", ep.HostIf, n.Bridge, err)
 	}
+	// Hairpin mode, as Docker sets it without a userland proxy: a
+	// container reaching its own published port through the host is
+	// DNATed back out of the bridge port it came in on.
+	if err = netlink.LinkSetHairpin(host, true); err != nil {
+		return fmt.Errorf("set hairpin mode on %s: %w", ep.HostIf, err)
+	}
 	// The host side stays down (no carrier for the container) until the
 	// policy is in place: EndpointUp.
 	peer, err := in.LinkByName(ep.IfName)
@@ -365,6 +371,20 @@ func (NetlinkHost) NetNSExists(path string) bool {
 	}
 	h.Close()
 	return true
+}
+
+// HasAddr reports whether ip is an address of an interface here.
+func (NetlinkHost) HasAddr(ip netip.Addr) (bool, error) {
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
+	if err != nil {
+		return false, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP.To4()); ok && got == ip {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // pidNetNS is the namespace path of a process.

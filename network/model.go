@@ -73,6 +73,8 @@ type Endpoint struct {
 	MAC    string     `json:"mac"`
 	// DefaultRoute records whether we installed the namespace's default route.
 	DefaultRoute bool `json:"default_route,omitempty"`
+	// Ports are the endpoint's published ports, one per host port.
+	Ports []PortMapping `json:"ports,omitempty"`
 }
 
 // Prefix returns the endpoint address with the network's prefix length.
@@ -105,6 +107,8 @@ type CreateEndpointRequest struct {
 	IP      string `json:"ip,omitempty"`
 	IfName  string `json:"ifname,omitempty"`
 	Name    string `json:"name,omitempty"`
+	// Ports are -p specs: [HOSTIP:]HOSTPORT:PORT[/tcp|udp].
+	Ports []string `json:"ports,omitempty"`
 }
 
 // nameRE is Docker's rule for network and container names.

@@ -47,8 +47,23 @@ func TestBadInputLeavesNoResidue(t *testing.T) {
 	c2 := testnet.NewNS(t, "c2")
 	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "net1")
 	d.MustCLI("network", "create", "--subnet", "198.18.2.0/30", "tiny") // gateway .1 and one endpoint .2
-	d.MustCLI("endpoint", "create", "--network", "net1", "--netns", c1.Path, "--name", "ep1", "--ip", "198.18.1.5")
+	d.MustCLI("network", "create", "--subnet", "198.18.4.0/24", "--internal", "intnet")
+	d.MustCLI("endpoint", "create", "--network", "net1", "--netns", c1.Path, "--name", "ep1", "--ip", "198.18.1.5", "-p", "8080:80", "-p", "127.0.0.1:9090:90/udp")
 	d.MustCLI("endpoint", "create", "--network", "tiny", "--netns", c2.Path, "--name", "only")
+	// Published ports show where Docker users look for them.
+	for _, args := range [][]string{{"endpoint", "ls"}, {"endpoint", "inspect", "ep1"}, {"network", "inspect", "net1"}} {
+		out := d.MustCLI(args...)
+		wants := []string{"0.0.0.0:8080->80/tcp", "127.0.0.1:9090->90/udp"}
+		if args[0] == "endpoint" && args[1] == "inspect" {
+			out = strings.Join(strings.Fields(out), "")
+			wants = []string{`{"proto":"udp","host_ip":"127.0.0.1","host_port":9090,"port":90}`}
+		}
+		for _, want := range wants {
+			if !strings.Contains(out, want) {
+				t.Errorf("bpfnet %s does not show %s:\n%s", strings.Join(args, " "), want, out)
+			}
+		}
+	}
 	topo.Host.MustRun(t, "ip", "link", "add", "taken0", "type", "bridge")
 	c2.MustRun(t, "ip", "link", "add", "eth7", "type", "bridge")
 
@@ -93,6 +108,16 @@ func TestBadInputLeavesNoResidue(t *testing.T) {
 		{"ifname taken in the netns", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "--ifname", "eth7"}, "eth7 already exists"},
 		{"invalid ifname", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "--ifname", "this-name-is-too-long"}, "invalid --ifname"},
 		{"duplicate endpoint name", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "--ifname", "eth3", "--name", "ep1"}, "already exists"},
+		{"port spec without host port", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "-p", "80"}, "HOSTPORT:PORT"},
+		{"port 0", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "-p", "0:80"}, "0 is out of range 1-65535"},
+		{"port above 65535", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "-p", "8081:65536"}, "65536 is out of range 1-65535"},
+		{"port ranges of different lengths", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "-p", "8000-8010:80-81"}, "differ in length"},
+		{"unknown protocol", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "-p", "8081:80/sctp"}, "want tcp or udp"},
+		{"host port already published", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "-p", "8080:81"}, "already published by endpoint ep1"},
+		{"wildcard over a host-IP port", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "-p", "9090:90/udp"}, "already published by endpoint ep1"},
+		{"host port requested twice", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "-p", "8081:80", "-p", "8081:81"}, "requested twice"},
+		{"host IP not on this host", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "-p", "203.0.113.9:8081:80"}, "203.0.113.9 is not an address of this host"},
+		{"ports on an internal network", []string{"endpoint", "create", "--network", "intnet", "--netns", c2.Path, "-p", "8081:80"}, "is internal"},
 		{"remove unknown endpoint", []string{"endpoint", "rm", "nosuch"}, "endpoint nosuch not found"},
 		{"locate an interface that is not a veth", []string{"locate", "--netns", c2.Path, "--ifname", "eth7"}, "not a veth"},
 		{"locate a missing interface", []string{"locate", "--netns", c1.Path, "--ifname", "eth9"}, "no interface eth9"},

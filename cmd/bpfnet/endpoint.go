@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -38,6 +39,7 @@ func (c *cli) endpointCmd() *cobra.Command {
 	f.StringVar(&req.IP, "ip", "", "IPv4 address (default: first free in the network's range)")
 	f.StringVar(&req.IfName, "ifname", "eth0", "interface name inside the container")
 	f.StringVar(&req.Name, "name", "", "endpoint name (default: short id)")
+	f.StringArrayVarP(&req.Ports, "publish", "p", nil, "publish a port: [HOSTIP:]HOSTPORT:PORT[/tcp|udp], ports may be equal-length ranges (repeatable; HOSTIP defaults to the network's host_binding_ipv4)")
 
 	var netFilter string
 	ls := &cobra.Command{
@@ -55,7 +57,7 @@ func (c *cli) endpointCmd() *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "ENDPOINT ID\tNAME\tNETWORK\tIP\tMAC\tHOST IF\tNETNS\tIFNAME\tRX PKTS\tRX BYTES\tTX PKTS\tTX BYTES\tDROPS")
+			fmt.Fprintln(tw, "ENDPOINT ID\tNAME\tNETWORK\tIP\tMAC\tHOST IF\tNETNS\tIFNAME\tPORTS\tRX PKTS\tRX BYTES\tTX PKTS\tTX BYTES\tDROPS")
 			for _, ep := range eps {
 				// RX and TX as the container sees them: RX is what enters it.
 				rx, rxb, tx, txb, drops := "-", "-", "-", "-", "-"
@@ -70,8 +72,15 @@ func (c *cli) endpointCmd() *cobra.Command {
 					}
 					drops = fmt.Sprint(n)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ep.ID[:12], ep.Name, ep.Network, ep.IP, ep.MAC, ep.HostIf, ep.NetNS, ep.IfName,
-					rx, rxb, tx, txb, drops)
+				ports := make([]string, len(ep.Ports))
+				for i, p := range ep.Ports {
+					ports[i] = p.String()
+				}
+				if len(ports) == 0 {
+					ports = []string{"-"}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ep.ID[:12], ep.Name, ep.Network, ep.IP, ep.MAC, ep.HostIf, ep.NetNS, ep.IfName,
+					strings.Join(ports, ","), rx, rxb, tx, txb, drops)
 			}
 			return tw.Flush()
 		},

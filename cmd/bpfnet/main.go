@@ -60,6 +60,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "    ")
+	enc.SetEscapeHTML(false) // "0.0.0.0:8080->80/tcp" stays readable
 	return enc.Encode(v)
 }
 

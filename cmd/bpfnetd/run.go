@@ -99,7 +99,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 			policy = "DROP"
 		}
 		prefix := cfg.ChainPrefix
-		return compat.Save(compat.Render(mgr.View(), prefix), policy)
+		return compat.Save(compat.Render(mgr.View(), prefix, compat.Hairpin), policy)
 	}
 	d := api.Daemon{Status: status, Render: render, Counters: obs.EndpointCounters}
 	if sel.ebpf != nil {

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -41,17 +42,19 @@ type variant struct {
 	attach string
 	// noRules: the daemon must install no iptables rule at all.
 	noRules bool
+	// noPorts: the datapath cannot publish ports yet.
+	noPorts bool
 }
 
 var variants = map[string]variant{
 	"iptables": {args: []string{"--datapath=iptables"}, datapath: "iptables"},
-	"ebpf":     {args: []string{"--datapath=ebpf"}, datapath: "ebpf", ebpf: true, attach: "tcx"},
+	"ebpf":     {args: []string{"--datapath=ebpf"}, datapath: "ebpf", ebpf: true, attach: "tcx", noPorts: true},
 	// The legacy clsact + cls_bpf attachment, as on kernels before 6.6.
-	"ebpf-tc": {args: []string{"--datapath=ebpf", "--tc-attach=tc"}, datapath: "ebpf", ebpf: true, attach: "tc"},
+	"ebpf-tc": {args: []string{"--datapath=ebpf", "--tc-attach=tc"}, datapath: "ebpf", ebpf: true, attach: "tc", noPorts: true},
 	// A host where Docker runs: its chains, FORWARD policy DROP and
 	// bridge netfilter on (so even same-bridge traffic walks FORWARD),
 	// and bpfnet without its FORWARD rule: the fast paths carry every row.
-	"ebpf-forward-drop": {args: []string{"--datapath=ebpf", "--forward-rule=false"}, datapath: "ebpf", ebpf: true, attach: "tcx", prepare: dockerHost, noRules: true},
+	"ebpf-forward-drop": {args: []string{"--datapath=ebpf", "--forward-rule=false"}, datapath: "ebpf", ebpf: true, attach: "tcx", prepare: dockerHost, noRules: true, noPorts: true},
 	// A kernel without the bpf() system call (seccomp makes it fail with
 	// ENOSYS): auto must fall back to iptables and the table still hold.
 	"auto-without-bpf": {args: []string{"--datapath=auto"}, wrap: []string{"nobpf"}, datapath: "iptables"},
@@ -86,37 +89,71 @@ var scenarioNetworks = []network.CreateNetworkRequest{
 	{Name: "internal", Subnet: "198.18.4.0/24", Internal: true},
 	{Name: "nomasq", Subnet: "198.18.5.0/24", Options: map[string]string{network.OptMasquerade: "false"}},
 	{Name: "snat", Subnet: "198.18.6.0/24", Options: map[string]string{network.OptHostIPv4: testnet.ExtraAddr.String()}},
+	{Name: "hostbind", Subnet: "198.18.7.0/24", Options: map[string]string{network.OptHostBinding: "127.0.0.1"}},
 }
 
 // scenarioEndpoints: container name → networks, first one is eth0 (and
 // holds the default route), the next eth1.
+// ports are published on the first network, for TCP and UDP, all to the
+// container's testnet.ServicePort (reference steps 09–15: c2 -p 8080:80,
+// c3 -p 127.0.0.1:9090:90, c5 on a host_binding_ipv4=127.0.0.1 network,
+// c6 no-masquerade, c8 no-icc).
 var scenarioEndpoints = []struct {
 	container string
 	networks  []string
+	ports     []uint16
+	hostIP    string
 }{
-	{"a1", []string{"net-a"}}, {"a2", []string{"net-a"}}, {"m", []string{"net-a", "net-b"}},
-	{"b1", []string{"net-b"}}, {"n1", []string{"noicc"}}, {"n2", []string{"noicc"}},
-	{"i1", []string{"internal"}}, {"i2", []string{"internal"}}, {"q1", []string{"nomasq"}}, {"s1", []string{"snat"}},
+	{container: "a1", networks: []string{"net-a"}, ports: []uint16{8080}},
+	{container: "a2", networks: []string{"net-a"}}, {container: "m", networks: []string{"net-a", "net-b"}},
+	{container: "b1", networks: []string{"net-b"}, ports: []uint16{9090}, hostIP: "127.0.0.1"},
+	{container: "n1", networks: []string{"noicc"}, ports: []uint16{4040}}, {container: "n2", networks: []string{"noicc"}},
+	{container: "i1", networks: []string{"internal"}}, {container: "i2", networks: []string{"internal"}},
+	{container: "q1", networks: []string{"nomasq"}}, {container: "q2", networks: []string{"nomasq"}, ports: []uint16{6060}},
+	{container: "s1", networks: []string{"snat"}},
+	{container: "h1", networks: []string{"hostbind"}, ports: []uint16{7070}},
 }
 
-type verdict bool
+// portSpecs are an endpoint's -p values.
+func portSpecs(hostIP string, ports []uint16) []string {
+	var specs []string
+	for _, p := range ports {
+		for _, proto := range []string{"tcp", "udp"} {
+			spec := fmt.Sprintf("%d:%d/%s", p, testnet.ServicePort, proto)
+			if hostIP != "" {
+				spec = hostIP + ":" + spec
+			}
+			specs = append(specs, spec)
+		}
+	}
+	return specs
+}
+
+type verdict int
 
 const (
-	allow verdict = true
-	drop  verdict = false
+	allow verdict = iota
+	drop
+	// refused: no published port there, so the host itself answers with
+	// a TCP RST or an ICMP port unreachable (curl's rc=7 in the reference).
+	refused
 )
 
 // row is one expectation. from: a container, "host" or "outside". to: a
 // container (its eth0 address), "container@network" (its address there),
-// "gw:network", "uplink" or "outside". seen, for allowed rows, is the
-// source address the server must see, in the same notation plus "self"
-// (the sender's own address in the target's network).
-var table = []struct {
+// "gw:network", "uplink", "outside" or "loopback" (127.0.0.1). seen, for
+// allowed rows, is the source address the server must see, in the same
+// notation plus "self" (the sender's own address in the target's network).
+// A "to" ending in ":PORT" is a published host port, probed with TCP and
+// UDP; otherwise the row probes testnet.ServicePort with ICMP, TCP and UDP.
+type row struct {
 	name     string
 	from, to string
 	want     verdict
 	seen     string
-}{
+}
+
+var table = []row{
 	{"same network, icc on → allow", "a1", "a2", allow, "self"},
 	{"same network, icc off → drop(icc)", "n1", "n2", drop, ""},
 	{"other network → drop(isolation)", "a1", "b1", drop, ""},
@@ -144,9 +181,38 @@ var table = []struct {
 	{"no masquerade: container → outside → allow, source unchanged", "q1", "outside", allow, "self"},
 	{"host_ipv4: container → outside → allow, source is host_ipv4", "s1", "outside", allow, "extra"},
 	{"internal → outside → drop(internal)", "i1", "outside", drop, ""},
-	{"outside → container, unsolicited → drop", "outside", "a1", drop, ""},
+	{"outside → container, unsolicited → drop", "outside", "a2", drop, ""},
 	{"outside → no-masquerade container, unsolicited → drop", "outside", "q1", drop, ""},
 	{"outside → internal container → drop", "outside", "i1", drop, ""},
+}
+
+// portTable holds the published-port rows, from
+// connectivity-tests-userland-proxy-false.txt (bpfnet runs no proxy, so
+// hairpin-mode behaviour is the reference) and reference §A.5/§A.7.
+var portTable = []row{
+	{"outside → uplink:8080 → DNAT to a1, source kept", "outside", "uplink:8080", allow, "outside"},
+	{"outside → uplink:4040 (icc-off network) → allow", "outside", "uplink:4040", allow, "outside"},
+	{"outside → uplink:6060 (no-masquerade network) → allow", "outside", "uplink:6060", allow, "outside"},
+	{"outside → uplink:9090 (bound to 127.0.0.1) → refused", "outside", "uplink:9090", refused, ""},
+	{"outside → uplink:7070 (host_binding_ipv4 127.0.0.1) → refused", "outside", "uplink:7070", refused, ""},
+	{"host → 127.0.0.1:8080 → allow, masqueraded to the bridge address", "host", "loopback:8080", allow, "gw:net-a"},
+	{"host → another bridge's address:8080 → allow", "host", "gw:net-b:8080", allow, "gw:net-a"},
+	{"host → uplink:8080 → allow", "host", "uplink:8080", allow, "gw:net-a"},
+	{"host → 127.0.0.1:9090 (bound to 127.0.0.1) → allow", "host", "loopback:9090", allow, "gw:net-b"},
+	{"host → a bridge address:9090 (bound to 127.0.0.1) → refused", "host", "gw:net-a:9090", refused, ""},
+	{"host → 127.0.0.1:7070 (host_binding_ipv4 127.0.0.1) → allow", "host", "loopback:7070", allow, "gw:hostbind"},
+	{"host → a bridge address:7070 (host_binding_ipv4 127.0.0.1) → refused", "host", "gw:net-a:7070", refused, ""},
+	{"host → uplink:6060 (no-masquerade network) → allow", "host", "uplink:6060", allow, "gw:nomasq"},
+	{"host → uplink:4040 (icc-off network) → allow", "host", "uplink:4040", allow, "gw:noicc"},
+	{"container → own gateway:8080 = neighbour's port → allow, source kept", "a2", "gw:net-a:8080", allow, "self"},
+	{"container → own gateway:8080 = its own port → allow, masqueraded", "a1", "gw:net-a:8080", allow, "gw:net-a"},
+	{"container → uplink:8080 = its own port → allow, masqueraded", "a1", "uplink:8080", allow, "gw:net-a"},
+	{"container → own gateway:8080 = another network's port → drop(isolation)", "b1", "gw:net-b:8080", drop, ""},
+	{"no-masquerade container → own gateway:6060 = own port → allow", "q2", "gw:nomasq:6060", allow, "gw:nomasq"},
+	{"no-masquerade container → own gateway:8080 = another network's port → drop(isolation)", "q1", "gw:nomasq:8080", drop, ""},
+	{"icc-off container → gateway:4040 = neighbour's port → drop(icc)", "n2", "gw:noicc:4040", drop, ""},
+	{"internal container → own gateway:8080 → drop(internal)", "i1", "gw:internal:8080", drop, ""},
+	{"container → uplink:9090 (bound to 127.0.0.1) → refused", "a2", "uplink:9090", refused, ""},
 }
 
 // world is a running scenario.
@@ -160,6 +226,7 @@ type world struct {
 }
 
 func build(t *testing.T, v variant) *world {
+	t.Helper()
 	w := &world{topo: testnet.NewTopology(t), containers: map[string]*testnet.NS{},
 		addrs: map[string]netip.Addr{}, primary: map[string]string{}, gateways: map[string]netip.Addr{}}
 	if v.prepare != nil {
@@ -185,8 +252,11 @@ func build(t *testing.T, v variant) *world {
 		w.containers[c.container] = ns
 		w.primary[c.container] = c.networks[0]
 		for i, netName := range c.networks {
-			ep, err := w.daemon.Client.CreateEndpoint(ctx, network.CreateEndpointRequest{
-				Network: netName, NetNS: ns.Path, IfName: fmt.Sprintf("eth%d", i), Name: c.container + "-" + netName})
+			req := network.CreateEndpointRequest{Network: netName, NetNS: ns.Path, IfName: fmt.Sprintf("eth%d", i), Name: c.container + "-" + netName}
+			if i == 0 && !v.noPorts {
+				req.Ports = portSpecs(c.hostIP, c.ports)
+			}
+			ep, err := w.daemon.Client.CreateEndpoint(ctx, req)
 			if err != nil {
 				t.Fatalf("create endpoint %s on %s: %v", c.container, netName, err)
 			}
@@ -208,6 +278,8 @@ func (w *world) resolve(t *testing.T, s, from string) netip.Addr {
 		return testnet.ExtraAddr
 	case s == "outside":
 		return testnet.OutsideAddr
+	case s == "loopback":
+		return netip.MustParseAddr("127.0.0.1")
 	case strings.HasPrefix(s, "gw:"):
 		return w.gateways[strings.TrimPrefix(s, "gw:")]
 	case strings.Contains(s, "@"):
@@ -235,16 +307,22 @@ func (w *world) sender(t *testing.T, from, to string) (*testnet.NS, netip.Addr) 
 	return w.containers[name], w.addrs[name+"@"+netName]
 }
 
-// check runs the whole table with ICMP, TCP and UDP.
-func (w *world) check(t *testing.T, v variant) {
+// check runs the rows with real traffic.
+func (w *world) check(t *testing.T, rows []row) {
 	const (
 		answerWait = 3 * time.Second // an allowed flow answers in milliseconds
 		blockWait  = time.Second     // how long silence must last to count as a drop
 	)
-	for _, row := range table {
+	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
-			ns, self := w.sender(t, row.from, row.to)
-			dst := w.resolve(t, row.to, row.from)
+			to, port := row.to, uint16(testnet.ServicePort)
+			if i := strings.LastIndexByte(to, ':'); i >= 0 {
+				if p, err := strconv.ParseUint(to[i+1:], 10, 16); err == nil {
+					to, port = to[:i], uint16(p)
+				}
+			}
+			ns, self := w.sender(t, row.from, to)
+			dst := w.resolve(t, to, row.from)
 			wait := answerWait
 			if row.want == drop {
 				wait = blockWait
@@ -256,10 +334,12 @@ func (w *world) check(t *testing.T, v variant) {
 				switch {
 				case row.want == allow && err != nil:
 					t.Errorf("%s %s → %s (%s): want allowed, got %v", proto, row.from, row.to, dst, err)
-				case row.want == drop && err == nil:
-					t.Errorf("%s %s → %s (%s): want dropped, got an answer", proto, row.from, row.to, dst)
+				case row.want != allow && err == nil:
+					t.Errorf("%s %s → %s (%s): want no answer, got one from the server", proto, row.from, row.to, dst)
 				case row.want == drop && !errors.Is(err, testnet.ErrBlocked):
 					t.Errorf("%s %s → %s (%s): want a silent drop, got %v", proto, row.from, row.to, dst, err)
+				case row.want == refused && !errors.Is(err, testnet.ErrRefused):
+					t.Errorf("%s %s → %s (%s): want refused, got %v", proto, row.from, row.to, dst, err)
 				case row.want == allow && row.seen != "" && src.IsValid():
 					want := self
 					if row.seen != "self" {
@@ -270,10 +350,14 @@ func (w *world) check(t *testing.T, v variant) {
 					}
 				}
 			}
-			wg.Add(3)
-			go probe("icmp", func() (netip.Addr, error) { return netip.Addr{}, ns.Ping(dst, wait) })
-			go probe("tcp", func() (netip.Addr, error) { return ns.TCP(dst, wait) })
-			go probe("udp", func() (netip.Addr, error) { return ns.UDP(dst, wait) })
+			if port == testnet.ServicePort {
+				wg.Add(1)
+				go probe("icmp", func() (netip.Addr, error) { return netip.Addr{}, ns.Ping(dst, wait) })
+			}
+			ap := netip.AddrPortFrom(dst, port)
+			wg.Add(2)
+			go probe("tcp", func() (netip.Addr, error) { return ns.TCPTo(ap, wait) })
+			go probe("udp", func() (netip.Addr, error) { return ns.UDPTo(ap, wait) })
 			wg.Wait()
 		})
 	}
@@ -290,7 +374,10 @@ func TestConformance(t *testing.T) {
 			if v.ebpf {
 				w.checkEBPFSetup(t, v)
 			}
-			w.check(t, v)
+			t.Run("policy", func(t *testing.T) { w.check(t, table) })
+			if !v.noPorts {
+				t.Run("published ports", func(t *testing.T) { w.check(t, portTable) })
+			}
 			w.checkConntrack(t, v)
 		})
 	}
@@ -327,8 +414,8 @@ func (w *world) checkEBPFSetup(t *testing.T, v variant) {
 	if st.Datapath != "ebpf" || st.Attach != v.attach {
 		t.Errorf("status: datapath %q attach %q, want ebpf %q", st.Datapath, st.Attach, v.attach)
 	}
-	// 2 hooks of the uplink + 6 bridges + 2 hooks × 11 veths.
-	if want := 2 + len(scenarioNetworks) + 2*11; len(st.Attachments) != want {
+	// 2 hooks of the uplink + a hook per bridge + 2 hooks × 13 veths.
+	if want := 2 + len(scenarioNetworks) + 2*13; len(st.Attachments) != want {
 		t.Errorf("status lists %d attachments, want %d", len(st.Attachments), want)
 	}
 	for _, a := range st.Attachments {

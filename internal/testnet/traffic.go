@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -91,28 +92,31 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
+// ErrRefused is returned by probes that were refused: a TCP RST or an
+// ICMP port unreachable (nothing listens there).
+var ErrRefused = errors.New("refused")
+
 // TCP connects from the namespace to dst:ServicePort and returns the source
 // address the server saw; ErrBlocked if nothing answered within timeout.
 func (n *NS) TCP(dst netip.Addr, timeout time.Duration) (netip.Addr, error) {
+	return n.TCPTo(netip.AddrPortFrom(dst, ServicePort), timeout)
+}
+
+// TCPTo is TCP to any port; ErrRefused if the connection was refused.
+func (n *NS) TCPTo(dst netip.AddrPort, timeout time.Duration) (netip.Addr, error) {
 	var src netip.Addr
 	err := n.Do(func() error {
 		d := net.Dialer{Timeout: timeout}
-		c, err := d.Dial("tcp4", netip.AddrPortFrom(dst, ServicePort).String())
+		c, err := d.Dial("tcp4", dst.String())
 		if err != nil {
-			if isTimeout(err) {
-				return ErrBlocked
-			}
-			return err
+			return probeError(err)
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(timeout))
 		buf := make([]byte, 64)
 		k, err := c.Read(buf)
 		if err != nil {
-			if isTimeout(err) {
-				return ErrBlocked
-			}
-			return err
+			return probeError(err)
 		}
 		src, err = parseSrc(buf[:k])
 		return err
@@ -120,12 +124,28 @@ func (n *NS) TCP(dst netip.Addr, timeout time.Duration) (netip.Addr, error) {
 	return src, err
 }
 
+// probeError maps a timeout to ErrBlocked and a refusal to ErrRefused.
+func probeError(err error) error {
+	switch {
+	case isTimeout(err):
+		return ErrBlocked
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	return err
+}
+
 // UDP sends a datagram from the namespace to dst:ServicePort and returns
 // the source address the server saw; ErrBlocked if no reply came in time.
 func (n *NS) UDP(dst netip.Addr, timeout time.Duration) (netip.Addr, error) {
+	return n.UDPTo(netip.AddrPortFrom(dst, ServicePort), timeout)
+}
+
+// UDPTo is UDP to any port; ErrRefused on an ICMP port unreachable.
+func (n *NS) UDPTo(dst netip.AddrPort, timeout time.Duration) (netip.Addr, error) {
 	var src netip.Addr
 	err := n.Do(func() error {
-		c, err := net.Dial("udp4", netip.AddrPortFrom(dst, ServicePort).String())
+		c, err := net.Dial("udp4", dst.String())
 		if err != nil {
 			return err
 		}
@@ -136,7 +156,7 @@ func (n *NS) UDP(dst netip.Addr, timeout time.Duration) (netip.Addr, error) {
 		// Resend a few times: the first datagram may wait for ARP.
 		for time.Now().Before(deadline) {
 			if _, err := c.Write([]byte("probe")); err != nil {
-				return err
+				return probeError(err)
 			}
 			c.SetReadDeadline(minTime(deadline, time.Now().Add(timeout/4)))
 			k, err := c.Read(buf)
@@ -145,7 +165,7 @@ func (n *NS) UDP(dst netip.Addr, timeout time.Duration) (netip.Addr, error) {
 				return err
 			}
 			if !isTimeout(err) {
-				return err
+				return probeError(err)
 			}
 		}
 		return ErrBlocked

@@ -1,0 +1,108 @@
+package network
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// PortMapping is one published port: connections to HostIP:HostPort (any
+// host address when HostIP is 0.0.0.0) are forwarded to the endpoint's
+// address at Port.
+type PortMapping struct {
+	Proto    string     `json:"proto"` // "tcp" or "udp"
+	HostIP   netip.Addr `json:"host_ip"`
+	HostPort uint16     `json:"host_port"`
+	Port     uint16     `json:"port"`
+}
+
+// String prints the mapping as `docker ps` does: 0.0.0.0:8080->80/tcp.
+func (p PortMapping) String() string {
+	return fmt.Sprintf("%s->%d/%s", netip.AddrPortFrom(p.HostIP, p.HostPort), p.Port, p.Proto)
+}
+
+// Overlaps reports whether two mappings claim the same host socket: same
+// protocol and port, and the same host IP or either one the wildcard.
+func (p PortMapping) Overlaps(o PortMapping) bool {
+	return p.Proto == o.Proto && p.HostPort == o.HostPort &&
+		(p.HostIP == o.HostIP || p.HostIP.IsUnspecified() || o.HostIP.IsUnspecified())
+}
+
+// ParsePortSpec parses one -p value, [HOSTIP:]HOSTPORT:PORT[/tcp|udp], where
+// both ports may be ranges of the same length (8000-8010:80-90), into one
+// mapping per port. An empty host IP stays invalid (the network's
+// host_binding_ipv4 applies).
+func ParsePortSpec(spec string) ([]PortMapping, error) {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("invalid port mapping %q: %s", spec, fmt.Sprintf(format, a...))
+	}
+	rest, proto := spec, "tcp"
+	if i := strings.LastIndexByte(spec, '/'); i >= 0 {
+		rest, proto = spec[:i], spec[i+1:]
+		if proto != "tcp" && proto != "udp" {
+			return nil, bad("protocol %q: want tcp or udp", proto)
+		}
+	}
+	parts := strings.Split(rest, ":")
+	var hostIP netip.Addr
+	switch len(parts) {
+	case 2:
+	case 3:
+		a, err := netip.ParseAddr(parts[0])
+		if err != nil || !a.Is4() {
+			return nil, bad("host IP %q is not an IPv4 address", parts[0])
+		}
+		hostIP, parts = a, parts[1:]
+	default:
+		return nil, bad("want [HOSTIP:]HOSTPORT:PORT[/tcp|udp]")
+	}
+	if parts[0] == "" {
+		return nil, bad("a host port is required (bpfnet does not pick one)")
+	}
+	hFirst, hLast, err := parsePortRange(parts[0])
+	if err != nil {
+		return nil, bad("host port: %v", err)
+	}
+	cFirst, cLast, err := parsePortRange(parts[1])
+	if err != nil {
+		return nil, bad("container port: %v", err)
+	}
+	if hLast-hFirst != cLast-cFirst {
+		return nil, bad("host range %d-%d and container range %d-%d differ in length", hFirst, hLast, cFirst, cLast)
+	}
+	var out []PortMapping
+	for i := 0; i <= hLast-hFirst; i++ {
+		out = append(out, PortMapping{Proto: proto, HostIP: hostIP, HostPort: uint16(hFirst + i), Port: uint16(cFirst + i)})
+	}
+	return out, nil
+}
+
+// parsePortRange parses "80" or "80-90".
+func parsePortRange(s string) (first, last int, err error) {
+	lo, hi, isRange := strings.Cut(s, "-")
+	if first, err = parsePort(lo); err != nil {
+		return 0, 0, err
+	}
+	if !isRange {
+		return first, first, nil
+	}
+	if last, err = parsePort(hi); err != nil {
+		return 0, 0, err
+	}
+	if last < first {
+		return 0, 0, fmt.Errorf("range %s ends before it starts", s)
+	}
+	return first, last, nil
+}
+
+func parsePort(s string) (int, error) {
+	p, err := strconv.Atoi(s)
+	if err != nil || strings.HasPrefix(s, "+") {
+		return 0, fmt.Errorf("%q is not a port number", s)
+	}
+	if p < 1 || p > 65535 {
+		return 0, fmt.Errorf("%d is out of range 1-65535", p)
+	}
+	return p, nil
+}
