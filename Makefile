@@ -61,6 +61,10 @@ bench: deps ## same-network sweep: bare bridge, Docker 20.10 layout (1 and 1000 
 bench-nat: deps ## benchmark container → outside, eBPF vs iptables datapath (root; ~2 min)
 	$(GO) test -count=1 -timeout 30m ./bench -run TestNATBench -nat -v -report=$(CURDIR)/bench/nat-results.md
 
+.PHONY: bench-ports
+bench-ports: deps ## benchmark outside → published port: routed floor, Docker 20.10 layout, bpfnet iptables and eBPF (root; ~3 min)
+	$(GO) test -count=1 -timeout 30m ./bench -run TestPublishedPortBench -ports -v -ports-report=$(CURDIR)/bench/ports-results.md
+
 .PHONY: install
 install: build ## install binaries, the systemd unit and a default config (PREFIX=/usr/local, DESTDIR)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/bpfnet

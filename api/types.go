@@ -134,8 +134,11 @@ type Attachment struct {
 	ProgramID uint32 `json:"program_id"`
 }
 
-// NATEntry is one source translation of the eBPF datapath.
+// NATEntry is one translation of the eBPF datapath.
 type NATEntry struct {
+	// Kind is "masquerade" or "published" (a connection to a published
+	// port; Translated is the host address and port the peer used).
+	Kind  string `json:"kind"`
 	Proto string `json:"proto"`
 	// Container is the container's address and port (ICMP: identifier).
 	Container string `json:"container"`

@@ -3,7 +3,6 @@ package bench
 import (
 	"flag"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -30,11 +29,7 @@ func TestNATBench(t *testing.T) {
 	if !*natBench {
 		t.Skip("benchmark: run with -nat (make bench-nat)")
 	}
-	type world struct {
-		name string
-		c    *testnet.NS
-	}
-	var worlds []world
+	var targets []target
 	for _, dp := range strings.Split(*natOnly, ",") {
 		topo := testnet.NewTopology(t)
 		d := testnet.NewDaemon(t, topo.Host, "--datapath="+dp, "--default-network=false", "--uplink="+testnet.UplinkIf)
@@ -44,29 +39,15 @@ func TestNATBench(t *testing.T) {
 		d.MustCLI("endpoint", "create", "--network", "web", "--netns", c.Path, "--name", "c")
 		topo.Outside.Spawn(t, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", testnet.OutsideAddr.String(), "-p", "11111")
 		topo.Outside.Spawn(t, "iperf3", "-s", "-B", testnet.OutsideAddr.String())
-		worlds = append(worlds, world{dp, c})
+		targets = append(targets, target{dp, c, testnet.OutsideAddr.String()})
 	}
-	rr := map[string][]float64{}
-	stream := map[string][]float64{}
-	dst := testnet.OutsideAddr.String()
-	for run := range *natRuns {
-		for _, w := range worlds {
-			rr[w.name] = append(rr[w.name], tcpRR(t, w.c, dst, *natSecs))
-			stream[w.name] = append(stream[w.name], tcpStream(t, w.c, dst, *natSecs))
-			t.Logf("run %d %s: rr %.2f µs, stream %.2f Gbit/s", run+1, w.name, rr[w.name][run], stream[w.name][run])
-		}
-	}
+	rr, stream := measure(t, targets)
 	var b strings.Builder
 	fmt.Fprintf(&b, "Container → outside through the uplink, masquerade on, one network. Medians of %d interleaved runs of %v each; %s.\n\n", *natRuns, *natSecs, machine())
 	fmt.Fprintf(&b, "| workload | eBPF datapath | iptables datapath | eBPF / iptables |\n|---|---|---|---|\n")
-	e, i := median(rr["ebpf"]), median(rr["iptables"])
+	e, i := rr["ebpf"], rr["iptables"]
 	fmt.Fprintf(&b, "| TCP request/response, 64 B, median round trip (lower is better) | %.2f µs | %.2f µs | %.2f |\n", e, i, e/i)
-	e, i = median(stream["ebpf"]), median(stream["iptables"])
+	e, i = stream["ebpf"], stream["iptables"]
 	fmt.Fprintf(&b, "| one TCP stream (higher is better) | %.2f Gbit/s | %.2f Gbit/s | %.2f |\n", e, i, e/i)
-	t.Log("\n" + b.String())
-	if *natReport != "" {
-		if err := os.WriteFile(*natReport, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeReport(t, *natReport, b.String())
 }

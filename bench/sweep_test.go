@@ -5,8 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -61,29 +59,13 @@ func TestSameNetworkSweep(t *testing.T) {
 		w.c2.Spawn(t, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", w.dst, "-p", "11111")
 		w.c2.Spawn(t, "iperf3", "-s", "-B", w.dst)
 	}
-	rr := map[string][]float64{}
-	stream := map[string][]float64{}
-	for run := range *natRuns {
-		for _, w := range worlds {
-			rr[w.name] = append(rr[w.name], tcpRR(t, w.c1, w.dst, *natSecs))
-			stream[w.name] = append(stream[w.name], tcpStream(t, w.c1, w.dst, *natSecs))
-			t.Logf("run %d %s: rr %.2f µs, stream %.2f Gbit/s", run+1, w.name, rr[w.name][run], stream[w.name][run])
-		}
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "Two containers of the same network. Medians of %d interleaved runs of %v each; %s.\n\n", *natRuns, *natSecs, machine())
-	fmt.Fprintf(&b, "| world | TCP RR 64 B, median round trip | ÷ bare | one TCP stream | ÷ bare |\n|---|---|---|---|---|\n")
-	bareRR, bareStream := median(rr["bare"]), median(stream["bare"])
+	var targets []target
 	for _, w := range worlds {
-		r, s := median(rr[w.name]), median(stream[w.name])
-		fmt.Fprintf(&b, "| %s | %.2f µs | %.2f | %.2f Gbit/s | %.2f |\n", w.name, r, r/bareRR, s, s/bareStream)
+		targets = append(targets, target{w.name, w.c1, w.dst})
 	}
-	t.Log("\n" + b.String())
-	if *sweepReport != "" {
-		if err := os.WriteFile(*sweepReport, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	rr, stream := measure(t, targets)
+	writeReport(t, *sweepReport, fmt.Sprintf("Two containers of the same network. Medians of %d interleaved runs of %v each; %s.\n\n", *natRuns, *natSecs, machine())+
+		ratioTable(targets, rr, stream, "bare"))
 }
 
 // barePair builds a bridge with two containers in a namespace of its own;

@@ -78,3 +78,52 @@ func numCPU() int {
 	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 	return n
 }
+
+// target is where a world's workloads run: from a namespace to an address
+// whose sockperf and iperf3 servers are already up.
+type target struct {
+	name string
+	from *testnet.NS
+	dst  string
+}
+
+// measure runs TCP request/response and one TCP stream against every
+// target, interleaved (A B C A B C …) -runs times, and returns the
+// medians by target name.
+func measure(t *testing.T, targets []target) (rr, stream map[string]float64) {
+	rrs, streams := map[string][]float64{}, map[string][]float64{}
+	for run := range *natRuns {
+		for _, w := range targets {
+			rrs[w.name] = append(rrs[w.name], tcpRR(t, w.from, w.dst, *natSecs))
+			streams[w.name] = append(streams[w.name], tcpStream(t, w.from, w.dst, *natSecs))
+			t.Logf("run %d %s: rr %.2f µs, stream %.2f Gbit/s", run+1, w.name, rrs[w.name][run], streams[w.name][run])
+		}
+	}
+	rr, stream = map[string]float64{}, map[string]float64{}
+	for name := range rrs {
+		rr[name], stream[name] = median(rrs[name]), median(streams[name])
+	}
+	return rr, stream
+}
+
+// ratioTable is the Markdown table of the medians, each with its ratio to
+// the base target's.
+func ratioTable(targets []target, rr, stream map[string]float64, base string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| world | TCP RR 64 B, median round trip | ÷ %s | one TCP stream | ÷ %s |\n|---|---|---|---|---|\n", base, base)
+	for _, w := range targets {
+		fmt.Fprintf(&b, "| %s | %.2f µs | %.2f | %.2f Gbit/s | %.2f |\n", w.name, rr[w.name], rr[w.name]/rr[base], stream[w.name], stream[w.name]/stream[base])
+	}
+	return b.String()
+}
+
+// writeReport logs the report and writes it to path (when set).
+func writeReport(t *testing.T, path, report string) {
+	t.Log("\n" + report)
+	if path == "" {
+		return
+	}
+	if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -80,12 +80,19 @@ const (
 	BpfnetDropReasonREASON_MAX           BpfnetDropReason = 16
 )
 
+type BpfnetEndpointFlag uint32
+
+const (
+	BpfnetEndpointFlagEP_F_PUBLISHES BpfnetEndpointFlag = 1
+)
+
 type BpfnetEndpointInfo struct {
 	_         structs.HostLayout
 	Ip        uint32
 	NetId     uint32
 	Mac       [6]uint8
-	Pad       [2]uint8
+	Flags     uint8
+	Pad       uint8
 	Subnet    uint32
 	Mask      uint32
 	Broadcast uint32
@@ -149,6 +156,39 @@ type BpfnetNetworkInfo struct {
 	Pad       [2]uint8
 }
 
+type BpfnetPortBackend struct {
+	_       structs.HostLayout
+	Addr    uint32
+	Port    uint16
+	Pad     uint16
+	Ifindex uint32
+	NetId   uint32
+	Gateway uint32
+}
+
+type BpfnetPortKey struct {
+	_     structs.HostLayout
+	Addr  uint32
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
+type BpfnetSockKey struct {
+	_      structs.HostLayout
+	Cookie uint64
+	Addr   uint32
+	Port   uint16
+	Pad    uint16
+}
+
+type BpfnetSockOrig struct {
+	_    structs.HostLayout
+	Addr uint32
+	Port uint16
+	Pad  uint16
+}
+
 type BpfnetStat uint32
 
 const (
@@ -161,6 +201,8 @@ const (
 	BpfnetStatSTAT_FAST_LOCAL        BpfnetStat = 6
 	BpfnetStatSTAT_EVENTS_SUPPRESSED BpfnetStat = 7
 	BpfnetStatSTAT_EVENTS_LOST       BpfnetStat = 8
+	BpfnetStatSTAT_DNAT_CREATED      BpfnetStat = 9
+	BpfnetStatSTAT_SOCK_DNAT         BpfnetStat = 10
 	BpfnetStatSTAT_MAX               BpfnetStat = 16
 )
 
@@ -201,11 +243,17 @@ const (
 	BpfnetMapNatFwd             = "nat_fwd"
 	BpfnetMapNatRev             = "nat_rev"
 	BpfnetMapNetworks           = "networks"
+	BpfnetMapPorts              = "ports"
+	BpfnetMapSockRev            = "sock_rev"
 	BpfnetMapStats              = "stats"
 	BpfnetMapSubnets            = "subnets"
 	BpfnetMapUplinks            = "uplinks"
 	BpfnetProgFromContainer     = "from_container"
 	BpfnetProgFromUplink        = "from_uplink"
+	BpfnetProgSockConnect4      = "sock_connect4"
+	BpfnetProgSockPeername4     = "sock_peername4"
+	BpfnetProgSockRecvmsg4      = "sock_recvmsg4"
+	BpfnetProgSockSendmsg4      = "sock_sendmsg4"
 	BpfnetProgToContainer       = "to_container"
 	BpfnetProgToNetwork         = "to_network"
 	BpfnetProgToUplink          = "to_uplink"
@@ -219,10 +267,12 @@ const (
 	BpfnetVarEnumCtFlag         = "enum_ct_flag"
 	BpfnetVarEnumDirection      = "enum_direction"
 	BpfnetVarEnumDropReason     = "enum_drop_reason"
+	BpfnetVarEnumEndpointFlag   = "enum_endpoint_flag"
 	BpfnetVarEnumNetworkFlag    = "enum_network_flag"
 	BpfnetVarEnumStat           = "enum_stat"
 	BpfnetVarEventsPerSec       = "events_per_sec"
 	BpfnetVarForwardMark        = "forward_mark"
+	BpfnetVarHostNetnsCookie    = "host_netns_cookie"
 	BpfnetVarNatPortMax         = "nat_port_max"
 	BpfnetVarNatPortMin         = "nat_port_min"
 	BpfnetVarTypeDropEvent      = "type_drop_event"
@@ -272,6 +322,10 @@ type BpfnetSpecs struct {
 type BpfnetProgramSpecs struct {
 	FromContainer *ebpf.ProgramSpec `ebpf:"from_container"`
 	FromUplink    *ebpf.ProgramSpec `ebpf:"from_uplink"`
+	SockConnect4  *ebpf.ProgramSpec `ebpf:"sock_connect4"`
+	SockPeername4 *ebpf.ProgramSpec `ebpf:"sock_peername4"`
+	SockRecvmsg4  *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
+	SockSendmsg4  *ebpf.ProgramSpec `ebpf:"sock_sendmsg4"`
 	ToContainer   *ebpf.ProgramSpec `ebpf:"to_container"`
 	ToNetwork     *ebpf.ProgramSpec `ebpf:"to_network"`
 	ToUplink      *ebpf.ProgramSpec `ebpf:"to_uplink"`
@@ -292,6 +346,8 @@ type BpfnetMapSpecs struct {
 	NatFwd      *ebpf.MapSpec `ebpf:"nat_fwd"`
 	NatRev      *ebpf.MapSpec `ebpf:"nat_rev"`
 	Networks    *ebpf.MapSpec `ebpf:"networks"`
+	Ports       *ebpf.MapSpec `ebpf:"ports"`
+	SockRev     *ebpf.MapSpec `ebpf:"sock_rev"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	Subnets     *ebpf.MapSpec `ebpf:"subnets"`
 	Uplinks     *ebpf.MapSpec `ebpf:"uplinks"`
@@ -311,10 +367,12 @@ type BpfnetVariableSpecs struct {
 	EnumCtFlag         *ebpf.VariableSpec `ebpf:"enum_ct_flag"`
 	EnumDirection      *ebpf.VariableSpec `ebpf:"enum_direction"`
 	EnumDropReason     *ebpf.VariableSpec `ebpf:"enum_drop_reason"`
+	EnumEndpointFlag   *ebpf.VariableSpec `ebpf:"enum_endpoint_flag"`
 	EnumNetworkFlag    *ebpf.VariableSpec `ebpf:"enum_network_flag"`
 	EnumStat           *ebpf.VariableSpec `ebpf:"enum_stat"`
 	EventsPerSec       *ebpf.VariableSpec `ebpf:"events_per_sec"`
 	ForwardMark        *ebpf.VariableSpec `ebpf:"forward_mark"`
+	HostNetnsCookie    *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	NatPortMax         *ebpf.VariableSpec `ebpf:"nat_port_max"`
 	NatPortMin         *ebpf.VariableSpec `ebpf:"nat_port_min"`
 	TypeDropEvent      *ebpf.VariableSpec `ebpf:"type_drop_event"`
@@ -351,6 +409,8 @@ type BpfnetMaps struct {
 	NatFwd      *ebpf.Map `ebpf:"nat_fwd"`
 	NatRev      *ebpf.Map `ebpf:"nat_rev"`
 	Networks    *ebpf.Map `ebpf:"networks"`
+	Ports       *ebpf.Map `ebpf:"ports"`
+	SockRev     *ebpf.Map `ebpf:"sock_rev"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 	Subnets     *ebpf.Map `ebpf:"subnets"`
 	Uplinks     *ebpf.Map `ebpf:"uplinks"`
@@ -369,6 +429,8 @@ func (m *BpfnetMaps) Close() error {
 		m.NatFwd,
 		m.NatRev,
 		m.Networks,
+		m.Ports,
+		m.SockRev,
 		m.Stats,
 		m.Subnets,
 		m.Uplinks,
@@ -389,10 +451,12 @@ type BpfnetVariables struct {
 	EnumCtFlag         *ebpf.Variable `ebpf:"enum_ct_flag"`
 	EnumDirection      *ebpf.Variable `ebpf:"enum_direction"`
 	EnumDropReason     *ebpf.Variable `ebpf:"enum_drop_reason"`
+	EnumEndpointFlag   *ebpf.Variable `ebpf:"enum_endpoint_flag"`
 	EnumNetworkFlag    *ebpf.Variable `ebpf:"enum_network_flag"`
 	EnumStat           *ebpf.Variable `ebpf:"enum_stat"`
 	EventsPerSec       *ebpf.Variable `ebpf:"events_per_sec"`
 	ForwardMark        *ebpf.Variable `ebpf:"forward_mark"`
+	HostNetnsCookie    *ebpf.Variable `ebpf:"host_netns_cookie"`
 	NatPortMax         *ebpf.Variable `ebpf:"nat_port_max"`
 	NatPortMin         *ebpf.Variable `ebpf:"nat_port_min"`
 	TypeDropEvent      *ebpf.Variable `ebpf:"type_drop_event"`
@@ -404,6 +468,10 @@ type BpfnetVariables struct {
 type BpfnetPrograms struct {
 	FromContainer *ebpf.Program `ebpf:"from_container"`
 	FromUplink    *ebpf.Program `ebpf:"from_uplink"`
+	SockConnect4  *ebpf.Program `ebpf:"sock_connect4"`
+	SockPeername4 *ebpf.Program `ebpf:"sock_peername4"`
+	SockRecvmsg4  *ebpf.Program `ebpf:"sock_recvmsg4"`
+	SockSendmsg4  *ebpf.Program `ebpf:"sock_sendmsg4"`
 	ToContainer   *ebpf.Program `ebpf:"to_container"`
 	ToNetwork     *ebpf.Program `ebpf:"to_network"`
 	ToUplink      *ebpf.Program `ebpf:"to_uplink"`
@@ -413,6 +481,10 @@ func (p *BpfnetPrograms) Close() error {
 	return _BpfnetClose(
 		p.FromContainer,
 		p.FromUplink,
+		p.SockConnect4,
+		p.SockPeername4,
+		p.SockRecvmsg4,
+		p.SockSendmsg4,
 		p.ToContainer,
 		p.ToNetwork,
 		p.ToUplink,

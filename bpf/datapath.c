@@ -54,6 +54,7 @@
 #include "counters.h"
 #include "nat.h"
 #include "fastpath.h"
+#include "ports.h"
 
 /* skb->mark bit set on every packet a program passes; the daemon's single
  * FORWARD rule accepts packets carrying it. 0 disables marking. */
@@ -64,11 +65,10 @@ volatile const __u32 forward_mark = 0;
 volatile const enum drop_reason enum_drop_reason;
 volatile const enum direction enum_direction;
 volatile const enum network_flag enum_network_flag;
+volatile const enum endpoint_flag enum_endpoint_flag;
 volatile const enum ct_flag enum_ct_flag;
 volatile const enum stat enum_stat;
 volatile const struct drop_event type_drop_event;
-
-#define PASS 0xff /* verdict: no drop reason */
 
 #define ETH_P_ARP_BE bpf_htons(ETH_P_ARP)
 #define ETH_P_IP_BE bpf_htons(ETH_P_IP)
@@ -80,11 +80,6 @@ static __always_inline int pass(struct __sk_buff *skb)
 {
 	skb->mark |= forward_mark;
 	return TC_ACT_OK;
-}
-
-static __always_inline int is_host_addr(__be32 a)
-{
-	return bpf_map_lookup_elem(&host_addrs, &a) != 0;
 }
 
 /* Multicast and limited broadcast go to every port of the bridge (and the
@@ -182,8 +177,9 @@ static __always_inline __u32 check_arp(struct __sk_buff *skb, const struct endpo
 
 /* Where an allowed packet from a container goes. */
 enum dest {
-	DEST_HOST,    /* a host address, multicast, broadcast: the normal path */
-	DEST_NETWORK, /* an address of the sender's own network */
+	DEST_HOST,      /* multicast, broadcast: the normal path */
+	DEST_HOST_ADDR, /* a host address: the host, or a published port */
+	DEST_NETWORK,   /* an address of the sender's own network */
 	DEST_OUTSIDE,
 };
 
@@ -194,7 +190,11 @@ static __always_inline __u32 judge_from_container(const struct endpoint_info *ep
 	*dest = DEST_HOST;
 	if (p->saddr != ep->ip)
 		return REASON_SPOOF;
-	if (is_host_addr(p->daddr) || is_multi(p->daddr))
+	if (is_host_addr(p->daddr)) {
+		*dest = DEST_HOST_ADDR;
+		return PASS;
+	}
+	if (is_multi(p->daddr))
 		return PASS;
 	if ((p->daddr & ep->mask) == ep->subnet) {
 		if (p->daddr == ep->broadcast)
@@ -262,6 +262,11 @@ int from_container(struct __sk_buff *skb)
 		if (parse_ipv4(skb, &p) < 0)
 			return drop(ifindex, dir, REASON_MALFORMED);
 		__u32 net_id = ep->net_id;
+		if ((ep->flags & EP_F_PUBLISHES) && p.saddr == ep->ip) {
+			rc = hairpin_reply(skb, ep, &p);
+			if (rc >= 0)
+				return rc;
+		}
 		v = judge_from_container(ep, &p, &dest);
 		if (v != PASS)
 			return drop_pkt(ifindex, dir, v, &p);
@@ -270,6 +275,8 @@ int from_container(struct __sk_buff *skb)
 			rc = fast_local(skb, ifindex, net_id, &p);
 		else if (dest == DEST_OUTSIDE)
 			rc = fast_out(skb, net_id, &p);
+		else if (dest == DEST_HOST_ADDR)
+			rc = hairpin(skb, ifindex, ep, &p);
 		if (rc >= 0)
 			return rc;
 		break;
@@ -335,7 +342,7 @@ static __always_inline __u32 judge_from_outside(__u32 net_id, const struct pkt *
 	struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
 	if (p->frag == FRAG_LATER)
 		return bpf_map_lookup_elem(&frags, &fk) ? PASS : REASON_FRAGMENT;
-	if (!ct_reply(p))
+	if (!ct_reply(p) && !dnat_inbound(p))
 		return REASON_UNSOLICITED;
 	if (p->frag == FRAG_FIRST) {
 		struct frag_entry fe = {.seen = bpf_ktime_get_ns()};
@@ -438,7 +445,9 @@ static __always_inline int untranslate(struct __sk_buff *skb, struct pkt *p)
 		stat_inc(STAT_NAT_EXPIRED);
 		return -1;
 	}
-	nat_touch(e, p, CT_F_REPLIED, now);
+	/* Packets to a published port start the connection: no reply. */
+	__u32 replied = (e->flags & NAT_F_DNAT) ? 0 : CT_F_REPLIED;
+	nat_touch(e, p, replied, now);
 	if (e->flags & NAT_F_HOST)
 		return 1;
 	__be32 addr = e->addr;
@@ -453,7 +462,7 @@ static __always_inline int untranslate(struct __sk_buff *skb, struct pkt *p)
 	}
 	struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &k);
 	if (f)
-		nat_touch(f, p, CT_F_REPLIED, now);
+		nat_touch(f, p, replied, now);
 	if (rewrite(skb, p, 1, addr, port) < 0)
 		return -1;
 	if (p->frag == FRAG_FIRST) {
@@ -487,8 +496,15 @@ int from_uplink(struct __sk_buff *skb)
 	struct pkt p;
 	if (uplink_ipv4(skb, &p) < 0)
 		return TC_ACT_UNSPEC;
-	if (untranslate(skb, &p) > 0)
+	int rc = untranslate(skb, &p);
+	if (rc > 0)
 		return TC_ACT_UNSPEC; /* a reply to the host */
+	if (rc < 0 && p.frag != FRAG_LATER && is_host_addr(p.daddr)) {
+		/* A new connection to a published port? */
+		struct port_backend *b = published(p.proto, p.daddr, p.dport);
+		if (b && dnat_open(&p, b, p.saddr, 0, 0) == 0 && untranslate(skb, &p) < 0)
+			return TC_ACT_SHOT;
+	}
 	__u32 *dnet = subnet_of(p.daddr);
 	if (!dnet)
 		return TC_ACT_UNSPEC;
@@ -498,7 +514,7 @@ int from_uplink(struct __sk_buff *skb)
 	__u32 v = judge_from_outside(net_id, &p);
 	if (v != PASS)
 		return drop_to_network(net_id, &p, v);
-	int rc = fast_in(skb, &p);
+	rc = fast_in(skb, &p);
 	if (rc >= 0)
 		return rc;
 	skb->mark |= forward_mark;
@@ -506,39 +522,59 @@ int from_uplink(struct __sk_buff *skb)
 }
 
 /* translate applies (or creates) the source translation of a packet a
- * container of a masquerading network sends out of uplink ifindex. */
-static __always_inline __u32 translate(struct __sk_buff *skb, struct pkt *p, const struct network_info *n, __u32 ifindex)
+ * container of network n sends out of uplink ifindex: the reverse of a
+ * connection to a published port, else masquerade or host_ipv4 SNAT when
+ * the network has it (masq). */
+static __always_inline __u32 translate(struct __sk_buff *skb, struct pkt *p, const struct network_info *n, __u32 ifindex,
+				       int masq)
 {
-	__be32 addr = n->snat_ip;
+	__u64 now = bpf_ktime_get_ns();
+	if (p->frag == FRAG_LATER) {
+		struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
+		struct frag_entry *fe = bpf_map_lookup_elem(&frags, &fk);
+		if (!fe || !fe->new_saddr)
+			return masq ? REASON_FRAGMENT : PASS;
+		return rewrite(skb, p, 0, fe->new_saddr, 0) < 0 ? REASON_MALFORMED : PASS;
+	}
+	if (p->has_inner) {
+		/* An ICMP error about a packet the container got: the quoted
+		 * packet went remote → container, as translated back. */
+		struct tuple q = {.saddr = p->inner_daddr, .daddr = p->inner_saddr, .sport = p->inner_dport,
+				  .dport = p->inner_sport, .proto = p->inner_proto};
+		struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &q);
+		if (!f || !nat_live(&q, f, now))
+			return masq ? REASON_UNSOLICITED : PASS; /* never leak a masqueraded address */
+		return rewrite_icmp_error(skb, p, 0, f->addr, f->addr, f->port) < 0 ? REASON_MALFORMED : PASS;
+	}
+	if (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO && p->icmp_type != ICMP_ECHOREPLY)
+		return masq ? REASON_UNSUPPORTED : PASS;
+	struct tuple k = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
+	struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &k);
+	__be32 addr = 0;
+	__be16 port = 0;
+	if (f && (f->flags & NAT_F_DNAT) && nat_live(&k, f, now)) {
+		/* A reply on a connection to a published port. */
+		addr = f->addr;
+		port = f->port;
+		nat_touch(f, p, CT_F_REPLIED, now);
+		struct tuple t = k;
+		t.saddr = addr;
+		t.sport = port;
+		struct tuple r = reply_of(&t);
+		struct nat_entry *rv = bpf_map_lookup_elem(&nat_rev, &r);
+		if (rv)
+			nat_touch(rv, p, CT_F_REPLIED, now);
+		goto out;
+	}
+	if (!masq)
+		return PASS;
+	addr = n->snat_ip;
 	if (!addr) {
 		struct uplink_info *u = bpf_map_lookup_elem(&uplinks, &ifindex);
 		if (!u || !u->addr)
 			return REASON_NAT_EXHAUSTED; /* no address to masquerade to */
 		addr = u->addr;
 	}
-	__u64 now = bpf_ktime_get_ns();
-	if (p->frag == FRAG_LATER) {
-		struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
-		struct frag_entry *fe = bpf_map_lookup_elem(&frags, &fk);
-		if (!fe || !fe->new_saddr)
-			return REASON_FRAGMENT;
-		return rewrite(skb, p, 0, fe->new_saddr, 0) < 0 ? REASON_MALFORMED : PASS;
-	}
-	if (p->has_inner) {
-		/* An ICMP error about a reply the container got: the quoted
-		 * packet went remote → container, as translated back. */
-		struct tuple q = {.saddr = p->inner_daddr, .daddr = p->inner_saddr, .sport = p->inner_dport,
-				  .dport = p->inner_sport, .proto = p->inner_proto};
-		struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &q);
-		if (!f || !nat_live(&q, f, now))
-			return REASON_UNSOLICITED; /* about nothing we translated: never leak the address */
-		return rewrite_icmp_error(skb, p, 0, f->addr, f->addr, f->port) < 0 ? REASON_MALFORMED : PASS;
-	}
-	if (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO && p->icmp_type != ICMP_ECHOREPLY)
-		return REASON_UNSUPPORTED;
-	struct tuple k = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
-	struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &k);
-	__be16 port = 0;
 	if (f && f->addr == addr && nat_live(&k, f, now)) {
 		port = f->port;
 		nat_touch(f, p, 0, now);
@@ -565,6 +601,7 @@ static __always_inline __u32 translate(struct __sk_buff *skb, struct pkt *p, con
 		if (!port)
 			return REASON_NAT_EXHAUSTED;
 	}
+out:
 	if (rewrite(skb, p, 0, addr, port) < 0)
 		return REASON_MALFORMED;
 	if (p->frag == FRAG_FIRST) {
@@ -591,14 +628,87 @@ int to_uplink(struct __sk_buff *skb)
 	}
 	__u32 net_id = *snet;
 	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
-	if (!n || !(n->flags & NET_F_MASQUERADE))
+	if (!n)
 		return TC_ACT_UNSPEC;
-	__u32 v = translate(skb, &p, n, ifindex);
+	__u32 v = translate(skb, &p, n, ifindex, n->flags & NET_F_MASQUERADE);
 	if (v == PASS)
 		return TC_ACT_UNSPEC;
 	/* Count on the container that sent it. */
 	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p.saddr);
 	return drop_pkt(src ? src->ifindex : net_id, DIR_FROM_CONTAINER, v, &p);
+}
+
+/*
+ * Host sockets and published ports. Attached to a cgroup (v2), these
+ * rewrite the destination of the host's own connections and datagrams to
+ * a published port (on 127.0.0.1 or another host address) to the endpoint
+ * behind it before the kernel routes them, the way Cilium's socket
+ * load-balancing does, and make recvmsg and getpeername show the address
+ * the socket asked for. Only sockets of the daemon's network namespace
+ * are touched.
+ */
+volatile const __u64 host_netns_cookie = 0;
+
+static __always_inline int is_local_addr(__be32 a)
+{
+	return (bpf_ntohl(a) >> 24) == 127 || is_host_addr(a);
+}
+
+static __always_inline int sock_dnat(struct bpf_sock_addr *ctx)
+{
+	if (!host_netns_cookie || bpf_get_netns_cookie(ctx) != host_netns_cookie)
+		return 1;
+	__be32 addr = ctx->user_ip4;
+	__be16 port = (__be16)ctx->user_port;
+	if (!is_local_addr(addr))
+		return 1;
+	struct port_backend *b = published(ctx->protocol, addr, port);
+	if (!b)
+		return 1;
+	struct sock_key k = {.cookie = bpf_get_socket_cookie(ctx), .addr = b->addr, .port = b->port};
+	struct sock_orig o = {.addr = addr, .port = port};
+	bpf_map_update_elem(&sock_rev, &k, &o, BPF_ANY);
+	ctx->user_ip4 = b->addr;
+	ctx->user_port = b->port;
+	stat_inc(STAT_SOCK_DNAT);
+	return 1;
+}
+
+static __always_inline int sock_undnat(struct bpf_sock_addr *ctx)
+{
+	if (!host_netns_cookie || bpf_get_netns_cookie(ctx) != host_netns_cookie)
+		return 1;
+	struct sock_key k = {.cookie = bpf_get_socket_cookie(ctx), .addr = ctx->user_ip4, .port = (__be16)ctx->user_port};
+	struct sock_orig *o = bpf_map_lookup_elem(&sock_rev, &k);
+	if (o) {
+		ctx->user_ip4 = o->addr;
+		ctx->user_port = o->port;
+	}
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int sock_connect4(struct bpf_sock_addr *ctx)
+{
+	return sock_dnat(ctx);
+}
+
+SEC("cgroup/sendmsg4")
+int sock_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock_dnat(ctx);
+}
+
+SEC("cgroup/recvmsg4")
+int sock_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock_undnat(ctx);
+}
+
+SEC("cgroup/getpeername4")
+int sock_peername4(struct bpf_sock_addr *ctx)
+{
+	return sock_undnat(ctx);
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -44,6 +44,10 @@ type Config struct {
 	// NATPorts is the range of ports (and ICMP identifiers) translated
 	// flows may use; zero means 1024-65535.
 	NATPorts [2]uint16
+	// Cgroup is the cgroup v2 directory whose sockets reach published
+	// ports through the host's own addresses (127.0.0.1 included); empty:
+	// the host itself cannot use published ports.
+	Cgroup string
 	// ForwardRule installs the FORWARD rule that accepts what the programs
 	// passed (for traffic the fast paths cannot take on hosts whose FORWARD
 	// policy is DROP); without it the eBPF mode installs no iptables rule.
@@ -96,8 +100,17 @@ func New(log *slog.Logger, cfg Config) (*Enforcer, error) {
 	if cfg.ForwardRule {
 		mark = ForwardMark
 	}
+	if cfg.Cgroup != "" {
+		if err := loader.CheckCgroup(cfg.Cgroup); err != nil {
+			return nil, err
+		}
+	}
+	cookie, err := netnsCookie()
+	if err != nil {
+		return nil, err
+	}
 	coll, err := loader.Load(loader.Options{Root: cfg.Root, ForwardMark: mark,
-		Constants: map[string]any{"nat_port_min": cfg.NATPorts[0], "nat_port_max": cfg.NATPorts[1]}})
+		Constants: map[string]any{"nat_port_min": cfg.NATPorts[0], "nat_port_max": cfg.NATPorts[1], "host_netns_cookie": cookie}})
 	if err != nil {
 		return nil, err
 	}
@@ -208,9 +221,17 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 		eps[uint32(ifc.Index)] = info
 		ips[be32(ep.IP)] = ipEntry
 	}
+	ports := map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend{}
+	for _, ep := range v.Endpoints {
+		entries, err := e.portEntries(v, ep)
+		if err != nil {
+			return err
+		}
+		maps.Copy(ports, entries)
+	}
 	// Networks first, so an endpoint never points at a missing network.
 	if err := errors.Join(syncMap(e.coll.Networks, nets), syncMap(e.coll.Subnets, subnets),
-		syncMap(e.coll.EpByIfindex, eps), syncMap(e.coll.EpByIp, ips)); err != nil {
+		syncMap(e.coll.EpByIfindex, eps), syncMap(e.coll.EpByIp, ips), syncMap(e.coll.Ports, ports)); err != nil {
 		return err
 	}
 	wanted := map[string]bool{}
@@ -228,6 +249,9 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 		wanted[ifc.Name+":ingress"], wanted[ifc.Name+":egress"] = true, true
 	}
 	if err := e.attachUplinks(wanted); err != nil {
+		return err
+	}
+	if err := e.attachSockets(); err != nil {
 		return err
 	}
 	if err := e.removeStaleLinks(wanted); err != nil {
@@ -328,9 +352,6 @@ func (e *Enforcer) NetworkRemoved(ctx context.Context, v network.View, n *networ
 // entries are written before its programs are attached, so the programs
 // know it from their first packet.
 func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *network.Endpoint) error {
-	if len(ep.Ports) > 0 {
-		return fmt.Errorf("endpoint %s: the eBPF datapath does not publish ports yet (run --datapath=iptables)", ep.Name)
-	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	ifc, info, ipEntry, err := e.endpointEntries(v, ep)
@@ -343,6 +364,9 @@ func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *networ
 	}
 	if err := e.coll.EpByIp.Put(be32(ep.IP), ipEntry); err != nil {
 		return fmt.Errorf("add endpoint %s to map: %w", ep.Name, err)
+	}
+	if err := e.putPorts(v, ep); err != nil {
+		return err
 	}
 	return errors.Join(e.attach(ifc, loader.Ingress, e.coll.FromContainer), e.attach(ifc, loader.Egress, e.coll.ToContainer))
 }
@@ -376,7 +400,7 @@ func (e *Enforcer) EndpointRemoved(ctx context.Context, v network.View, ep *netw
 	}
 	index := ifc.Index
 	ip := be32(ep.IP)
-	err := errors.Join(e.att.Detach(ifc, loader.Ingress), e.att.Detach(ifc, loader.Egress),
+	err := errors.Join(e.att.Detach(ifc, loader.Ingress), e.att.Detach(ifc, loader.Egress), e.deletePorts(ep),
 		del(e.coll.EpByIp, ip), del(e.coll.EpByIfindex, uint32(index)), e.deleteCounters(uint32(index)),
 		deleteKeys[bpf.BpfnetTuple, bpf.BpfnetCtEntry](e.coll.Conntrack, func(k bpf.BpfnetTuple) bool { return k.Saddr == ip }))
 	if err == nil {
@@ -435,6 +459,15 @@ func (e *Enforcer) Attachments() []Attachment {
 	for _, ifc := range sortedIfaces(e.veths) {
 		add(ifc, loader.Ingress, "from_container")
 		add(ifc, loader.Egress, "to_container")
+	}
+	if e.cfg.Cgroup != "" {
+		for _, h := range e.sockHooks() {
+			a := Attachment{Interface: e.cfg.Cgroup, Hook: h.typ.String(), Program: h.name}
+			if id, ok := e.att.QueryCgroup(h.typ); ok {
+				a.Mode, a.ProgramID = "cgroup", uint32(id)
+			}
+			out = append(out, a)
+		}
 	}
 	return out
 }

@@ -71,7 +71,7 @@ func endpointInfo(ep *network.Endpoint, n *network.Network, netID uint32) (bpf.B
 	var mask [4]byte
 	binary.BigEndian.PutUint32(mask[:], ^uint32(0)<<(32-n.Subnet.Bits()))
 	info := bpf.BpfnetEndpointInfo{Ip: be32(ep.IP), NetId: netID, Subnet: be32(n.Subnet.Masked().Addr()),
-		Mask: be32(netip.AddrFrom4(mask)), Broadcast: nw.Broadcast, NetFlags: nw.Flags}
+		Mask: be32(netip.AddrFrom4(mask)), Broadcast: nw.Broadcast, NetFlags: nw.Flags, Flags: endpointFlags(ep)}
 	copy(info.Mac[:], mac)
 	return info, nil
 }

@@ -110,11 +110,18 @@ func port(v uint16) uint16 { // network order in memory → host value
 
 // NATEntry is one translation (nat_fwd).
 type NATEntry struct {
+	// Kind is "masquerade" (the container's source was translated) or
+	// "published" (a connection to a published port: Translated is the
+	// host address and port the peer connected to).
+	Kind                          string
 	Proto                         string
 	Container, Translated, Remote netip.AddrPort
 	State                         string
 	Age, Idle                     time.Duration
 }
+
+// natDNAT is NAT_F_DNAT of bpf/include/ports.h.
+const natDNAT = 1 << 17
 
 // NATEntries lists the live translations.
 func (e *Enforcer) NATEntries() ([]NATEntry, error) {
@@ -131,7 +138,12 @@ func (e *Enforcer) NATEntries() ([]NATEntry, error) {
 		if expired(now, v.LastSeen, t.timeout(k.Proto, v.Flags&0xffff)) {
 			continue
 		}
+		kind := "masquerade"
+		if v.Flags&natDNAT != 0 {
+			kind = "published"
+		}
 		out = append(out, NATEntry{
+			Kind:       kind,
 			Proto:      protoName(k.Proto),
 			Container:  netip.AddrPortFrom(addrOf(k.Saddr), port(k.Sport)),
 			Translated: netip.AddrPortFrom(addrOf(v.Addr), port(v.Port)),
@@ -150,6 +162,7 @@ func (e *Enforcer) Stats() (map[string]uint64, error) {
 		bpf.BpfnetStatSTAT_NAT_CREATED: "nat_created", bpf.BpfnetStatSTAT_NAT_EXHAUSTED: "nat_exhausted",
 		bpf.BpfnetStatSTAT_NAT_EXPIRED: "nat_expired", bpf.BpfnetStatSTAT_CT_EXPIRED: "ct_expired",
 		bpf.BpfnetStatSTAT_FAST_OUT: "fast_out", bpf.BpfnetStatSTAT_FAST_IN: "fast_in", bpf.BpfnetStatSTAT_FAST_LOCAL: "fast_local",
+		bpf.BpfnetStatSTAT_DNAT_CREATED: "dnat_created", bpf.BpfnetStatSTAT_SOCK_DNAT: "sock_dnat",
 	}
 	out := map[string]uint64{}
 	for id, name := range names {

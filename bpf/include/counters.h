@@ -10,6 +10,8 @@
 /* Drop events each CPU may send per second (0: none). */
 volatile const __u32 events_per_sec = 1000;
 
+#define PASS 0xff /* verdict: no drop reason */
+
 static __always_inline void stat_inc(__u32 s)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &s);

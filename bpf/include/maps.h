@@ -60,6 +60,32 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } host_addrs SEC(".maps");
 
+/* published ports → the endpoint behind them; written by the control
+ * plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct port_key);
+	__type(value, struct port_backend);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ports SEC(".maps");
+
+/* host sockets sent to a published port's container: the destination
+ * they asked for, so replies (recvmsg) and getpeername show it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sock_key);
+	__type(value, struct sock_orig);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sock_rev SEC(".maps");
+
+static __always_inline int is_host_addr(__be32 a)
+{
+	return bpf_map_lookup_elem(&host_addrs, &a) != 0;
+}
+
 /* flows containers started towards the outside; written by from_container,
  * refreshed by to_network, expired entries dropped by LRU or by the daemon. */
 struct {

@@ -50,6 +50,8 @@ enum stat {
 	STAT_FAST_LOCAL = 6,    /* container → container delivered straight into the container */
 	STAT_EVENTS_SUPPRESSED = 7, /* drop events not sent: over events_per_sec */
 	STAT_EVENTS_LOST = 8,       /* drop events not sent: ring buffer full */
+	STAT_DNAT_CREATED = 9,      /* connections to published ports (from outside or containers) */
+	STAT_SOCK_DNAT = 10,        /* host sockets sent to a published port's container */
 	STAT_MAX = 16,
 };
 
@@ -60,12 +62,18 @@ enum ct_flag {
 	CT_F_RST = 1 << 2,     /* a RST has been seen (either direction) */
 };
 
+/* Endpoint flags. */
+enum endpoint_flag {
+	EP_F_PUBLISHES = 1 << 0, /* has published ports: its replies may need translating back */
+};
+
 /* ep_by_ifindex value: the endpoint behind a host-side veth. */
 struct endpoint_info {
 	__be32 ip;
 	__u32 net_id; /* the network's bridge ifindex */
 	__u8 mac[6];
-	__u8 pad[2];
+	__u8 flags; /* enum endpoint_flag */
+	__u8 pad;
 	/* A copy of the network's subnet and flags, so that traffic within
 	 * the network is judged without the subnets and networks maps. */
 	__be32 subnet;    /* network address */
@@ -87,6 +95,41 @@ struct network_info {
 	__be32 snat_ip;   /* com.docker.network.host_ipv4, 0 = the uplink's */
 	__u8 mac[6];      /* the bridge's MAC: the gateway seen from containers */
 	__u8 pad[2];
+};
+
+/* ports key: a published host port. addr 0 is every host address
+ * (0.0.0.0); proto is IPPROTO_TCP or IPPROTO_UDP. */
+struct port_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* ports value: where a published port leads. */
+struct port_backend {
+	__be32 addr;      /* the endpoint's address */
+	__be16 port;      /* the container port */
+	__u16 pad;
+	__u32 ifindex;    /* the endpoint's host-side veth */
+	__u32 net_id;
+	__be32 gateway;   /* its network's gateway: the source it sees when it reaches its own port */
+};
+
+/* sock_rev key: a host socket whose destination a published port
+ * rewrote, and the destination it got. */
+struct sock_key {
+	__u64 cookie; /* socket cookie */
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+};
+
+/* sock_rev value: the destination the socket asked for. */
+struct sock_orig {
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
 };
 
 /* uplinks value. */
@@ -137,7 +180,8 @@ struct nat_entry {
 	__u64 created;
 	__u64 last_seen;
 	__u32 flags;
-	__u32 ifindex; /* nat_rev: the container's host-side veth */
+	__u32 ifindex; /* nat_rev: the container's host-side veth; nat_fwd of a
+			* hairpin connection: the peer container's */
 };
 
 /* events record: one dropped packet. The tuple is zero when the packet

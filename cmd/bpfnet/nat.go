@@ -9,7 +9,7 @@ import (
 )
 
 func (c *cli) natCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "nat", Short: "Source translations of the eBPF datapath"}
+	cmd := &cobra.Command{Use: "nat", Short: "Translations of the eBPF datapath (masquerade and published ports)"}
 	var asJSON bool
 	ls := &cobra.Command{
 		Use:   "ls",
@@ -28,9 +28,9 @@ func (c *cli) natCmd() *cobra.Command {
 				return printJSON(c.stdout, entries)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PROTO\tCONTAINER\tTRANSLATED\tREMOTE\tSTATE\tAGE\tIDLE")
+			fmt.Fprintln(tw, "KIND\tPROTO\tCONTAINER\tTRANSLATED\tREMOTE\tSTATE\tAGE\tIDLE")
 			for _, e := range entries {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Proto, e.Container, e.Translated, e.Remote, e.State,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Kind, e.Proto, e.Container, e.Translated, e.Remote, e.State,
 					seconds(e.AgeSec), seconds(e.IdleSec))
 			}
 			return tw.Flush()

@@ -30,6 +30,21 @@ func ebpfConfig(cfg Config, uplinks []string) datapath.Config {
 		NATPorts: cfg.NATPorts, ForwardRule: cfg.ForwardRule}
 }
 
+// socketCgroup resolves --cgroup: auto is the root of the cgroup2 mount.
+func socketCgroup(cfg Config) (string, error) {
+	switch cfg.Cgroup {
+	case "none":
+		return "", nil
+	case "auto":
+		p, err := loader.DefaultCgroup()
+		if err != nil {
+			return "", fmt.Errorf("--cgroup=auto: %w (published ports stay unreachable from the host itself; --cgroup=none says so explicitly)", err)
+		}
+		return p, nil
+	}
+	return cfg.Cgroup, nil
+}
+
 // selectDatapath builds the enforcer --datapath asks for. auto probes the
 // kernel (load the programs, attach one to a veth in a scratch namespace)
 // and falls back to iptables, logging why. What another datapath left
@@ -48,7 +63,12 @@ func selectDatapath(ctx context.Context, cfg Config, uplinks []string, log *slog
 	s := &selected{reason: reason}
 	switch choice {
 	case "ebpf":
-		e, err := datapath.New(log, ebpfConfig(cfg, uplinks))
+		dc := ebpfConfig(cfg, uplinks)
+		var err error
+		if dc.Cgroup, err = socketCgroup(cfg); err != nil {
+			return nil, err
+		}
+		e, err := datapath.New(log, dc)
 		if err != nil {
 			return nil, fmt.Errorf("eBPF datapath: %w", err)
 		}

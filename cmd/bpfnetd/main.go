@@ -30,6 +30,7 @@ type Config struct {
 	BPFFS          string
 	NATPorts       [2]uint16
 	ForwardRule    bool
+	Cgroup         string
 	MetricsAddr    string
 	PerEndpoint    bool
 	StateDir       string
@@ -57,6 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&cfg.BPFFS, "bpffs", "/sys/fs/bpf/bpfnet", "directory on a bpf filesystem for the eBPF datapath's pinned maps and links")
 	natPorts := fs.String("nat-ports", "1024-65535", "eBPF datapath: port range (MIN-MAX) masqueraded flows may use; the original port is kept when it is in the range and free")
 	fs.BoolVar(&cfg.ForwardRule, "forward-rule", true, "eBPF datapath: add one iptables FORWARD rule accepting what the programs passed, for the traffic the fast paths cannot take (broadcast, fragments) on hosts whose FORWARD policy is DROP; false installs no iptables rule at all")
+	fs.StringVar(&cfg.Cgroup, "cgroup", "auto", "eBPF datapath: cgroup v2 directory whose processes reach published ports through the host's own addresses (127.0.0.1:PORT, a bridge or uplink address); auto is the root of the cgroup2 mount (every process), none disables it")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:9476", "address of the Prometheus metrics listener (/metrics, /healthz, /readyz); empty disables it")
 	fs.BoolVar(&cfg.PerEndpoint, "metrics-per-endpoint", true, "export per-endpoint series (bpfnet_endpoint_*); false keeps only the per-network totals, for hosts with very many endpoints")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/bpfnet", "directory of the persisted state")
@@ -110,6 +112,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		if _, _, err := net.SplitHostPort(cfg.MetricsAddr); err != nil {
 			return cfg, fmt.Errorf("invalid --metrics-addr %q: want HOST:PORT (or empty to disable)", cfg.MetricsAddr)
 		}
+	}
+	if cfg.Cgroup != "auto" && cfg.Cgroup != "none" && !filepath.IsAbs(cfg.Cgroup) {
+		return cfg, fmt.Errorf("invalid --cgroup %q: want auto, none or an absolute path", cfg.Cgroup)
 	}
 	if !filepath.IsAbs(cfg.BPFFS) {
 		return cfg, fmt.Errorf("invalid --bpffs %q: want an absolute path", cfg.BPFFS)

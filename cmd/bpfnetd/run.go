@@ -108,7 +108,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 			entries, err := sel.ebpf.NATEntries()
 			out := make([]api.NATEntry, 0, len(entries))
 			for _, e := range entries {
-				out = append(out, api.NATEntry{Proto: e.Proto, Container: e.Container.String(), Translated: e.Translated.String(),
+				out = append(out, api.NATEntry{Kind: e.Kind, Proto: e.Proto, Container: e.Container.String(), Translated: e.Translated.String(),
 					Remote: e.Remote.String(), State: e.State, AgeSec: e.Age.Seconds(), IdleSec: e.Idle.Seconds()})
 			}
 			return out, err

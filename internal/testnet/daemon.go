@@ -130,7 +130,9 @@ func NewDaemon(t testing.TB, ns *NS, args ...string) *Daemon {
 
 // flags are the daemon's flags for this test instance.
 func (d *Daemon) flags(extra ...string) []string {
-	return append(append([]string{"--state-dir", d.StateDir, "--socket", d.Socket, "--bpffs", d.BPFFS}, d.Args...), extra...)
+	// --cgroup=none unless the test gives one: the default, the root
+	// cgroup, would run the socket programs for every process of the machine.
+	return append(append([]string{"--state-dir", d.StateDir, "--socket", d.Socket, "--bpffs", d.BPFFS, "--cgroup=none"}, d.Args...), extra...)
 }
 
 // command is the argument list of `ip` that runs bpfnetd in the namespace.

@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Published ports: destination translation (DNAT) of connections to a
+ * host address and published port, to the endpoint behind it.
+ *
+ * A connection is a pair of NAT entries flagged NAT_F_DNAT: nat_rev, keyed
+ * by the peer's packets as they arrive (peer → host:port), holds the
+ * endpoint's address and port; nat_fwd, keyed by the endpoint's replies
+ * (endpoint → peer), holds the host address and port to put back. For a
+ * peer outside the host, from_uplink opens and applies it (untranslate)
+ * and to_uplink reverses it (translate), like masquerade's. For a peer
+ * container (hairpin, NAT_F_LOCAL), the sender's from_container judges
+ * the connection as Docker's FORWARD chain would after DNAT (icc,
+ * isolation, internal), translates and delivers it straight into the
+ * endpoint; the endpoint's from_container translates the replies back and
+ * delivers them straight into the peer. A container reaching its own port
+ * is also given its gateway as source (NAT_F_SELF), as Docker's
+ * `-s c -d c` MASQUERADE does, so its replies come back through us.
+ */
+#ifndef BPFNET_PORTS_H
+#define BPFNET_PORTS_H
+
+#include "maps.h"
+#include "parse.h"
+#include "nat.h"
+#include "fastpath.h"
+
+#define NAT_F_DNAT (1u << 17)  /* a connection to a published port */
+#define NAT_F_LOCAL (1u << 18) /* ... from a container of this host */
+#define NAT_F_SELF (1u << 19)  /* ... from the endpoint itself */
+
+/* published returns the endpoint behind host address addr and port, for
+ * a port bound to that address or to every address. */
+static __always_inline struct port_backend *published(__u8 proto, __be32 addr, __be16 port)
+{
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	struct port_key k = {.addr = addr, .port = port, .proto = proto};
+	struct port_backend *b = bpf_map_lookup_elem(&ports, &k);
+	if (b)
+		return b;
+	k.addr = 0;
+	return bpf_map_lookup_elem(&ports, &k);
+}
+
+/* dnat_open records a connection from p's sender to a published port:
+ * the endpoint's replies will go to peer (the sender, or the gateway for
+ * NAT_F_SELF), delivered to peer_ifindex for NAT_F_LOCAL. */
+static __always_inline int dnat_open(const struct pkt *p, const struct port_backend *b, __be32 peer, __u32 peer_ifindex,
+				     __u32 flags)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct tuple in = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
+	struct tuple out = {.saddr = b->addr, .daddr = peer, .sport = b->port, .dport = p->sport, .proto = p->proto};
+	struct nat_entry rev = {.addr = b->addr, .port = b->port, .created = now, .last_seen = now,
+				.flags = NAT_F_DNAT | flags | tcp_close_flags(p), .ifindex = b->ifindex};
+	struct nat_entry fwd = {.addr = p->daddr, .port = p->dport, .created = now, .last_seen = now,
+				.flags = rev.flags, .ifindex = peer_ifindex};
+	if (bpf_map_update_elem(&nat_rev, &in, &rev, BPF_ANY) < 0)
+		return -1;
+	if (bpf_map_update_elem(&nat_fwd, &out, &fwd, BPF_ANY) < 0) {
+		bpf_map_delete_elem(&nat_rev, &in);
+		return -1;
+	}
+	stat_inc(STAT_DNAT_CREATED);
+	return 0;
+}
+
+/* dnat_inbound reports whether a packet entering a network from outside
+ * (already translated) belongs to a connection to a published port. */
+static __always_inline int dnat_inbound(const struct pkt *p)
+{
+	struct tuple k = {.saddr = p->daddr, .daddr = p->saddr, .sport = p->dport, .dport = p->sport, .proto = p->proto};
+	struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &k);
+	return f && (f->flags & NAT_F_DNAT) && nat_live(&k, f, bpf_ktime_get_ns());
+}
+
+/* deliver hands a packet from a container (already translated) straight
+ * to endpoint `to` of network net_id, as the host would route it: the
+ * bridge's MAC as source, TTL decremented, the receiver's counters. */
+static __always_inline int deliver(struct __sk_buff *skb, const struct pkt *p, __u32 to, __u32 net_id)
+{
+	struct endpoint_info *de = bpf_map_lookup_elem(&ep_by_ifindex, &to);
+	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
+	if (!de || !n)
+		return TC_ACT_SHOT;
+	if (dec_ttl(skb, p) < 0)
+		return TC_ACT_SHOT; /* TTL 1 into a container port: nothing to answer with */
+	if (set_macs(skb, de->mac, n->mac) < 0)
+		return TC_ACT_SHOT;
+	count(to, DIR_TO_CONTAINER, skb->len);
+	return bpf_redirect_peer(to, 0);
+}
+
+/* hairpin handles a packet endpoint ep (behind ifindex) sends to a host
+ * address. Not a published port: -1 (the host's own service). Otherwise
+ * the verdict Docker's FORWARD gives after DNAT (a drop is counted and
+ * returned), or the connection is translated and delivered. Fragments are
+ * not translated (the host answers them). */
+static __always_inline int hairpin(struct __sk_buff *skb, __u32 ifindex, const struct endpoint_info *ep, struct pkt *p)
+{
+	if (p->frag != FRAG_NONE)
+		return -1;
+	struct port_backend *b = published(p->proto, p->daddr, p->dport);
+	if (!b)
+		return -1;
+	__u32 v = PASS, net_id = b->net_id;
+	if (net_id == ep->net_id) {
+		if (!(ep->net_flags & NET_F_ICC))
+			v = REASON_ICC;
+	} else {
+		struct network_info *dn = bpf_map_lookup_elem(&networks, &net_id);
+		v = ((ep->net_flags | (dn ? dn->flags : 0)) & NET_F_INTERNAL) ? REASON_INTERNAL : REASON_ISOLATION;
+	}
+	if (v != PASS)
+		return drop_pkt(ifindex, DIR_FROM_CONTAINER, v, p);
+
+	__be32 addr = b->addr, gateway = b->gateway;
+	__be16 port = b->port;
+	__u32 to = b->ifindex, flags = NAT_F_LOCAL;
+	if (to == ifindex)
+		flags |= NAT_F_SELF;
+	__be32 peer = (flags & NAT_F_SELF) ? gateway : p->saddr;
+	struct tuple in = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
+	__u64 now = bpf_ktime_get_ns();
+	struct nat_entry *e = bpf_map_lookup_elem(&nat_rev, &in);
+	if (e && e->addr == addr && e->port == port && nat_live(&in, e, now)) {
+		nat_touch(e, p, 0, now);
+	} else if (dnat_open(p, b, peer, ifindex, flags) < 0) {
+		return TC_ACT_SHOT;
+	}
+	if (rewrite(skb, p, 1, addr, port) < 0)
+		return TC_ACT_SHOT;
+	p->daddr = addr;
+	p->dport = port;
+	if ((flags & NAT_F_SELF) && rewrite(skb, p, 0, gateway, p->sport) < 0)
+		return TC_ACT_SHOT;
+	return deliver(skb, p, to, net_id);
+}
+
+/* hairpin_reply translates back and delivers a reply that endpoint ep
+ * (which publishes ports) sends on a hairpin connection; -1 if p is not
+ * one. */
+static __always_inline int hairpin_reply(struct __sk_buff *skb, const struct endpoint_info *ep, struct pkt *p)
+{
+	if (p->frag != FRAG_NONE)
+		return -1;
+	struct tuple k = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
+	struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &k);
+	__u64 now = bpf_ktime_get_ns();
+	if (!f || !(f->flags & NAT_F_LOCAL) || !nat_live(&k, f, now))
+		return -1;
+	nat_touch(f, p, CT_F_REPLIED, now);
+	__be32 addr = f->addr;
+	__be16 port = f->port;
+	__u32 to = f->ifindex, self = f->flags & NAT_F_SELF;
+	if (rewrite(skb, p, 0, addr, port) < 0)
+		return TC_ACT_SHOT;
+	p->saddr = addr;
+	p->sport = port;
+	if (self && rewrite(skb, p, 1, ep->ip, p->dport) < 0)
+		return TC_ACT_SHOT;
+	return deliver(skb, p, to, ep->net_id);
+}
+
+#endif

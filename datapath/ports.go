@@ -1,0 +1,130 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfnet/bpfnet/bpf"
+	"github.com/bpfnet/bpfnet/network"
+)
+
+// Published ports: the ports map (bpf/include/ports.h) says where each
+// published host port leads; the programs translate connections to it.
+
+func protoNumber(name string) uint8 {
+	if name == "udp" {
+		return unix.IPPROTO_UDP
+	}
+	return unix.IPPROTO_TCP
+}
+
+// portKey is the ports map key of a mapping; 0.0.0.0 stays 0 (every host
+// address).
+func portKey(p network.PortMapping) bpf.BpfnetPortKey {
+	return bpf.BpfnetPortKey{Addr: be32(p.HostIP), Port: port(p.HostPort), Proto: protoNumber(p.Proto)}
+}
+
+// portEntries returns the ports map entries of an endpoint (callers hold
+// e.mu; the endpoint's veth and network must be known).
+func (e *Enforcer) portEntries(v network.View, ep *network.Endpoint) (map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend, error) {
+	out := map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend{}
+	if len(ep.Ports) == 0 {
+		return out, nil
+	}
+	n := v.Network(ep.NetworkID)
+	ifc, okv := e.veths[ep.ID]
+	br, okb := e.bridges[ep.NetworkID]
+	if n == nil || !okv || !okb {
+		return nil, fmt.Errorf("endpoint %s: not in the datapath", ep.Name)
+	}
+	for _, p := range ep.Ports {
+		out[portKey(p)] = bpf.BpfnetPortBackend{Addr: be32(ep.IP), Port: port(p.Port), Ifindex: uint32(ifc.Index),
+			NetId: uint32(br.Index), Gateway: be32(n.Gateway)}
+	}
+	return out, nil
+}
+
+// putPorts writes an endpoint's published ports.
+func (e *Enforcer) putPorts(v network.View, ep *network.Endpoint) error {
+	entries, err := e.portEntries(v, ep)
+	if err != nil {
+		return err
+	}
+	for k, b := range entries {
+		if err := e.coll.Ports.Put(k, b); err != nil {
+			return fmt.Errorf("publish %s of endpoint %s: %w", addrPortOf(k), ep.Name, err)
+		}
+	}
+	return nil
+}
+
+// deletePorts removes an endpoint's published ports (its connections
+// expire with their NAT entries).
+func (e *Enforcer) deletePorts(ep *network.Endpoint) error {
+	var errs []error
+	for _, p := range ep.Ports {
+		errs = append(errs, del(e.coll.Ports, portKey(p)))
+	}
+	return errors.Join(errs...)
+}
+
+func addrPortOf(k bpf.BpfnetPortKey) netip.AddrPort {
+	return netip.AddrPortFrom(addrOf(k.Addr), port(k.Port))
+}
+
+// endpointFlags are an endpoint's endpoint_info flags.
+func endpointFlags(ep *network.Endpoint) uint8 {
+	if len(ep.Ports) > 0 {
+		return uint8(bpf.BpfnetEndpointFlagEP_F_PUBLISHES)
+	}
+	return 0
+}
+
+// sockHook is a socket program and where it attaches.
+type sockHook struct {
+	typ  ebpf.AttachType
+	prog *ebpf.Program
+	name string
+}
+
+func (e *Enforcer) sockHooks() []sockHook {
+	return []sockHook{
+		{ebpf.AttachCGroupInet4Connect, e.coll.SockConnect4, "sock_connect4"},
+		{ebpf.AttachCGroupUDP4Sendmsg, e.coll.SockSendmsg4, "sock_sendmsg4"},
+		{ebpf.AttachCGroupUDP4Recvmsg, e.coll.SockRecvmsg4, "sock_recvmsg4"},
+		{ebpf.AttachCgroupInet4GetPeername, e.coll.SockPeername4, "sock_peername4"},
+	}
+}
+
+// attachSockets puts the socket programs on the configured cgroup, or
+// removes them when none is (callers hold e.mu).
+func (e *Enforcer) attachSockets() error {
+	var errs []error
+	for _, h := range e.sockHooks() {
+		if e.cfg.Cgroup == "" {
+			errs = append(errs, e.att.DetachCgroup(h.typ))
+			continue
+		}
+		errs = append(errs, e.att.AttachCgroup(e.cfg.Cgroup, h.typ, h.prog))
+	}
+	return errors.Join(errs...)
+}
+
+// netnsCookie identifies the daemon's network namespace; the socket
+// programs act only on sockets of this namespace.
+func netnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("netns cookie: %w", err)
+	}
+	defer unix.Close(fd)
+	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return 0, fmt.Errorf("netns cookie (SO_NETNS_COOKIE, Linux 5.14+): %w", err)
+	}
+	return c, nil
+}
