@@ -12,7 +12,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Debian packages the build, the tests and the demo need (clang, llvm and
 # the headers only for `make generate`).
-DEB_PACKAGES := iptables iproute2 iputils-ping conntrack iperf3 sockperf prometheus systemd docker.io debootstrap util-linux ca-certificates clang-19 llvm-19 libbpf-dev linux-libc-dev gcc
+DEB_PACKAGES := iptables nftables iproute2 iputils-ping conntrack iperf3 sockperf prometheus systemd docker.io debootstrap util-linux ca-certificates clang-19 llvm-19 libbpf-dev linux-libc-dev gcc
 # Where the UAPI asm/ headers live for this architecture.
 BPF_INCLUDES := -I/usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo $$(uname -m)-linux-gnu)
 
@@ -54,8 +54,8 @@ test: deps ## run every test tier (privileged ones need root; CI=1 makes them fa
 	$(GO) test -p 1 -count=1 -timeout 40m ./...
 
 .PHONY: bench
-bench: deps ## same-network sweep: bare bridge, Docker 20.10 layout (1 and 1000 networks), bpfnet (root; ~10 min)
-	$(GO) test -count=1 -timeout 60m ./bench -run TestSameNetworkSweep -sweep -v -sweep-report=$(CURDIR)/bench/sweep-results.md
+bench: deps ## same-network sweep over 1-1000 networks: bare bridge, Docker 20.10 (nft, legacy), Docker 29 nftables, bpfnet; 4 workloads (root; ~40 min)
+	$(GO) test -count=1 -timeout 120m ./bench -run TestSameNetworkSweep -sweep -v -duration=3s -sweep-report=$(CURDIR)/bench/sweep-results.md -sweep-charts=$(CURDIR)/docs/perf
 
 .PHONY: bench-nat
 bench-nat: deps ## benchmark container → outside, eBPF vs iptables datapath (root; ~2 min)

@@ -4,7 +4,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,117 +20,332 @@ import (
 )
 
 var (
-	sweep       = flag.Bool("sweep", false, "run the same-network sweep (make bench)")
-	sweepN      = flag.Int("sweep-networks", 1000, "networks of the large worlds")
-	sweepReport = flag.String("sweep-report", "", "write the Markdown table to this file")
+	sweep          = flag.Bool("sweep", false, "run the same-network sweep (make bench)")
+	sweepNs        = flag.String("sweep-networks", "1,10,100,1000", "numbers of networks of the sweep")
+	sweepKinds     = flag.String("sweep-worlds", strings.Join(sweepKindNames, ","), "kinds of world to sweep")
+	sweepIPTMax    = flag.Int("sweep-iptables-max", 100, "largest N for bpfnet-iptables (creating Docker's layout through the daemon takes minutes at 1000)")
+	sweepWorkloads = flag.String("sweep-workloads", "rr,crr,udp,stream", "workloads: rr (TCP request/response), crr (TCP connections per second), udp (64-byte UDP packets per second), stream (one TCP stream)")
+	sweepReport    = flag.String("sweep-report", "", "write the Markdown tables to this file")
+	sweepCharts    = flag.String("sweep-charts", "", "write one SVG chart per workload into this directory")
 )
 
-// pair is two containers on one network of a world.
+var sweepKindNames = []string{"docker-20.10", "docker-20.10-legacy", "docker-29-nft", "bpfnet-iptables", "bpfnet-ebpf"}
+
+// pair is two containers on one network of a world; c2 serves.
 type pair struct {
 	name   string
 	c1, c2 *testnet.NS
 	dst    string // c2's address
+	// kind, networks and position place the pair in the sweep.
+	kind     string
+	networks int
+	newest   bool
 }
 
-// TestSameNetworkSweep measures traffic between two containers of the
-// same network (the oldest one, which Docker's rule order makes walk
-// every other network's rules) in worlds side by side, interleaved:
+// TestSameNetworkSweep measures traffic between two containers of one
+// network, as the number of networks N grows, in worlds side by side:
 //
-//   - bare: a bridge and two veths, no filtering at all;
+//   - bare: a bridge and two veths, no filtering at all (the baseline);
+//   - docker-20.10 and docker-20.10-legacy: the same plus Docker 20.10's
+//     rule layout for N networks (rendered by compat with the DOCKER
+//     prefix, loaded with iptables-restore through the nft or the legacy
+//     backend; bridge netfilter on);
+//   - docker-29-nft: Docker 29's nftables layout (verdict maps by bridge);
+//   - bpfnet-iptables and bpfnet-ebpf: the daemon with N networks.
 //
-//   - docker-20.10 with 1 and N networks: the same, plus Docker 20.10's
-//     rule layout for that many networks (rendered by compat with the
-//     DOCKER prefix, loaded with iptables-restore; bridge netfilter on);
+// With N > 1 each world has a pair on its oldest network (which Docker
+// 20.10's order makes walk every other network's rules) and one on its
+// newest. Every pair runs every workload, all interleaved (A B C A B C …),
+// -runs times; the report gives medians and ratios to bare.
 //
-//   - bpfnet-iptables with 1 network (the same layout, installed by the
-//     daemon);
-//
-//   - bpfnet-ebpf with 1 and N networks.
-//
-//     make bench     # go test ./bench -run TestSameNetworkSweep -sweep -v
+//	make bench     # go test ./bench -run TestSameNetworkSweep -sweep -v
 func TestSameNetworkSweep(t *testing.T) {
 	if !*sweep {
 		t.Skip("benchmark: run with -sweep (make bench)")
 	}
-	n := *sweepN
-	worlds := []pair{
-		barePair(t, "bare", 0),
-		barePair(t, "docker-20.10, 1 network", 1),
-		barePair(t, fmt.Sprintf("docker-20.10, %d networks", n), n),
-		daemonPair(t, "bpfnet-iptables, 1 network", "iptables", 1),
-		daemonPair(t, "bpfnet-ebpf, 1 network", "ebpf", 1),
-		daemonPair(t, fmt.Sprintf("bpfnet-ebpf, %d networks", n), "ebpf", n),
+	var ns []int
+	for _, s := range strings.Split(*sweepNs, ",") {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 4000 {
+			t.Fatalf("-sweep-networks: %q is not a number of networks (1..4000)", s)
+		}
+		ns = append(ns, n)
 	}
-	for _, w := range worlds {
-		w.c2.Spawn(t, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", w.dst, "-p", "11111")
-		w.c2.Spawn(t, "iperf3", "-s", "-B", w.dst)
+	pairs := []pair{barePair(t)}
+	for _, kind := range strings.Split(*sweepKinds, ",") {
+		for _, n := range ns {
+			switch {
+			case kind == "bpfnet-iptables" && n > *sweepIPTMax:
+				continue
+			case strings.HasPrefix(kind, "bpfnet-"):
+				pairs = append(pairs, daemonPairs(t, kind, n)...)
+			case slices.Contains(sweepKindNames, kind):
+				pairs = append(pairs, dockerPairs(t, kind, n)...)
+			default:
+				t.Fatalf("-sweep-worlds: unknown kind %q", kind)
+			}
+		}
 	}
 	var targets []target
-	for _, w := range worlds {
-		targets = append(targets, target{w.name, w.c1, w.dst})
+	for _, p := range pairs {
+		p.c2.Spawn(t, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", p.dst, "-p", "11111")
+		p.c2.Spawn(t, "iperf3", "-s", "-B", p.dst)
+		serveConnections(t, p.c2, p.dst)
+		targets = append(targets, target{p.name, p.c1, p.dst})
 	}
-	rr, stream := measure(t, targets)
-	writeReport(t, *sweepReport, fmt.Sprintf("Two containers of the same network. Medians of %d interleaved runs of %v each; %s.\n\n", *natRuns, *natSecs, machine())+
-		ratioTable(targets, rr, stream, "bare"))
+	time.Sleep(300 * time.Millisecond) // servers listening
+	workloads := strings.Split(*sweepWorkloads, ",")
+	res := measureWorkloads(t, targets, workloads)
+	var b strings.Builder
+	fmt.Fprintf(&b, "Two containers of one network, N networks. Medians of %d interleaved runs of %v each; %s.\n", *natRuns, *natSecs, machine())
+	for _, wl := range workloads {
+		fmt.Fprintf(&b, "\n%s\n\n| world | N | network | %s | ÷ bare |\n|---|---|---|---|---|\n", workloadTitle[wl], workloadUnit[wl])
+		base := res[wl]["bare"]
+		for _, p := range pairs {
+			v := res[wl][p.name]
+			pos := "oldest"
+			if p.newest {
+				pos = "newest"
+			}
+			fmt.Fprintf(&b, "| %s | %d | %s | %.*f | %.2f |\n", p.kind, p.networks, pos, workloadDigits[wl], v, v/base)
+		}
+		if *sweepCharts != "" {
+			writeChart(t, filepath.Join(*sweepCharts, "sweep-"+wl+".svg"), wl, pairs, res[wl])
+		}
+	}
+	writeReport(t, *sweepReport, b.String())
 }
 
-// barePair builds a bridge with two containers in a namespace of its own;
-// with networks > 0 it loads Docker 20.10's rules for that many networks,
-// the pair's being the oldest.
-func barePair(t *testing.T, name string, networks int) pair {
-	host := testnet.NewNS(t, "bhost")
-	p := pair{name: name, c1: testnet.NewNS(t, "b1"), c2: testnet.NewNS(t, "b2"), dst: "198.18.0.3"}
-	host.MustRun(t, "ip", "link", "add", "brbench", "type", "bridge")
-	host.MustRun(t, "ip", "addr", "add", "198.18.0.1/24", "dev", "brbench")
-	host.MustRun(t, "ip", "link", "set", "brbench", "up")
+var (
+	workloadTitle = map[string]string{
+		"rr":     "TCP request/response, 64 B, median round trip (lower is better)",
+		"crr":    "TCP connections per second, one client, connect and reset (higher is better)",
+		"udp":    "64-byte UDP datagrams received per second, one sender (higher is better)",
+		"stream": "one TCP stream (higher is better)",
+	}
+	workloadUnit   = map[string]string{"rr": "µs", "crr": "connections/s", "udp": "packets/s", "stream": "Gbit/s"}
+	workloadDigits = map[string]int{"rr": 2, "crr": 0, "udp": 0, "stream": 2}
+)
+
+// measureWorkloads runs every workload against every target, interleaved,
+// and returns the medians by workload and target name.
+func measureWorkloads(t *testing.T, targets []target, workloads []string) map[string]map[string]float64 {
+	all := map[string]map[string][]float64{}
+	for _, wl := range workloads {
+		if workloadTitle[wl] == "" {
+			t.Fatalf("unknown workload %q", wl)
+		}
+		all[wl] = map[string][]float64{}
+	}
+	for run := range *natRuns {
+		for _, w := range targets {
+			var line []string
+			for _, wl := range workloads {
+				var v float64
+				switch wl {
+				case "rr":
+					v = tcpRR(t, w.from, w.dst, *natSecs)
+				case "crr":
+					v = tcpConnRate(t, w.from, w.dst, *natSecs)
+				case "udp":
+					v = udpRate(t, w.from, w.dst, *natSecs)
+				case "stream":
+					v = tcpStream(t, w.from, w.dst, *natSecs)
+				}
+				all[wl][w.name] = append(all[wl][w.name], v)
+				line = append(line, fmt.Sprintf("%s %.*f", wl, workloadDigits[wl], v))
+			}
+			t.Logf("run %d %s: %s", run+1, w.name, strings.Join(line, ", "))
+		}
+	}
+	out := map[string]map[string]float64{}
+	for wl, byName := range all {
+		out[wl] = map[string]float64{}
+		for name, vs := range byName {
+			out[wl][name] = median(vs)
+		}
+	}
+	return out
+}
+
+func newHost(t *testing.T) *testnet.NS {
+	testnet.RequirePrivileges(t)
+	return testnet.NewNS(t, "bhost")
+}
+
+var vethCount int
+
+// handPair adds bridge br with gateway .1 of subnet and two containers
+// (.2 and .3) to host.
+func handPair(t *testing.T, host *testnet.NS, br string, subnet netip.Prefix) pair {
+	gw := subnet.Addr().Next()
+	p := pair{c1: testnet.NewNS(t, "b1"), c2: testnet.NewNS(t, "b2"), dst: gw.Next().Next().String()}
+	host.MustRun(t, "ip", "link", "add", br, "type", "bridge")
+	host.MustRun(t, "ip", "addr", "add", netip.PrefixFrom(gw, subnet.Bits()).String(), "dev", br)
+	host.MustRun(t, "ip", "link", "set", br, "up")
 	for i, c := range []*testnet.NS{p.c1, p.c2} {
-		host.MustRun(t, "ip", "link", "add", fmt.Sprintf("vb%d", i), "type", "veth", "peer", "name", "eth0", "netns", c.Name)
-		host.MustRun(t, "ip", "link", "set", fmt.Sprintf("vb%d", i), "master", "brbench", "up")
-		c.MustRun(t, "ip", "addr", "add", fmt.Sprintf("198.18.0.%d/24", i+2), "dev", "eth0")
+		vethCount++
+		veth := fmt.Sprintf("vb%d", vethCount)
+		host.MustRun(t, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", c.Name)
+		host.MustRun(t, "ip", "link", "set", veth, "master", br, "up")
+		addr := gw
+		for range i + 1 {
+			addr = addr.Next()
+		}
+		c.MustRun(t, "ip", "addr", "add", netip.PrefixFrom(addr, subnet.Bits()).String(), "dev", "eth0")
 		c.MustRun(t, "ip", "link", "set", "eth0", "up")
 		c.MustRun(t, "ip", "link", "set", "lo", "up")
 	}
-	if networks == 0 {
-		return p
-	}
-	var v network.View
-	for i := range networks {
-		n := &network.Network{ID: fmt.Sprintf("%064d", i), Name: fmt.Sprintf("n%d", i), ICC: true, Masquerade: true,
-			Bridge: fmt.Sprintf("br-%012d", i), Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)}
-		if i == 0 {
-			n.Bridge, n.Subnet = "brbench", netip.MustParsePrefix("198.18.0.0/24")
-		}
-		v.Networks = append(v.Networks, n)
-	}
-	host.MustRunInput(t, compat.Save(compat.Render(v, "DOCKER", compat.UserlandProxy), "DROP"), "iptables-restore")
-	host.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1")
 	return p
 }
 
-// daemonPair runs bpfnetd with networks networks (the pair on the oldest).
-func daemonPair(t *testing.T, name, datapath string, networks int) pair {
+// barePair is a bridge with two containers and no filtering at all.
+func barePair(t *testing.T) pair {
+	p := handPair(t, newHost(t), "brbench", netip.MustParsePrefix("198.18.0.0/24"))
+	p.name, p.kind, p.networks = "bare", "bare", 1
+	return p
+}
+
+// sweepSubnet is network i's subnet: 10.x.y.0/24 (inside the world's own
+// namespaces).
+func sweepSubnet(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
+}
+
+// dockerPairs builds a host with Docker's layout (kind) for n networks
+// and pairs on the oldest and (n > 1) the newest.
+func dockerPairs(t *testing.T, kind string, n int) []pair {
+	host := newHost(t)
+	var v network.View
+	var bridges []string
+	var subnets []netip.Prefix
+	for i := range n {
+		nw := &network.Network{ID: fmt.Sprintf("%064d", i), Name: fmt.Sprintf("n%d", i), ICC: true, Masquerade: true,
+			Bridge: fmt.Sprintf("br-%012d", i), Subnet: sweepSubnet(i)}
+		v.Networks = append(v.Networks, nw)
+		bridges, subnets = append(bridges, nw.Bridge), append(subnets, nw.Subnet)
+	}
+	var pairs []pair
+	for _, i := range positions(n) {
+		p := handPair(t, host, bridges[i], subnets[i])
+		p.kind, p.networks, p.newest = kind, n, i > 0
+		p.name = pairName(p)
+		pairs = append(pairs, p)
+	}
+	switch kind {
+	case "docker-20.10":
+		host.MustRunInput(t, compat.Save(compat.Render(v, "DOCKER", compat.UserlandProxy), "DROP"), "iptables-nft-restore")
+	case "docker-20.10-legacy":
+		host.MustRunInput(t, compat.Save(compat.Render(v, "DOCKER", compat.UserlandProxy), "DROP"), "iptables-legacy-restore")
+	case "docker-29-nft":
+		host.MustRunInput(t, docker29NFT(bridges, subnets), "nft", "-f", "-")
+	}
+	host.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1")
+	return pairs
+}
+
+// positions are the networks a world of n networks measures.
+func positions(n int) []int {
+	if n == 1 {
+		return []int{0}
+	}
+	return []int{0, n - 1}
+}
+
+func pairName(p pair) string {
+	pos := "oldest"
+	if p.newest {
+		pos = "newest"
+	}
+	return fmt.Sprintf("%s, %d networks, %s", p.kind, p.networks, pos)
+}
+
+// daemonPairs runs bpfnetd (kind bpfnet-DATAPATH) with n networks and
+// pairs on the oldest and (n > 1) the newest.
+func daemonPairs(t *testing.T, kind string, n int) []pair {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath="+datapath, "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath="+strings.TrimPrefix(kind, "bpfnet-"), "--default-network=false", "--uplink="+testnet.UplinkIf)
 	d.Start()
 	ctx := context.Background()
-	for i := range networks {
-		subnet := fmt.Sprintf("10.%d.%d.0/24", i>>8, i&255)
-		if i == 0 {
-			subnet = "198.18.0.0/24"
-		}
-		if _, err := d.Client.CreateNetwork(ctx, network.CreateNetworkRequest{Name: fmt.Sprintf("n%d", i), Subnet: subnet}); err != nil {
+	for i := range n {
+		if _, err := d.Client.CreateNetwork(ctx, network.CreateNetworkRequest{Name: fmt.Sprintf("n%d", i), Subnet: sweepSubnet(i).String()}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	p := pair{name: name, c1: testnet.NewNS(t, "d1"), c2: testnet.NewNS(t, "d2")}
-	for i, c := range []*testnet.NS{p.c1, p.c2} {
-		ep, err := d.Client.CreateEndpoint(ctx, network.CreateEndpointRequest{Network: "n0", NetNS: c.Path, Name: fmt.Sprintf("e%d", i)})
-		if err != nil {
-			t.Fatal(err)
+	var pairs []pair
+	for _, i := range positions(n) {
+		p := pair{c1: testnet.NewNS(t, "d1"), c2: testnet.NewNS(t, "d2"), kind: kind, networks: n, newest: i > 0}
+		p.name = pairName(p)
+		for j, c := range []*testnet.NS{p.c1, p.c2} {
+			ep, err := d.Client.CreateEndpoint(ctx, network.CreateEndpointRequest{Network: fmt.Sprintf("n%d", i), NetNS: c.Path, Name: fmt.Sprintf("e%d-%d", i, j)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.dst = ep.IP.String()
+			c.MustRun(t, "ip", "link", "set", "lo", "up")
 		}
-		p.dst = ep.IP.String()
-		c.MustRun(t, "ip", "link", "set", "lo", "up")
+		pairs = append(pairs, p)
 	}
-	time.Sleep(200 * time.Millisecond)
-	return p
+	return pairs
+}
+
+// writeChart draws the oldest network's value of each kind against N
+// (log scale), with bare as a flat line: an SVG of a few lines, no
+// dependencies.
+func writeChart(t *testing.T, path, wl string, pairs []pair, values map[string]float64) {
+	type pt struct{ n, v float64 }
+	series := map[string][]pt{}
+	var kinds []string
+	maxN, maxV := 1.0, 0.0
+	for _, p := range pairs {
+		if p.newest || p.kind == "bare" {
+			continue
+		}
+		if !slices.Contains(kinds, p.kind) {
+			kinds = append(kinds, p.kind)
+		}
+		series[p.kind] = append(series[p.kind], pt{float64(p.networks), values[p.name]})
+		maxN, maxV = max(maxN, float64(p.networks)), max(maxV, values[p.name])
+	}
+	bare := values["bare"]
+	maxV = max(maxV, bare) * 1.1
+	const w, h, left, bottom = 640.0, 360.0, 70.0, 40.0
+	x := func(n float64) float64 { return left + (w-left-20)*math.Log10(n)/max(math.Log10(maxN), 1) }
+	y := func(v float64) float64 { return h - bottom - (h-bottom-20)*v/maxV }
+	colors := []string{"#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#2ca02c", "#1f77b4"}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="12">`+"\n", w, h+20*float64(len(kinds)+1))
+	fmt.Fprintf(&b, `<text x="%.0f" y="14">%s, oldest network, vs networks (log)</text>`+"\n", left, workloadUnit[wl])
+	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="black"/>`+"\n", left, h-bottom, w-20, h-bottom)
+	fmt.Fprintf(&b, `<line x1="%.0f" y1="20" x2="%.0f" y2="%.0f" stroke="black"/>`+"\n", left, left, h-bottom)
+	for n := 1.0; n <= maxN; n *= 10 {
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle">%.0f</text>`+"\n", x(n), h-bottom+16, n)
+	}
+	for i := 0; i <= 4; i++ {
+		v := maxV * float64(i) / 4
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end">%.*f</text>`+"\n", left-6, y(v)+4, workloadDigits[wl], v)
+	}
+	fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="gray" stroke-dasharray="4"/>`+"\n", x(1), y(bare), x(maxN), y(bare))
+	legend := func(i int, color, name string) {
+		ly := h + 20*float64(i)
+		fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="%s" stroke-width="2"/><text x="%.0f" y="%.0f">%s</text>`+"\n",
+			left, ly, left+30, ly, color, left+36, ly+4, name)
+	}
+	legend(0, "gray", "bare bridge")
+	for i, kind := range kinds {
+		var ps []string
+		for _, p := range series[kind] {
+			ps = append(ps, fmt.Sprintf("%.1f,%.1f", x(p.n), y(p.v)))
+		}
+		c := colors[i%len(colors)]
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", c, strings.Join(ps, " "))
+		legend(i+1, c, kind)
+	}
+	b.WriteString("</svg>\n")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

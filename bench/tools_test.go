@@ -7,6 +7,7 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -126,4 +127,73 @@ func writeReport(t *testing.T, path, report string) {
 	if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// connPort is where serveConnections listens.
+const connPort = 12000
+
+// serveConnections accepts TCP connections on addr:connPort inside ns and
+// closes them, until the test ends.
+func serveConnections(t *testing.T, ns *testnet.NS, addr string) {
+	var l net.Listener
+	err := ns.Do(func() (err error) {
+		l, err = net.Listen("tcp4", net.JoinHostPort(addr, strconv.Itoa(connPort)))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+}
+
+// tcpConnRate opens connections from ns to dst:connPort one after the
+// other for d, each closed with a RST (no TIME_WAIT to exhaust ports),
+// and returns connections per second.
+func tcpConnRate(t *testing.T, ns *testnet.NS, dst string, d time.Duration) float64 {
+	n := 0
+	err := ns.Do(func() error {
+		addr := net.JoinHostPort(dst, strconv.Itoa(connPort))
+		for end := time.Now().Add(d); time.Now().Before(end); n++ {
+			c, err := net.DialTimeout("tcp4", addr, time.Second)
+			if err != nil {
+				return err
+			}
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("connection rate to %s: %v", dst, err)
+	}
+	return float64(n) / d.Seconds()
+}
+
+// udpRate sends 64-byte UDP datagrams from ns to dst as fast as iperf3
+// can (client on CPU 0) for d and returns the datagrams per second the
+// receiver got.
+func udpRate(t *testing.T, ns *testnet.NS, dst string, d time.Duration) float64 {
+	out, err := ns.Run("taskset", "-c", "0", "iperf3", "-c", dst, "-u", "-b", "0", "-l", "64", "-t", strconv.Itoa(int(d.Seconds())), "-J")
+	var r struct {
+		End struct {
+			Sum struct {
+				Packets     float64 `json:"packets"`
+				LostPackets float64 `json:"lost_packets"`
+				Seconds     float64 `json:"seconds"`
+			} `json:"sum"`
+		} `json:"end"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &r) != nil || r.End.Sum.Seconds == 0 {
+		t.Fatalf("iperf3 -u: %v\n%s", err, out)
+	}
+	return (r.End.Sum.Packets - r.End.Sum.LostPackets) / r.End.Sum.Seconds
 }

@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,32 +16,47 @@ import (
 )
 
 var (
-	scaleNetworks = flag.Int("scale-networks", 1000, "networks TestNetworkCreateScales creates")
-	scaleDatapath = flag.String("scale-datapath", "ebpf", "datapath TestNetworkCreateScales runs")
+	scaleNetworks  = flag.Int("scale-networks", 1000, "networks TestControlPlaneScales creates")
+	scaleEndpoints = flag.Int("scale-endpoints", 1000, "endpoints TestControlPlaneScales creates (a multiple of 10)")
+	scaleDatapath  = flag.String("scale-datapath", "ebpf", "datapath TestControlPlaneScales runs")
+	scaleReport    = flag.String("scale-report", "", "write the Markdown table to this file")
 )
 
-// Creating a network costs the same whatever the number of networks
-// already there: the eBPF datapath adds one entry to two maps and one
-// program attachment. The test creates N networks (/28s of
-// 198.18.0.0/15) through the API and compares the median create time
-// of 25 networks from the 6th on with the 25 last ones.
+// percentile returns the p-th percentile (nearest rank) of ds.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(p/100*float64(len(s))+0.5) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+// TestControlPlaneScales creates N networks (/28s of 198.18.0.0/17)
+// and then M endpoints (on one /17 network, in 10 namespaces) through
+// the API, timing each, and reports p50 and p99 of the first and the
+// last 100 creations of each kind, and the daemon's resident memory at
+// the end. In eBPF mode a network is two map entries and one attachment
+// and an endpoint four entries and two attachments, so creation must not
+// grow with what exists; the iptables datapath (Docker's layout) is
+// measured for comparison.
 //
-//	go test ./cmd/bpfnetd -run TestNetworkCreateScales -v -scale-networks=1000
-func TestNetworkCreateScales(t *testing.T) {
-	n := *scaleNetworks
-	if n < 20 || n > 8192 {
-		t.Fatalf("-scale-networks=%d: want 20..8192", n)
+//	go test ./cmd/bpfnetd -run TestControlPlaneScales -v [-scale-datapath=iptables]
+func TestControlPlaneScales(t *testing.T) {
+	n, m := *scaleNetworks, *scaleEndpoints
+	if n < 200 || n > 2048 || m < 200 || m%10 != 0 {
+		t.Fatalf("-scale-networks=%d -scale-endpoints=%d: want 200..2048 networks and ≥ 200 endpoints, a multiple of 10", n, m)
 	}
 	topo := testnet.NewTopology(t)
 	d := testnet.NewDaemon(t, topo.Host, "--datapath="+*scaleDatapath, "--default-network=false", "--uplink="+testnet.UplinkIf)
 	d.Start()
 	ctx := context.Background()
+	if _, err := d.Client.CreateNetwork(ctx, network.CreateNetworkRequest{Name: "eps", Subnet: "198.18.128.0/17"}); err != nil {
+		t.Fatal(err)
+	}
 	base := netip.MustParseAddr("198.18.0.0").As4()
-	took := make([]time.Duration, n)
+	nets := make([]time.Duration, n)
 	for i := range n {
 		off := i * 16
 		a := base
-		a[1] += byte(off >> 16)
 		a[2] += byte(off >> 8)
 		a[3] += byte(off)
 		subnet := netip.PrefixFrom(netip.AddrFrom4(a), 28)
@@ -47,19 +64,52 @@ func TestNetworkCreateScales(t *testing.T) {
 		if _, err := d.Client.CreateNetwork(ctx, network.CreateNetworkRequest{Name: fmt.Sprintf("n%d", i+1), Subnet: subnet.String()}); err != nil {
 			t.Fatalf("network %d (%s): %v", i+1, subnet, err)
 		}
-		took[i] = time.Since(start)
+		nets[i] = time.Since(start)
 	}
-	median := func(ds []time.Duration) time.Duration {
-		s := slices.Clone(ds)
-		slices.Sort(s)
-		return s[len(s)/2]
+	eps := make([]time.Duration, 0, m)
+	for c := range 10 {
+		ns := testnet.NewNS(t, fmt.Sprintf("s%d", c))
+		for i := range m / 10 {
+			req := network.CreateEndpointRequest{Network: "eps", NetNS: ns.Path, IfName: fmt.Sprintf("e%d", i), Name: fmt.Sprintf("s%d-%d", c, i)}
+			start := time.Now()
+			if _, err := d.Client.CreateEndpoint(ctx, req); err != nil {
+				t.Fatalf("endpoint %d: %v", len(eps)+1, err)
+			}
+			eps = append(eps, time.Since(start))
+		}
 	}
-	early, late := median(took[5:30]), median(took[n-25:])
-	t.Logf("create time, median of networks 6-30: %v; of networks %d-%d: %v; ratio %.2f", early, n-24, n, late, float64(late)/float64(early))
+	rss := d.RSS()
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "Control plane, %s datapath: create time through the API (p50 / p99 of 100 creations).\n\n", *scaleDatapath)
+	fmt.Fprintf(&b, "| what | creations | p50 | p99 |\n|---|---|---|---|\n")
+	row := func(what string, ds []time.Duration, from int) (p50, p99 time.Duration) {
+		w := ds[from-1 : from+99]
+		p50, p99 = percentile(w, 50), percentile(w, 99)
+		fmt.Fprintf(&b, "| %s | %d–%d | %.1f ms | %.1f ms |\n", what, from, from+99, ms(p50), ms(p99))
+		return p50, p99
+	}
+	// The first few creations warm caches up (and attach the uplink).
+	netEarly, _ := row("network", nets, 6)
+	netLate, _ := row("network", nets, n-99)
+	epEarly, _ := row("endpoint", eps, 6)
+	epLate, _ := row("endpoint", eps, m-99)
+	fmt.Fprintf(&b, "\nDaemon resident memory with %d networks and %d endpoints: %.1f MB.\n", n+1, m, float64(rss)/(1<<20))
+	t.Log("\n" + b.String())
+	if *scaleReport != "" {
+		if err := os.WriteFile(*scaleReport, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if *scaleDatapath != "ebpf" {
 		return // measured for comparison; Docker's layout is not flat
 	}
-	if late > 2*early+10*time.Millisecond {
-		t.Errorf("network %d took %v (median), network 10 %v: not flat", n, late, early)
+	if netLate > 2*netEarly+10*time.Millisecond {
+		t.Errorf("network p50 %v at %d networks, %v at the start: not flat", netLate, n, netEarly)
+	}
+	if epLate > 2*epEarly+10*time.Millisecond {
+		t.Errorf("endpoint p50 %v at %d endpoints, %v at the start: not flat", epLate, m, epEarly)
 	}
 }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

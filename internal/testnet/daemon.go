@@ -295,3 +295,23 @@ func StateFiles(t testing.TB, dir string) string {
 	}
 	return b.String()
 }
+
+// RSS is the running daemon's resident memory in bytes (VmRSS). `ip
+// netns exec` execs the daemon, so the process is the one started.
+func (d *Daemon) RSS() int64 {
+	d.t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		d.t.Fatalf("daemon status: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err == nil {
+				return kb << 10
+			}
+		}
+	}
+	d.t.Fatalf("no VmRSS in the daemon's status:\n%s", b)
+	return 0
+}
