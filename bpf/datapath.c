@@ -184,12 +184,23 @@ enum dest {
 };
 
 /* judge_from_container returns the verdict for an IPv4 packet the
- * endpoint sent, and where it goes if allowed. */
-static __always_inline __u32 judge_from_container(const struct endpoint_info *ep, const struct pkt *p, enum dest *dest)
+ * endpoint sent, and where it goes if allowed; for a neighbour in its
+ * network, *peer is that endpoint's ep_by_ip entry. */
+static __always_inline __u32 judge_from_container(const struct endpoint_info *ep, const struct pkt *p, enum dest *dest,
+						  struct ip_endpoint **peer)
 {
 	*dest = DEST_HOST;
 	if (p->saddr != ep->ip)
 		return REASON_SPOOF;
+	if ((p->daddr & ep->mask) == ep->subnet) {
+		/* A neighbour first: an endpoint's address is never a host's,
+		 * so the common case needs no host_addrs lookup. */
+		*peer = bpf_map_lookup_elem(&ep_by_ip, &p->daddr);
+		if (*peer && (*peer)->net_id == ep->net_id) {
+			*dest = DEST_NETWORK;
+			return (ep->net_flags & NET_F_ICC) ? PASS : REASON_ICC;
+		}
+	}
 	if (is_host_addr(p->daddr)) {
 		*dest = DEST_HOST_ADDR;
 		return PASS;
@@ -199,7 +210,7 @@ static __always_inline __u32 judge_from_container(const struct endpoint_info *ep
 	if ((p->daddr & ep->mask) == ep->subnet) {
 		if (p->daddr == ep->broadcast)
 			return PASS;
-		*dest = DEST_NETWORK;
+		*dest = DEST_NETWORK; /* nobody's address yet: the bridge floods or drops it */
 		return (ep->net_flags & NET_F_ICC) ? PASS : REASON_ICC;
 	}
 	/* Subnets do not overlap, so any other managed subnet is another
@@ -267,12 +278,13 @@ int from_container(struct __sk_buff *skb)
 			if (rc >= 0)
 				return rc;
 		}
-		v = judge_from_container(ep, &p, &dest);
+		struct ip_endpoint *peer = 0;
+		v = judge_from_container(ep, &p, &dest, &peer);
 		if (v != PASS)
 			return drop_pkt(ifindex, dir, v, &p);
 		rc = -1;
-		if (dest == DEST_NETWORK)
-			rc = fast_local(skb, ifindex, net_id, &p);
+		if (dest == DEST_NETWORK && peer)
+			rc = fast_local(skb, ifindex, peer);
 		else if (dest == DEST_OUTSIDE)
 			rc = fast_out(skb, net_id, &p);
 		else if (dest == DEST_HOST_ADDR)

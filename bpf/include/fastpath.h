@@ -44,15 +44,15 @@ static __always_inline int set_macs(struct __sk_buff *skb, const __u8 *dst, cons
 }
 
 /* fast_local delivers a packet from one endpoint to another of the same
- * network straight into the receiver's namespace, as the bridge would
- * have (the frame is unchanged: it already carries the receiver's MAC).
- * The receiver's to_container counts are updated here. */
-static __always_inline int fast_local(struct __sk_buff *skb, __u32 from_ifindex, __u32 net_id, const struct pkt *p)
+ * network (dst, its ep_by_ip entry) straight into the receiver's
+ * namespace, as the bridge would have (the frame is unchanged: it already
+ * carries the receiver's MAC). The receiver's to_container counts are
+ * updated here. */
+static __always_inline int fast_local(struct __sk_buff *skb, __u32 from_ifindex, const struct ip_endpoint *dst)
 {
-	struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip, &p->daddr);
-	if (!dst || dst->net_id != net_id || dst->ifindex == from_ifindex)
-		return -1;
 	__u32 to = dst->ifindex;
+	if (to == from_ifindex)
+		return -1;
 	struct endpoint_info *de = bpf_map_lookup_elem(&ep_by_ifindex, &to);
 	if (!de)
 		return -1;

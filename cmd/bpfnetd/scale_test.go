@@ -19,6 +19,7 @@ var (
 	scaleNetworks  = flag.Int("scale-networks", 1000, "networks TestControlPlaneScales creates")
 	scaleEndpoints = flag.Int("scale-endpoints", 1000, "endpoints TestControlPlaneScales creates (a multiple of 10)")
 	scaleDatapath  = flag.String("scale-datapath", "ebpf", "datapath TestControlPlaneScales runs")
+	scaleAttach    = flag.String("scale-attach", "auto", "--tc-attach of the eBPF datapath in TestControlPlaneScales")
 	scaleReport    = flag.String("scale-report", "", "write the Markdown table to this file")
 )
 
@@ -39,14 +40,14 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 // grow with what exists; the iptables datapath (Docker's layout) is
 // measured for comparison.
 //
-//	go test ./cmd/bpfnetd -run TestControlPlaneScales -v [-scale-datapath=iptables]
+//	go test ./cmd/bpfnetd -run TestControlPlaneScales -v [-scale-datapath=iptables] [-scale-attach=tc]
 func TestControlPlaneScales(t *testing.T) {
 	n, m := *scaleNetworks, *scaleEndpoints
 	if n < 200 || n > 2048 || m < 200 || m%10 != 0 {
 		t.Fatalf("-scale-networks=%d -scale-endpoints=%d: want 200..2048 networks and ≥ 200 endpoints, a multiple of 10", n, m)
 	}
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath="+*scaleDatapath, "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath="+*scaleDatapath, "--tc-attach="+*scaleAttach, "--default-network=false", "--uplink="+testnet.UplinkIf)
 	d.Start()
 	ctx := context.Background()
 	if _, err := d.Client.CreateNetwork(ctx, network.CreateNetworkRequest{Name: "eps", Subnet: "198.18.128.0/17"}); err != nil {
@@ -81,7 +82,7 @@ func TestControlPlaneScales(t *testing.T) {
 	rss := d.RSS()
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "Control plane, %s datapath: create time through the API (p50 / p99 of 100 creations).\n\n", *scaleDatapath)
+	fmt.Fprintf(&b, "Control plane, %s datapath (--tc-attach=%s): create time through the API (p50 / p99 of 100 creations).\n\n", *scaleDatapath, *scaleAttach)
 	fmt.Fprintf(&b, "| what | creations | p50 | p99 |\n|---|---|---|---|\n")
 	row := func(what string, ds []time.Duration, from int) (p50, p99 time.Duration) {
 		w := ds[from-1 : from+99]
