@@ -54,7 +54,7 @@ test: deps ## run every test tier (privileged ones need root; CI=1 makes them fa
 	$(GO) test -p 1 -count=1 -timeout 40m ./...
 
 .PHONY: bench
-bench: deps ## same-network sweep over 1-1000 networks: bare bridge, Docker 20.10 (nft, legacy), Docker 29 nftables, bpfnet; 4 workloads (root; ~35 min)
+bench: deps ## same-network sweep over 1-1000 networks: bare bridge, Docker 20.10 (nft, legacy), Docker 29 nftables, bpfnet; 4 workloads (root; ~50 min)
 	$(GO) test -count=1 -timeout 120m ./bench -run TestSameNetworkSweep -sweep -v -duration=2s -sweep-report=$(CURDIR)/bench/sweep-results.md -sweep-charts=$(CURDIR)/docs/perf
 
 .PHONY: bench-nat
