@@ -139,6 +139,15 @@ type BpfnetNatEntry struct {
 	Ifindex  uint32
 }
 
+type BpfnetNatFlag uint32
+
+const (
+	BpfnetNatFlagNAT_F_HOST  BpfnetNatFlag = 65536
+	BpfnetNatFlagNAT_F_DNAT  BpfnetNatFlag = 131072
+	BpfnetNatFlagNAT_F_LOCAL BpfnetNatFlag = 262144
+	BpfnetNatFlagNAT_F_SELF  BpfnetNatFlag = 524288
+)
+
 type BpfnetNetworkFlag uint32
 
 const (
@@ -268,6 +277,7 @@ const (
 	BpfnetVarEnumDirection      = "enum_direction"
 	BpfnetVarEnumDropReason     = "enum_drop_reason"
 	BpfnetVarEnumEndpointFlag   = "enum_endpoint_flag"
+	BpfnetVarEnumNatFlag        = "enum_nat_flag"
 	BpfnetVarEnumNetworkFlag    = "enum_network_flag"
 	BpfnetVarEnumStat           = "enum_stat"
 	BpfnetVarEventsPerSec       = "events_per_sec"
@@ -368,6 +378,7 @@ type BpfnetVariableSpecs struct {
 	EnumDirection      *ebpf.VariableSpec `ebpf:"enum_direction"`
 	EnumDropReason     *ebpf.VariableSpec `ebpf:"enum_drop_reason"`
 	EnumEndpointFlag   *ebpf.VariableSpec `ebpf:"enum_endpoint_flag"`
+	EnumNatFlag        *ebpf.VariableSpec `ebpf:"enum_nat_flag"`
 	EnumNetworkFlag    *ebpf.VariableSpec `ebpf:"enum_network_flag"`
 	EnumStat           *ebpf.VariableSpec `ebpf:"enum_stat"`
 	EventsPerSec       *ebpf.VariableSpec `ebpf:"events_per_sec"`
@@ -452,6 +463,7 @@ type BpfnetVariables struct {
 	EnumDirection      *ebpf.Variable `ebpf:"enum_direction"`
 	EnumDropReason     *ebpf.Variable `ebpf:"enum_drop_reason"`
 	EnumEndpointFlag   *ebpf.Variable `ebpf:"enum_endpoint_flag"`
+	EnumNatFlag        *ebpf.Variable `ebpf:"enum_nat_flag"`
 	EnumNetworkFlag    *ebpf.Variable `ebpf:"enum_network_flag"`
 	EnumStat           *ebpf.Variable `ebpf:"enum_stat"`
 	EventsPerSec       *ebpf.Variable `ebpf:"events_per_sec"`

@@ -67,6 +67,7 @@ volatile const enum direction enum_direction;
 volatile const enum network_flag enum_network_flag;
 volatile const enum endpoint_flag enum_endpoint_flag;
 volatile const enum ct_flag enum_ct_flag;
+volatile const enum nat_flag enum_nat_flag;
 volatile const enum stat enum_stat;
 volatile const struct drop_event type_drop_event;
 
@@ -192,7 +193,8 @@ static __always_inline __u32 judge_from_container(const struct endpoint_info *ep
 	*dest = DEST_HOST;
 	if (p->saddr != ep->ip)
 		return REASON_SPOOF;
-	if ((p->daddr & ep->mask) == ep->subnet) {
+	int own = (p->daddr & ep->mask) == ep->subnet;
+	if (own) {
 		/* A neighbour first: an endpoint's address is never a host's,
 		 * so the common case needs no host_addrs lookup. */
 		*peer = bpf_map_lookup_elem(&ep_by_ip, &p->daddr);
@@ -207,7 +209,7 @@ static __always_inline __u32 judge_from_container(const struct endpoint_info *ep
 	}
 	if (is_multi(p->daddr))
 		return PASS;
-	if ((p->daddr & ep->mask) == ep->subnet) {
+	if (own) {
 		if (p->daddr == ep->broadcast)
 			return PASS;
 		*dest = DEST_NETWORK; /* nobody's address yet: the bridge floods or drops it */

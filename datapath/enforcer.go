@@ -211,6 +211,7 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 	}
 	eps := map[uint32]bpf.BpfnetEndpointInfo{}
 	ips := map[uint32]bpf.BpfnetIpEndpoint{}
+	ports := map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend{}
 	e.veths = map[string]loader.Iface{}
 	for _, ep := range v.Endpoints {
 		ifc, info, ipEntry, err := e.endpointEntries(v, ep)
@@ -220,9 +221,6 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 		e.veths[ep.ID] = ifc
 		eps[uint32(ifc.Index)] = info
 		ips[be32(ep.IP)] = ipEntry
-	}
-	ports := map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend{}
-	for _, ep := range v.Endpoints {
 		entries, err := e.portEntries(v, ep)
 		if err != nil {
 			return err

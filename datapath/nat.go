@@ -12,9 +12,6 @@ import (
 	"github.com/bpfnet/bpfnet/bpf"
 )
 
-// natHostFlag marks a nat_rev entry that records a host flow (nat.h NAT_F_HOST).
-const natHostFlag = 1 << 16
-
 // monotonic is bpf_ktime_get_ns()'s clock.
 func monotonic() uint64 {
 	var ts unix.Timespec
@@ -120,9 +117,6 @@ type NATEntry struct {
 	Age, Idle                     time.Duration
 }
 
-// natDNAT is NAT_F_DNAT of bpf/include/ports.h.
-const natDNAT = 1 << 17
-
 // NATEntries lists the live translations.
 func (e *Enforcer) NATEntries() ([]NATEntry, error) {
 	t, err := e.readTimeouts()
@@ -139,7 +133,7 @@ func (e *Enforcer) NATEntries() ([]NATEntry, error) {
 			continue
 		}
 		kind := "masquerade"
-		if v.Flags&natDNAT != 0 {
+		if v.Flags&uint32(bpf.BpfnetNatFlagNAT_F_DNAT) != 0 {
 			kind = "published"
 		}
 		out = append(out, NATEntry{
@@ -207,7 +201,7 @@ func (e *Enforcer) CollectExpired() (nat, ct int, err error) {
 	}
 	it = e.coll.NatRev.Iterate()
 	for it.Next(&k, &v) {
-		if v.Flags&natHostFlag != 0 && expired(now, v.LastSeen, t.timeout(k.Proto, v.Flags&0xffff)) {
+		if v.Flags&uint32(bpf.BpfnetNatFlagNAT_F_HOST) != 0 && expired(now, v.LastSeen, t.timeout(k.Proto, v.Flags&0xffff)) {
 			rev = append(rev, k)
 		}
 	}

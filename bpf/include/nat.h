@@ -24,7 +24,6 @@ volatile const __u16 nat_port_min = 1024;
 volatile const __u16 nat_port_max = 65535;
 
 #define NAT_RETRIES 32
-#define NAT_F_HOST (1u << 16) /* nat_rev entry of a host flow: no translation */
 
 #define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
 #define IP_SRC_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))

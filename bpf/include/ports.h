@@ -3,7 +3,7 @@
  * Published ports: destination translation (DNAT) of connections to a
  * host address and published port, to the endpoint behind it.
  *
- * A connection is a pair of NAT entries flagged NAT_F_DNAT: nat_rev, keyed
+ * A connection is a pair of NAT entries flagged NAT_F_DNAT (shared.h): nat_rev, keyed
  * by the peer's packets as they arrive (peer → host:port), holds the
  * endpoint's address and port; nat_fwd, keyed by the endpoint's replies
  * (endpoint → peer), holds the host address and port to put back. For a
@@ -24,10 +24,6 @@
 #include "parse.h"
 #include "nat.h"
 #include "fastpath.h"
-
-#define NAT_F_DNAT (1u << 17)  /* a connection to a published port */
-#define NAT_F_LOCAL (1u << 18) /* ... from a container of this host */
-#define NAT_F_SELF (1u << 19)  /* ... from the endpoint itself */
 
 /* published returns the endpoint behind host address addr and port, for
  * a port bound to that address or to every address. */

@@ -67,6 +67,15 @@ enum endpoint_flag {
 	EP_F_PUBLISHES = 1 << 0, /* has published ports: its replies may need translating back */
 };
 
+/* NAT entry flags, above the connection-table flags (enum ct_flag) that
+ * share the field. */
+enum nat_flag {
+	NAT_F_HOST = 1 << 16,  /* nat_rev entry of a host flow: no translation */
+	NAT_F_DNAT = 1 << 17,  /* a connection to a published port (ports.h) */
+	NAT_F_LOCAL = 1 << 18, /* ... from a container of this host */
+	NAT_F_SELF = 1 << 19,  /* ... from the endpoint itself */
+};
+
 /* ep_by_ifindex value: the endpoint behind a host-side veth. */
 struct endpoint_info {
 	__be32 ip;
