@@ -13,19 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type BpfnetCounterKey struct {
-	_       structs.HostLayout
-	Ifindex uint32
-	Dir     uint32
-}
-
-type BpfnetCounterValues struct {
-	_       structs.HostLayout
-	Packets uint64
-	Bytes   uint64
-	Drops   [16]uint64
-}
-
 type BpfnetCtEntry struct {
 	_        structs.HostLayout
 	Created  uint64
@@ -49,6 +36,11 @@ const (
 	BpfnetDirectionDIR_TO_CONTAINER   BpfnetDirection = 1
 )
 
+type BpfnetDropCounts struct {
+	_       structs.HostLayout
+	Reasons [16]uint64
+}
+
 type BpfnetDropEvent struct {
 	_       structs.HostLayout
 	Ts      uint64
@@ -62,6 +54,12 @@ type BpfnetDropEvent struct {
 	Sport   uint16
 	Dport   uint16
 	_       [4]byte
+}
+
+type BpfnetDropKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Dir     uint32
 }
 
 type BpfnetDropReason uint32
@@ -97,6 +95,7 @@ type BpfnetEndpointInfo struct {
 	Mask      uint32
 	Broadcast uint32
 	NetFlags  uint32
+	Slot      uint32
 }
 
 type BpfnetEventBudget struct {
@@ -126,6 +125,9 @@ type BpfnetIpEndpoint struct {
 	_       structs.HostLayout
 	Ifindex uint32
 	NetId   uint32
+	Slot    uint32
+	Mac     [6]uint8
+	Pad     [2]uint8
 }
 
 type BpfnetNatEntry struct {
@@ -221,6 +223,12 @@ type BpfnetSubnetKey struct {
 	Addr      uint32
 }
 
+type BpfnetTrafficCounts struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+}
+
 type BpfnetTuple struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -242,7 +250,7 @@ type BpfnetUplinkInfo struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	BpfnetMapConntrack          = "conntrack"
-	BpfnetMapCounters           = "counters"
+	BpfnetMapDrops              = "drops"
 	BpfnetMapEpByIfindex        = "ep_by_ifindex"
 	BpfnetMapEpByIp             = "ep_by_ip"
 	BpfnetMapEvBudget           = "ev_budget"
@@ -256,6 +264,7 @@ const (
 	BpfnetMapSockRev            = "sock_rev"
 	BpfnetMapStats              = "stats"
 	BpfnetMapSubnets            = "subnets"
+	BpfnetMapTraffic            = "traffic"
 	BpfnetMapUplinks            = "uplinks"
 	BpfnetProgFromContainer     = "from_container"
 	BpfnetProgFromUplink        = "from_uplink"
@@ -346,7 +355,7 @@ type BpfnetProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfnetMapSpecs struct {
 	Conntrack   *ebpf.MapSpec `ebpf:"conntrack"`
-	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	Drops       *ebpf.MapSpec `ebpf:"drops"`
 	EpByIfindex *ebpf.MapSpec `ebpf:"ep_by_ifindex"`
 	EpByIp      *ebpf.MapSpec `ebpf:"ep_by_ip"`
 	EvBudget    *ebpf.MapSpec `ebpf:"ev_budget"`
@@ -360,6 +369,7 @@ type BpfnetMapSpecs struct {
 	SockRev     *ebpf.MapSpec `ebpf:"sock_rev"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	Subnets     *ebpf.MapSpec `ebpf:"subnets"`
+	Traffic     *ebpf.MapSpec `ebpf:"traffic"`
 	Uplinks     *ebpf.MapSpec `ebpf:"uplinks"`
 }
 
@@ -410,7 +420,7 @@ func (o *BpfnetObjects) Close() error {
 // It can be passed to LoadBpfnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfnetMaps struct {
 	Conntrack   *ebpf.Map `ebpf:"conntrack"`
-	Counters    *ebpf.Map `ebpf:"counters"`
+	Drops       *ebpf.Map `ebpf:"drops"`
 	EpByIfindex *ebpf.Map `ebpf:"ep_by_ifindex"`
 	EpByIp      *ebpf.Map `ebpf:"ep_by_ip"`
 	EvBudget    *ebpf.Map `ebpf:"ev_budget"`
@@ -424,13 +434,14 @@ type BpfnetMaps struct {
 	SockRev     *ebpf.Map `ebpf:"sock_rev"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 	Subnets     *ebpf.Map `ebpf:"subnets"`
+	Traffic     *ebpf.Map `ebpf:"traffic"`
 	Uplinks     *ebpf.Map `ebpf:"uplinks"`
 }
 
 func (m *BpfnetMaps) Close() error {
 	return _BpfnetClose(
 		m.Conntrack,
-		m.Counters,
+		m.Drops,
 		m.EpByIfindex,
 		m.EpByIp,
 		m.EvBudget,
@@ -444,6 +455,7 @@ func (m *BpfnetMaps) Close() error {
 		m.SockRev,
 		m.Stats,
 		m.Subnets,
+		m.Traffic,
 		m.Uplinks,
 	)
 }

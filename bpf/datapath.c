@@ -236,7 +236,7 @@ static __always_inline int veth_frame(struct __sk_buff *skb, __u32 dir, struct e
 	*ep = bpf_map_lookup_elem(&ep_by_ifindex, &ifindex);
 	if (!*ep)
 		return drop(ifindex, dir, REASON_NO_ENDPOINT);
-	count(ifindex, dir, skb->len);
+	count((*ep)->slot, dir, skb->len);
 	if (skb->vlan_present)
 		return drop(ifindex, dir, REASON_MALFORMED);
 	pull(skb, ETH_HLEN);

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"bytes"
 	"encoding/binary"
 	"flag"
 	"fmt"
@@ -74,14 +75,20 @@ func TestProgramCost(t *testing.T) {
 		want    uint32
 	}{{"(an empty program: the measurement's own cost)", empty, e1.ifindex, out, actOK}}, cases...)
 	var b strings.Builder
-	fmt.Fprintf(&b, "| program and packet | ns per packet (median) |\n|---|---|\n")
+	fmt.Fprintf(&b, "| program and packet | ns per packet, one run | ns per packet, %d runs in one call |\n|---|---|---|\n", batch)
 	for _, c := range cases {
-		runs, ret := runCost(t, w, c.prog, c.ifindex, c.frame, 20000)
+		runs, ret := runCost(t, w, c.prog, c.ifindex, c.frame, 1, 20000)
 		if ret != c.want {
 			t.Fatalf("%s: return %d, want %d", c.name, ret, c.want)
 		}
-		slices.Sort(runs)
-		fmt.Fprintf(&b, "| %s | %d |\n", c.name, runs[len(runs)/2])
+		// Repeating a program in one call runs it on the packet it left
+		// behind, which is the same packet only where it rewrites nothing.
+		amortised := "— (rewrites the packet)"
+		if _, _, after := w.runData(t, c.prog, c.ifindex, c.frame); bytes.Equal(after, c.frame) {
+			batches, _ := runCost(t, w, c.prog, c.ifindex, c.frame, batch, 200)
+			amortised = fmt.Sprint(median(batches))
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s |\n", c.name, median(runs), amortised)
 	}
 	t.Log("\n" + b.String())
 	if *progCostReport != "" {
@@ -89,9 +96,19 @@ func TestProgramCost(t *testing.T) {
 	}
 }
 
-// runCost runs prog n times, once per BPF_PROG_TEST_RUN, and returns
-// the kernel's duration of each run (ns) and the last return code.
-func runCost(t *testing.T, w *world, prog *ebpf.Program, ifindex int, frame []byte, n int) ([]uint32, uint32) {
+// batch is how many runs one BPF_PROG_TEST_RUN call makes for the
+// amortised column.
+const batch = 1000
+
+func median(v []uint32) uint32 {
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+// runCost makes n BPF_PROG_TEST_RUN calls that each run prog `repeat`
+// times, and returns the kernel's duration per run of each call (ns) and
+// the last return code.
+func runCost(t *testing.T, w *world, prog *ebpf.Program, ifindex int, frame []byte, repeat uint32, n int) ([]uint32, uint32) {
 	ctx := make([]byte, 192)
 	binary.NativeEndian.PutUint32(ctx[40:], uint32(ifindex))
 	out := make([]byte, len(frame)+256)
@@ -107,10 +124,14 @@ func runCost(t *testing.T, w *world, prog *ebpf.Program, ifindex int, frame []by
 			le.PutUint32(attr[12:], uint32(len(out)))
 			le.PutUint64(attr[16:], uint64(uintptr(unsafe.Pointer(&frame[0]))))
 			le.PutUint64(attr[24:], uint64(uintptr(unsafe.Pointer(&out[0]))))
-			le.PutUint32(attr[32:], 1)
+			le.PutUint32(attr[32:], repeat)
 			le.PutUint32(attr[40:], uint32(len(ctx)))
 			le.PutUint64(attr[48:], uint64(uintptr(unsafe.Pointer(&ctx[0]))))
-			if _, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_TEST_RUN, uintptr(unsafe.Pointer(&attr[0])), uintptr(len(attr))); errno != 0 {
+			_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_TEST_RUN, uintptr(unsafe.Pointer(&attr[0])), uintptr(len(attr)))
+			for errno == unix.EINTR { // a signal (Go's preemption) cut the call short
+				_, _, errno = unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_TEST_RUN, uintptr(unsafe.Pointer(&attr[0])), uintptr(len(attr)))
+			}
+			if errno != 0 {
 				return errno
 			}
 			ret = le.Uint32(attr[4:])

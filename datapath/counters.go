@@ -46,48 +46,65 @@ type IfaceCounts struct {
 	FromContainer, ToContainer Counts
 }
 
-// Counters reads every counter (batched map reads; nothing is cached).
+// Counters reads every counter, by ifindex: each endpoint's traffic (one
+// read per direction) and the drops of every veth and bridge (batched).
+// Nothing is cached.
 func (e *Enforcer) Counters() (map[uint32]IfaceCounts, error) {
+	e.mu.Lock()
+	slots := make(map[uint32]uint32, len(e.veths))
+	for id, ifc := range e.veths {
+		slots[uint32(ifc.Index)] = e.slots[id]
+	}
+	e.mu.Unlock()
 	out := map[uint32]IfaceCounts{}
-	add := func(k bpf.BpfnetCounterKey, per []bpf.BpfnetCounterValues) {
-		c := Counts{Drops: map[string]uint64{}}
-		for _, v := range per {
-			c.Packets += v.Packets
-			c.Bytes += v.Bytes
-			for r, n := range v.Drops {
-				if n > 0 {
-					c.Drops[ReasonNames[r]] += n
-				}
-			}
+	for ifindex, s := range slots {
+		from, to, err := e.trafficOf(s)
+		if err != nil {
+			return nil, err
 		}
-		ic := out[k.Ifindex]
-		if k.Dir == uint32(bpf.BpfnetDirectionDIR_FROM_CONTAINER) {
-			ic.FromContainer = c
-		} else {
-			ic.ToContainer = c
-		}
-		out[k.Ifindex] = ic
+		out[ifindex] = IfaceCounts{FromContainer: from, ToContainer: to}
 	}
 	ncpu, err := ebpf.PossibleCPU()
 	if err != nil {
 		return nil, err
 	}
 	const chunk = 1024
-	keys := make([]bpf.BpfnetCounterKey, chunk)
-	vals := make([]bpf.BpfnetCounterValues, chunk*ncpu)
+	keys := make([]bpf.BpfnetDropKey, chunk)
+	vals := make([]bpf.BpfnetDropCounts, chunk*ncpu)
 	var cursor ebpf.MapBatchCursor
 	for {
-		n, err := e.coll.Counters.BatchLookup(&cursor, keys, vals, nil)
+		n, err := e.coll.Drops.BatchLookup(&cursor, keys, vals, nil)
 		for i := range n {
-			add(keys[i], vals[i*ncpu:(i+1)*ncpu])
+			addDrops(out, keys[i], vals[i*ncpu:(i+1)*ncpu])
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return out, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read counters: %w", err)
+			return nil, fmt.Errorf("read drop counters: %w", err)
 		}
 	}
+}
+
+// addDrops adds one (ifindex, direction)'s drops, per CPU, to out.
+func addDrops(out map[uint32]IfaceCounts, k bpf.BpfnetDropKey, per []bpf.BpfnetDropCounts) {
+	ic := out[k.Ifindex]
+	c := &ic.FromContainer
+	if k.Dir == uint32(bpf.BpfnetDirectionDIR_TO_CONTAINER) {
+		c = &ic.ToContainer
+	}
+	for _, v := range per {
+		for r, n := range v.Reasons {
+			if n == 0 {
+				continue
+			}
+			if c.Drops == nil {
+				c.Drops = map[string]uint64{}
+			}
+			c.Drops[ReasonNames[r]] += n
+		}
+	}
+	out[k.Ifindex] = ic
 }
 
 // Event is one dropped packet.

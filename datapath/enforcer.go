@@ -76,6 +76,7 @@ type Enforcer struct {
 	mu       sync.Mutex
 	bridges  map[string]loader.Iface // network id → bridge (its ifindex is the BPF network id)
 	veths    map[string]loader.Iface // endpoint id → host-side veth
+	slots    map[string]uint32       // endpoint id → traffic slot (slots.go)
 	lastMode string                  // attach mode of the last attachment
 	gcNAT    uint64                  // translations the daemon collected
 	gcCT     uint64                  // connection-table entries the daemon collected
@@ -114,9 +115,12 @@ func New(log *slog.Logger, cfg Config) (*Enforcer, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, m := range coll.Replaced {
+		log.Warn("pinned BPF map replaced: an earlier version left it in another layout; endpoints and networks are refilled from the state, tracked flows and counters in it start over", "map", m)
+	}
 	e := &Enforcer{log: log, cfg: cfg, coll: coll, path: filepath.Join(cfg.StateDir, "ebpf.json"),
 		att:     &loader.Attacher{Root: cfg.Root, Mode: cfg.AttachMode, QdiscLedger: filepath.Join(cfg.StateDir, "tc-qdiscs.json")},
-		bridges: map[string]loader.Iface{}, veths: map[string]loader.Iface{}}
+		bridges: map[string]loader.Iface{}, veths: map[string]loader.Iface{}, slots: map[string]uint32{}}
 	if err := e.readLedger(); err != nil {
 		coll.Close()
 		return nil, err
@@ -209,12 +213,15 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 		nets[id] = networkInfo(n, mac)
 		subnets[subnetKey(n.Subnet)] = id
 	}
+	if err := e.assignSlots(v); err != nil {
+		return err
+	}
 	eps := map[uint32]bpf.BpfnetEndpointInfo{}
 	ips := map[uint32]bpf.BpfnetIpEndpoint{}
 	ports := map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend{}
 	e.veths = map[string]loader.Iface{}
 	for _, ep := range v.Endpoints {
-		ifc, info, ipEntry, err := e.endpointEntries(v, ep)
+		ifc, info, ipEntry, err := e.endpointEntries(v, ep, e.slots[ep.ID])
 		if err != nil {
 			return err
 		}
@@ -255,7 +262,7 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 	if err := e.removeStaleLinks(wanted); err != nil {
 		return err
 	}
-	return deleteKeys[bpf.BpfnetCounterKey, []bpf.BpfnetCounterValues](e.coll.Counters, func(k bpf.BpfnetCounterKey) bool {
+	return deleteKeys[bpf.BpfnetDropKey, []bpf.BpfnetDropCounts](e.coll.Drops, func(k bpf.BpfnetDropKey) bool {
 		_, ep := eps[k.Ifindex]
 		_, br := nets[k.Ifindex]
 		return !ep && !br
@@ -339,7 +346,7 @@ func (e *Enforcer) NetworkRemoved(ctx context.Context, v network.View, n *networ
 	}
 	id := uint32(ifc.Index)
 	err := errors.Join(e.att.Detach(ifc, loader.Egress),
-		del(e.coll.Subnets, subnetKey(n.Subnet)), del(e.coll.Networks, id), e.deleteCounters(id))
+		del(e.coll.Subnets, subnetKey(n.Subnet)), del(e.coll.Networks, id), e.deleteDrops(id))
 	if err == nil {
 		delete(e.bridges, n.ID)
 	}
@@ -352,11 +359,16 @@ func (e *Enforcer) NetworkRemoved(ctx context.Context, v network.View, n *networ
 func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *network.Endpoint) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	ifc, info, ipEntry, err := e.endpointEntries(v, ep)
+	slot, err := e.newSlot()
+	if err != nil {
+		return err
+	}
+	ifc, info, ipEntry, err := e.endpointEntries(v, ep, slot)
 	if err != nil {
 		return err
 	}
 	e.veths[ep.ID] = ifc
+	e.slots[ep.ID] = slot
 	if err := e.coll.EpByIfindex.Put(uint32(ifc.Index), info); err != nil {
 		return fmt.Errorf("add endpoint %s to map: %w", ep.Name, err)
 	}
@@ -370,9 +382,9 @@ func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *networ
 }
 
 // endpointEntries returns an endpoint's veth and its entries in
-// ep_by_ifindex and ep_by_ip (callers hold e.mu; the network's bridge must
-// be known).
-func (e *Enforcer) endpointEntries(v network.View, ep *network.Endpoint) (loader.Iface, bpf.BpfnetEndpointInfo, bpf.BpfnetIpEndpoint, error) {
+// ep_by_ifindex and ep_by_ip with traffic slot `slot` (callers hold e.mu;
+// the network's bridge must be known).
+func (e *Enforcer) endpointEntries(v network.View, ep *network.Endpoint, slot uint32) (loader.Iface, bpf.BpfnetEndpointInfo, bpf.BpfnetIpEndpoint, error) {
 	ifc, err := ifaceOf(ep.HostIf)
 	if err != nil {
 		return ifc, bpf.BpfnetEndpointInfo{}, bpf.BpfnetIpEndpoint{}, err
@@ -382,9 +394,8 @@ func (e *Enforcer) endpointEntries(v network.View, ep *network.Endpoint) (loader
 	if !ok || n == nil {
 		return ifc, bpf.BpfnetEndpointInfo{}, bpf.BpfnetIpEndpoint{}, fmt.Errorf("endpoint %s: network %s is not in the datapath", ep.Name, ep.NetworkID)
 	}
-	netID := uint32(br.Index)
-	info, err := endpointInfo(ep, n, netID)
-	return ifc, info, bpf.BpfnetIpEndpoint{Ifindex: uint32(ifc.Index), NetId: netID}, err
+	info, ipEntry, err := endpointInfo(ep, n, uint32(br.Index), uint32(ifc.Index), slot)
+	return ifc, info, ipEntry, err
 }
 
 // EndpointRemoved implements network.Enforcer: programs, map entries,
@@ -399,18 +410,19 @@ func (e *Enforcer) EndpointRemoved(ctx context.Context, v network.View, ep *netw
 	index := ifc.Index
 	ip := be32(ep.IP)
 	err := errors.Join(e.att.Detach(ifc, loader.Ingress), e.att.Detach(ifc, loader.Egress), e.deletePorts(ep),
-		del(e.coll.EpByIp, ip), del(e.coll.EpByIfindex, uint32(index)), e.deleteCounters(uint32(index)),
+		del(e.coll.EpByIp, ip), del(e.coll.EpByIfindex, uint32(index)), e.deleteDrops(uint32(index)),
 		deleteKeys[bpf.BpfnetTuple, bpf.BpfnetCtEntry](e.coll.Conntrack, func(k bpf.BpfnetTuple) bool { return k.Saddr == ip }))
 	if err == nil {
 		delete(e.veths, ep.ID)
+		delete(e.slots, ep.ID)
 	}
 	return err
 }
 
-func (e *Enforcer) deleteCounters(ifindex uint32) error {
+func (e *Enforcer) deleteDrops(ifindex uint32) error {
 	return errors.Join(
-		del(e.coll.Counters, bpf.BpfnetCounterKey{Ifindex: ifindex, Dir: uint32(bpf.BpfnetDirectionDIR_FROM_CONTAINER)}),
-		del(e.coll.Counters, bpf.BpfnetCounterKey{Ifindex: ifindex, Dir: uint32(bpf.BpfnetDirectionDIR_TO_CONTAINER)}))
+		del(e.coll.Drops, bpf.BpfnetDropKey{Ifindex: ifindex, Dir: uint32(bpf.BpfnetDirectionDIR_FROM_CONTAINER)}),
+		del(e.coll.Drops, bpf.BpfnetDropKey{Ifindex: ifindex, Dir: uint32(bpf.BpfnetDirectionDIR_TO_CONTAINER)}))
 }
 
 // Cleanup implements network.Enforcer (see Cleanup).

@@ -60,20 +60,23 @@ func subnetKey(p netip.Prefix) bpf.BpfnetSubnetKey {
 	return bpf.BpfnetSubnetKey{Prefixlen: uint32(p.Bits()), Addr: be32(p.Masked().Addr())}
 }
 
-// endpointInfo is an endpoint's map entry, with its network's subnet and
-// flags copied in.
-func endpointInfo(ep *network.Endpoint, n *network.Network, netID uint32) (bpf.BpfnetEndpointInfo, error) {
+// endpointInfo is an endpoint's entries in ep_by_ifindex (with its
+// network's subnet and flags copied in) and ep_by_ip; netID is its
+// bridge's ifindex, ifindex its host-side veth's, slot its traffic slot.
+func endpointInfo(ep *network.Endpoint, n *network.Network, netID, ifindex, slot uint32) (bpf.BpfnetEndpointInfo, bpf.BpfnetIpEndpoint, error) {
 	mac, err := net.ParseMAC(ep.MAC)
 	if err != nil || len(mac) != 6 {
-		return bpf.BpfnetEndpointInfo{}, fmt.Errorf("endpoint %s: bad MAC %q", ep.Name, ep.MAC)
+		return bpf.BpfnetEndpointInfo{}, bpf.BpfnetIpEndpoint{}, fmt.Errorf("endpoint %s: bad MAC %q", ep.Name, ep.MAC)
 	}
 	nw := networkInfo(n, nil)
 	var mask [4]byte
 	binary.BigEndian.PutUint32(mask[:], ^uint32(0)<<(32-n.Subnet.Bits()))
 	info := bpf.BpfnetEndpointInfo{Ip: be32(ep.IP), NetId: netID, Subnet: be32(n.Subnet.Masked().Addr()),
-		Mask: be32(netip.AddrFrom4(mask)), Broadcast: nw.Broadcast, NetFlags: nw.Flags, Flags: endpointFlags(ep)}
+		Mask: be32(netip.AddrFrom4(mask)), Broadcast: nw.Broadcast, NetFlags: nw.Flags, Flags: endpointFlags(ep), Slot: slot}
 	copy(info.Mac[:], mac)
-	return info, nil
+	ipEntry := bpf.BpfnetIpEndpoint{Ifindex: ifindex, NetId: netID, Slot: slot}
+	copy(ipEntry.Mac[:], mac)
+	return info, ipEntry, nil
 }
 
 // syncMap makes m hold exactly want: missing and changed entries are

@@ -2,8 +2,10 @@ package datapath
 
 import (
 	"encoding/binary"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -53,6 +55,7 @@ type testEP struct {
 	name, ip, mac string
 	net           string
 	ifindex       int
+	slot          uint32 // its traffic slot
 }
 
 type world struct {
@@ -136,12 +139,16 @@ func newWorld(t *testing.T, consts map[string]any) *world {
 	for _, n := range nets {
 		byName[n.Name] = n
 	}
-	for _, ep := range w.eps {
+	// Slots in name order, e1 in slot 1: slot 0 stays unused, so a
+	// program counting at slot 0 by mistake is seen.
+	for i, name := range slices.Sorted(maps.Keys(w.eps)) {
+		ep := w.eps[name]
+		ep.slot = uint32(i + 1)
 		id := uint32(w.nets[ep.net])
-		info, err := endpointInfo(&network.Endpoint{Name: ep.name, IP: netip.MustParseAddr(ep.ip), MAC: ep.mac}, byName[ep.net], id)
+		info, ipEntry, err := endpointInfo(&network.Endpoint{Name: ep.name, IP: netip.MustParseAddr(ep.ip), MAC: ep.mac}, byName[ep.net], id, uint32(ep.ifindex), ep.slot)
 		must(t, err)
 		must(t, coll.EpByIfindex.Put(uint32(ep.ifindex), info))
-		must(t, coll.EpByIp.Put(be32(netip.MustParseAddr(ep.ip)), bpf.BpfnetIpEndpoint{Ifindex: uint32(ep.ifindex), NetId: id}))
+		must(t, coll.EpByIp.Put(be32(netip.MustParseAddr(ep.ip)), ipEntry))
 	}
 	must(t, coll.Uplinks.Put(uint32(w.uplink), bpf.BpfnetUplinkInfo{Addr: be32(netip.MustParseAddr(uplinkAddr))}))
 	for _, a := range []string{gw1, gw2, gw3, "198.18.4.1", "198.18.5.1", uplinkAddr, extraAddr} {
@@ -187,20 +194,34 @@ func (w *world) runData(t *testing.T, prog *ebpf.Program, ifindex int, frame []b
 	return ret, binary.NativeEndian.Uint32(out[8:]), data
 }
 
-// counters returns the summed counters of (ifindex, dir).
-func (w *world) counters(t *testing.T, ifindex int, dir bpf.BpfnetDirection) bpf.BpfnetCounterValues {
+// counts are one (ifindex, direction)'s counters summed over CPUs.
+type counts struct {
+	Packets, Bytes uint64
+	Drops          [bpf.BpfnetDropReasonREASON_MAX]uint64
+}
+
+// counters returns the counters of (ifindex, dir): the traffic of the
+// slot of the endpoint behind ifindex (none for a bridge) and its drops.
+func (w *world) counters(t *testing.T, ifindex int, dir bpf.BpfnetDirection) counts {
 	t.Helper()
-	var per []bpf.BpfnetCounterValues
-	var sum bpf.BpfnetCounterValues
-	err := w.coll.Counters.Lookup(bpf.BpfnetCounterKey{Ifindex: uint32(ifindex), Dir: uint32(dir)}, &per)
-	if err != nil {
-		return sum
+	var sum counts
+	for _, ep := range w.eps {
+		if ep.ifindex != ifindex {
+			continue
+		}
+		var per []bpf.BpfnetTrafficCounts
+		must(t, w.coll.Traffic.Lookup(ep.slot*2+uint32(dir), &per))
+		for _, c := range per {
+			sum.Packets += c.Packets
+			sum.Bytes += c.Bytes
+		}
 	}
-	for _, c := range per {
-		sum.Packets += c.Packets
-		sum.Bytes += c.Bytes
-		for i := range c.Drops {
-			sum.Drops[i] += c.Drops[i]
+	var per []bpf.BpfnetDropCounts
+	if err := w.coll.Drops.Lookup(bpf.BpfnetDropKey{Ifindex: uint32(ifindex), Dir: uint32(dir)}, &per); err == nil {
+		for _, c := range per {
+			for i := range c.Reasons {
+				sum.Drops[i] += c.Reasons[i]
+			}
 		}
 	}
 	return sum

@@ -263,34 +263,34 @@ func (a *Attacher) PinnedLinks() []string {
 	return out
 }
 
-func hasClsact(index int) (bool, error) {
-	qs, err := netlink.QdiscList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: index}})
-	if err != nil {
-		return false, err
-	}
-	for _, q := range qs {
-		if q.Type() == "clsact" {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
 func clsact(index int) *netlink.GenericQdisc {
 	return &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: index,
 		Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}, QdiscType: "clsact"}
 }
 
+// ensureClsact gives the interface a clsact qdisc unless it has one. It
+// adds one and takes "exists" for an answer rather than listing qdiscs,
+// which the kernel can only dump for every interface at once.
 func (a *Attacher) ensureClsact(ifc Iface) error {
-	ok, err := hasClsact(ifc.Index)
-	if err != nil || ok {
+	led, err := a.readLedger()
+	if err != nil {
 		return err
 	}
+	ours := slices.Contains(led, ifc.Name)
 	// Record before creating, so a crash in between cannot orphan it.
-	if err := a.updateLedger(func(l []string) []string { return appendUnique(l, ifc.Name) }); err != nil {
-		return err
+	if !ours {
+		if err := a.updateLedger(func(l []string) []string { return appendUnique(l, ifc.Name) }); err != nil {
+			return err
+		}
 	}
-	if err := netlink.QdiscAdd(clsact(ifc.Index)); err != nil && !errors.Is(err, unix.EEXIST) {
+	err = netlink.QdiscAdd(clsact(ifc.Index))
+	if errors.Is(err, unix.EEXIST) && !ours {
+		// Someone else's: not bpfnet's to delete.
+		return a.updateLedger(func(l []string) []string {
+			return slices.DeleteFunc(l, func(s string) bool { return s == ifc.Name })
+		})
+	}
+	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("add clsact qdisc to %s: %w", ifc.Name, err)
 	}
 	return nil

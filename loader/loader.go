@@ -8,8 +8,11 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/cilium/ebpf"
 
@@ -32,6 +35,10 @@ type Options struct {
 type Collection struct {
 	bpf.BpfnetObjects
 	root string
+	// Replaced names the pinned maps an earlier version left in a layout
+	// this one cannot use, and how they differed; Load replaced them with
+	// empty maps (the daemon refills what its state describes).
+	Replaced []string
 }
 
 // Load loads the collection. Maps pinned under Root by an earlier daemon
@@ -68,10 +75,47 @@ func Load(opts Options) (*Collection, error) {
 		copts.Maps.PinPath = dir
 	}
 	c := &Collection{root: opts.Root}
+	if opts.Root != "" {
+		if c.Replaced, err = replaceIncompatible(spec, copts.Maps.PinPath); err != nil {
+			return nil, err
+		}
+	}
 	if err := spec.LoadAndAssign(&c.BpfnetObjects, &copts); err != nil {
 		return nil, loadError(err, opts.Root)
 	}
 	return c, nil
+}
+
+// replaceIncompatible unpins every map pinned in dir whose type, key,
+// value, size or flags differ from spec, so Load creates it anew, and
+// returns what it replaced. Programs attached by the earlier version keep
+// their maps until the new programs replace them.
+func replaceIncompatible(spec *ebpf.CollectionSpec, dir string) ([]string, error) {
+	var replaced []string
+	for _, name := range slices.Sorted(maps.Keys(spec.Maps)) {
+		ms := spec.Maps[name]
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("pinned map %s: %w", path, err)
+		}
+		diff := ms.Compatible(m)
+		m.Close()
+		if diff == nil {
+			continue
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("replace pinned map %s: %w", path, err)
+		}
+		replaced = append(replaced, fmt.Sprintf("%s (%v)", name, diff))
+	}
+	return replaced, nil
 }
 
 // loadError explains a failed load; a verifier rejection carries the

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Per-endpoint counters: packets and bytes per direction, drops by reason. */
+/* Per-endpoint counters: packets and bytes per direction (traffic), drops
+ * by reason (drops). */
 #ifndef BPFNET_COUNTERS_H
 #define BPFNET_COUNTERS_H
 
@@ -65,23 +66,14 @@ static __always_inline void emit(__u32 ifindex, __u32 dir, __u32 reason, const s
 	bpf_ringbuf_submit(e, 0);
 }
 
-static __always_inline struct counter_values *counters_of(__u32 ifindex, __u32 dir)
+/* count counts a packet of the endpoint with counter slot `slot`. */
+static __always_inline void count(__u32 slot, __u32 dir, __u32 len)
 {
-	struct counter_key k = {.ifindex = ifindex, .dir = dir};
-	struct counter_values *c = bpf_map_lookup_elem(&counters, &k);
-	if (c)
-		return c;
-	struct counter_values zero = {};
-	bpf_map_update_elem(&counters, &k, &zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&counters, &k);
-}
-
-static __always_inline void count(__u32 ifindex, __u32 dir, __u32 len)
-{
-	struct counter_values *c = counters_of(ifindex, dir);
-	if (c) {
-		c->packets++;
-		c->bytes += len;
+	__u32 k = slot * 2 + dir;
+	struct traffic_counts *t = bpf_map_lookup_elem(&traffic, &k);
+	if (t) {
+		t->packets++;
+		t->bytes += len;
 	}
 }
 
@@ -89,9 +81,15 @@ static __always_inline void count(__u32 ifindex, __u32 dir, __u32 len)
  * p, when not NULL, is the parsed packet. */
 static __always_inline int drop_pkt(__u32 ifindex, __u32 dir, __u32 reason, const struct pkt *p)
 {
-	struct counter_values *c = counters_of(ifindex, dir);
+	struct drop_key k = {.ifindex = ifindex, .dir = dir};
+	struct drop_counts *c = bpf_map_lookup_elem(&drops, &k);
+	if (!c) {
+		struct drop_counts zero = {};
+		bpf_map_update_elem(&drops, &k, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&drops, &k);
+	}
 	if (c && reason < REASON_MAX)
-		c->drops[reason]++;
+		c->reasons[reason]++;
 	emit(ifindex, dir, reason, p);
 	return TC_ACT_SHOT;
 }

@@ -53,17 +53,14 @@ static __always_inline int fast_local(struct __sk_buff *skb, __u32 from_ifindex,
 	__u32 to = dst->ifindex;
 	if (to == from_ifindex)
 		return -1;
-	struct endpoint_info *de = bpf_map_lookup_elem(&ep_by_ifindex, &to);
-	if (!de)
-		return -1;
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
 		return -1;
-	if (*(__u32 *)eth->h_dest != *(__u32 *)de->mac || *(__u16 *)(eth->h_dest + 4) != *(__u16 *)(de->mac + 4))
+	if (*(__u32 *)eth->h_dest != *(__u32 *)dst->mac || *(__u16 *)(eth->h_dest + 4) != *(__u16 *)(dst->mac + 4))
 		return -1; /* not addressed to it at L2 (yet): the bridge decides */
-	count(to, DIR_TO_CONTAINER, skb->len);
+	count(dst->slot, DIR_TO_CONTAINER, skb->len);
 	stat_inc(STAT_FAST_LOCAL);
 	return bpf_redirect_peer(to, 0);
 }
@@ -117,15 +114,14 @@ static __always_inline int fast_in(struct __sk_buff *skb, const struct pkt *p)
 	if (!dst)
 		return -1;
 	__u32 to = dst->ifindex, net_id = dst->net_id;
-	struct endpoint_info *de = bpf_map_lookup_elem(&ep_by_ifindex, &to);
 	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
-	if (!de || !n)
+	if (!n)
 		return -1;
 	if (dec_ttl(skb, p) < 0)
 		return -1;
-	if (set_macs(skb, de->mac, n->mac) < 0)
+	if (set_macs(skb, dst->mac, n->mac) < 0)
 		return TC_ACT_SHOT;
-	count(to, DIR_TO_CONTAINER, skb->len);
+	count(dst->slot, DIR_TO_CONTAINER, skb->len);
 	stat_inc(STAT_FAST_IN);
 	return bpf_redirect_peer(to, 0);
 }

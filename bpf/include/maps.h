@@ -10,7 +10,8 @@
 #include <bpf/bpf_helpers.h>
 #include "shared.h"
 
-#define MAX_ENDPOINTS 65536
+/* Endpoints a host can have: each has a slot of traffic counters. */
+#define MAX_ENDPOINTS 16384
 #define MAX_NETWORKS 16384
 
 /* host-side veth ifindex → endpoint; written by the control plane. */
@@ -160,15 +161,26 @@ struct {
 	__type(value, struct event_budget);
 } ev_budget SEC(".maps");
 
-/* (ifindex, direction) → packets, bytes, drops by reason; written by the
+/* slot * 2 + direction → packets and bytes of an endpoint (per CPU); the
+ * control plane gives every endpoint a slot (endpoint_info.slot) and zeroes
+ * it before use. An array, so counting is an index, not a hash lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, struct traffic_counts);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} traffic SEC(".maps");
+
+/* (ifindex, direction) → drops by reason (per CPU); written by the
  * programs, read (and deleted with the endpoint) by the control plane. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 2 * MAX_ENDPOINTS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct counter_key);
-	__type(value, struct counter_values);
+	__type(key, struct drop_key);
+	__type(value, struct drop_counts);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} counters SEC(".maps");
+} drops SEC(".maps");
 
 #endif

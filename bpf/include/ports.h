@@ -84,7 +84,7 @@ static __always_inline int deliver(struct __sk_buff *skb, const struct pkt *p, _
 		return TC_ACT_SHOT; /* TTL 1 into a container port: nothing to answer with */
 	if (set_macs(skb, de->mac, n->mac) < 0)
 		return TC_ACT_SHOT;
-	count(to, DIR_TO_CONTAINER, skb->len);
+	count(de->slot, DIR_TO_CONTAINER, skb->len);
 	return bpf_redirect_peer(to, 0);
 }
 

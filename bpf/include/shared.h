@@ -89,12 +89,17 @@ struct endpoint_info {
 	__be32 mask;      /* netmask */
 	__be32 broadcast; /* the subnet's broadcast address */
 	__u32 net_flags;  /* enum network_flag */
+	__u32 slot;       /* its entries in traffic: slot * 2 + enum direction */
 };
 
-/* ep_by_ip value: where an endpoint address lives. */
+/* ep_by_ip value: where an endpoint address lives, and what delivering
+ * to it needs (so a neighbour's packet needs no ep_by_ifindex lookup). */
 struct ip_endpoint {
 	__u32 ifindex; /* host-side veth */
 	__u32 net_id;
+	__u32 slot;    /* as in endpoint_info */
+	__u8 mac[6];   /* the container's MAC */
+	__u8 pad[2];
 };
 
 /* networks value. */
@@ -153,18 +158,23 @@ struct subnet_key {
 	__be32 addr;
 };
 
-/* counters key (per-CPU hash). */
-struct counter_key {
+/* traffic value (per-CPU array, index slot * 2 + enum direction): every
+ * packet an endpoint's veth hooks see, and its frame length. */
+struct traffic_counts {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* drops key (per-CPU hash). */
+struct drop_key {
 	__u32 ifindex; /* host-side veth, or the bridge for drops not tied to an endpoint */
 	__u32 dir;     /* enum direction */
 };
 
-/* counters value: every packet the hook sees is counted in packets and
- * bytes (frame length); drops also in drops[reason]. */
-struct counter_values {
-	__u64 packets;
-	__u64 bytes;
-	__u64 drops[REASON_MAX];
+/* drops value: dropped packets by enum drop_reason (also counted in
+ * traffic when an endpoint's hook dropped them). */
+struct drop_counts {
+	__u64 reasons[REASON_MAX];
 };
 
 /* A flow's addresses and ports as seen on the wire in one direction; the

@@ -356,10 +356,10 @@ func sendRaw(t *testing.T, ns *testnet.NS, ifname string, frames ...[]byte) {
 }
 
 // pinnedDrops reads the drops of one reason at an endpoint's veth (from
-// the container) from the daemon's pinned counters map.
+// the container) from the daemon's pinned drops map.
 func pinnedDrops(t *testing.T, d *testnet.Daemon, host *testnet.NS, hostIf string, reason bpf.BpfnetDropReason) uint64 {
 	t.Helper()
-	m, err := ebpf.LoadPinnedMap(d.BPFFS+"/maps/counters", nil)
+	m, err := ebpf.LoadPinnedMap(d.BPFFS+"/maps/drops", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,13 +374,13 @@ func pinnedDrops(t *testing.T, d *testnet.Daemon, host *testnet.NS, hostIf strin
 	}); err != nil {
 		t.Fatal(err)
 	}
-	var per []bpf.BpfnetCounterValues
-	if err := m.Lookup(bpf.BpfnetCounterKey{Ifindex: uint32(ifindex), Dir: uint32(bpf.BpfnetDirectionDIR_FROM_CONTAINER)}, &per); err != nil {
+	var per []bpf.BpfnetDropCounts
+	if err := m.Lookup(bpf.BpfnetDropKey{Ifindex: uint32(ifindex), Dir: uint32(bpf.BpfnetDirectionDIR_FROM_CONTAINER)}, &per); err != nil {
 		t.Fatal(err)
 	}
 	var n uint64
 	for _, c := range per {
-		n += c.Drops[reason]
+		n += c.Reasons[reason]
 	}
 	return n
 }

@@ -111,7 +111,7 @@ func NewDaemon(t testing.TB, ns *NS, args ...string) *Daemon {
 	t.Helper()
 	dir := t.TempDir()
 	d := &Daemon{t: t, NS: ns, Bin: Binaries(t), StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "bpfnet.sock"), Args: args}
-	d.BPFFS = mountBPFFS(t, filepath.Join(dir, "bpffs"))
+	d.BPFFS = MountBPFFS(t, filepath.Join(dir, "bpffs"))
 	var err error
 	if d.Client, err = api.NewClient("unix://" + d.Socket); err != nil {
 		t.Fatal(err)
@@ -255,11 +255,11 @@ func (d *Daemon) MustCLI(args ...string) string {
 	return strings.TrimSpace(out)
 }
 
-// mountBPFFS mounts a private bpf filesystem at dir (unmounted when the
+// MountBPFFS mounts a private bpf filesystem at dir (unmounted when the
 // test ends, which drops every pin in it) and returns the daemon's
 // --bpffs root inside it. The daemon runs under `ip netns exec`, whose
 // mount namespace is a copy of ours, so its pins land in this instance.
-func mountBPFFS(t testing.TB, dir string) string {
+func MountBPFFS(t testing.TB, dir string) string {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)

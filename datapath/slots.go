@@ -1,0 +1,111 @@
+package datapath
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/bpfnet/bpfnet/bpf"
+	"github.com/bpfnet/bpfnet/network"
+)
+
+// Every endpoint has a slot: its packets and bytes are entries slot*2 and
+// slot*2+1 (enum direction) of the per-CPU traffic array, which the
+// programs index instead of looking a key up in a hash. Slots live in the
+// endpoints' ep_by_ifindex entries, so a restarted daemon keeps each
+// endpoint's slot and its counts.
+
+// slotsInUse returns the slot of every endpoint in ep_by_ifindex, by
+// host-side veth ifindex.
+func (e *Enforcer) slotsInUse() (map[uint32]uint32, error) {
+	out := map[uint32]uint32{}
+	var k uint32
+	var v bpf.BpfnetEndpointInfo
+	it := e.coll.EpByIfindex.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = v.Slot
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read endpoint slots: %w", err)
+	}
+	return out, nil
+}
+
+// newSlot returns the lowest slot no endpoint holds, with its counts
+// zeroed (callers hold e.mu).
+func (e *Enforcer) newSlot() (uint32, error) {
+	taken := make(map[uint32]bool, len(e.slots))
+	for _, s := range e.slots {
+		taken[s] = true
+	}
+	max := e.coll.Traffic.MaxEntries() / 2
+	for s := uint32(0); s < max; s++ {
+		if !taken[s] {
+			return s, e.zeroSlot(s)
+		}
+	}
+	return 0, fmt.Errorf("all %d endpoint slots of the eBPF datapath are in use", max)
+}
+
+// zeroSlot clears a slot's counts on every CPU.
+func (e *Enforcer) zeroSlot(s uint32) error {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return err
+	}
+	zero := make([]bpf.BpfnetTrafficCounts, ncpu)
+	for _, k := range []uint32{2 * s, 2*s + 1} {
+		if err := e.coll.Traffic.Put(k, zero); err != nil {
+			return fmt.Errorf("zero traffic slot %d: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// trafficOf returns a slot's counts in both directions, summed over CPUs.
+func (e *Enforcer) trafficOf(s uint32) (from, to Counts, err error) {
+	var per []bpf.BpfnetTrafficCounts
+	for dir, c := range map[bpf.BpfnetDirection]*Counts{bpf.BpfnetDirectionDIR_FROM_CONTAINER: &from, bpf.BpfnetDirectionDIR_TO_CONTAINER: &to} {
+		if err := e.coll.Traffic.Lookup(2*s+uint32(dir), &per); err != nil {
+			return from, to, fmt.Errorf("read traffic slot %d: %w", s, err)
+		}
+		c.Drops = map[string]uint64{}
+		for _, v := range per {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+	}
+	return from, to, nil
+}
+
+// assignSlots gives every endpoint of v a slot (callers hold e.mu): the
+// one its veth already has in ep_by_ifindex where there is one (the
+// counts go on), a new zeroed one otherwise.
+func (e *Enforcer) assignSlots(v network.View) error {
+	have, err := e.slotsInUse()
+	if err != nil {
+		return err
+	}
+	e.slots = map[string]uint32{}
+	var fresh []*network.Endpoint
+	taken := map[uint32]bool{}
+	for _, ep := range v.Endpoints {
+		ifc, err := ifaceOf(ep.HostIf)
+		if err != nil {
+			return err
+		}
+		if s, ok := have[uint32(ifc.Index)]; ok && !taken[s] {
+			e.slots[ep.ID], taken[s] = s, true
+		} else {
+			fresh = append(fresh, ep)
+		}
+	}
+	for _, ep := range fresh {
+		s, err := e.newSlot()
+		if err != nil {
+			return err
+		}
+		e.slots[ep.ID] = s
+	}
+	return nil
+}
