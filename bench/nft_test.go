@@ -81,7 +81,7 @@ func docker29NFT(bridges []string, subnets []netip.Prefix) string {
 // The rendering must load (nft checks it) and hold one map element per
 // bridge in each of the four maps.
 func TestDocker29NFTLoads(t *testing.T) {
-	host := newHost(t)
+	host, _ := newHost(t)
 	bridges := []string{"br-a", "br-b"}
 	subnets := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("198.18.1.0/24")}
 	host.MustRunInput(t, docker29NFT(bridges, subnets), "nft", "-f", "-")

@@ -27,15 +27,18 @@ var (
 	sweepWorkloads = flag.String("sweep-workloads", "rr,crr,udp,stream", "workloads: rr (TCP request/response), crr (TCP connections per second), udp (64-byte UDP packets per second), stream (one TCP stream)")
 	sweepReport    = flag.String("sweep-report", "", "write the Markdown tables to this file")
 	sweepCharts    = flag.String("sweep-charts", "", "write one SVG chart per workload into this directory")
+	sweepPath      = flag.String("sweep-path", "same", "path measured: same (container to container of one network) or outside (container to the outside namespace through the uplink, masquerade on)")
 )
 
 var sweepKindNames = []string{"docker-20.10", "docker-20.10-legacy", "docker-29-nft", "bpfnet-iptables", "bpfnet-ebpf"}
 
-// pair is two containers on one network of a world; c2 serves.
+// pair is two containers on one network of a world; c1 is the client,
+// server (c2, or the world's outside namespace) serves at dst.
 type pair struct {
 	name   string
 	c1, c2 *testnet.NS
-	dst    string // c2's address
+	server *testnet.NS
+	dst    string
 	// kind, networks and position place the pair in the sweep.
 	kind     string
 	networks int
@@ -58,10 +61,18 @@ type pair struct {
 // newest. Every pair runs every workload, all interleaved (A B C A B C …),
 // -runs times; the report gives medians and ratios to bare.
 //
-//	make bench     # go test ./bench -run TestSameNetworkSweep -sweep -v
+// With -sweep-path=outside the client sends to the world's outside
+// namespace through its uplink instead, masqueraded (bare: routed, no
+// translation, no filtering).
+//
+//	make bench         # go test ./bench -run TestSameNetworkSweep -sweep -v
+//	make bench-outside # ... -sweep-path=outside
 func TestSameNetworkSweep(t *testing.T) {
 	if !*sweep {
 		t.Skip("benchmark: run with -sweep (make bench)")
+	}
+	if *sweepPath != "same" && *sweepPath != "outside" {
+		t.Fatalf("-sweep-path=%q: want same or outside", *sweepPath)
 	}
 	var ns []int
 	for _, s := range strings.Split(*sweepNs, ",") {
@@ -87,17 +98,25 @@ func TestSameNetworkSweep(t *testing.T) {
 		}
 	}
 	var targets []target
+	serving := map[*testnet.NS]bool{}
 	for _, p := range pairs {
-		p.c2.Spawn(t, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", p.dst, "-p", "11111")
-		p.c2.Spawn(t, "iperf3", "-s", "-B", p.dst)
-		serveConnections(t, p.c2, p.dst)
+		if !serving[p.server] { // the pairs of a world share its outside
+			p.server.Spawn(t, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", p.dst, "-p", "11111")
+			p.server.Spawn(t, "iperf3", "-s", "-B", p.dst)
+			serveConnections(t, p.server, p.dst)
+			serving[p.server] = true
+		}
 		targets = append(targets, target{p.name, p.c1, p.dst})
 	}
 	time.Sleep(300 * time.Millisecond) // servers listening
 	workloads := strings.Split(*sweepWorkloads, ",")
 	res := measureWorkloads(t, targets, workloads)
 	var b strings.Builder
-	fmt.Fprintf(&b, "Two containers of one network, N networks. Medians of %d interleaved runs of %v each; %s.\n", *natRuns, *natSecs, machine())
+	what, prefix := "Two containers of one network", "sweep-"
+	if *sweepPath == "outside" {
+		what, prefix = "A container to the outside namespace through the uplink, masquerade on (bare: routed, no translation)", "sweep-outside-"
+	}
+	fmt.Fprintf(&b, "%s, N networks. Medians of %d interleaved runs of %v each; %s.\n", what, *natRuns, *natSecs, machine())
 	for _, wl := range workloads {
 		fmt.Fprintf(&b, "\n%s\n\n| world | N | network | %s | ÷ bare |\n|---|---|---|---|---|\n", workloadTitle[wl], workloadUnit[wl])
 		base := res[wl]["bare"]
@@ -110,7 +129,7 @@ func TestSameNetworkSweep(t *testing.T) {
 			fmt.Fprintf(&b, "| %s | %d | %s | %.*f | %.2f |\n", p.kind, p.networks, pos, workloadDigits[wl], v, v/base)
 		}
 		if *sweepCharts != "" {
-			writeChart(t, filepath.Join(*sweepCharts, "sweep-"+wl+".svg"), wl, pairs, res[wl])
+			writeChart(t, filepath.Join(*sweepCharts, prefix+wl+".svg"), wl, pairs, res[wl])
 		}
 	}
 	writeReport(t, *sweepReport, b.String())
@@ -168,9 +187,23 @@ func measureWorkloads(t *testing.T, targets []target, workloads []string) map[st
 	return out
 }
 
-func newHost(t *testing.T) *testnet.NS {
+// newHost returns a world's host namespace; for the outside path it has
+// an uplink to an outside namespace (testnet.NewTopology), returned too.
+func newHost(t *testing.T) (host, outside *testnet.NS) {
 	testnet.RequirePrivileges(t)
-	return testnet.NewNS(t, "bhost")
+	if *sweepPath == "outside" {
+		topo := testnet.NewTopology(t)
+		return topo.Host, topo.Outside
+	}
+	return testnet.NewNS(t, "bhost"), nil
+}
+
+// serveAt points the pair at its server: c2, or the outside namespace.
+func (p *pair) serveAt(outside *testnet.NS) {
+	p.server = p.c2
+	if outside != nil {
+		p.server, p.dst = outside, testnet.OutsideAddr.String()
+	}
 }
 
 var vethCount int
@@ -195,14 +228,22 @@ func handPair(t *testing.T, host *testnet.NS, br string, subnet netip.Prefix) pa
 		c.MustRun(t, "ip", "addr", "add", netip.PrefixFrom(addr, subnet.Bits()).String(), "dev", "eth0")
 		c.MustRun(t, "ip", "link", "set", "eth0", "up")
 		c.MustRun(t, "ip", "link", "set", "lo", "up")
+		c.MustRun(t, "ip", "route", "add", "default", "via", gw.String())
 	}
 	return p
 }
 
-// barePair is a bridge with two containers and no filtering at all.
+// barePair is a bridge with two containers and no filtering at all
+// (and, for the outside path, plain routing both ways).
 func barePair(t *testing.T) pair {
-	p := handPair(t, newHost(t), "brbench", netip.MustParsePrefix("198.18.0.0/24"))
+	host, outside := newHost(t)
+	// The outside namespace routes 198.18.0.0/16 to the uplink.
+	p := handPair(t, host, "brbench", netip.MustParsePrefix("198.18.0.0/24"))
 	p.name, p.kind, p.networks = "bare", "bare", 1
+	p.serveAt(outside)
+	if outside != nil {
+		host.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	}
 	return p
 }
 
@@ -215,7 +256,7 @@ func sweepSubnet(i int) netip.Prefix {
 // dockerPairs builds a host with Docker's layout (kind) for n networks
 // and pairs on the oldest and (n > 1) the newest.
 func dockerPairs(t *testing.T, kind string, n int) []pair {
-	host := newHost(t)
+	host, outside := newHost(t)
 	var v network.View
 	var bridges []string
 	var subnets []netip.Prefix
@@ -230,6 +271,7 @@ func dockerPairs(t *testing.T, kind string, n int) []pair {
 		p := handPair(t, host, bridges[i], subnets[i])
 		p.kind, p.networks, p.newest = kind, n, i > 0
 		p.name = pairName(p)
+		p.serveAt(outside)
 		pairs = append(pairs, p)
 	}
 	switch kind {
@@ -283,6 +325,11 @@ func daemonPairs(t *testing.T, kind string, n int) []pair {
 			}
 			p.dst = ep.IP.String()
 			c.MustRun(t, "ip", "link", "set", "lo", "up")
+		}
+		if *sweepPath == "outside" {
+			p.serveAt(topo.Outside)
+		} else {
+			p.serveAt(nil)
 		}
 		pairs = append(pairs, p)
 	}
