@@ -23,7 +23,7 @@ RUN_ARGS ?=
 
 .PHONY: help
 help: ## show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
 deps: ## install missing system packages (apt-get) needed to build, run and test
@@ -60,6 +60,15 @@ bench: deps ## same-network sweep over 1-1000 networks: bare bridge, Docker 20.1
 .PHONY: bench-outside
 bench-outside: deps ## container → outside (masquerade) sweep over 1-1000 networks: routed bare bridge, Docker 20.10, Docker 29 nftables, bpfnet; 4 workloads (root; ~25 min)
 	$(GO) test -count=1 -timeout 120m ./bench -run TestSameNetworkSweep -sweep -sweep-path=outside -v -duration=2s -sweep-networks=1,100,1000 -sweep-worlds=docker-20.10,docker-29-nft,bpfnet-iptables,bpfnet-ebpf -sweep-report=$(CURDIR)/bench/outside-results.md -sweep-charts=$(CURDIR)/docs/perf
+
+.PHONY: bench-published
+bench-published: deps ## outside → published port sweep over 1-1000 networks: routed bare bridge, Docker 20.10, Docker 29 nftables, bpfnet; 4 workloads (root; ~25 min)
+	$(GO) test -count=1 -timeout 120m ./bench -run TestSameNetworkSweep -sweep -sweep-path=published -v -duration=2s -sweep-networks=1,100,1000 -sweep-worlds=docker-20.10,docker-29-nft,bpfnet-iptables,bpfnet-ebpf -sweep-report=$(CURDIR)/bench/published-results.md -sweep-charts=$(CURDIR)/docs/perf
+
+.PHONY: bench-dockerd
+bench-dockerd: deps ## control plane of a real Docker Engine 20.10 in a namespace: 1000 networks, 1000 endpoints (network connect) (root; ~10 min)
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/pause ./bench/pause
+	$(GO) test -count=1 -timeout 90m ./bench -run TestDockerdControlPlane -dockerd-pause=$(CURDIR)/$(BIN)/pause -v -dockerd-report=$(CURDIR)/bench/dockerd-results.md
 
 .PHONY: bench-nat
 bench-nat: deps ## benchmark container → outside, eBPF vs iptables datapath (root; ~2 min)

@@ -89,17 +89,30 @@ func responseError(resp *http.Response) error {
 	return fmt.Errorf("bpfnetd: %s", resp.Status)
 }
 
-// do sends a request and decodes the JSON reply into out (if not nil).
-func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+// NewJSONRequest is an HTTP request whose body is in as JSON (none when
+// in is nil).
+func NewJSONRequest(ctx context.Context, method, url string, in any) (*http.Request, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://bpfnetd"+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, nil
+}
+
+// do sends a request and decodes the JSON reply into out (if not nil).
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	req, err := NewJSONRequest(ctx, method, "http://bpfnetd"+path, in)
 	if err != nil {
 		return err
 	}

@@ -27,18 +27,19 @@ var (
 	sweepWorkloads = flag.String("sweep-workloads", "rr,crr,udp,stream", "workloads: rr (TCP request/response), crr (TCP connections per second), udp (64-byte UDP packets per second), stream (one TCP stream)")
 	sweepReport    = flag.String("sweep-report", "", "write the Markdown tables to this file")
 	sweepCharts    = flag.String("sweep-charts", "", "write one SVG chart per workload into this directory")
-	sweepPath      = flag.String("sweep-path", "same", "path measured: same (container to container of one network) or outside (container to the outside namespace through the uplink, masquerade on)")
+	sweepPath      = flag.String("sweep-path", "same", "path measured: same (container to container of one network), outside (container to the outside namespace through the uplink, masquerade on) or published (the outside namespace to a container's published ports on a host address)")
 )
 
 var sweepKindNames = []string{"docker-20.10", "docker-20.10-legacy", "docker-29-nft", "bpfnet-iptables", "bpfnet-ebpf"}
 
-// pair is two containers on one network of a world; c1 is the client,
-// server (c2, or the world's outside namespace) serves at dst.
+// pair is two containers on one network of a world, c2 at c2Addr; for
+// the path measured, client connects to dst and server listens on bind.
 type pair struct {
-	name   string
-	c1, c2 *testnet.NS
-	server *testnet.NS
-	dst    string
+	name           string
+	c1, c2         *testnet.NS
+	c2Addr         netip.Addr
+	client, server *testnet.NS
+	dst, bind      string
 	// kind, networks and position place the pair in the sweep.
 	kind     string
 	networks int
@@ -63,16 +64,20 @@ type pair struct {
 //
 // With -sweep-path=outside the client sends to the world's outside
 // namespace through its uplink instead, masqueraded (bare: routed, no
-// translation, no filtering).
+// translation, no filtering). With -sweep-path=published the client is in
+// the outside namespace and connects to ports the server container
+// publishes on a host address (the uplink's for the oldest network, its
+// second address for the newest; bare: routed straight to the container).
 //
-//	make bench         # go test ./bench -run TestSameNetworkSweep -sweep -v
-//	make bench-outside # ... -sweep-path=outside
+//	make bench           # go test ./bench -run TestSameNetworkSweep -sweep -v
+//	make bench-outside   # ... -sweep-path=outside
+//	make bench-published # ... -sweep-path=published
 func TestSameNetworkSweep(t *testing.T) {
 	if !*sweep {
 		t.Skip("benchmark: run with -sweep (make bench)")
 	}
-	if *sweepPath != "same" && *sweepPath != "outside" {
-		t.Fatalf("-sweep-path=%q: want same or outside", *sweepPath)
+	if !slices.Contains([]string{"same", "outside", "published"}, *sweepPath) {
+		t.Fatalf("-sweep-path=%q: want same, outside or published", *sweepPath)
 	}
 	var ns []int
 	for _, s := range strings.Split(*sweepNs, ",") {
@@ -101,20 +106,23 @@ func TestSameNetworkSweep(t *testing.T) {
 	serving := map[*testnet.NS]bool{}
 	for _, p := range pairs {
 		if !serving[p.server] { // the pairs of a world share its outside
-			p.server.Spawn(t, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", p.dst, "-p", "11111")
-			p.server.Spawn(t, "iperf3", "-s", "-B", p.dst)
-			serveConnections(t, p.server, p.dst)
+			p.server.Spawn(t, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", p.bind, "-p", fmt.Sprint(sockperfPort))
+			p.server.Spawn(t, "iperf3", "-s", "-B", p.bind, "-p", fmt.Sprint(iperfPort))
+			serveConnections(t, p.server, p.bind)
 			serving[p.server] = true
 		}
-		targets = append(targets, target{p.name, p.c1, p.dst})
+		targets = append(targets, target{p.name, p.client, p.dst})
 	}
 	time.Sleep(300 * time.Millisecond) // servers listening
 	workloads := strings.Split(*sweepWorkloads, ",")
 	res := measureWorkloads(t, targets, workloads)
 	var b strings.Builder
 	what, prefix := "Two containers of one network", "sweep-"
-	if *sweepPath == "outside" {
+	switch *sweepPath {
+	case "outside":
 		what, prefix = "A container to the outside namespace through the uplink, masquerade on (bare: routed, no translation)", "sweep-outside-"
+	case "published":
+		what, prefix = "The outside namespace to a container's published ports on a host address (bare: routed to the container, no DNAT)", "sweep-published-"
 	}
 	fmt.Fprintf(&b, "%s, N networks. Medians of %d interleaved runs of %v each; %s.\n", what, *natRuns, *natSecs, machine())
 	for _, wl := range workloads {
@@ -187,23 +195,56 @@ func measureWorkloads(t *testing.T, targets []target, workloads []string) map[st
 	return out
 }
 
-// newHost returns a world's host namespace; for the outside path it has
-// an uplink to an outside namespace (testnet.NewTopology), returned too.
+// newHost returns a world's host namespace; for the outside and
+// published paths it has an uplink to an outside namespace
+// (testnet.NewTopology), returned too.
 func newHost(t *testing.T) (host, outside *testnet.NS) {
 	testnet.RequirePrivileges(t)
-	if *sweepPath == "outside" {
+	if *sweepPath != "same" {
 		topo := testnet.NewTopology(t)
 		return topo.Host, topo.Outside
 	}
 	return testnet.NewNS(t, "bhost"), nil
 }
 
-// serveAt points the pair at its server: c2, or the outside namespace.
-func (p *pair) serveAt(outside *testnet.NS) {
-	p.server = p.c2
-	if outside != nil {
+// route sets the pair's client, server and addresses for the path
+// measured; outside is the world's outside namespace (nil on the same
+// path), routed that the world publishes nothing (bare).
+func (p *pair) route(outside *testnet.NS, routed bool) {
+	p.client, p.server = p.c1, p.c2
+	p.dst = p.c2Addr.String()
+	switch *sweepPath {
+	case "outside":
 		p.server, p.dst = outside, testnet.OutsideAddr.String()
+	case "published":
+		p.client = outside
+		if !routed {
+			p.dst = publishAddr(p.newest).String()
+		}
 	}
+	p.bind = p.dst
+	if *sweepPath == "published" {
+		p.bind = p.c2Addr.String()
+	}
+}
+
+// publishAddr is the host address a pair's container publishes its
+// ports on: two pairs of one world cannot share one.
+func publishAddr(newest bool) netip.Addr {
+	if newest {
+		return testnet.ExtraAddr
+	}
+	return testnet.UplinkAddr
+}
+
+// publishedPorts are the ports the published path publishes, each to the
+// same container port: sockperf's, iperf3's (TCP control, UDP data) and
+// serveConnections'.
+var publishedPorts = []network.PortMapping{
+	{Proto: "tcp", HostPort: sockperfPort, Port: sockperfPort},
+	{Proto: "tcp", HostPort: iperfPort, Port: iperfPort},
+	{Proto: "udp", HostPort: iperfPort, Port: iperfPort},
+	{Proto: "tcp", HostPort: connPort, Port: connPort},
 }
 
 var vethCount int
@@ -212,7 +253,7 @@ var vethCount int
 // (.2 and .3) to host.
 func handPair(t *testing.T, host *testnet.NS, br string, subnet netip.Prefix) pair {
 	gw := subnet.Addr().Next()
-	p := pair{c1: testnet.NewNS(t, "b1"), c2: testnet.NewNS(t, "b2"), dst: gw.Next().Next().String()}
+	p := pair{c1: testnet.NewNS(t, "b1"), c2: testnet.NewNS(t, "b2"), c2Addr: gw.Next().Next()}
 	host.MustRun(t, "ip", "link", "add", br, "type", "bridge")
 	host.MustRun(t, "ip", "addr", "add", netip.PrefixFrom(gw, subnet.Bits()).String(), "dev", br)
 	host.MustRun(t, "ip", "link", "set", br, "up")
@@ -240,7 +281,7 @@ func barePair(t *testing.T) pair {
 	// The outside namespace routes 198.18.0.0/16 to the uplink.
 	p := handPair(t, host, "brbench", netip.MustParsePrefix("198.18.0.0/24"))
 	p.name, p.kind, p.networks = "bare", "bare", 1
-	p.serveAt(outside)
+	p.route(outside, true)
 	if outside != nil {
 		host.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	}
@@ -258,21 +299,25 @@ func sweepSubnet(i int) netip.Prefix {
 func dockerPairs(t *testing.T, kind string, n int) []pair {
 	host, outside := newHost(t)
 	var v network.View
-	var bridges []string
-	var subnets []netip.Prefix
 	for i := range n {
-		nw := &network.Network{ID: fmt.Sprintf("%064d", i), Name: fmt.Sprintf("n%d", i), ICC: true, Masquerade: true,
-			Bridge: fmt.Sprintf("br-%012d", i), Subnet: sweepSubnet(i)}
-		v.Networks = append(v.Networks, nw)
-		bridges, subnets = append(bridges, nw.Bridge), append(subnets, nw.Subnet)
+		v.Networks = append(v.Networks, &network.Network{ID: fmt.Sprintf("%064d", i), Name: fmt.Sprintf("n%d", i), ICC: true, Masquerade: true,
+			Bridge: fmt.Sprintf("br-%012d", i), Subnet: sweepSubnet(i)})
 	}
 	var pairs []pair
 	for _, i := range positions(n) {
-		p := handPair(t, host, bridges[i], subnets[i])
+		p := handPair(t, host, v.Networks[i].Bridge, v.Networks[i].Subnet)
 		p.kind, p.networks, p.newest = kind, n, i > 0
 		p.name = pairName(p)
-		p.serveAt(outside)
+		p.route(outside, false)
 		pairs = append(pairs, p)
+		if *sweepPath == "published" {
+			ep := &network.Endpoint{ID: fmt.Sprintf("c%d", i), NetworkID: v.Networks[i].ID, IP: p.c2Addr}
+			for _, m := range publishedPorts {
+				m.HostIP = publishAddr(p.newest)
+				ep.Ports = append(ep.Ports, m)
+			}
+			v.Endpoints = append(v.Endpoints, ep)
+		}
 	}
 	switch kind {
 	case "docker-20.10":
@@ -280,7 +325,7 @@ func dockerPairs(t *testing.T, kind string, n int) []pair {
 	case "docker-20.10-legacy":
 		host.MustRunInput(t, compat.Save(compat.Render(v, "DOCKER", compat.UserlandProxy), "DROP"), "iptables-legacy-restore")
 	case "docker-29-nft":
-		host.MustRunInput(t, docker29NFT(bridges, subnets), "nft", "-f", "-")
+		host.MustRunInput(t, docker29NFT(v), "nft", "-f", "-")
 	}
 	host.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1")
 	return pairs
@@ -319,18 +364,20 @@ func daemonPairs(t *testing.T, kind string, n int) []pair {
 		p := pair{c1: testnet.NewNS(t, "d1"), c2: testnet.NewNS(t, "d2"), kind: kind, networks: n, newest: i > 0}
 		p.name = pairName(p)
 		for j, c := range []*testnet.NS{p.c1, p.c2} {
-			ep, err := d.Client.CreateEndpoint(ctx, network.CreateEndpointRequest{Network: fmt.Sprintf("n%d", i), NetNS: c.Path, Name: fmt.Sprintf("e%d-%d", i, j)})
+			req := network.CreateEndpointRequest{Network: fmt.Sprintf("n%d", i), NetNS: c.Path, Name: fmt.Sprintf("e%d-%d", i, j)}
+			if j == 1 && *sweepPath == "published" {
+				for _, m := range publishedPorts {
+					req.Ports = append(req.Ports, fmt.Sprintf("%s:%d:%d/%s", publishAddr(p.newest), m.HostPort, m.Port, m.Proto))
+				}
+			}
+			ep, err := d.Client.CreateEndpoint(ctx, req)
 			if err != nil {
 				t.Fatal(err)
 			}
-			p.dst = ep.IP.String()
+			p.c2Addr = ep.IP
 			c.MustRun(t, "ip", "link", "set", "lo", "up")
 		}
-		if *sweepPath == "outside" {
-			p.serveAt(topo.Outside)
-		} else {
-			p.serveAt(nil)
-		}
+		p.route(topo.Outside, false)
 		pairs = append(pairs, p)
 	}
 	return pairs

@@ -15,7 +15,7 @@ import (
 // Leftovers reports whether an eBPF datapath ran with this configuration
 // and left attachments, pins or settings behind.
 func Leftovers(cfg Config) bool {
-	for _, p := range []string{filepath.Join(cfg.StateDir, "ebpf.json"), filepath.Join(cfg.StateDir, "tc-qdiscs.json"), cfg.Root} {
+	for _, p := range []string{filepath.Join(cfg.StateDir, "ebpf.json"), filepath.Join(cfg.StateDir, "tc-qdiscs.json"), filepath.Join(cfg.StateDir, "tc-qdiscs"), cfg.Root} {
 		if _, err := os.Stat(p); err == nil {
 			return true
 		}
@@ -37,7 +37,11 @@ func Cleanup(log *slog.Logger, cfg Config) error {
 			return fmt.Errorf("read %s: %w", path, err)
 		}
 	}
-	att := &loader.Attacher{Root: cfg.Root, Mode: loader.ModeAuto, QdiscLedger: filepath.Join(cfg.StateDir, "tc-qdiscs.json")}
+	ledger, err := qdiscLedger(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	att := &loader.Attacher{Root: cfg.Root, Mode: loader.ModeAuto, QdiscLedger: ledger}
 	var errs []error
 	for _, name := range cfg.Uplinks {
 		if ifc, err := ifaceOf(name); err == nil {
@@ -53,4 +57,32 @@ func Cleanup(log *slog.Logger, cfg Config) error {
 	}
 	log.Info("eBPF datapath removed", "bpffs", cfg.Root)
 	return nil
+}
+
+// qdiscLedger returns the directory that records the clsact qdiscs the
+// datapath created (loader.Attacher.QdiscLedger), first moving the names
+// an older version kept in tc-qdiscs.json into it.
+func qdiscLedger(stateDir string) (string, error) {
+	dir := filepath.Join(stateDir, "tc-qdiscs")
+	old := filepath.Join(stateDir, "tc-qdiscs.json")
+	b, err := os.ReadFile(old)
+	if errors.Is(err, fs.ErrNotExist) {
+		return dir, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var names []string
+	if err := json.Unmarshal(b, &names); err != nil {
+		return "", fmt.Errorf("read %s: %w", old, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	for _, n := range names {
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(n)), nil, 0o600); err != nil {
+			return "", err
+		}
+	}
+	return dir, os.Remove(old)
 }

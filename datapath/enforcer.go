@@ -35,7 +35,7 @@ const ForwardMark = 0x00200000
 type Config struct {
 	// Root is the bpffs directory for pins (--bpffs).
 	Root string
-	// StateDir holds the enforcer's ledger (ebpf.json, tc-qdiscs.json).
+	// StateDir holds the enforcer's ledger (ebpf.json, tc-qdiscs/).
 	StateDir string
 	// AttachMode is loader.ModeAuto, ModeTCX or ModeTC (--tc-attach).
 	AttachMode string
@@ -118,8 +118,13 @@ func New(log *slog.Logger, cfg Config) (*Enforcer, error) {
 	for _, m := range coll.Replaced {
 		log.Warn("pinned BPF map replaced: an earlier version left it in another layout; endpoints and networks are refilled from the state, tracked flows and counters in it start over", "map", m)
 	}
+	qdiscs, err := qdiscLedger(cfg.StateDir)
+	if err != nil {
+		coll.Close()
+		return nil, err
+	}
 	e := &Enforcer{log: log, cfg: cfg, coll: coll, path: filepath.Join(cfg.StateDir, "ebpf.json"),
-		att:     &loader.Attacher{Root: cfg.Root, Mode: cfg.AttachMode, QdiscLedger: filepath.Join(cfg.StateDir, "tc-qdiscs.json")},
+		att:     &loader.Attacher{Root: cfg.Root, Mode: cfg.AttachMode, QdiscLedger: qdiscs},
 		bridges: map[string]loader.Iface{}, veths: map[string]loader.Iface{}, slots: map[string]uint32{}}
 	if err := e.readLedger(); err != nil {
 		coll.Close()

@@ -1,12 +1,10 @@
 package loader
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -59,8 +57,8 @@ type Attacher struct {
 	Root string
 	// Mode is ModeAuto, ModeTCX or ModeTC.
 	Mode string
-	// QdiscLedger is the file that lists the clsact qdiscs bpfnet created,
-	// so Detach deletes those (once empty) and no others.
+	// QdiscLedger is the directory that records the clsact qdiscs bpfnet
+	// created, so Detach deletes those (once empty) and no others.
 	QdiscLedger string
 }
 
@@ -272,23 +270,19 @@ func clsact(index int) *netlink.GenericQdisc {
 // adds one and takes "exists" for an answer rather than listing qdiscs,
 // which the kernel can only dump for every interface at once.
 func (a *Attacher) ensureClsact(ifc Iface) error {
-	led, err := a.readLedger()
+	ours, err := a.qdiscOurs(ifc.Name)
 	if err != nil {
 		return err
 	}
-	ours := slices.Contains(led, ifc.Name)
 	// Record before creating, so a crash in between cannot orphan it.
 	if !ours {
-		if err := a.updateLedger(func(l []string) []string { return appendUnique(l, ifc.Name) }); err != nil {
+		if err := a.recordQdisc(ifc.Name, true); err != nil {
 			return err
 		}
 	}
 	err = netlink.QdiscAdd(clsact(ifc.Index))
 	if errors.Is(err, unix.EEXIST) && !ours {
-		// Someone else's: not bpfnet's to delete.
-		return a.updateLedger(func(l []string) []string {
-			return slices.DeleteFunc(l, func(s string) bool { return s == ifc.Name })
-		})
+		return a.recordQdisc(ifc.Name, false) // someone else's: not bpfnet's to delete
 	}
 	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("add clsact qdisc to %s: %w", ifc.Name, err)
@@ -299,8 +293,8 @@ func (a *Attacher) ensureClsact(ifc Iface) error {
 // releaseClsact deletes the clsact qdisc of an interface if bpfnet created
 // it and no filter (of anyone) is left on it.
 func (a *Attacher) releaseClsact(ifc Iface) error {
-	led, err := a.readLedger()
-	if err != nil || !slices.Contains(led, ifc.Name) {
+	ours, err := a.qdiscOurs(ifc.Name)
+	if err != nil || !ours {
 		return err
 	}
 	dummy := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifc.Index}}
@@ -312,55 +306,39 @@ func (a *Attacher) releaseClsact(ifc Iface) error {
 	if err := netlink.QdiscDel(clsact(ifc.Index)); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("delete clsact qdisc of %s: %w", ifc.Name, err)
 	}
-	return a.updateLedger(func(l []string) []string {
-		return slices.DeleteFunc(l, func(s string) bool { return s == ifc.Name })
-	})
+	return a.recordQdisc(ifc.Name, false)
 }
 
-func appendUnique(l []string, s string) []string {
-	if slices.Contains(l, s) {
-		return l
-	}
-	return append(l, s)
-}
+// The qdisc ledger (QdiscLedger) is a directory with one empty file per
+// interface whose clsact qdisc bpfnet created, so recording one costs
+// the same however many there are. (Interface names cannot contain '/'
+// and are never "." or "..".)
 
-func (a *Attacher) readLedger() ([]string, error) {
+func (a *Attacher) qdiscOurs(ifname string) (bool, error) {
 	if a.QdiscLedger == "" {
-		return nil, nil
+		return false, nil
 	}
-	b, err := os.ReadFile(a.QdiscLedger)
+	_, err := os.Stat(filepath.Join(a.QdiscLedger, ifname))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return false, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	var l []string
-	if err := json.Unmarshal(b, &l); err != nil {
-		return nil, fmt.Errorf("read %s: %w", a.QdiscLedger, err)
-	}
-	return l, nil
+	return err == nil, err
 }
 
-func (a *Attacher) updateLedger(f func([]string) []string) error {
+func (a *Attacher) recordQdisc(ifname string, ours bool) error {
 	if a.QdiscLedger == "" {
 		return nil
 	}
-	l, err := a.readLedger()
-	if err != nil {
-		return err
-	}
-	l = f(l)
-	if len(l) == 0 {
-		if err := os.Remove(a.QdiscLedger); err != nil && !errors.Is(err, os.ErrNotExist) {
+	path := filepath.Join(a.QdiscLedger, ifname)
+	if !ours {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
+		os.Remove(a.QdiscLedger) // once empty, no ledger is left behind
 		return nil
 	}
-	b, _ := json.Marshal(l)
-	tmp := a.QdiscLedger + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := os.MkdirAll(a.QdiscLedger, 0o700); err != nil {
 		return err
 	}
-	return os.Rename(tmp, a.QdiscLedger)
+	return os.WriteFile(path, nil, 0o600)
 }

@@ -300,9 +300,15 @@ func StateFiles(t testing.TB, dir string) string {
 // netns exec` execs the daemon, so the process is the one started.
 func (d *Daemon) RSS() int64 {
 	d.t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	return RSS(d.t, d.cmd.Process.Pid)
+}
+
+// RSS returns the resident memory of process pid in bytes.
+func RSS(t testing.TB, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		d.t.Fatalf("daemon status: %v", err)
+		t.Fatalf("process status: %v", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
@@ -312,6 +318,6 @@ func (d *Daemon) RSS() int64 {
 			}
 		}
 	}
-	d.t.Fatalf("no VmRSS in the daemon's status:\n%s", b)
+	t.Fatalf("no VmRSS in the status of process %d:\n%s", pid, b)
 	return 0
 }
