@@ -100,7 +100,6 @@ func run(t *testing.T, timeout time.Duration, name string, args ...string) strin
 	return out.String()
 }
 
-
 // importImage makes an image from rootfs (plus extra, a directory copied
 // in at the same path) with docker import.
 func importImage(t *testing.T, d *testnet.Dockerd, tag, rootfs, extra string) {

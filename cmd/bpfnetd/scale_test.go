@@ -4,11 +4,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/bpfnet/bpfnet/internal/testnet"
 	"github.com/bpfnet/bpfnet/network"
@@ -78,6 +81,7 @@ func TestControlPlaneScales(t *testing.T) {
 		}
 	}
 	rss := d.RSS()
+	kernel := bridgesByHand(t, n)
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "Control plane, %s datapath (--tc-attach=%s): create time through the API (p50 / p99 of 100 creations).\n\n", *scaleDatapath, *scaleAttach)
@@ -90,6 +94,8 @@ func TestControlPlaneScales(t *testing.T) {
 	netLate, _ := row("network", nets, n-99)
 	epEarly, _ := row("endpoint", eps, 6)
 	epLate, _ := row("endpoint", eps, m-99)
+	row("bridge by hand (the kernel's share of a network)", kernel, 6)
+	row("bridge by hand (the kernel's share of a network)", kernel, n-99)
 	fmt.Fprintf(&b, "\nDaemon resident memory with %d networks and %d endpoints: %.1f MB.\n", n+10, m, float64(rss)/(1<<20))
 	t.Log("\n" + b.String())
 	if *scaleReport != "" {
@@ -109,3 +115,34 @@ func TestControlPlaneScales(t *testing.T) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// bridgesByHand creates n bridges in a namespace of their own through
+// netlink, each with a /28 address and up, as a network create does with
+// no daemon, and returns how long each took: the kernel's part of a
+// network's cost and of its growth with N.
+func bridgesByHand(t *testing.T, n int) []time.Duration {
+	ns := testnet.NewNS(t, "kbr")
+	out := make([]time.Duration, n)
+	err := ns.Do(func() error {
+		for i := range n {
+			start := time.Now()
+			br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("kbr%d", i)}}
+			if err := netlink.LinkAdd(br); err != nil {
+				return err
+			}
+			a := netip.AddrFrom4([4]byte{198, 18, byte(i * 16 >> 8), byte(i*16) + 1})
+			if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(28, 32)}}); err != nil {
+				return err
+			}
+			if err := netlink.LinkSetUp(br); err != nil {
+				return err
+			}
+			out[i] = time.Since(start)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
