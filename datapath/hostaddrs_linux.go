@@ -52,6 +52,16 @@ func (e *Enforcer) syncUplinks() error {
 	return syncMap(e.coll.Uplinks, want)
 }
 
+// isUplink reports whether ifindex is one of the configured uplinks.
+func (e *Enforcer) isUplink(ifindex int) bool {
+	for _, name := range e.cfg.Uplinks {
+		if l, err := netlink.LinkByName(name); err == nil && l.Attrs().Index == ifindex {
+			return true
+		}
+	}
+	return false
+}
+
 // WatchHostAddrs keeps host_addrs in step with the kernel's address list
 // until ctx ends.
 func (e *Enforcer) WatchHostAddrs(ctx context.Context) error {
@@ -72,15 +82,19 @@ func (e *Enforcer) WatchHostAddrs(ctx context.Context) error {
 				if !ok {
 					return
 				}
-				// A new address is one map update; a removed one is a full
-				// resync, as another interface may hold the same address.
+				// A new address is one map update (and, on an uplink, its
+				// masquerade address); a removed one is a full resync, as
+				// another interface may hold the same address.
 				var err error
 				ip, v4 := netipAddr(u.LinkAddress.IP)
 				e.mu.Lock()
 				switch {
 				case !v4:
 				case u.NewAddr:
-					err = errors.Join(e.coll.HostAddrs.Put(be32(ip), uint32(1)), e.syncUplinks())
+					err = e.coll.HostAddrs.Put(be32(ip), uint32(1))
+					if e.isUplink(u.LinkIndex) {
+						err = errors.Join(err, e.syncUplinks())
+					}
 				default:
 					err = e.syncHostAddrs()
 				}

@@ -121,6 +121,12 @@ func (o *observer) runEvents(ctx context.Context) error {
 	}
 	go func() {
 		for ev := range raw {
+			o.mu.Lock()
+			watched := len(o.subs) > 0
+			o.mu.Unlock()
+			if !watched {
+				continue // naming the interface reads the whole model: only for someone watching
+			}
 			out := api.MonitorEvent{Time: ev.Time, Direction: ev.Direction, Reason: ev.Reason, Proto: ev.Proto}
 			if ev.Proto != "" {
 				out.Src, out.Dst = ev.Src.String(), ev.Dst.String()
