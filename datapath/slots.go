@@ -38,9 +38,16 @@ func (e *Enforcer) newSlot() (uint32, error) {
 	for _, s := range e.slots {
 		taken[s] = true
 	}
+	return e.takeSlot(taken, 0)
+}
+
+// takeSlot returns the lowest slot from `from` on that taken lacks, marks
+// it taken and zeroes its counts.
+func (e *Enforcer) takeSlot(taken map[uint32]bool, from uint32) (uint32, error) {
 	max := e.coll.Traffic.MaxEntries() / 2
-	for s := uint32(0); s < max; s++ {
+	for s := from; s < max; s++ {
 		if !taken[s] {
+			taken[s] = true
 			return s, e.zeroSlot(s)
 		}
 	}
@@ -100,12 +107,15 @@ func (e *Enforcer) assignSlots(v network.View) error {
 			fresh = append(fresh, ep)
 		}
 	}
+	// One pass over the slots for all of them (every slot below the last
+	// one given is taken).
+	next := uint32(0)
 	for _, ep := range fresh {
-		s, err := e.newSlot()
+		s, err := e.takeSlot(taken, next)
 		if err != nil {
 			return err
 		}
-		e.slots[ep.ID] = s
+		e.slots[ep.ID], next = s, s+1
 	}
 	return nil
 }
