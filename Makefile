@@ -1,7 +1,9 @@
 # bpfnet — Docker-style bridge networks for container hosts.
 # Run `make help` for the targets.
 
-GO      ?= go
+# sudo resets PATH (secure_path), which rarely holds Go: fall back to where
+# Go is usually installed.
+GO      ?= $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go),$(wildcard /usr/lib/go/bin/go),go)
 BIN     := bin
 # `make install` layout; DESTDIR stages it (packaging, tests).
 PREFIX  ?= /usr/local
@@ -10,9 +12,12 @@ BINDIR  := $(PREFIX)/bin
 UNITDIR := $(PREFIX)/lib/systemd/system
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
-# Debian packages the build, the tests and the demo need (clang, llvm and
-# the headers only for `make generate`).
-DEB_PACKAGES := iptables nftables iproute2 iputils-ping conntrack iperf3 sockperf prometheus systemd docker.io debootstrap util-linux ca-certificates clang-19 llvm-19 libbpf-dev linux-libc-dev gcc
+# Debian packages, by what needs them: running the daemon (make run,
+# make demo), regenerating the BPF objects (make generate), and the tests and
+# benchmarks (make test, which also needs the other two).
+RUN_PACKAGES  := iptables iproute2
+GEN_PACKAGES  := clang-19 llvm-19 libbpf-dev linux-libc-dev gcc
+TEST_PACKAGES := nftables iputils-ping conntrack iperf3 sockperf prometheus systemd docker.io debootstrap util-linux ca-certificates
 # Where the UAPI asm/ headers live for this architecture.
 BPF_INCLUDES := -I/usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo $$(uname -m)-linux-gnu)
 
@@ -25,22 +30,35 @@ RUN_ARGS ?=
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-.PHONY: deps
-deps: ## install missing system packages (apt-get) needed to build, run and test
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# apt_install installs the Debian packages of $(1) that are missing.
+define apt_install
+	@missing=""; for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "all system packages present"; fi
+	else echo "system packages present: $(strip $(1))"; fi
+endef
+
+.PHONY: deps-run
+deps-run: ## install what running the daemon needs (iptables, iproute2)
+	$(call apt_install,$(RUN_PACKAGES))
+
+.PHONY: deps-generate
+deps-generate: ## install what `make generate` needs (clang-19, llvm-19, libbpf-dev)
+	$(call apt_install,$(GEN_PACKAGES))
+
+.PHONY: deps
+deps: ## install everything the tests and benchmarks need (includes deps-run and deps-generate; docker.io, prometheus, iperf3, ...)
+	$(call apt_install,$(RUN_PACKAGES) $(GEN_PACKAGES) $(TEST_PACKAGES))
 
 .PHONY: build
 build: ## build bin/bpfnetd and bin/bpfnet
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/bpfnetd ./cmd/bpfnet
 
 .PHONY: generate
-generate: ## rebuild the BPF objects and their Go bindings (bpf/*_bpfel.*) with clang-19
+generate: deps-generate ## rebuild the BPF objects and their Go bindings (bpf/*_bpfel.*) with clang-19
 	BPF_INCLUDES="$(BPF_INCLUDES)" $(GO) generate ./bpf/
 
 .PHONY: check-generated
@@ -103,11 +121,15 @@ bench-progs: ## cost per packet of each BPF program (kernel-measured BPF_PROG_TE
 	$(GO) test -count=1 ./datapath -run TestProgramCost -progcost -v -progcost-report=$(CURDIR)/bench/progs-results.md
 
 .PHONY: run
-run: deps build ## start the daemon with the default network (root; RUN_ARGS adds flags)
+run: deps-run build ## start the daemon with its defaults in this network namespace (root; RUN_ARGS adds flags; undo with `make cleanup`)
 	./$(BIN)/bpfnetd $(RUN_ARGS)
 
+.PHONY: cleanup
+cleanup: build ## undo `make run`: remove every bridge, veth, rule, program and state file bpfnetd made (root; stop the daemon first)
+	./$(BIN)/bpfnetd --cleanup $(RUN_ARGS)
+
 .PHONY: demo
-demo: deps build ## run a short demo entirely inside throw-away network namespaces
+demo: deps-run build ## run a short demo entirely inside throw-away network namespaces
 	./scripts/demo.sh
 
 .PHONY: lint

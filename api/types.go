@@ -118,10 +118,20 @@ type Status struct {
 	// refused, expired; packets taking each fast path).
 	Stats       map[string]uint64 `json:"stats,omitempty"`
 	ChainPrefix string            `json:"chain_prefix,omitempty"`
-	StateDir    string            `json:"state_dir"`
-	Uplinks     []string          `json:"uplinks"`
-	Networks    int               `json:"networks"`
-	Endpoints   int               `json:"endpoints"`
+	// Cgroup is the cgroup v2 directory of the socket programs that let
+	// the host's own sockets reach published ports (eBPF datapath; empty
+	// when they cannot).
+	Cgroup string `json:"cgroup,omitempty"`
+	// Warnings are what the daemon could not do as an operator would
+	// expect (pins that end with the daemon, no cgroup v2, ...).
+	Warnings  []string `json:"warnings,omitempty"`
+	StateDir  string   `json:"state_dir"`
+	Uplinks   []string `json:"uplinks"`
+	Networks  int      `json:"networks"`
+	Endpoints int      `json:"endpoints"`
+	// EndpointsReleased counts endpoints released because their interface
+	// disappeared (their container's network namespace was deleted).
+	EndpointsReleased uint64 `json:"endpoints_released"`
 }
 
 // Attachment is one eBPF program on an interface hook; Mode is empty when

@@ -32,7 +32,7 @@ func TestNATBench(t *testing.T) {
 	var targets []target
 	for _, dp := range strings.Split(*natOnly, ",") {
 		topo := testnet.NewTopology(t)
-		d := testnet.NewDaemon(t, topo.Host, "--datapath="+dp, "--default-network=false", "--uplink="+testnet.UplinkIf)
+		d := testnet.NewDaemon(t, topo.Host, "--datapath="+dp, "--default-network=false")
 		d.Start()
 		d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
 		c := testnet.NewNS(t, "c")

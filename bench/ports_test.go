@@ -102,7 +102,7 @@ func handmadePortWorld(t *testing.T, name string, docker bool) portWorld {
 // publishing the ports; the outside connects to the uplink address.
 func daemonPortWorld(t *testing.T, name, datapath string) portWorld {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath="+datapath, "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath="+datapath, "--default-network=false")
 	d.Start()
 	ctx := context.Background()
 	if _, err := d.Client.CreateNetwork(ctx, network.CreateNetworkRequest{Name: "web", Subnet: "198.18.0.0/24"}); err != nil {

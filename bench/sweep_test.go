@@ -351,7 +351,7 @@ func pairName(p pair) string {
 // pairs on the oldest and (n > 1) the newest.
 func daemonPairs(t *testing.T, kind string, n int) []pair {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath="+strings.TrimPrefix(kind, "bpfnet-"), "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath="+strings.TrimPrefix(kind, "bpfnet-"), "--default-network=false")
 	d.Start()
 	ctx := context.Background()
 	for i := range n {

@@ -75,6 +75,7 @@ const (
 	BpfnetDropReasonREASON_FRAGMENT      BpfnetDropReason = 7
 	BpfnetDropReasonREASON_NO_ENDPOINT   BpfnetDropReason = 8
 	BpfnetDropReasonREASON_NAT_EXHAUSTED BpfnetDropReason = 9
+	BpfnetDropReasonREASON_ROUTER        BpfnetDropReason = 10
 	BpfnetDropReasonREASON_MAX           BpfnetDropReason = 16
 )
 
@@ -214,6 +215,7 @@ const (
 	BpfnetStatSTAT_EVENTS_LOST       BpfnetStat = 8
 	BpfnetStatSTAT_DNAT_CREATED      BpfnetStat = 9
 	BpfnetStatSTAT_SOCK_DNAT         BpfnetStat = 10
+	BpfnetStatSTAT_UPLINK_SPOOFED    BpfnetStat = 11
 	BpfnetStatSTAT_MAX               BpfnetStat = 16
 )
 

@@ -118,29 +118,92 @@ static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
 	return *(const __u32 *)a == *(const __u32 *)b && *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
 }
 
-/* IPv6 neighbour discovery (RFC 4861: router/neighbour solicitation and
- * advertisement, redirect) between link-local or unspecified addresses,
- * hop limit 255. Everything else IPv6 is refused: networks are IPv4-only. */
-static __always_inline int is_ipv6_nd(struct __sk_buff *skb)
+/* ICMPv6 types of the link-local control traffic an IPv4-only network
+ * carries (RFC 4861 neighbour discovery, RFC 2710/3810 multicast listener
+ * discovery). */
+#define ICMPV6_MLD_QUERY 130
+#define ICMPV6_MLD_REPORT 131
+#define ICMPV6_MLD_DONE 132
+#define ICMPV6_RS 133
+#define ICMPV6_RA 134
+#define ICMPV6_NS 135
+#define ICMPV6_NA 136
+#define ICMPV6_REDIRECT 137
+#define ICMPV6_MLD2_REPORT 143
+#define ND_OPT_SOURCE_LL 1
+#define ND_OPT_TARGET_LL 2
+#define ND_MAX_OPTS 4
+
+static __always_inline int ipv6_unspecified(const __be32 *a)
 {
-	pull(skb, ETH_HLEN + sizeof(struct ipv6hdr) + 1);
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ipv6hdr *ip6 = data + ETH_HLEN;
-	if ((void *)(ip6 + 1) + 1 > end)
-		return 0;
-	if (ip6->nexthdr != IPPROTO_ICMPV6 || ip6->hop_limit != 255)
-		return 0;
-	__u8 type = *(__u8 *)(ip6 + 1);
-	if (type < 133 || type > 137)
-		return 0;
-	__u32 s0 = bpf_ntohl(ip6->saddr.in6_u.u6_addr32[0]);
-	__u32 d0 = bpf_ntohl(ip6->daddr.in6_u.u6_addr32[0]);
-	int src_ok = (s0 & 0xffc00000) == 0xfe800000 ||
-		     (s0 == 0 && ip6->saddr.in6_u.u6_addr32[1] == 0 && ip6->saddr.in6_u.u6_addr32[2] == 0 &&
-		      ip6->saddr.in6_u.u6_addr32[3] == 0);
-	int dst_ok = (d0 & 0xffc00000) == 0xfe800000 || (d0 & 0xffff0000) == 0xff020000;
-	return src_ok && dst_ok;
+	return (a[0] | a[1] | a[2] | a[3]) == 0;
+}
+
+/* ipv6_control judges IPv6 on networks that are IPv4-only: only link-local
+ * control traffic passes, i.e. ICMPv6 neighbour discovery (hop limit 255)
+ * and multicast listener reports (hop limit 1, after a hop-by-hop header)
+ * from a link-local or unspecified source to a link-local or link-scope
+ * multicast destination; anything else is unsupported. From a container
+ * (sender set) router messages are refused (router: an RA gave the host a
+ * default route; a redirect or MLD query steers neighbours), and a
+ * neighbour solicitation or advertisement must carry the container's own
+ * MAC in its link-layer option (spoof). */
+static __always_inline __u32 ipv6_control(struct __sk_buff *skb, const struct endpoint_info *sender)
+{
+	struct ipv6hdr ip6;
+	__u32 off = ETH_HLEN + sizeof(ip6);
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+		return REASON_MALFORMED;
+	__u8 next = ip6.nexthdr;
+	if (next == IPPROTO_HOPOPTS) {
+		/* MLD reports carry a router-alert option (RFC 2711). */
+		__u8 hbh[2];
+		if (bpf_skb_load_bytes(skb, off, hbh, 2) < 0)
+			return REASON_MALFORMED;
+		next = hbh[0];
+		off += (hbh[1] + 1) * 8;
+	}
+	if (next != IPPROTO_ICMPV6)
+		return REASON_UNSUPPORTED;
+	__u8 type;
+	if (bpf_skb_load_bytes(skb, off, &type, 1) < 0)
+		return REASON_MALFORMED;
+	const __be32 *s = ip6.saddr.in6_u.u6_addr32, *d = ip6.daddr.in6_u.u6_addr32;
+	int src_ll = (bpf_ntohl(s[0]) & 0xffc00000) == 0xfe800000;
+	int dst_ok = (bpf_ntohl(d[0]) & 0xffc00000) == 0xfe800000 || (bpf_ntohl(d[0]) & 0xffff0000) == 0xff020000;
+	int nd = type >= ICMPV6_RS && type <= ICMPV6_REDIRECT;
+	int mld = (type >= ICMPV6_MLD_QUERY && type <= ICMPV6_MLD_DONE) || type == ICMPV6_MLD2_REPORT;
+	if (!dst_ok || !(nd || mld) || ip6.hop_limit != (nd ? 255 : 1))
+		return REASON_UNSUPPORTED;
+	/* The unspecified source: duplicate address detection (an NS) and the
+	 * reports sent while it runs. */
+	if (!src_ll && !(ipv6_unspecified(s) && (type == ICMPV6_NS || type == ICMPV6_MLD2_REPORT || type == ICMPV6_MLD_REPORT)))
+		return REASON_UNSUPPORTED;
+	if (!sender)
+		return PASS;
+	if (type == ICMPV6_RA || type == ICMPV6_REDIRECT || type == ICMPV6_MLD_QUERY)
+		return REASON_ROUTER;
+	if (type != ICMPV6_NS && type != ICMPV6_NA)
+		return PASS;
+	/* Options follow the type, code, checksum, flags and target (24 bytes). */
+	off += 24;
+#pragma unroll
+	for (int i = 0; i < ND_MAX_OPTS; i++) {
+		__u8 opt[2];
+		if (bpf_skb_load_bytes(skb, off, opt, 2) < 0)
+			return PASS; /* no more options */
+		if (opt[1] == 0)
+			return REASON_MALFORMED; /* RFC 4861 4.6: a zero length is invalid */
+		if (opt[0] == ND_OPT_SOURCE_LL || opt[0] == ND_OPT_TARGET_LL) {
+			__u8 ll[8] __attribute__((aligned(8))); /* mac_eq reads it as words */
+			if (bpf_skb_load_bytes(skb, off + 2, ll, 6) < 0)
+				return REASON_MALFORMED;
+			if (!mac_eq(ll, sender->mac))
+				return REASON_SPOOF;
+		}
+		off += opt[1] * 8;
+	}
+	return PASS;
 }
 
 /* ARP for Ethernet/IPv4 whose sender is the endpoint (or 0.0.0.0 for an
@@ -267,7 +330,7 @@ int from_container(struct __sk_buff *skb)
 		v = check_arp(skb, ep);
 		break;
 	case ETH_P_IPV6_BE:
-		v = is_ipv6_nd(skb) ? PASS : REASON_UNSUPPORTED;
+		v = ipv6_control(skb, ep);
 		break;
 	case ETH_P_IP_BE: {
 		struct pkt p;
@@ -321,8 +384,16 @@ int to_container(struct __sk_buff *skb)
 	switch (eth->h_proto) {
 	case ETH_P_ARP_BE:
 		return TC_ACT_OK;
-	case ETH_P_IPV6_BE:
-		return is_ipv6_nd(skb) ? TC_ACT_OK : drop(ifindex, dir, REASON_UNSUPPORTED);
+	case ETH_P_IPV6_BE: {
+		__u32 v = ipv6_control(skb, 0);
+		/* Bridged from another endpoint (the port it came in on): as
+		 * for IPv4, nothing crosses icc or isolation. */
+		__u32 in = skb->ingress_ifindex;
+		struct endpoint_info *src = in != ifindex ? bpf_map_lookup_elem(&ep_by_ifindex, &in) : 0;
+		if (v == PASS && src)
+			v = between(src->net_id, ep->net_id);
+		return v == PASS ? TC_ACT_OK : drop(ifindex, dir, v);
+	}
 	case ETH_P_IP_BE:
 		break;
 	case ETH_P_8021Q_BE:
@@ -504,17 +575,51 @@ static __always_inline int uplink_ipv4(struct __sk_buff *skb, struct pkt *p)
 	return parse_ipv4(skb, p);
 }
 
+static __always_inline int is_loopback(__be32 a)
+{
+	return (bpf_ntohl(a) >> 24) == 127;
+}
+
+/* spoofed_outside reports whether a packet arriving on an uplink claims a
+ * source it cannot have: one of the host's addresses, loopback, a managed
+ * subnet, or multicast/broadcast. The kernel's martian and reverse-path
+ * checks would catch some of these, but only after from_uplink has
+ * translated or delivered them. */
+static __always_inline int spoofed_outside(__be32 s)
+{
+	return is_host_addr(s) || is_loopback(s) || is_multi(s) || subnet_of(s);
+}
+
+/* opens_connection reports whether a packet may start a connection to a
+ * published port: a TCP SYN (not a bare ACK, which would open state for a
+ * connection nobody started), or any UDP datagram. */
+static __always_inline int opens_connection(const struct pkt *p)
+{
+	if (p->proto == IPPROTO_TCP)
+		return (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+	return p->proto == IPPROTO_UDP;
+}
+
 SEC("tc")
 int from_uplink(struct __sk_buff *skb)
 {
 	struct pkt p;
 	if (uplink_ipv4(skb, &p) < 0)
 		return TC_ACT_UNSPEC;
+	/* The host's own multicast and broadcast, looped back, come in here
+	 * with its own source: the kernel's business. */
+	if (skb->pkt_type != PACKET_LOOPBACK && spoofed_outside(p.saddr)) {
+		stat_inc(STAT_UPLINK_SPOOFED);
+		__u32 *dnet = subnet_of(p.daddr);
+		return dnet ? drop_to_network(*dnet, &p, REASON_SPOOF) : TC_ACT_SHOT;
+	}
 	int rc = untranslate(skb, &p);
 	if (rc > 0)
 		return TC_ACT_UNSPEC; /* a reply to the host */
-	if (rc < 0 && p.frag != FRAG_LATER && is_host_addr(p.daddr)) {
-		/* A new connection to a published port? */
+	/* A new connection to a published port? Never on a loopback address:
+	 * a port bound to 127.0.0.1 is for the host's own processes, and the
+	 * kernel drops 127.0.0.0/8 arriving on an uplink as martian. */
+	if (rc < 0 && p.frag != FRAG_LATER && !is_loopback(p.daddr) && is_host_addr(p.daddr) && opens_connection(&p)) {
 		struct port_backend *b = published(p.proto, p.daddr, p.dport);
 		if (b && dnat_open(&p, b, p.saddr, 0, 0) == 0 && untranslate(skb, &p) < 0)
 			return TC_ACT_SHOT;
@@ -665,7 +770,7 @@ volatile const __u64 host_netns_cookie = 0;
 
 static __always_inline int is_local_addr(__be32 a)
 {
-	return (bpf_ntohl(a) >> 24) == 127 || is_host_addr(a);
+	return is_loopback(a) || is_host_addr(a);
 }
 
 static __always_inline int sock_dnat(struct bpf_sock_addr *ctx)

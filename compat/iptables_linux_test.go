@@ -17,7 +17,7 @@ func iptablesSave(t *testing.T, ns *testnet.NS) string {
 	t.Helper()
 	out := ns.MustRun(t, "iptables-save", "-t", "filter")
 	out += ns.MustRun(t, "iptables-save", "-t", "nat")
-	return normalizeSave(out, true)
+	return normalizeSave(out, true, false)
 }
 
 // The reference networks applied with real iptables, one at a time, in a

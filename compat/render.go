@@ -163,7 +163,13 @@ func Render(v network.View, prefix string, mode Mode) Ruleset {
 			continue
 		}
 		if mode == Hairpin {
-			add("nat", "POSTROUTING", Insert, "-o %s -m addrtype --src-type LOCAL -j MASQUERADE", n.Bridge)
+			// With host_ipv4 the host's own packets into the bridge get
+			// that address too, masquerade on or off (captures 50, 51).
+			if n.HostIPv4.IsValid() {
+				add("nat", "POSTROUTING", Insert, "-o %s -m addrtype --src-type LOCAL -j SNAT --to-source %s", n.Bridge, n.HostIPv4)
+			} else {
+				add("nat", "POSTROUTING", Insert, "-o %s -m addrtype --src-type LOCAL -j MASQUERADE", n.Bridge)
+			}
 		}
 		if !n.Masquerade {
 			continue

@@ -74,18 +74,19 @@ func referenceRules(t *testing.T, step string, keepUserRule bool) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return normalizeSave(string(b), keepUserRule)
+	return normalizeSave(string(b), keepUserRule, false)
 }
 
 // normalizeSave strips comments and counters from iptables-save output,
-// and the stale hairpin rules of 20.10 (and optionally the user rule).
-func normalizeSave(s string, keepUserRule bool) string {
+// and the stale hairpin rules of 20.10 unless the capture is of hairpin
+// mode (and optionally the user rule).
+func normalizeSave(s string, keepUserRule, hairpin bool) string {
 	var out []string
 	for _, line := range strings.Split(s, "\n") {
 		switch {
 		case line == "", strings.HasPrefix(line, "#"):
 			continue
-		case strings.Contains(line, "--src-type LOCAL -j MASQUERADE"):
+		case !hairpin && strings.Contains(line, "--src-type LOCAL -j MASQUERADE"):
 			continue
 		case line == refUserRule && !keepUserRule:
 			continue
@@ -198,6 +199,37 @@ func TestRenderPortsMatchDocker2010(t *testing.T) {
 		t.Run(step.file, func(t *testing.T) {
 			want := referenceRules(t, step.file, false)
 			got := Save(Render(network.View{Networks: refNetworks07, Endpoints: step.eps}, "DOCKER", UserlandProxy), "DROP")
+			if got != want {
+				t.Errorf("rendered rules differ from the Docker 20.10 capture\n%s", lineDiff(want, got))
+			}
+		})
+	}
+}
+
+// Steps 50 and 51 were captured by bpfnet's developers from Debian's
+// Docker Engine 20.10.24 with --userland-proxy=false, the layout the daemon
+// renders (testdata/docker-20.10/README.md): a network with
+// com.docker.network.host_ipv4 SNATs the host's own packets into its
+// bridge to that address, with masquerade on or off.
+func TestRenderHairpinHostIPv4MatchesDocker2010(t *testing.T) {
+	snat := refNet("916f3a2bd7b9496091e3f6fe3f6bd9bf430983b114e42930dabdbb704470b956", "snat-network", "192.168.220.0/24",
+		func(n *network.Network) { n.HostIPv4 = netip.MustParseAddr("172.17.0.1") })
+	nomasq := refNet("05d3cbc6e2bc8a5e782771d7355763c0eb48037ae1452cf981e7c06cd74c9e71", "snat-nomasq-network", "192.168.221.0/24",
+		func(n *network.Network) { n.HostIPv4, n.Masquerade = netip.MustParseAddr("172.17.0.1"), false })
+	for _, step := range []struct {
+		file     string
+		networks []*network.Network
+	}{
+		{"50-hairpin-snat-host_ipv4-network", []*network.Network{refDefault, snat}},
+		{"51-hairpin-snat-nomasq-network", []*network.Network{refDefault, snat, nomasq}},
+	} {
+		t.Run(step.file, func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join("testdata", "docker-20.10", step.file+".rules"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := normalizeSave(string(b), false, true)
+			got := Save(Render(network.View{Networks: step.networks}, "DOCKER", Hairpin), "DROP")
 			if got != want {
 				t.Errorf("rendered rules differ from the Docker 20.10 capture\n%s", lineDiff(want, got))
 			}

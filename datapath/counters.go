@@ -28,6 +28,7 @@ var ReasonNames = func() []string {
 		bpf.BpfnetDropReasonREASON_UNSOLICITED: "unsolicited", bpf.BpfnetDropReasonREASON_MALFORMED: "malformed",
 		bpf.BpfnetDropReasonREASON_UNSUPPORTED: "unsupported", bpf.BpfnetDropReasonREASON_FRAGMENT: "fragment",
 		bpf.BpfnetDropReasonREASON_NO_ENDPOINT: "no_endpoint", bpf.BpfnetDropReasonREASON_NAT_EXHAUSTED: "nat_exhausted",
+		bpf.BpfnetDropReasonREASON_ROUTER: "router",
 	} {
 		names[r] = n
 	}

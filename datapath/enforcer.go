@@ -5,6 +5,7 @@
 package datapath
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -88,8 +89,8 @@ func New(log *slog.Logger, cfg Config) (*Enforcer, error) {
 	if err := loader.ValidMode(cfg.AttachMode); err != nil {
 		return nil, err
 	}
-	if err := CheckBPFFS(cfg.Root); err != nil {
-		return nil, err
+	if on, _, err := loader.CheckBPFFS(cfg.Root); !on {
+		return nil, fmt.Errorf("pins: %w", cmp.Or(err, fmt.Errorf("%s is not on a bpf filesystem", cfg.Root)))
 	}
 	if cfg.NATPorts == [2]uint16{} {
 		cfg.NATPorts = DefaultNATPorts
@@ -337,6 +338,14 @@ func (e *Enforcer) NetworkAdded(ctx context.Context, v network.View, n *network.
 	e.bridges[n.ID] = ifc
 	if err := e.coll.Subnets.Put(subnetKey(n.Subnet), id); err != nil {
 		return fmt.Errorf("add subnet %s to map: %w", n.Subnet, err)
+	}
+	// The gateway is a host address from now on. The address watcher would
+	// add it too, but only once it runs and the kernel's notification
+	// arrives; until then containers of other networks would be refused
+	// the gateway (the default network is created before the watcher
+	// starts).
+	if err := e.coll.HostAddrs.Put(be32(n.Gateway), uint32(1)); err != nil {
+		return fmt.Errorf("add gateway %s to host addresses: %w", n.Gateway, err)
 	}
 	return e.attach(ifc, loader.Egress, e.coll.ToNetwork)
 }

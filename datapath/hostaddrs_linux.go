@@ -4,12 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfnet/bpfnet/bpf"
 )
+
+func netipAddr(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip.To4())
+	return a, ok && ip.To4() != nil
+}
 
 // syncHostAddrs makes host_addrs hold the IPv4 addresses of the host
 // namespace (callers hold e.mu).
@@ -68,7 +75,11 @@ func (e *Enforcer) WatchHostAddrs(ctx context.Context) error {
 	ch := make(chan netlink.AddrUpdate, 64)
 	done := make(chan struct{})
 	if err := netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{
-		ErrorCallback: func(err error) { e.log.Warn("address watch", "err", err) }}); err != nil {
+		ErrorCallback: func(err error) {
+			if ctx.Err() == nil { // closing the socket at shutdown is no news
+				e.log.Warn("address watch", "err", err)
+			}
+		}}); err != nil {
 		close(done)
 		return fmt.Errorf("watch host addresses: %w", err)
 	}

@@ -196,8 +196,8 @@ func TestReverseTranslation(t *testing.T) {
 	})
 	t.Run("spoofing a host address from the outside", func(t *testing.T) {
 		// The uplink sees it before the kernel's martian check would.
-		w.expect(t, w.coll.FromUplink, w.uplink, e1.ifindex, toC, false, ipFrame(t, uplinkAddr, e1.ip, tcp(80, 40000)), unsolicited)
-		w.expect(t, w.coll.FromUplink, w.uplink, e1.ifindex, toC, false, ipFrame(t, gw1, e1.ip, udp(53, 40000)), unsolicited)
+		w.expect(t, w.coll.FromUplink, w.uplink, e1.ifindex, toC, false, ipFrame(t, uplinkAddr, e1.ip, tcp(80, 40000)), spoof)
+		w.expect(t, w.coll.FromUplink, w.uplink, e1.ifindex, toC, false, ipFrame(t, gw1, e1.ip, udp(53, 40000)), spoof)
 	})
 	t.Run("to an internal network", func(t *testing.T) {
 		e5 := w.eps["e5"]

@@ -67,6 +67,9 @@ type world struct {
 	stranger int
 	// uplink is in the uplinks map.
 	uplink int
+	// ingress, when set, is the interface the next runs' packets came in
+	// on (skb->ingress_ifindex: a bridged frame's sender's veth).
+	ingress int
 }
 
 func newWorld(t *testing.T, consts map[string]any) *world {
@@ -151,7 +154,8 @@ func newWorld(t *testing.T, consts map[string]any) *world {
 		must(t, coll.EpByIp.Put(be32(netip.MustParseAddr(ep.ip)), ipEntry))
 	}
 	must(t, coll.Uplinks.Put(uint32(w.uplink), bpf.BpfnetUplinkInfo{Addr: be32(netip.MustParseAddr(uplinkAddr))}))
-	for _, a := range []string{gw1, gw2, gw3, "198.18.4.1", "198.18.5.1", uplinkAddr, extraAddr} {
+	// The host's addresses as the daemon lists them: lo's included.
+	for _, a := range []string{gw1, gw2, gw3, "198.18.4.1", "198.18.5.1", uplinkAddr, extraAddr, "127.0.0.1"} {
 		must(t, coll.HostAddrs.Put(be32(netip.MustParseAddr(a)), uint32(1)))
 	}
 	return w
@@ -175,8 +179,10 @@ func (w *world) run(t *testing.T, prog *ebpf.Program, ifindex int, frame []byte)
 // runData is run that also returns the packet as the program left it.
 func (w *world) runData(t *testing.T, prog *ebpf.Program, ifindex int, frame []byte) (uint32, uint32, []byte) {
 	t.Helper()
-	// struct __sk_buff: mark at offset 8, ifindex at 40; 192 bytes.
+	// struct __sk_buff: mark at offset 8, ingress_ifindex at 36, ifindex
+	// at 40; 192 bytes.
 	ctx := make([]byte, 192)
+	binary.NativeEndian.PutUint32(ctx[36:], uint32(w.ingress))
 	binary.NativeEndian.PutUint32(ctx[40:], uint32(ifindex))
 	out := make([]byte, 192)
 	data := make([]byte, len(frame)+256)
@@ -239,12 +245,14 @@ func mac(s string) net.HardwareAddr {
 }
 
 type l4 struct {
-	proto          string // tcp, udp, icmp
-	sport, dport   uint16
-	syn, ack, rst  bool
-	icmpType, code uint8
-	icmpID         uint16
-	payload        []byte
+	proto              string // tcp, udp, icmp, gre
+	sport, dport       uint16
+	syn, ack, rst, fin bool
+	seq, ackN          uint32 // TCP sequence and acknowledgement numbers
+	win                uint16 // TCP window (1000 when 0)
+	icmpType, code     uint8
+	icmpID             uint16
+	payload            []byte
 }
 
 func tcp(sport, dport uint16) l4    { return l4{proto: "tcp", sport: sport, dport: dport, syn: true} }
@@ -286,7 +294,12 @@ func ipPacket(t testing.TB, src, dst string, p l4, opts ...ipOpt) []gopacket.Ser
 	switch p.proto {
 	case "tcp":
 		ip.Protocol = layers.IPProtocolTCP
-		tl := &layers.TCP{SrcPort: layers.TCPPort(p.sport), DstPort: layers.TCPPort(p.dport), SYN: p.syn, ACK: p.ack, RST: p.rst, Window: 1000}
+		win := p.win
+		if win == 0 {
+			win = 1000
+		}
+		tl := &layers.TCP{SrcPort: layers.TCPPort(p.sport), DstPort: layers.TCPPort(p.dport), SYN: p.syn, ACK: p.ack, RST: p.rst, FIN: p.fin,
+			Seq: p.seq, Ack: p.ackN, Window: win}
 		tl.SetNetworkLayerForChecksum(ip)
 		return []gopacket.SerializableLayer{ip, tl, payload}
 	case "udp":
@@ -298,6 +311,9 @@ func ipPacket(t testing.TB, src, dst string, p l4, opts ...ipOpt) []gopacket.Ser
 		ip.Protocol = layers.IPProtocolICMPv4
 		ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(p.icmpType, p.code), Id: p.icmpID, Seq: 1}
 		return []gopacket.SerializableLayer{ip, ic, payload}
+	case "gre":
+		ip.Protocol = layers.IPProtocolGRE
+		return []gopacket.SerializableLayer{ip, &layers.GRE{Protocol: layers.EthernetTypeIPv4}, payload}
 	}
 	t.Fatalf("bad l4 %q", p.proto)
 	return nil
@@ -350,6 +366,7 @@ const (
 	unsupported = int(bpf.BpfnetDropReasonREASON_UNSUPPORTED)
 	fragment    = int(bpf.BpfnetDropReasonREASON_FRAGMENT)
 	noEndpoint  = int(bpf.BpfnetDropReasonREASON_NO_ENDPOINT)
+	router      = int(bpf.BpfnetDropReasonREASON_ROUTER)
 )
 
 // expect runs prog on frame at ifindex and checks the verdict and the

@@ -44,6 +44,9 @@ type Snapshot struct {
 	Networks []string
 	// NAT is nil when the datapath keeps no translation table.
 	NAT *NAT
+	// Released counts endpoints released because their interface
+	// disappeared (their container's namespace died).
+	Released uint64
 }
 
 // NAT are the translation table's numbers.
@@ -87,6 +90,7 @@ type Collector struct {
 	netPackets, netBytes, netDrops *prometheus.Desc
 	natEntries, natTranslations    *prometheus.Desc
 	datapathInfo, buildInfo        *prometheus.Desc
+	released                       *prometheus.Desc
 	scrapeErrs, scrapeDuration     *prometheus.Desc
 }
 
@@ -104,6 +108,8 @@ func NewCollector(src Source, opts Options) *Collector {
 		natEntries: prometheus.NewDesc("bpfnet_nat_entries", "Live source translations.", nil, nil),
 		natTranslations: prometheus.NewDesc("bpfnet_nat_translations_total",
 			"Source translations by outcome: created, exhausted (refused, no free port), expired.", []string{"outcome"}, nil),
+		released: prometheus.NewDesc("bpfnet_endpoints_released_total",
+			"Endpoints released because their interface disappeared (their container's network namespace was deleted).", nil, nil),
 		datapathInfo:   prometheus.NewDesc("bpfnet_datapath_info", "The datapath enforcing policy (value 1).", []string{"mode", "attach"}, nil),
 		buildInfo:      prometheus.NewDesc("bpfnet_build_info", "bpfnet's build (value 1).", []string{"version", "goversion"}, nil),
 		scrapeErrs:     prometheus.NewDesc("bpfnet_scrape_errors_total", "Scrapes that could not read the datapath's counters.", nil, nil),
@@ -114,7 +120,7 @@ func NewCollector(src Source, opts Options) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.epPackets, c.epBytes, c.epDrops, c.netPackets, c.netBytes, c.netDrops,
-		c.natEntries, c.natTranslations, c.datapathInfo, c.buildInfo, c.scrapeErrs, c.scrapeDuration} {
+		c.natEntries, c.natTranslations, c.released, c.datapathInfo, c.buildInfo, c.scrapeErrs, c.scrapeDuration} {
 		ch <- d
 	}
 }
@@ -195,6 +201,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.natTranslations, prometheus.CounterValue, float64(snap.NAT.Exhausted), "exhausted")
 		ch <- prometheus.MustNewConstMetric(c.natTranslations, prometheus.CounterValue, float64(snap.NAT.Expired), "expired")
 	}
+	ch <- prometheus.MustNewConstMetric(c.released, prometheus.CounterValue, float64(snap.Released))
 	ch <- prometheus.MustNewConstMetric(c.scrapeErrs, prometheus.CounterValue, float64(c.scrapeErrors.Load()))
 	ch <- prometheus.MustNewConstMetric(c.scrapeDuration, prometheus.GaugeValue, time.Since(start).Seconds())
 }

@@ -152,6 +152,14 @@ func (m *Manager) RemoveEndpoint(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
+	if err := m.removeEndpoint(ctx, ep); err != nil {
+		return err
+	}
+	m.log.Info("endpoint removed", "endpoint", ep.Name)
+	return nil
+}
+
+func (m *Manager) removeEndpoint(ctx context.Context, ep *Endpoint) error {
 	old := m.st.Endpoints
 	m.st.Endpoints = slices.DeleteFunc(slices.Clone(old), func(o *Endpoint) bool { return o == ep })
 	if err := m.enf.EndpointRemoved(ctx, m.view(), ep); err != nil {
@@ -162,6 +170,48 @@ func (m *Manager) RemoveEndpoint(ctx context.Context, ref string) error {
 	if err := m.host.DeleteEndpoint(ep); err != nil {
 		m.log.Error("delete veth", "iface", ep.HostIf, "err", err)
 	}
-	m.log.Info("endpoint removed", "endpoint", ep.Name)
 	return m.store.deleteEndpoint(ep.ID)
+}
+
+// WatchEndpoints releases, until ctx ends, every endpoint whose veth the
+// kernel deletes, which is what happens when its container's namespace
+// dies: its address, published ports, policy and state go, with a log line
+// and a count (Released), as Docker releases a dead container's network
+// resources. Endpoints whose veth went missing before the watch began are
+// released too.
+func (m *Manager) WatchEndpoints(ctx context.Context) error {
+	if err := m.host.WatchEndpointLinks(ctx, func(id string) { m.release(ctx, id) }); err != nil {
+		return err
+	}
+	for _, ep := range m.View().Endpoints {
+		m.release(ctx, ep.ID)
+	}
+	return nil
+}
+
+// Released is the number of endpoints released because their interface
+// disappeared.
+func (m *Manager) Released() uint64 { return m.released.Load() }
+
+// release removes endpoint id if its veth is gone.
+func (m *Manager) release(ctx context.Context, id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	i := slices.IndexFunc(m.st.Endpoints, func(e *Endpoint) bool { return e.ID == id })
+	if i < 0 {
+		return // removed through the API (its veth went with it)
+	}
+	ep := m.st.Endpoints[i]
+	if n := m.view().Network(ep.NetworkID); n != nil {
+		if present, err := m.host.EndpointPresent(n, ep); err != nil || present {
+			return
+		}
+	}
+	if err := m.removeEndpoint(ctx, ep); err != nil {
+		m.log.Error("release endpoint whose interface is gone", "endpoint", ep.Name, "err", err)
+		return
+	}
+	m.released.Add(1)
+	m.log.Info("endpoint released: its interface is gone (its container's network namespace was deleted)",
+		"endpoint", ep.Name, "ip", ep.IP, "host_if", ep.HostIf, "netns", ep.NetNS)
 }

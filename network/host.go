@@ -1,6 +1,9 @@
 package network
 
-import "net/netip"
+import (
+	"context"
+	"net/netip"
+)
 
 // Host is the plumbing the manager needs from the host: bridges, veths,
 // addresses and routes in the daemon's network namespace. The Linux
@@ -36,6 +39,9 @@ type Host interface {
 	Locate(netnsPath, ifname string) (Location, error)
 	// NetNSExists reports whether a namespace path can be opened.
 	NetNSExists(path string) bool
+	// WatchEndpointLinks calls gone with the endpoint id of every
+	// host-side veth of ours the kernel deletes, until ctx ends.
+	WatchEndpointLinks(ctx context.Context, gone func(endpointID string)) error
 	// HasAddr reports whether ip is assigned to an interface of the
 	// daemon's namespace (127.0.0.1 on lo counts).
 	HasAddr(ip netip.Addr) (bool, error)

@@ -1,6 +1,7 @@
 package network
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -41,7 +42,8 @@ func retryDump[T any](f func() (T, error)) (T, error) {
 	return v, err
 }
 
-// Routes lists the IPv4 route destinations of the main table.
+// Routes lists the IPv4 route destinations of the main table, except
+// default routes: they cover every pool but make none unusable.
 func (NetlinkHost) Routes() ([]netip.Prefix, error) {
 	routes, err := retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
 	if err != nil {
@@ -49,14 +51,25 @@ func (NetlinkHost) Routes() ([]netip.Prefix, error) {
 	}
 	var out []netip.Prefix
 	for _, r := range routes {
-		if r.Dst == nil {
-			continue // the default route does not make a subnet unusable
+		if isDefaultRoute(r) {
+			continue
 		}
 		if p, ok := prefixFromIPNet(r.Dst); ok {
 			out = append(out, p)
 		}
 	}
 	return out, nil
+}
+
+// isDefaultRoute reports whether r is a default route. The netlink library
+// reports one with Dst nil or, depending on how it was added and read
+// back, Dst 0.0.0.0/0.
+func isDefaultRoute(r netlink.Route) bool {
+	if r.Dst == nil {
+		return true
+	}
+	ones, _ := r.Dst.Mask.Size()
+	return ones == 0
 }
 
 func prefixFromIPNet(n *net.IPNet) (netip.Prefix, bool) {
@@ -405,7 +418,7 @@ func DefaultRouteLinks() ([]string, error) {
 	}
 	var out []string
 	for _, r := range routes {
-		if r.Dst != nil && r.Dst.IP.To4() != nil && !r.Dst.IP.IsUnspecified() {
+		if !isDefaultRoute(r) {
 			continue
 		}
 		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && !slices.Contains(out, l.Attrs().Name) {
@@ -422,5 +435,38 @@ func CheckLinks(names []string) error {
 			return fmt.Errorf("interface %s not found", n)
 		}
 	}
+	return nil
+}
+
+// WatchEndpointLinks calls gone with the endpoint id of every host-side
+// veth of ours that the kernel deletes (the container's namespace died, or
+// someone deleted the interface), until ctx ends. The deletion message
+// still carries the interface's alias, which names the endpoint.
+func (NetlinkHost) WatchEndpointLinks(ctx context.Context, gone func(endpointID string)) error {
+	ch := make(chan netlink.LinkUpdate, 256)
+	done := make(chan struct{})
+	if err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{}); err != nil {
+		close(done)
+		return fmt.Errorf("watch interfaces: %w", err)
+	}
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case u, ok := <-ch:
+				if !ok {
+					return
+				}
+				if u.Header.Type != unix.RTM_DELLINK {
+					continue
+				}
+				if id, ok := strings.CutPrefix(u.Attrs().Alias, aliasPrefix+"ep/"); ok {
+					gone(id)
+				}
+			}
+		}
+	}()
 	return nil
 }

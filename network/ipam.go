@@ -20,8 +20,9 @@ func DefaultPools() []netip.Prefix {
 	return pools
 }
 
-// ErrPoolsExhausted is returned when no default pool is free.
-var ErrPoolsExhausted = errors.New("no free subnet in the default address pools (172.17-31.0.0/16, 192.168.0.0/20 steps); pass --subnet")
+// ErrPoolsExhausted is returned when no default pool is free. Front-ends
+// add how their user names a subnet (--subnet, --bip, a CNI conf field).
+var ErrPoolsExhausted = errors.New("no free subnet in the default address pools (172.17-31.0.0/16, 192.168.0.0/20 steps overlap other networks or the host's routes); choose a subnet")
 
 // pickSubnet returns the first default pool overlapping none of taken.
 func pickSubnet(taken []netip.Prefix) (netip.Prefix, error) {

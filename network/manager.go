@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Manager owns the desired state and keeps the host, the enforcer and the
@@ -21,6 +22,8 @@ type Manager struct {
 	enf   Enforcer
 	store *Store
 	st    *state
+	// released counts endpoints released because their veth disappeared.
+	released atomic.Uint64
 }
 
 // DefaultNetworkConfig describes the daemon's default network ("bridge").
@@ -74,6 +77,9 @@ func (m *Manager) Load() error {
 // longer has are deleted, and the enforcer converges. Then the default
 // network is ensured.
 func (m *Manager) Start(ctx context.Context, def DefaultNetworkConfig) error {
+	if err := m.store.create(); err != nil {
+		return err
+	}
 	if err := m.Load(); err != nil {
 		return err
 	}

@@ -142,47 +142,54 @@ func (m *Manager) removeNetwork(ctx context.Context, n *Network) error {
 	return m.store.deleteNetwork(n.ID)
 }
 
-// ensureDefault creates the default network unless the state has it with
-// the configured bridge and address; a changed one is recreated if no
-// endpoint uses it.
-func (m *Manager) ensureDefault(ctx context.Context, def DefaultNetworkConfig) error {
+// defaultRequest is the request the default network is created from, and
+// the gateway --bip asks for (invalid when it asks for none).
+func defaultRequest(def DefaultNetworkConfig) (CreateNetworkRequest, netip.Prefix, error) {
 	bridge := def.Bridge
 	if bridge == "" {
 		bridge = DefaultBridgeName
 	}
-	req := CreateNetworkRequest{Name: DefaultNetworkName}
-	var gw netip.Addr
+	// The same options Docker shows for its default bridge.
+	req := CreateNetworkRequest{Name: DefaultNetworkName, Options: map[string]string{OptBridgeName: bridge}}
+	var bip netip.Prefix
 	if def.BIP != "" {
 		p, err := netip.ParsePrefix(def.BIP)
 		if err != nil || !p.Addr().Is4() {
-			return fmt.Errorf("invalid --bip %q: want the gateway address with the prefix length, e.g. 172.17.0.1/16", def.BIP)
+			return req, bip, invalidf("invalid --bip %q: want the gateway address with the prefix length, e.g. 172.17.0.1/16", def.BIP)
 		}
-		gw = p.Addr()
-		req.Subnet, req.Gateway = p.Masked().String(), gw.String()
+		bip = p
+		req.Subnet, req.Gateway = p.Masked().String(), p.Addr().String()
 	}
+	return req, bip, nil
+}
+
+// currentDefault returns the default network of the state, and whether it
+// already has the configured bridge and address.
+func (m *Manager) currentDefault(req CreateNetworkRequest, bip netip.Prefix) (*Network, bool) {
 	for _, n := range m.st.Networks {
-		if !n.Default {
-			continue
+		if n.Default {
+			same := n.Bridge == req.Options[OptBridgeName] &&
+				(!bip.IsValid() || (n.Gateway == bip.Addr() && n.Subnet.Bits() == bip.Bits()))
+			return n, same
 		}
-		if n.Bridge == bridge && (def.BIP == "" || (n.Gateway == gw && n.Subnet.Bits() == netip.MustParsePrefix(def.BIP).Bits())) {
-			return nil
-		}
-		m.log.Info("default network settings changed: recreating it", "bridge", bridge, "bip", def.BIP)
-		if err := m.removeNetwork(ctx, n); err != nil {
-			return err
-		}
-		break
 	}
+	return nil, false
+}
+
+// planDefault plans the default network as if old (a default network
+// being replaced, or nil) were gone. It changes nothing.
+func (m *Manager) planDefault(req CreateNetworkRequest, old *Network) (*Network, error) {
 	for _, o := range m.st.Networks {
-		if o.Name == DefaultNetworkName {
-			return fmt.Errorf("a user network is named %s, the default network's name", DefaultNetworkName)
+		if o != old && o.Name == DefaultNetworkName {
+			return nil, conflictf("a user network is named %s, the default network's name", DefaultNetworkName)
 		}
 	}
-	// The same options Docker shows for its default bridge.
-	req.Options = map[string]string{OptBridgeName: bridge}
+	saved := m.st.Networks
+	m.st.Networks = slices.DeleteFunc(slices.Clone(saved), func(o *Network) bool { return o == old })
 	n, err := m.planNetwork(req)
+	m.st.Networks = saved
 	if err != nil {
-		return err
+		return nil, err
 	}
 	n.Default = true
 	n.Options = map[string]string{
@@ -193,5 +200,57 @@ func (m *Manager) ensureDefault(ctx context.Context, def DefaultNetworkConfig) e
 		OptBridgeName:    n.Bridge,
 		OptMTU:           strconv.Itoa(n.MTU),
 	}
+	return n, nil
+}
+
+// ensureDefault creates the default network unless the state has it with
+// the configured bridge and address; a changed one is recreated if no
+// endpoint uses it.
+func (m *Manager) ensureDefault(ctx context.Context, def DefaultNetworkConfig) error {
+	req, bip, err := defaultRequest(def)
+	if err != nil {
+		return err
+	}
+	old, same := m.currentDefault(req, bip)
+	if same {
+		return nil
+	}
+	n, err := m.planDefault(req, old)
+	if err != nil {
+		return err
+	}
+	if old != nil {
+		m.log.Info("default network settings changed: recreating it", "bridge", req.Options[OptBridgeName], "bip", def.BIP)
+		if err := m.removeNetwork(ctx, old); err != nil {
+			return err
+		}
+	}
 	return m.addNetwork(ctx, n)
+}
+
+// PlanDefault says what Start would do about the default network, without
+// changing anything: the network it keeps or would create.
+func (m *Manager) PlanDefault(def DefaultNetworkConfig) (n Network, exists bool, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	req, bip, err := defaultRequest(def)
+	if err != nil {
+		return Network{}, false, err
+	}
+	old, same := m.currentDefault(req, bip)
+	if same {
+		return *old, true, nil
+	}
+	if old != nil {
+		for _, ep := range m.st.Endpoints {
+			if ep.NetworkID == old.ID {
+				return Network{}, false, conflictf("the default network must be recreated for --bridge/--bip but endpoint %s uses it", ep.Name)
+			}
+		}
+	}
+	p, err := m.planDefault(req, old)
+	if err != nil {
+		return Network{}, false, err
+	}
+	return *p, false, nil
 }

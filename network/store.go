@@ -26,21 +26,26 @@ type state struct {
 // old or new.
 type Store struct{ dir string }
 
-// NewStore returns a store in dir, creating it (mode 0700).
-func NewStore(dir string) (*Store, error) {
-	for _, d := range []string{dir, filepath.Join(dir, "networks"), filepath.Join(dir, "endpoints")} {
+// NewStore returns a store in dir. Nothing is created until Manager.Start
+// (so --check and --cleanup of a host that never ran bpfnetd change
+// nothing).
+func NewStore(dir string) *Store { return &Store{dir: dir} }
+
+// create makes the state directories (mode 0700).
+func (s *Store) create() error {
+	for _, d := range []string{s.dir, filepath.Join(s.dir, "networks"), filepath.Join(s.dir, "endpoints")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("create state dir: %w", err)
+			return fmt.Errorf("create state dir: %w", err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, "state.json")); err == nil {
-		return nil, fmt.Errorf("%s/state.json is the state of an older bpfnetd (one file); remove it with that version's --cleanup", dir)
-	}
-	return &Store{dir: dir}, nil
+	return nil
 }
 
-// Dir is the state directory.
-func (s *Store) Dir() string { return s.dir }
+// Exists reports whether the state directory exists.
+func (s *Store) Exists() bool {
+	_, err := os.Stat(s.dir)
+	return err == nil
+}
 
 func (s *Store) file(kind, id string) string { return filepath.Join(s.dir, kind, id+".json") }
 
@@ -60,6 +65,9 @@ func (s *Store) load() (*state, error) {
 
 func readAll[T any](dir string, out *[]*T) error {
 	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // a host where bpfnetd never ran
+	}
 	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}

@@ -73,7 +73,7 @@ static __always_inline void ct_outbound(const struct pkt *p)
 	if (e && !expired(now, e->last_seen, ct_timeout(&k, e->flags))) {
 		e->last_seen = now;
 		/* A new SYN on a closed flow reopens it. */
-		if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_SYN) && !(p->tcp_flags & 0x10))
+		if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_SYN) && !(p->tcp_flags & TCP_FLAG_ACK))
 			e->flags &= ~(CT_F_FIN | CT_F_RST);
 		e->flags |= tcp_close_flags(p);
 		return;

@@ -58,7 +58,8 @@ static __always_inline __u32 port_off(__u8 proto, __u32 l4_off, int dst)
 static __always_inline int rewrite(struct __sk_buff *skb, const struct pkt *p, int dst, __be32 addr, __be16 port)
 {
 	__be32 old_addr = dst ? p->daddr : p->saddr;
-	__be16 old_port = dst ? p->dport : p->sport;
+	/* An ICMP echo has one "port", the identifier, whichever side. */
+	__be16 old_port = (dst && p->proto != IPPROTO_ICMP) ? p->dport : p->sport;
 	__u32 csum = p->frag == FRAG_LATER ? 0 : l4_csum_off(p->proto, p->l4_off);
 	__u64 mangled = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 
@@ -162,7 +163,7 @@ static __always_inline void nat_touch(struct nat_entry *e, const struct pkt *p, 
 {
 	e->last_seen = now;
 	e->flags |= tcp_close_flags(p) | extra;
-	if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_SYN) && !(p->tcp_flags & 0x10))
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_SYN) && !(p->tcp_flags & TCP_FLAG_ACK))
 		e->flags &= ~(CT_F_FIN | CT_F_RST);
 }
 

@@ -39,6 +39,11 @@ struct icmphdr {
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
+
+/* skb->pkt_type of a multicast or broadcast frame the host sent and looped
+ * back to itself (linux/if_packet.h). */
+#define PACKET_LOOPBACK 5
 
 #define IP_MF 0x2000
 #define IP_OFFMASK 0x1fff

@@ -19,10 +19,11 @@ enum drop_reason {
 	REASON_SPOOF = 3,       /* source IP or MAC is not the endpoint's */
 	REASON_UNSOLICITED = 4, /* from outside, not a reply to a tracked flow */
 	REASON_MALFORMED = 5,   /* truncated or invalid headers, VLAN tags */
-	REASON_UNSUPPORTED = 6, /* not IPv4/ARP; IPv6 other than neighbour discovery */
+	REASON_UNSUPPORTED = 6, /* not IPv4/ARP; IPv6 other than link-local neighbour and multicast listener discovery */
 	REASON_FRAGMENT = 7,    /* later fragment whose first fragment was not allowed */
 	REASON_NO_ENDPOINT = 8, /* program runs on an interface the maps do not know */
 	REASON_NAT_EXHAUSTED = 9, /* no free port for a new masqueraded flow */
+	REASON_ROUTER = 10,       /* a container sent an IPv6 router message: RA, redirect or MLD query */
 	REASON_MAX = 16,
 };
 
@@ -52,6 +53,7 @@ enum stat {
 	STAT_EVENTS_LOST = 8,       /* drop events not sent: ring buffer full */
 	STAT_DNAT_CREATED = 9,      /* connections to published ports (from outside or containers) */
 	STAT_SOCK_DNAT = 10,        /* host sockets sent to a published port's container */
+	STAT_UPLINK_SPOOFED = 11,   /* packets on an uplink with a host, loopback or managed source: dropped */
 	STAT_MAX = 16,
 };
 

@@ -41,7 +41,7 @@ func snapshot(t *testing.T, d *testnet.Daemon, nss ...*testnet.NS) string {
 // leaves interfaces, addresses, routes, rules and the state file unchanged.
 func TestBadInputLeavesNoResidue(t *testing.T) {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host)
 	d.Start()
 	c1 := testnet.NewNS(t, "c1")
 	c2 := testnet.NewNS(t, "c2")

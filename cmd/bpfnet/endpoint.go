@@ -13,7 +13,7 @@ import (
 )
 
 func (c *cli) endpointCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "endpoint", Short: "Manage endpoints (container interfaces)"}
+	cmd := group("endpoint", "Manage endpoints (container interfaces)")
 	var req network.CreateEndpointRequest
 	create := &cobra.Command{
 		Use:   "create --network NET (--netns PATH | --pid PID) [OPTIONS]",

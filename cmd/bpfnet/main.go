@@ -65,7 +65,7 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func (c *cli) networkCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "network", Short: "Manage networks"}
+	cmd := group("network", "Manage networks")
 	var req network.CreateNetworkRequest
 	var opts []string
 	create := &cobra.Command{
@@ -234,10 +234,13 @@ func (c *cli) statusCmd() *cobra.Command {
 				fmt.Fprintf(tw, "Chain prefix:\t%s\n", s.ChainPrefix)
 			}
 			if s.Attach != "" {
-				fmt.Fprintf(tw, "Attach mode:\t%s\nbpffs:\t%s\n", s.Attach, s.BPFFS)
+				fmt.Fprintf(tw, "Attach mode:\t%s\nbpffs:\t%s\nHost sockets (cgroup):\t%s\n", s.Attach, s.BPFFS, or(s.Cgroup, "none"))
 			}
-			fmt.Fprintf(tw, "State dir:\t%s\nUplinks:\t%s\nNetworks:\t%d\nEndpoints:\t%d\n",
-				s.StateDir, strings.Join(s.Uplinks, ", "), s.Networks, s.Endpoints)
+			fmt.Fprintf(tw, "State dir:\t%s\nUplinks:\t%s\nNetworks:\t%d\nEndpoints:\t%d\nEndpoints released:\t%d\n",
+				s.StateDir, strings.Join(s.Uplinks, ", "), s.Networks, s.Endpoints, s.EndpointsReleased)
+			for _, w := range s.Warnings {
+				fmt.Fprintf(tw, "WARNING:\t%s\n", w)
+			}
 			if len(s.Stats) > 0 {
 				names := slices.Sorted(maps.Keys(s.Stats))
 				fmt.Fprintf(tw, "\nSTAT\tVALUE\n")
@@ -263,7 +266,7 @@ func (c *cli) statusCmd() *cobra.Command {
 }
 
 func (c *cli) compatCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "compat", Short: "iptables compatibility mode"}
+	cmd := group("compat", "iptables compatibility mode")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "render",
 		Short: "Print the iptables rules (iptables-save format) the compat mode emits for the current state",
@@ -279,4 +282,21 @@ func (c *cli) compatCmd() *cobra.Command {
 		},
 	})
 	return cmd
+}
+
+// group is a command that only holds subcommands. Alone it prints its help,
+// as `docker network` does; with an argument that names no subcommand it
+// is a usage error (cobra would print help and exit 0).
+func group(use, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unknown command %q for %q\nRun '%s --help' for the commands it has", args[0], cmd.CommandPath(), cmd.CommandPath())
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
 }

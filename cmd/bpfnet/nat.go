@@ -9,7 +9,7 @@ import (
 )
 
 func (c *cli) natCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "nat", Short: "Translations of the eBPF datapath (masquerade and published ports)"}
+	cmd := group("nat", "Translations of the eBPF datapath (masquerade and published ports)")
 	var asJSON bool
 	ls := &cobra.Command{
 		Use:   "ls",

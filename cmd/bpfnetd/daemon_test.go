@@ -78,7 +78,7 @@ func TestRestartAndCleanup(t *testing.T) {
 	pristine := hostState(t, topo.Host)
 	pristineForward := topo.Host.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward")
 
-	d := testnet.NewDaemon(t, topo.Host, "--datapath=iptables", "--bip=198.18.0.1/24", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=iptables")
 	d.Start()
 	c1, c2 := testnet.NewNS(t, "c1"), testnet.NewNS(t, "c2")
 	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
@@ -163,27 +163,6 @@ func TestRestartAndCleanup(t *testing.T) {
 	}
 	if files := testnet.StateFiles(t, d.StateDir); files != "" {
 		t.Errorf("state still there after cleanup:\n%s", files)
-	}
-}
-
-func TestCheck(t *testing.T) {
-	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--uplink="+testnet.UplinkIf)
-	out, err := d.RunOnce("--check")
-	if err != nil {
-		t.Fatalf("--check: %v\n%s", err, out)
-	}
-	for _, want := range []string{"ok   datapath: auto selects ebpf (attach tcx)", "ok   bpffs " + d.BPFFS, "ok   iptables binary", "ok   uplinks: [up0]"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("--check output lacks %q:\n%s", want, out)
-		}
-	}
-	bad := testnet.NewDaemon(t, topo.Host, "--uplink=nosuch0")
-	if out, err := bad.RunOnce("--check"); err == nil || !strings.Contains(out, "FAIL uplinks") {
-		t.Errorf("--check with a missing uplink: err=%v\n%s", err, out)
-	}
-	if _, err := os.Stat(d.Socket); !os.IsNotExist(err) {
-		t.Errorf("--check created the socket")
 	}
 }
 

@@ -76,7 +76,10 @@ func TestEBPFRestart(t *testing.T) {
 	for _, mode := range []string{"tcx", "tc"} {
 		t.Run(mode, func(t *testing.T) {
 			topo := testnet.NewTopology(t)
-			d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--tc-attach="+mode, "--default-network=false", "--uplink="+testnet.UplinkIf)
+			d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--tc-attach="+mode)
+			// A lossless restart needs pins that outlive the daemon: a bpffs
+			// of the host's (here the test's) mount namespace.
+			d.PinBPFFS()
 			d.Start()
 			c1, c2, c3 := testnet.NewNS(t, "c1"), testnet.NewNS(t, "c2"), testnet.NewNS(t, "c3")
 			d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
@@ -191,7 +194,8 @@ func TestEBPFCleanupAndSwitch(t *testing.T) {
 	foreign := h.MustRun(t, "tc", "filter", "show", "dev", testnet.UplinkIf, "ingress")
 
 	for _, mode := range []string{"tc", "tcx"} {
-		d := testnet.NewDaemon(t, h, "--datapath=ebpf", "--tc-attach="+mode, "--uplink="+testnet.UplinkIf, "--bip=198.18.9.1/24")
+		d := testnet.NewDaemon(t, h, "--datapath=ebpf", "--tc-attach="+mode)
+		d.PinBPFFS() // pins the test can see and that outlive the daemon, as on a host with a bpffs
 		d.Start()
 		c1 := testnet.NewNS(t, "c1")
 		d.MustCLI("endpoint", "create", "--network", "bridge", "--netns", c1.Path, "--name", "c1")
@@ -221,13 +225,14 @@ func TestEBPFCleanupAndSwitch(t *testing.T) {
 
 	// eBPF, then the same state with --datapath=iptables: the programs go,
 	// the rules come, the networks stay.
-	d := testnet.NewDaemon(t, h, "--datapath=ebpf", "--uplink="+testnet.UplinkIf, "--bip=198.18.9.1/24")
+	d := testnet.NewDaemon(t, h, "--datapath=ebpf")
+	d.PinBPFFS() // programs that outlive the daemon, which the switch must remove
 	d.Start()
 	c1 := testnet.NewNS(t, "c1")
 	d.MustCLI("endpoint", "create", "--network", "bridge", "--netns", c1.Path, "--name", "c1")
 	host := mustEndpoint(t, d, "c1").HostIf
 	d.Stop()
-	d.Args = []string{"--datapath=iptables", "--uplink=" + testnet.UplinkIf, "--bip=198.18.9.1/24"}
+	d.Args = []string{"--datapath=iptables"}
 	d.Start()
 	for _, hook := range []struct {
 		ifname string
@@ -258,7 +263,7 @@ func TestAutoWithoutCapabilities(t *testing.T) {
 		t.Fatalf("setpriv (util-linux) is needed: %v", err)
 	}
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath=auto", "--uplink="+testnet.UplinkIf, "--bip=198.18.9.1/24")
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=auto")
 	d.Wrap = []string{"setpriv", "--bounding-set=-bpf,-sys_admin", "--inh-caps=-bpf,-sys_admin", "--"}
 	d.Start()
 	st, err := d.Client.Status(context.Background())
@@ -282,7 +287,8 @@ func TestAutoWithoutCapabilities(t *testing.T) {
 // drops are counted as spoof and malformed.
 func TestAntiSpoofing(t *testing.T) {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf")
+	d.PinBPFFS() // the test reads the drops map
 	d.Start()
 	c1, c2 := testnet.NewNS(t, "c1"), testnet.NewNS(t, "c2")
 	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")

@@ -99,7 +99,7 @@ func linkStat(t *testing.T, ns *testnet.NS, ifname, stat string) float64 {
 // same byte counter through PromQL.
 func TestMetrics(t *testing.T) {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf")
 	d.Start()
 	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
 	d.MustCLI("network", "create", "--subnet", "198.18.2.0/24", "other")
@@ -273,7 +273,7 @@ func urlQuery(s string) string {
 // bpfnet monitor shows a forbidden ping within a second, with its reason.
 func TestMonitor(t *testing.T) {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf")
 	d.Start()
 	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
 	d.MustCLI("network", "create", "--subnet", "198.18.2.0/24", "other")
@@ -332,7 +332,7 @@ func TestMonitor(t *testing.T) {
 // counters of the DROP rules.
 func TestMetricsIptables(t *testing.T) {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath=iptables", "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=iptables")
 	d.Start()
 	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
 	d.MustCLI("network", "create", "--subnet", "198.18.2.0/24", "other")
@@ -387,7 +387,7 @@ func sampleOr(text, name string, labels map[string]string) float64 {
 // keeps only the per-network totals.
 func TestMetricsSeries(t *testing.T) {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf")
 	d.Start()
 	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
 	c1 := testnet.NewNS(t, "c1")
@@ -421,7 +421,7 @@ func TestMetricsSeries(t *testing.T) {
 // three times it.
 func TestScrapeCost(t *testing.T) {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf")
 	d.Start()
 	d.MustCLI("network", "create", "--subnet", "198.18.0.0/16", "big")
 	ctx := context.Background()

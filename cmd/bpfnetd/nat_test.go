@@ -73,7 +73,7 @@ var outsidePeer = netip.AddrPortFrom(testnet.OutsideAddr, 7200)
 // and port, and every reply reaches the socket that sent the request.
 func TestManyFlows(t *testing.T) {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--default-network=false", "--uplink="+testnet.UplinkIf, "--forward-rule=false")
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--forward-rule=false")
 	d.Start()
 	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
 	peerServer(t, topo.Outside)
@@ -192,7 +192,8 @@ func TestManyFlows(t *testing.T) {
 // connections succeed.
 func TestNATExhaustion(t *testing.T) {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--default-network=false", "--uplink="+testnet.UplinkIf, "--nat-ports=40000-40002")
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--nat-ports=40000-40002")
+	d.PinBPFFS() // the test reads the drops map
 	d.Start()
 	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
 	c1 := testnet.NewNS(t, "c1")
@@ -238,7 +239,7 @@ func TestNATExhaustion(t *testing.T) {
 // whole: every segment and ACK is translated on whatever CPU handles it.
 func TestBulkTransfer(t *testing.T) {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--default-network=false", "--uplink="+testnet.UplinkIf)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf")
 	d.Start()
 	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
 	c1 := testnet.NewNS(t, "c1")

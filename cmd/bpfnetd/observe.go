@@ -47,7 +47,7 @@ func (o *observer) Datapath() (string, string) {
 func (o *observer) Snapshot() (exporter.Snapshot, error) {
 	v := o.mgr.View()
 	names := map[string]string{}
-	var snap exporter.Snapshot
+	snap := exporter.Snapshot{Released: o.mgr.Released()}
 	for _, n := range v.Networks {
 		names[n.ID] = n.Name
 		snap.Networks = append(snap.Networks, n.Name)

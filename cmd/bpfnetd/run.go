@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os/exec"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/bpfnet/bpfnet/compat"
 	"github.com/bpfnet/bpfnet/datapath"
 	"github.com/bpfnet/bpfnet/exporter"
-	"github.com/bpfnet/bpfnet/loader"
 	"github.com/bpfnet/bpfnet/network"
 )
 
@@ -29,28 +27,29 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 	if cfg.Check {
 		return check(cfg, stdout)
 	}
-	store, err := network.NewStore(cfg.StateDir)
-	if err != nil {
-		return err
-	}
+	store := network.NewStore(cfg.StateDir)
 	if cfg.Cleanup {
 		return cleanup(ctx, cfg, log, store)
 	}
+	// Refuse early, before touching anything, if another daemon serves
+	// the socket; the socket itself only appears once this one serves.
+	if err := api.CheckSocketFree(cfg.Socket); err != nil {
+		return err
+	}
 	uplinks, err := uplinks(cfg)
 	if err != nil {
+		return err
+	}
+	// What would fail later fails now, before the host is touched.
+	if err := preflight(cfg, log); err != nil {
 		return err
 	}
 	sel, err := selectDatapath(ctx, cfg, uplinks, log)
 	if err != nil {
 		return err
 	}
-	defer sel.enf.Close()
+	defer sel.close(log)
 	mgr := network.NewManager(log, network.NetlinkHost{}, sel.enf, store)
-	l, err := api.Listen(cfg.Socket)
-	if err != nil {
-		return err
-	}
-	defer l.Close()
 	obs := newObserver(log, mgr, sel)
 	var ready atomic.Bool
 	if cfg.MetricsAddr != "" {
@@ -59,24 +58,37 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 			return fmt.Errorf("metrics listener: %w", err)
 		}
 	}
-	def := network.DefaultNetworkConfig{Enabled: cfg.DefaultNetwork, Bridge: cfg.Bridge, BIP: cfg.BIP}
-	if err := mgr.Start(ctx, def); err != nil {
-		return err
-	}
-	ready.Store(true)
 	if sel.ebpf != nil {
+		// Watch addresses before the state is applied, so none added by
+		// start-up (the default network's gateway) is missed.
 		if err := sel.ebpf.WatchHostAddrs(ctx); err != nil {
 			return err
 		}
+	}
+	def := network.DefaultNetworkConfig{Enabled: cfg.DefaultNetwork, Bridge: cfg.Bridge, BIP: cfg.BIP}
+	if err := mgr.Start(ctx, def); err != nil {
+		return defaultNetworkError(err)
+	}
+	if err := mgr.WatchEndpoints(ctx); err != nil {
+		return err
+	}
+	if sel.ebpf != nil {
 		sel.ebpf.RunGC(ctx, 30*time.Second)
 		if err := obs.runEvents(ctx); err != nil {
 			return err
 		}
 	}
+	l, err := api.Listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	ready.Store(true)
 	status := func() api.Status {
 		v := mgr.View()
 		s := api.Status{Version: version, Datapath: sel.enf.Name(), DatapathReason: sel.reason, StateDir: cfg.StateDir,
-			Uplinks: uplinks, Networks: len(v.Networks), Endpoints: len(v.Endpoints)}
+			Uplinks: uplinks, Networks: len(v.Networks), Endpoints: len(v.Endpoints), Cgroup: sel.cgroup, Warnings: sel.warnings,
+			EndpointsReleased: mgr.Released()}
 		if sel.compat != nil {
 			s.ChainPrefix = sel.compat.Prefix()
 		}
@@ -118,7 +130,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 	notifyReady(log)
 	log.Info("bpfnetd ready", "version", version, "datapath", sel.enf.Name(), "reason", sel.reason, "socket", cfg.Socket, "uplinks", uplinks)
 	err = api.Serve(ctx, l, srv.Handler())
-	log.Info("bpfnetd stopped; networks, rules and programs stay in place")
+	if sel.ebpf != nil && sel.pinsEnd() {
+		log.Warn("bpfnetd stopped; networks and endpoints stay, but the eBPF programs and maps end with the daemon (its bpf filesystem is private): traffic is not filtered until it starts again")
+	} else {
+		log.Info("bpfnetd stopped; networks, rules and programs stay in place")
+	}
 	return err
 }
 
@@ -148,61 +164,6 @@ func uplinks(cfg Config) ([]string, error) {
 	return network.DefaultRouteLinks()
 }
 
-// check reports whether the daemon could run here and what it would do.
-func check(cfg Config, w io.Writer) error {
-	ok := true
-	say := func(good bool, format string, a ...any) {
-		mark := "ok  "
-		if !good {
-			mark, ok = "FAIL", false
-		}
-		fmt.Fprintf(w, "%s %s\n", mark, fmt.Sprintf(format, a...))
-	}
-	if cfg.Datapath != "iptables" {
-		mode, err := loader.Probe(cfg.TCAttach)
-		switch {
-		case err == nil:
-			say(true, "datapath: %s selects ebpf (attach %s)", cfg.Datapath, mode)
-		case cfg.Datapath == "auto":
-			say(true, "datapath: auto selects iptables: the eBPF datapath cannot run here: %v", err)
-		default:
-			say(false, "datapath: ebpf cannot run here: %v", err)
-		}
-		say(datapath.CheckBPFFS(cfg.BPFFS) == nil, "bpffs %s %v", cfg.BPFFS, errText(datapath.CheckBPFFS(cfg.BPFFS)))
-	} else {
-		say(true, "datapath: iptables")
-	}
-	say(true, "chain prefix: %s", cfg.ChainPrefix)
-	say(compat.ValidatePrefix(cfg.ChainPrefix) == nil, "chain prefix %q valid", cfg.ChainPrefix)
-	path, err := exec.LookPath("iptables")
-	say(err == nil, "iptables binary: %s", path)
-	if err == nil {
-		out, _ := exec.Command(path, "--version").Output()
-		say(len(out) > 0, "iptables version: %s", trimNL(out))
-	}
-	up, err := uplinks(cfg)
-	say(err == nil, "uplinks: %v %v", up, errText(err))
-	store, err := network.NewStore(cfg.StateDir)
-	say(err == nil, "state dir %s %v", cfg.StateDir, errText(err))
-	if err == nil {
-		mgr := network.NewManager(slog.New(slog.NewTextHandler(io.Discard, nil)), network.NetlinkHost{}, nil, store)
-		err := mgr.Load()
-		v := network.View{}
-		if err == nil {
-			v = mgr.View()
-		}
-		say(err == nil, "state: %d network(s), %d endpoint(s) to restore %v", len(v.Networks), len(v.Endpoints), errText(err))
-	}
-	if cfg.DefaultNetwork {
-		say(true, "default network: bridge %s, address %s", cfg.Bridge, or(cfg.BIP, "first free Docker pool"))
-	}
-	say(true, "socket: %s (mode 0660)", cfg.Socket)
-	if !ok {
-		return fmt.Errorf("check failed")
-	}
-	return nil
-}
-
 func trimNL(b []byte) string {
 	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
 		b = b[:len(b)-1]
@@ -222,4 +183,32 @@ func or(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// defaultNetworkError adds to a failure to plan the default network the
+// flags that fix it.
+func defaultNetworkError(err error) error {
+	if errors.Is(err, network.ErrPoolsExhausted) {
+		return fmt.Errorf("%w: give the default network one with --bip (e.g. --bip=10.200.0.1/24), or turn it off with --default-network=false", err)
+	}
+	return err
+}
+
+// preflight reads the state and plans the default network without
+// changing anything, so that a start bound to fail there (no free pool, a
+// bad --bip, a state file that does not parse) fails before it mounts,
+// loads or attaches anything.
+func preflight(cfg Config, log *slog.Logger) error {
+	mgr := network.NewManager(log, network.NetlinkHost{}, nil, network.NewStore(cfg.StateDir))
+	if err := mgr.Load(); err != nil {
+		return err
+	}
+	if !cfg.DefaultNetwork {
+		return nil
+	}
+	_, _, err := mgr.PlanDefault(network.DefaultNetworkConfig{Enabled: true, Bridge: cfg.Bridge, BIP: cfg.BIP})
+	if err != nil {
+		return fmt.Errorf("default network: %w", defaultNetworkError(err))
+	}
+	return nil
 }

@@ -41,7 +41,8 @@ func TestControlPlaneScales(t *testing.T) {
 		t.Fatalf("-scale-networks=%d -scale-endpoints=%d: want 200..2048 networks and 200..2500 endpoints, a multiple of 10", n, m)
 	}
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath="+*scaleDatapath, "--tc-attach="+*scaleAttach, "--default-network=false", "--uplink="+testnet.UplinkIf)
+	// Without the default network, network i of the test is the daemon's i-th.
+	d := testnet.NewDaemon(t, topo.Host, "--datapath="+*scaleDatapath, "--tc-attach="+*scaleAttach, "--default-network=false")
 	d.Start()
 	ctx := context.Background()
 	for j := range 10 {

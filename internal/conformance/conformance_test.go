@@ -110,6 +110,7 @@ var scenarioEndpoints = []struct {
 	{container: "q1", networks: []string{"nomasq"}}, {container: "q2", networks: []string{"nomasq"}, ports: []uint16{6060}},
 	{container: "s1", networks: []string{"snat"}},
 	{container: "h1", networks: []string{"hostbind"}, ports: []uint16{7070}},
+	{container: "d1", networks: []string{network.DefaultNetworkName}},
 }
 
 // portSpecs are an endpoint's -p values.
@@ -184,6 +185,24 @@ var table = []row{
 	{"outside → internal container → drop", "outside", "i1", drop, ""},
 }
 
+// defaultTable holds the rows about the default network, which the daemon
+// creates at its first start (reference: connectivity-tests.txt, "container
+// -> gateway / host addresses": any container reaches docker0's gateway,
+// a host address; docker0's containers are another network's). They run
+// on the daemon's first start and again after a restart.
+var defaultTable = []row{
+	{"container → the default network's gateway → allow (host input)", "a1", "gw:bridge", allow, "self"},
+	{"internal → the default network's gateway → allow (host input)", "i1", "gw:bridge", allow, "self"},
+	{"icc-off container → the default network's gateway → allow (host input)", "n1", "gw:bridge", allow, "self"},
+	{"default network → own gateway → allow", "d1", "gw:bridge", allow, "self"},
+	{"default network → another network's gateway → allow (host input)", "d1", "gw:net-a", allow, "self"},
+	{"container → container on the default network → drop(isolation)", "a1", "d1", drop, ""},
+	{"default network → other network → drop(isolation)", "d1", "a1", drop, ""},
+	{"internal → default network → drop(internal)", "i1", "d1", drop, ""},
+	{"default network → outside → allow, masqueraded", "d1", "outside", allow, "uplink"},
+	{"host → container on the default network → allow", "host", "d1", allow, "gw:bridge"},
+}
+
 // portTable holds the published-port rows, from
 // connectivity-tests-userland-proxy-false.txt (bpfnet runs no proxy, so
 // hairpin-mode behaviour is the reference) and reference §A.5/§A.7.
@@ -230,14 +249,21 @@ func build(t *testing.T, v variant) *world {
 	if v.prepare != nil {
 		v.prepare(t, w.topo)
 	}
-	args := append([]string{"--default-network=false", "--uplink=" + testnet.UplinkIf, "--cgroup=" + testnet.NewCgroup(t)}, v.args...)
-	w.daemon = testnet.NewDaemon(t, w.topo.Host, args...)
+	// The daemon runs with its defaults (the default network, the uplink
+	// of the default route, its own bpffs and cgroup2 mounts) plus the
+	// variant's flags.
+	w.daemon = testnet.NewDaemon(t, w.topo.Host, v.args...)
 	w.daemon.Wrap = v.wrap
 	w.daemon.Start()
 	if st, err := w.daemon.Client.Status(context.Background()); err != nil || st.Datapath != v.datapath {
 		t.Fatalf("daemon runs datapath %q (%s), want %q (status error %v)", st.Datapath, st.DatapathReason, v.datapath, err)
 	}
 	ctx := context.Background()
+	def, err := w.daemon.Client.Network(ctx, network.DefaultNetworkName)
+	if err != nil {
+		t.Fatalf("no default network: %v", err)
+	}
+	w.gateways[def.Name] = netip.MustParseAddr(def.IPAM.Config[0].Gateway)
 	for _, req := range scenarioNetworks {
 		n, err := w.daemon.Client.CreateNetwork(ctx, req)
 		if err != nil {
@@ -373,8 +399,12 @@ func TestConformance(t *testing.T) {
 				w.checkEBPFSetup(t, v)
 			}
 			t.Run("policy", func(t *testing.T) { w.check(t, table) })
+			t.Run("default network", func(t *testing.T) { w.check(t, defaultTable) })
 			t.Run("published ports", func(t *testing.T) { w.check(t, portTable) })
 			w.checkConntrack(t, v)
+			w.daemon.Stop()
+			w.daemon.Start()
+			t.Run("default network after a restart", func(t *testing.T) { w.check(t, defaultTable) })
 		})
 	}
 }
@@ -418,9 +448,9 @@ func (w *world) checkEBPFSetup(t *testing.T, v variant) {
 	if st.Datapath != "ebpf" || st.Attach != v.attach {
 		t.Errorf("status: datapath %q attach %q, want ebpf %q", st.Datapath, st.Attach, v.attach)
 	}
-	// 2 hooks of the uplink + a hook per bridge + 2 hooks × 13 veths + 4
-	// socket hooks on the cgroup.
-	if want := 2 + len(scenarioNetworks) + 2*13 + 4; len(st.Attachments) != want {
+	// 2 hooks of the uplink + a hook per bridge (the default network's
+	// too) + 2 hooks × 14 veths + 4 socket hooks on the cgroup.
+	if want := 2 + len(scenarioNetworks) + 1 + 2*14 + 4; len(st.Attachments) != want {
 		t.Errorf("status lists %d attachments, want %d", len(st.Attachments), want)
 	}
 	for _, a := range st.Attachments {

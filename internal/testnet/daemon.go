@@ -19,6 +19,10 @@ import (
 	"github.com/bpfnet/bpfnet/api"
 )
 
+// cgroup2Mount is loader.Cgroup2Mount (loader's tests use this package, so
+// it cannot import loader).
+const cgroup2Mount = "/run/bpfnet/cgroupv2"
+
 var (
 	buildOnce sync.Once
 	binDir    string
@@ -91,8 +95,10 @@ type Daemon struct {
 	Bin      string
 	StateDir string
 	Socket   string
-	BPFFS    string // --bpffs, inside a bpf filesystem private to the daemon
-	Args     []string
+	// BPFFS is --bpffs on a bpf filesystem of the test's (PinBPFFS); empty,
+	// the daemon mounts its own, as on a host without one.
+	BPFFS string
+	Args  []string
 	// Wrap is a command line that runs the daemon (e.g. setpriv with
 	// capabilities dropped); "nobpf" is the helper of that name.
 	Wrap []string
@@ -104,14 +110,17 @@ type Daemon struct {
 	done   chan error
 }
 
-// NewDaemon prepares a daemon in ns with a private state dir and socket;
-// args are extra flags. It is stopped (SIGKILL if need be) when the test
-// ends.
+// NewDaemon prepares a daemon in ns that runs as users run it, under `ip
+// netns exec` with its defaults (default network, auto datapath, the
+// uplink of the default route, its own bpffs and cgroup2 mounts), except
+// for a private state dir and socket, so that the machine's
+// /var/lib/bpfnet and /run/bpfnet stay untouched and test instances never
+// collide; args are extra flags, which a test should explain. It is
+// stopped (SIGKILL if need be) when the test ends.
 func NewDaemon(t testing.TB, ns *NS, args ...string) *Daemon {
 	t.Helper()
 	dir := t.TempDir()
 	d := &Daemon{t: t, NS: ns, Bin: Binaries(t), StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "bpfnet.sock"), Args: args}
-	d.BPFFS = MountBPFFS(t, filepath.Join(dir, "bpffs"))
 	var err error
 	if d.Client, err = api.NewClient("unix://" + d.Socket); err != nil {
 		t.Fatal(err)
@@ -121,6 +130,11 @@ func NewDaemon(t testing.TB, ns *NS, args ...string) *Daemon {
 			d.cmd.Process.Kill()
 			<-d.done
 		}
+		// A daemon killed before it could release the cgroup2 mount point
+		// it made on the host's /run (its mount ended with it) leaves the
+		// empty directory; a busy or non-empty one stays.
+		os.Remove(cgroup2Mount)
+		os.Remove(filepath.Dir(cgroup2Mount))
 		if t.Failed() {
 			t.Logf("bpfnetd log:\n%s", d.log)
 		}
@@ -128,11 +142,23 @@ func NewDaemon(t testing.TB, ns *NS, args ...string) *Daemon {
 	return d
 }
 
+// PinBPFFS makes the daemon pin into a bpf filesystem mounted in the
+// test's mount namespace, which the daemon's (a copy made by ip netns exec)
+// sees, so pins outlive the daemon: for lossless restarts, crashes, and
+// tests that read the pins. It returns the --bpffs root.
+func (d *Daemon) PinBPFFS() string {
+	d.t.Helper()
+	d.BPFFS = MountBPFFS(d.t, filepath.Join(d.t.TempDir(), "bpffs"))
+	return d.BPFFS
+}
+
 // flags are the daemon's flags for this test instance.
 func (d *Daemon) flags(extra ...string) []string {
-	// --cgroup=none unless the test gives one: the default, the root
-	// cgroup, would run the socket programs for every process of the machine.
-	return append(append([]string{"--state-dir", d.StateDir, "--socket", d.Socket, "--bpffs", d.BPFFS, "--cgroup=none"}, d.Args...), extra...)
+	f := []string{"--state-dir", d.StateDir, "--socket", d.Socket}
+	if d.BPFFS != "" {
+		f = append(f, "--bpffs", d.BPFFS)
+	}
+	return append(append(f, d.Args...), extra...)
 }
 
 // command is the argument list of `ip` that runs bpfnetd in the namespace.
@@ -149,6 +175,16 @@ func (d *Daemon) command(flags ...string) []string {
 
 // Start runs bpfnetd and waits until its API answers.
 func (d *Daemon) Start() {
+	d.t.Helper()
+	if err := d.StartOrExit(); err != nil {
+		d.t.Fatalf("%v\n%s", err, d.log)
+	}
+}
+
+// StartOrExit runs bpfnetd and waits until its API answers; if the daemon
+// exits first, it returns that exit (*ExitedError). It fails the test only
+// when the daemon neither serves nor exits within a minute.
+func (d *Daemon) StartOrExit() error {
 	d.t.Helper()
 	if d.log == nil {
 		d.log = &bytes.Buffer{}
@@ -167,12 +203,12 @@ func (d *Daemon) Start() {
 		_, err := d.Client.Status(ctx)
 		cancel()
 		if err == nil {
-			return
+			return nil
 		}
 		select {
 		case err := <-d.done:
 			d.cmd = nil
-			d.t.Fatalf("bpfnetd exited: %v\n%s", err, d.log)
+			return &ExitedError{Err: err}
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -181,6 +217,11 @@ func (d *Daemon) Start() {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// ExitedError is a daemon that exited while starting.
+type ExitedError struct{ Err error }
+
+func (e *ExitedError) Error() string { return fmt.Sprintf("bpfnetd exited while starting: %v", e.Err) }
 
 // Stop sends SIGTERM and waits for a clean exit.
 func (d *Daemon) Stop() {

@@ -34,8 +34,20 @@ func RequirePrivileges(t testing.TB) {
 
 // NS is a named network namespace (/run/netns/NAME) made by a test.
 type NS struct {
-	Name string
-	Path string
+	Name    string
+	Path    string
+	deleted bool
+}
+
+// Delete deletes the namespace now, as a container runtime does when a
+// container dies; the kernel destroys it (and the veths in it) once no
+// process or socket holds it.
+func (n *NS) Delete(t testing.TB) {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del %s: %v: %s", n.Name, err, out)
+	}
+	n.deleted = true
 }
 
 // runID makes namespace names of one test process unique, so parallel
@@ -62,6 +74,9 @@ func NewNS(t testing.TB, role string) *NS {
 	}
 	ns := &NS{Name: name, Path: "/run/netns/" + name}
 	t.Cleanup(func() {
+		if ns.deleted {
+			return
+		}
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
 			t.Errorf("ip netns del %s: %v: %s", name, err, out)
 		}
