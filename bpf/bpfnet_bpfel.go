@@ -18,7 +18,15 @@ type BpfnetCtEntry struct {
 	Created  uint64
 	LastSeen uint64
 	Flags    uint32
-	Pad      uint32
+	Slot     uint32
+	Tcp      struct {
+		_      structs.HostLayout
+		Ack    uint32
+		Win    uint32
+		Wscale uint8
+		Pad    [3]uint8
+	}
+	_ [4]byte
 }
 
 type BpfnetCtFlag uint32
@@ -27,6 +35,7 @@ const (
 	BpfnetCtFlagCT_F_REPLIED BpfnetCtFlag = 1
 	BpfnetCtFlagCT_F_FIN     BpfnetCtFlag = 2
 	BpfnetCtFlagCT_F_RST     BpfnetCtFlag = 4
+	BpfnetCtFlagCT_F_ACKED   BpfnetCtFlag = 8
 )
 
 type BpfnetDirection uint32
@@ -76,6 +85,7 @@ const (
 	BpfnetDropReasonREASON_NO_ENDPOINT   BpfnetDropReason = 8
 	BpfnetDropReasonREASON_NAT_EXHAUSTED BpfnetDropReason = 9
 	BpfnetDropReasonREASON_ROUTER        BpfnetDropReason = 10
+	BpfnetDropReasonREASON_FLOW_LIMIT    BpfnetDropReason = 11
 	BpfnetDropReasonREASON_MAX           BpfnetDropReason = 16
 )
 
@@ -122,6 +132,20 @@ type BpfnetFragKey struct {
 	Pad   uint8
 }
 
+type BpfnetGcArgs struct {
+	_       structs.HostLayout
+	Mode    uint32
+	Addr    uint32
+	Removed uint64
+}
+
+type BpfnetGcMode uint32
+
+const (
+	BpfnetGcModeGC_EXPIRED BpfnetGcMode = 0
+	BpfnetGcModeGC_PURGE   BpfnetGcMode = 1
+)
+
 type BpfnetIpEndpoint struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -140,6 +164,16 @@ type BpfnetNatEntry struct {
 	LastSeen uint64
 	Flags    uint32
 	Ifindex  uint32
+	Slot     uint32
+	Remote   uint32
+	Tcp      struct {
+		_      structs.HostLayout
+		Ack    uint32
+		Win    uint32
+		Wscale uint8
+		Pad    [3]uint8
+	}
+	_ [4]byte
 }
 
 type BpfnetNatFlag uint32
@@ -168,6 +202,21 @@ type BpfnetNetworkInfo struct {
 	Pad       [2]uint8
 }
 
+type BpfnetPeerEntry struct {
+	_         structs.HostLayout
+	Seen      uint64
+	Container uint32
+	Pad       uint32
+}
+
+type BpfnetPeerKey struct {
+	_      structs.HostLayout
+	Remote uint32
+	Local  uint32
+	Proto  uint8
+	Pad    [3]uint8
+}
+
 type BpfnetPortBackend struct {
 	_       structs.HostLayout
 	Addr    uint32
@@ -176,6 +225,7 @@ type BpfnetPortBackend struct {
 	Ifindex uint32
 	NetId   uint32
 	Gateway uint32
+	Slot    uint32
 }
 
 type BpfnetPortKey struct {
@@ -216,6 +266,10 @@ const (
 	BpfnetStatSTAT_DNAT_CREATED      BpfnetStat = 9
 	BpfnetStatSTAT_SOCK_DNAT         BpfnetStat = 10
 	BpfnetStatSTAT_UPLINK_SPOOFED    BpfnetStat = 11
+	BpfnetStatSTAT_CT_LIVE           BpfnetStat = 12
+	BpfnetStatSTAT_NAT_LIVE          BpfnetStat = 13
+	BpfnetStatSTAT_FLOW_LIMIT        BpfnetStat = 14
+	BpfnetStatSTAT_HOST_TAKEOVER     BpfnetStat = 15
 	BpfnetStatSTAT_MAX               BpfnetStat = 16
 )
 
@@ -255,14 +309,18 @@ const (
 	BpfnetMapDrops              = "drops"
 	BpfnetMapEpByIfindex        = "ep_by_ifindex"
 	BpfnetMapEpByIp             = "ep_by_ip"
+	BpfnetMapEpFlows            = "ep_flows"
 	BpfnetMapEvBudget           = "ev_budget"
 	BpfnetMapEvents             = "events"
 	BpfnetMapFrags              = "frags"
+	BpfnetMapGcArgs             = "gc_args"
 	BpfnetMapHostAddrs          = "host_addrs"
 	BpfnetMapNatFwd             = "nat_fwd"
 	BpfnetMapNatRev             = "nat_rev"
 	BpfnetMapNetworks           = "networks"
+	BpfnetMapPeers              = "peers"
 	BpfnetMapPorts              = "ports"
+	BpfnetMapRemoteFlows        = "remote_flows"
 	BpfnetMapSockRev            = "sock_rev"
 	BpfnetMapStats              = "stats"
 	BpfnetMapSubnets            = "subnets"
@@ -270,6 +328,7 @@ const (
 	BpfnetMapUplinks            = "uplinks"
 	BpfnetProgFromContainer     = "from_container"
 	BpfnetProgFromUplink        = "from_uplink"
+	BpfnetProgMaintain          = "maintain"
 	BpfnetProgSockConnect4      = "sock_connect4"
 	BpfnetProgSockPeername4     = "sock_peername4"
 	BpfnetProgSockRecvmsg4      = "sock_recvmsg4"
@@ -288,14 +347,21 @@ const (
 	BpfnetVarEnumDirection      = "enum_direction"
 	BpfnetVarEnumDropReason     = "enum_drop_reason"
 	BpfnetVarEnumEndpointFlag   = "enum_endpoint_flag"
+	BpfnetVarEnumGcMode         = "enum_gc_mode"
 	BpfnetVarEnumNatFlag        = "enum_nat_flag"
 	BpfnetVarEnumNetworkFlag    = "enum_network_flag"
 	BpfnetVarEnumStat           = "enum_stat"
 	BpfnetVarEventsPerSec       = "events_per_sec"
+	BpfnetVarFlowsPerEndpoint   = "flows_per_endpoint"
+	BpfnetVarFlowsPerRemote     = "flows_per_remote"
 	BpfnetVarForwardMark        = "forward_mark"
+	BpfnetVarFragTimeout        = "frag_timeout"
+	BpfnetVarGcGrace            = "gc_grace"
 	BpfnetVarHostNetnsCookie    = "host_netns_cookie"
 	BpfnetVarNatPortMax         = "nat_port_max"
 	BpfnetVarNatPortMin         = "nat_port_min"
+	BpfnetVarNatSkipMax         = "nat_skip_max"
+	BpfnetVarNatSkipMin         = "nat_skip_min"
 	BpfnetVarTypeDropEvent      = "type_drop_event"
 )
 
@@ -343,6 +409,7 @@ type BpfnetSpecs struct {
 type BpfnetProgramSpecs struct {
 	FromContainer *ebpf.ProgramSpec `ebpf:"from_container"`
 	FromUplink    *ebpf.ProgramSpec `ebpf:"from_uplink"`
+	Maintain      *ebpf.ProgramSpec `ebpf:"maintain"`
 	SockConnect4  *ebpf.ProgramSpec `ebpf:"sock_connect4"`
 	SockPeername4 *ebpf.ProgramSpec `ebpf:"sock_peername4"`
 	SockRecvmsg4  *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
@@ -360,14 +427,18 @@ type BpfnetMapSpecs struct {
 	Drops       *ebpf.MapSpec `ebpf:"drops"`
 	EpByIfindex *ebpf.MapSpec `ebpf:"ep_by_ifindex"`
 	EpByIp      *ebpf.MapSpec `ebpf:"ep_by_ip"`
+	EpFlows     *ebpf.MapSpec `ebpf:"ep_flows"`
 	EvBudget    *ebpf.MapSpec `ebpf:"ev_budget"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Frags       *ebpf.MapSpec `ebpf:"frags"`
+	GcArgs      *ebpf.MapSpec `ebpf:"gc_args"`
 	HostAddrs   *ebpf.MapSpec `ebpf:"host_addrs"`
 	NatFwd      *ebpf.MapSpec `ebpf:"nat_fwd"`
 	NatRev      *ebpf.MapSpec `ebpf:"nat_rev"`
 	Networks    *ebpf.MapSpec `ebpf:"networks"`
+	Peers       *ebpf.MapSpec `ebpf:"peers"`
 	Ports       *ebpf.MapSpec `ebpf:"ports"`
+	RemoteFlows *ebpf.MapSpec `ebpf:"remote_flows"`
 	SockRev     *ebpf.MapSpec `ebpf:"sock_rev"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	Subnets     *ebpf.MapSpec `ebpf:"subnets"`
@@ -390,14 +461,21 @@ type BpfnetVariableSpecs struct {
 	EnumDirection      *ebpf.VariableSpec `ebpf:"enum_direction"`
 	EnumDropReason     *ebpf.VariableSpec `ebpf:"enum_drop_reason"`
 	EnumEndpointFlag   *ebpf.VariableSpec `ebpf:"enum_endpoint_flag"`
+	EnumGcMode         *ebpf.VariableSpec `ebpf:"enum_gc_mode"`
 	EnumNatFlag        *ebpf.VariableSpec `ebpf:"enum_nat_flag"`
 	EnumNetworkFlag    *ebpf.VariableSpec `ebpf:"enum_network_flag"`
 	EnumStat           *ebpf.VariableSpec `ebpf:"enum_stat"`
 	EventsPerSec       *ebpf.VariableSpec `ebpf:"events_per_sec"`
+	FlowsPerEndpoint   *ebpf.VariableSpec `ebpf:"flows_per_endpoint"`
+	FlowsPerRemote     *ebpf.VariableSpec `ebpf:"flows_per_remote"`
 	ForwardMark        *ebpf.VariableSpec `ebpf:"forward_mark"`
+	FragTimeout        *ebpf.VariableSpec `ebpf:"frag_timeout"`
+	GcGrace            *ebpf.VariableSpec `ebpf:"gc_grace"`
 	HostNetnsCookie    *ebpf.VariableSpec `ebpf:"host_netns_cookie"`
 	NatPortMax         *ebpf.VariableSpec `ebpf:"nat_port_max"`
 	NatPortMin         *ebpf.VariableSpec `ebpf:"nat_port_min"`
+	NatSkipMax         *ebpf.VariableSpec `ebpf:"nat_skip_max"`
+	NatSkipMin         *ebpf.VariableSpec `ebpf:"nat_skip_min"`
 	TypeDropEvent      *ebpf.VariableSpec `ebpf:"type_drop_event"`
 }
 
@@ -425,14 +503,18 @@ type BpfnetMaps struct {
 	Drops       *ebpf.Map `ebpf:"drops"`
 	EpByIfindex *ebpf.Map `ebpf:"ep_by_ifindex"`
 	EpByIp      *ebpf.Map `ebpf:"ep_by_ip"`
+	EpFlows     *ebpf.Map `ebpf:"ep_flows"`
 	EvBudget    *ebpf.Map `ebpf:"ev_budget"`
 	Events      *ebpf.Map `ebpf:"events"`
 	Frags       *ebpf.Map `ebpf:"frags"`
+	GcArgs      *ebpf.Map `ebpf:"gc_args"`
 	HostAddrs   *ebpf.Map `ebpf:"host_addrs"`
 	NatFwd      *ebpf.Map `ebpf:"nat_fwd"`
 	NatRev      *ebpf.Map `ebpf:"nat_rev"`
 	Networks    *ebpf.Map `ebpf:"networks"`
+	Peers       *ebpf.Map `ebpf:"peers"`
 	Ports       *ebpf.Map `ebpf:"ports"`
+	RemoteFlows *ebpf.Map `ebpf:"remote_flows"`
 	SockRev     *ebpf.Map `ebpf:"sock_rev"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 	Subnets     *ebpf.Map `ebpf:"subnets"`
@@ -446,14 +528,18 @@ func (m *BpfnetMaps) Close() error {
 		m.Drops,
 		m.EpByIfindex,
 		m.EpByIp,
+		m.EpFlows,
 		m.EvBudget,
 		m.Events,
 		m.Frags,
+		m.GcArgs,
 		m.HostAddrs,
 		m.NatFwd,
 		m.NatRev,
 		m.Networks,
+		m.Peers,
 		m.Ports,
+		m.RemoteFlows,
 		m.SockRev,
 		m.Stats,
 		m.Subnets,
@@ -477,14 +563,21 @@ type BpfnetVariables struct {
 	EnumDirection      *ebpf.Variable `ebpf:"enum_direction"`
 	EnumDropReason     *ebpf.Variable `ebpf:"enum_drop_reason"`
 	EnumEndpointFlag   *ebpf.Variable `ebpf:"enum_endpoint_flag"`
+	EnumGcMode         *ebpf.Variable `ebpf:"enum_gc_mode"`
 	EnumNatFlag        *ebpf.Variable `ebpf:"enum_nat_flag"`
 	EnumNetworkFlag    *ebpf.Variable `ebpf:"enum_network_flag"`
 	EnumStat           *ebpf.Variable `ebpf:"enum_stat"`
 	EventsPerSec       *ebpf.Variable `ebpf:"events_per_sec"`
+	FlowsPerEndpoint   *ebpf.Variable `ebpf:"flows_per_endpoint"`
+	FlowsPerRemote     *ebpf.Variable `ebpf:"flows_per_remote"`
 	ForwardMark        *ebpf.Variable `ebpf:"forward_mark"`
+	FragTimeout        *ebpf.Variable `ebpf:"frag_timeout"`
+	GcGrace            *ebpf.Variable `ebpf:"gc_grace"`
 	HostNetnsCookie    *ebpf.Variable `ebpf:"host_netns_cookie"`
 	NatPortMax         *ebpf.Variable `ebpf:"nat_port_max"`
 	NatPortMin         *ebpf.Variable `ebpf:"nat_port_min"`
+	NatSkipMax         *ebpf.Variable `ebpf:"nat_skip_max"`
+	NatSkipMin         *ebpf.Variable `ebpf:"nat_skip_min"`
 	TypeDropEvent      *ebpf.Variable `ebpf:"type_drop_event"`
 }
 
@@ -494,6 +587,7 @@ type BpfnetVariables struct {
 type BpfnetPrograms struct {
 	FromContainer *ebpf.Program `ebpf:"from_container"`
 	FromUplink    *ebpf.Program `ebpf:"from_uplink"`
+	Maintain      *ebpf.Program `ebpf:"maintain"`
 	SockConnect4  *ebpf.Program `ebpf:"sock_connect4"`
 	SockPeername4 *ebpf.Program `ebpf:"sock_peername4"`
 	SockRecvmsg4  *ebpf.Program `ebpf:"sock_recvmsg4"`
@@ -507,6 +601,7 @@ func (p *BpfnetPrograms) Close() error {
 	return _BpfnetClose(
 		p.FromContainer,
 		p.FromUplink,
+		p.Maintain,
 		p.SockConnect4,
 		p.SockPeername4,
 		p.SockRecvmsg4,

@@ -55,6 +55,7 @@
 #include "nat.h"
 #include "fastpath.h"
 #include "ports.h"
+#include "gc.h"
 
 /* skb->mark bit set on every packet a program passes; the daemon's single
  * FORWARD rule accepts packets carrying it. 0 disables marking. */
@@ -69,6 +70,7 @@ volatile const enum endpoint_flag enum_endpoint_flag;
 volatile const enum ct_flag enum_ct_flag;
 volatile const enum nat_flag enum_nat_flag;
 volatile const enum stat enum_stat;
+volatile const enum gc_mode enum_gc_mode;
 volatile const struct drop_event type_drop_event;
 
 #define ETH_P_ARP_BE bpf_htons(ETH_P_ARP)
@@ -250,8 +252,8 @@ enum dest {
 /* judge_from_container returns the verdict for an IPv4 packet the
  * endpoint sent, and where it goes if allowed; for a neighbour in its
  * network, *peer is that endpoint's ep_by_ip entry. */
-static __always_inline __u32 judge_from_container(const struct endpoint_info *ep, const struct pkt *p, enum dest *dest,
-						  struct ip_endpoint **peer)
+static __always_inline __u32 judge_from_container(struct __sk_buff *skb, const struct endpoint_info *ep, const struct pkt *p,
+						  enum dest *dest, struct ip_endpoint **peer)
 {
 	*dest = DEST_HOST;
 	if (p->saddr != ep->ip)
@@ -285,9 +287,8 @@ static __always_inline __u32 judge_from_container(const struct endpoint_info *ep
 		return ((ep->net_flags | net_flags(*dnet)) & NET_F_INTERNAL) ? REASON_INTERNAL : REASON_ISOLATION;
 	if (ep->net_flags & NET_F_INTERNAL)
 		return REASON_INTERNAL;
-	ct_outbound(p);
 	*dest = DEST_OUTSIDE;
-	return PASS;
+	return ct_outbound(skb, p, ep->slot);
 }
 
 /* veth_frame starts both veth programs: it finds the endpoint behind the
@@ -344,7 +345,7 @@ int from_container(struct __sk_buff *skb)
 				return rc;
 		}
 		struct ip_endpoint *peer = 0;
-		v = judge_from_container(ep, &p, &dest, &peer);
+		v = judge_from_container(skb, ep, &p, &dest, &peer);
 		if (v != PASS)
 			return drop_pkt(ifindex, dir, v, &p);
 		rc = -1;
@@ -416,23 +417,81 @@ int to_container(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+/* Fragments: a datagram's later fragments carry no ports, so they follow
+ * their first: frags remembers (and translates) what the first did, for
+ * frag_timeout after the last fragment seen. A later fragment that arrives
+ * before its first is let through when its sender lately replied to the
+ * same destination (peers), which names the one container it goes to. */
+volatile const __u64 frag_timeout = 30 * SEC_NS;
+
+static __always_inline struct frag_entry *frag_of(const struct pkt *p, __u64 now)
+{
+	struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
+	struct frag_entry *fe = bpf_map_lookup_elem(&frags, &fk);
+	if (!fe || expired(now, fe->seen, frag_timeout))
+		return 0;
+	fe->seen = now;
+	return fe;
+}
+
+static __always_inline void frag_first(const struct pkt *p, __be32 new_saddr, __be32 new_daddr, __u64 now)
+{
+	struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
+	struct frag_entry fe = {.seen = now, .new_saddr = new_saddr, .new_daddr = new_daddr};
+	bpf_map_update_elem(&frags, &fk, &fe, BPF_ANY);
+}
+
+/* peer_replied records that remote sent a reply to local (as it arrived),
+ * which went to container; at most once a second per key. */
+static __always_inline void peer_replied(__be32 remote, __be32 local, __be32 container, __u8 proto, __u64 now)
+{
+	struct peer_key k = {.remote = remote, .local = local, .proto = proto};
+	struct peer_entry *e = bpf_map_lookup_elem(&peers, &k);
+	if (e && !expired(now, e->seen, SEC_NS)) {
+		if (e->container != container)
+			e->container = 0; /* more than one: ambiguous */
+		return;
+	}
+	struct peer_entry n = {.seen = now, .container = container};
+	if (e && e->container != container && !expired(now, e->seen, frag_timeout))
+		n.container = 0;
+	bpf_map_update_elem(&peers, &k, &n, BPF_ANY);
+}
+
+/* early_fragment returns the container a later fragment without a first
+ * goes to (its sender replied lately to its destination, and only one
+ * container got those replies), or 0. */
+static __always_inline __be32 early_fragment(const struct pkt *p, __u64 now)
+{
+	struct peer_key k = {.remote = p->saddr, .local = p->daddr, .proto = p->proto};
+	struct peer_entry *e = bpf_map_lookup_elem(&peers, &k);
+	if (!e || expired(now, e->seen, frag_timeout))
+		return 0;
+	return e->container;
+}
+
 /* judge_from_outside judges a packet from outside the host for network
  * net_id: only replies to tracked flows (and ICMP errors about them, and
- * later fragments of an allowed datagram) enter, and nothing enters an
- * internal network. */
+ * fragments of an allowed datagram) enter, and nothing enters an internal
+ * network. */
 static __always_inline __u32 judge_from_outside(__u32 net_id, const struct pkt *p)
 {
 	if (net_flags(net_id) & NET_F_INTERNAL)
 		return REASON_INTERNAL;
-	struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
-	if (p->frag == FRAG_LATER)
-		return bpf_map_lookup_elem(&frags, &fk) ? PASS : REASON_FRAGMENT;
+	__u64 now = bpf_ktime_get_ns();
+	if (p->frag == FRAG_LATER) {
+		if (frag_of(p, now))
+			return PASS;
+		if (early_fragment(p, now) != p->daddr)
+			return REASON_FRAGMENT;
+		frag_first(p, 0, 0, now);
+		return PASS;
+	}
 	if (!ct_reply(p) && !dnat_inbound(p))
 		return REASON_UNSOLICITED;
-	if (p->frag == FRAG_FIRST) {
-		struct frag_entry fe = {.seen = bpf_ktime_get_ns()};
-		bpf_map_update_elem(&frags, &fk, &fe, BPF_ANY);
-	}
+	peer_replied(p->saddr, p->daddr, p->daddr, p->proto, now);
+	if (p->frag == FRAG_FIRST)
+		frag_first(p, 0, 0, now);
 	return PASS;
 }
 
@@ -482,26 +541,33 @@ int to_network(struct __sk_buff *skb)
 	return drop_to_network(net_id, &p, v);
 }
 
-/* untranslate reverses the source translation of a reply (or of an ICMP
- * error about a translated flow, or of a later fragment) arriving on an
- * uplink; p is updated to the translated-back packet. Returns -1 if the
- * packet belongs to no translation, 1 for a host flow (left alone). */
+/* untranslate reverses the translation of a packet arriving on an uplink:
+ * a reply to a container's translated flow, a packet of a connection to a
+ * published port, an ICMP error about either (sent to the flow's own
+ * translated address), or a later fragment of one; p is updated to the
+ * packet as translated back. Returns -1 if the packet belongs to no
+ * translation, 1 for a flow of the host's (left alone). */
 static __always_inline int untranslate(struct __sk_buff *skb, struct pkt *p)
 {
 	__u64 now = bpf_ktime_get_ns();
 	if (p->frag == FRAG_LATER) {
-		struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
-		struct frag_entry *fe = bpf_map_lookup_elem(&frags, &fk);
-		if (!fe || !fe->new_daddr)
-			return -1;
-		__be32 to = fe->new_daddr;
-		if (rewrite(skb, p, 1, to, 0) < 0)
+		struct frag_entry *fe = frag_of(p, now);
+		__be32 to = fe ? fe->new_daddr : 0;
+		if (!fe) {
+			to = early_fragment(p, now);
+			if (to && to != p->daddr)
+				frag_first(p, 0, to, now);
+		}
+		if (!to || to == p->daddr || rewrite(skb, p, 1, to, 0) < 0)
 			return -1;
 		p->daddr = to;
 		return 0;
 	}
 	if (p->has_inner) {
-		/* The quoted packet is one a container sent, as translated. */
+		/* The quoted packet is one a container sent, as translated; the
+		 * error must be addressed to its (translated) source. */
+		if (p->daddr != p->inner_saddr)
+			return -1;
 		struct tuple q = {.saddr = p->inner_saddr, .daddr = p->inner_daddr, .sport = p->inner_sport,
 				  .dport = p->inner_dport, .proto = p->inner_proto};
 		struct tuple r = reply_of(&q);
@@ -523,38 +589,37 @@ static __always_inline int untranslate(struct __sk_buff *skb, struct pkt *p)
 	if (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY)
 		return -1;
 	struct nat_entry *e = bpf_map_lookup_elem(&nat_rev, &r);
-	if (!e)
+	if (!e || !nat_live(&r, e, now))
 		return -1;
-	if (!nat_live(&r, e, now)) {
-		bpf_map_delete_elem(&nat_rev, &r);
-		stat_inc(STAT_NAT_EXPIRED);
-		return -1;
-	}
-	/* Packets to a published port start the connection: no reply. */
-	__u32 replied = (e->flags & NAT_F_DNAT) ? 0 : CT_F_REPLIED;
-	nat_touch(e, p, replied, now);
-	if (e->flags & NAT_F_HOST)
+	if (e->flags & NAT_F_HOST) {
+		e->last_seen = now;
 		return 1;
+	}
+	/* A pure SYN starts a connection: it is never a reply to a container's
+	 * translated flow (the peer would answer with SYN-ACK). */
+	if (!(e->flags & NAT_F_DNAT) && tcp_syn_only(p))
+		return -1;
 	__be32 addr = e->addr;
 	__be16 port = e->port;
-	/* Refresh the forward entry too, so both expire together. */
-	struct tuple k = {.saddr = addr, .daddr = p->saddr, .proto = p->proto};
-	if (p->proto == IPPROTO_ICMP) {
-		k.sport = port;
-	} else {
-		k.sport = port;
-		k.dport = p->sport;
-	}
+	/* Packets to a published port start the connection: no reply. */
+	__u32 replied = (e->flags & NAT_F_DNAT) ? 0 : CT_F_REPLIED;
+	struct tuple k = fwd_key_of(&r, e);
 	struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &k);
-	if (f)
-		nat_touch(f, p, replied, now);
+	__u32 close = 0;
+	if (f) {
+		/* A RST or FIN from this side ends the flow only inside the
+		 * window the container advertised. */
+		close = remote_flags(&f->tcp, f->flags, p);
+		f->last_seen = now;
+		f->flags |= replied | close;
+	}
+	e->last_seen = now;
+	e->flags |= replied | close;
 	if (rewrite(skb, p, 1, addr, port) < 0)
 		return -1;
-	if (p->frag == FRAG_FIRST) {
-		struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
-		struct frag_entry fe = {.seen = now, .new_daddr = addr};
-		bpf_map_update_elem(&frags, &fk, &fe, BPF_ANY);
-	}
+	if (p->frag == FRAG_FIRST)
+		frag_first(p, 0, addr, now);
+	peer_replied(p->saddr, p->daddr, addr, p->proto, now);
 	p->daddr = addr;
 	p->dport = port;
 	if (p->proto == IPPROTO_ICMP)
@@ -590,16 +655,6 @@ static __always_inline int spoofed_outside(__be32 s)
 	return is_host_addr(s) || is_loopback(s) || is_multi(s) || subnet_of(s);
 }
 
-/* opens_connection reports whether a packet may start a connection to a
- * published port: a TCP SYN (not a bare ACK, which would open state for a
- * connection nobody started), or any UDP datagram. */
-static __always_inline int opens_connection(const struct pkt *p)
-{
-	if (p->proto == IPPROTO_TCP)
-		return (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
-	return p->proto == IPPROTO_UDP;
-}
-
 SEC("tc")
 int from_uplink(struct __sk_buff *skb)
 {
@@ -619,10 +674,15 @@ int from_uplink(struct __sk_buff *skb)
 	/* A new connection to a published port? Never on a loopback address:
 	 * a port bound to 127.0.0.1 is for the host's own processes, and the
 	 * kernel drops 127.0.0.0/8 arriving on an uplink as martian. */
-	if (rc < 0 && p.frag != FRAG_LATER && !is_loopback(p.daddr) && is_host_addr(p.daddr) && opens_connection(&p)) {
+	if (rc < 0 && p.frag == FRAG_NONE && !is_loopback(p.daddr) && opens_connection(&p) && is_host_addr(p.daddr)) {
 		struct port_backend *b = published(p.proto, p.daddr, p.dport);
-		if (b && dnat_open(&p, b, p.saddr, 0, 0) == 0 && untranslate(skb, &p) < 0)
-			return TC_ACT_SHOT;
+		if (b) {
+			__u32 v = dnat_open(&p, b, p.saddr, 0, 0, b->slot, p.saddr);
+			if (v != PASS)
+				return drop_pkt(b->ifindex, DIR_TO_CONTAINER, v, &p);
+			if (untranslate(skb, &p) < 0)
+				return TC_ACT_SHOT;
+		}
 	}
 	__u32 *dnet = subnet_of(p.daddr);
 	if (!dnet)
@@ -640,24 +700,26 @@ int from_uplink(struct __sk_buff *skb)
 	return TC_ACT_UNSPEC;
 }
 
-/* translate applies (or creates) the source translation of a packet a
- * container of network n sends out of uplink ifindex: the reverse of a
- * connection to a published port, else masquerade or host_ipv4 SNAT when
- * the network has it (masq). */
+/* translate applies (or creates) the translation of a packet a container
+ * of network n sends out of uplink ifindex: the reverse of a connection to
+ * a published port, else masquerade or host_ipv4 SNAT when the network has
+ * it (masq). */
 static __always_inline __u32 translate(struct __sk_buff *skb, struct pkt *p, const struct network_info *n, __u32 ifindex,
 				       int masq)
 {
 	__u64 now = bpf_ktime_get_ns();
 	if (p->frag == FRAG_LATER) {
-		struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
-		struct frag_entry *fe = bpf_map_lookup_elem(&frags, &fk);
+		struct frag_entry *fe = frag_of(p, now);
 		if (!fe || !fe->new_saddr)
 			return masq ? REASON_FRAGMENT : PASS;
 		return rewrite(skb, p, 0, fe->new_saddr, 0) < 0 ? REASON_MALFORMED : PASS;
 	}
 	if (p->has_inner) {
 		/* An ICMP error about a packet the container got: the quoted
-		 * packet went remote → container, as translated back. */
+		 * packet went remote → container, as translated back, and the
+		 * error must come from its destination. */
+		if (p->saddr != p->inner_daddr)
+			return masq ? REASON_SPOOF : PASS;
 		struct tuple q = {.saddr = p->inner_daddr, .daddr = p->inner_saddr, .sport = p->inner_dport,
 				  .dport = p->inner_sport, .proto = p->inner_proto};
 		struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &q);
@@ -673,16 +735,10 @@ static __always_inline __u32 translate(struct __sk_buff *skb, struct pkt *p, con
 	__be16 port = 0;
 	if (f && (f->flags & NAT_F_DNAT) && nat_live(&k, f, now)) {
 		/* A reply on a connection to a published port. */
+		if (nat_refresh(skb, &k, f, p, CT_F_REPLIED, now) < 0)
+			return REASON_UNSOLICITED;
 		addr = f->addr;
 		port = f->port;
-		nat_touch(f, p, CT_F_REPLIED, now);
-		struct tuple t = k;
-		t.saddr = addr;
-		t.sport = port;
-		struct tuple r = reply_of(&t);
-		struct nat_entry *rv = bpf_map_lookup_elem(&nat_rev, &r);
-		if (rv)
-			nat_touch(rv, p, CT_F_REPLIED, now);
 		goto out;
 	}
 	if (!masq)
@@ -694,41 +750,43 @@ static __always_inline __u32 translate(struct __sk_buff *skb, struct pkt *p, con
 			return REASON_NAT_EXHAUSTED; /* no address to masquerade to */
 		addr = u->addr;
 	}
-	if (f && f->addr == addr && nat_live(&k, f, now)) {
+	/* The flow's translation, refreshed (and revived, or its reply half
+	 * restored, as needed); stale (another address, or its reply tuple
+	 * taken over) it is replaced. */
+	if (f && (f->addr != addr || (f->flags & NAT_F_DNAT) || nat_refresh(skb, &k, f, p, 0, now) < 0)) {
+		nat_pair_delete(&k, f);
+		f = 0;
+	}
+	if (f) {
 		port = f->port;
-		nat_touch(f, p, 0, now);
-		struct tuple t = k;
-		t.saddr = addr;
-		t.sport = port;
-		struct tuple r = reply_of(&t);
-		struct nat_entry *rv = bpf_map_lookup_elem(&nat_rev, &r);
-		if (rv)
-			nat_touch(rv, p, 0, now);
 	} else {
-		if (f) {
-			/* Expired, or the uplink's address changed: start over. */
-			struct tuple t = k;
-			t.saddr = f->addr;
-			t.sport = f->port;
-			struct tuple r = reply_of(&t);
-			bpf_map_delete_elem(&nat_rev, &r);
-			bpf_map_delete_elem(&nat_fwd, &k);
-			stat_inc(STAT_NAT_EXPIRED);
-		}
 		struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p->saddr);
-		port = nat_alloc(&k, addr, src ? src->ifindex : 0, p);
-		if (!port)
-			return REASON_NAT_EXHAUSTED;
+		__u32 v = nat_alloc(skb, &k, addr, src ? src->ifindex : 0, src ? src->slot : 0, p, &port);
+		if (v != PASS)
+			return v;
 	}
 out:
 	if (rewrite(skb, p, 0, addr, port) < 0)
 		return REASON_MALFORMED;
-	if (p->frag == FRAG_FIRST) {
-		struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
-		struct frag_entry fe = {.seen = now, .new_saddr = addr};
-		bpf_map_update_elem(&frags, &fk, &fe, BPF_ANY);
-	}
+	if (p->frag == FRAG_FIRST)
+		frag_first(p, addr, 0, now);
 	return PASS;
+}
+
+/* host_error translates, in an ICMP error the host itself sends out of an
+ * uplink about a packet it forwarded to a container (already translated
+ * back), the quoted packet's container address and port to what the
+ * outside knows, so the error neither leaks the address nor misses its
+ * flow. */
+static __always_inline void host_error(struct __sk_buff *skb, const struct pkt *p)
+{
+	if (!p->has_inner || !subnet_of(p->inner_daddr))
+		return;
+	struct tuple q = {.saddr = p->inner_daddr, .daddr = p->inner_saddr, .sport = p->inner_dport,
+			  .dport = p->inner_sport, .proto = p->inner_proto};
+	struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &q);
+	if (f && nat_live(&q, f, bpf_ktime_get_ns()))
+		rewrite_icmp_error(skb, p, 0, p->saddr, f->addr, f->port);
 }
 
 SEC("tc")
@@ -743,6 +801,7 @@ int to_uplink(struct __sk_buff *skb)
 		struct uplink_info *u = bpf_map_lookup_elem(&uplinks, &ifindex);
 		if (u && u->addr == p.saddr)
 			nat_host(&p);
+		host_error(skb, &p);
 		return TC_ACT_UNSPEC;
 	}
 	__u32 net_id = *snet;

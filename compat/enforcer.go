@@ -7,12 +7,16 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 
 	"github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
+	"github.com/bpfnet/bpfnet/internal/forwarding"
 	"github.com/bpfnet/bpfnet/internal/sysctl"
 	"github.com/bpfnet/bpfnet/network"
 )
@@ -23,11 +27,10 @@ import (
 type ledger struct {
 	Chains []Chain   `json:"chains"`
 	Rules  []ruleKey `json:"rules"`
-	// IPForwardSet and ForwardPolicySet record that we turned
-	// net.ipv4.ip_forward on and, because it was off, set the FORWARD
-	// policy to DROP (Docker 20.10 does both); --cleanup reverts them.
-	IPForwardSet     bool `json:"ip_forward_set,omitempty"`
-	ForwardPolicySet bool `json:"forward_policy_set,omitempty"`
+	// Forwarding records that we turned net.ipv4.ip_forward on and,
+	// because it was off, set the FORWARD policy to DROP (Docker 20.10
+	// does both); --cleanup reverts them.
+	forwarding.Change
 	// RouteLocalnet lists the bridges on which we set route_localnet=1
 	// (hairpin mode); --cleanup sets it back on those still there.
 	RouteLocalnet []string `json:"route_localnet,omitempty"`
@@ -105,21 +108,14 @@ func (e *Enforcer) writeSysctl(name, v string) error { return sysctl.Write(e.sys
 // prepareForwarding turns IP forwarding on as Docker 20.10 does: only if it
 // was off does it also set the FORWARD policy to DROP.
 func (e *Enforcer) prepareForwarding() error {
-	v, err := e.readSysctl("net/ipv4/ip_forward")
-	if err != nil {
-		return fmt.Errorf("read net.ipv4.ip_forward: %w", err)
+	c, err := forwarding.Enable(e.sysctl, e.ipt, func(c forwarding.Change) error {
+		e.led.Change = c
+		return e.saveLedger()
+	})
+	if c.IPForwardSet {
+		e.led.Change = c
 	}
-	if v != "0" {
-		return nil
-	}
-	e.led.IPForwardSet, e.led.ForwardPolicySet = true, true
-	if err := e.saveLedger(); err != nil {
-		return err
-	}
-	if err := e.ipt.ChangePolicy("filter", "FORWARD", "DROP"); err != nil {
-		return fmt.Errorf("set FORWARD policy: %w", err)
-	}
-	return e.writeSysctl("net/ipv4/ip_forward", "1")
+	return err
 }
 
 // Reconcile implements network.Enforcer.
@@ -149,12 +145,29 @@ func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *networ
 	return e.sync(v)
 }
 
-// EndpointRemoved implements network.Enforcer.
+// EndpointRemoved implements network.Enforcer. Besides its published
+// ports' rules, the kernel's connection-tracking entries that refer to the
+// endpoint's address go: a DNAT or masquerade entry that outlived it would
+// otherwise keep translating a peer's packets to the next endpoint given
+// its address (as Docker's bridge driver flushes them).
 func (e *Enforcer) EndpointRemoved(ctx context.Context, v network.View, ep *network.Endpoint) error {
+	if err := flushConntrack(ep.IP); err != nil {
+		e.log.Warn("flush connection tracking of a removed endpoint", "ip", ep.IP, "err", err)
+	}
 	if len(ep.Ports) == 0 {
 		return nil
 	}
 	return e.sync(v)
+}
+
+// flushConntrack deletes the conntrack entries with ip as any address.
+func flushConntrack(ip netip.Addr) error {
+	f := &netlink.ConntrackFilter{}
+	if err := f.AddIP(netlink.ConntrackNatAnyIP, ip.AsSlice()); err != nil {
+		return err
+	}
+	_, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f)
+	return err
 }
 
 // ensureRouteLocalnet sets route_localnet=1 on every bridge, as Docker's
@@ -313,12 +326,7 @@ func (e *Enforcer) Cleanup(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("delete chain %s: %w", ch.Name, err))
 		}
 	}
-	if e.led.ForwardPolicySet {
-		errs = append(errs, e.ipt.ChangePolicy("filter", "FORWARD", "ACCEPT"))
-	}
-	if e.led.IPForwardSet {
-		errs = append(errs, e.writeSysctl("net/ipv4/ip_forward", "0"))
-	}
+	errs = append(errs, forwarding.Restore(e.sysctl, e.ipt, e.led.Change))
 	for _, br := range e.led.RouteLocalnet {
 		name := "net/ipv4/conf/" + br + "/route_localnet"
 		if _, err := e.readSysctl(name); err == nil {

@@ -39,6 +39,9 @@ type Rule struct {
 	// Spec is the rule without "-A CHAIN", exactly as iptables-save prints it.
 	Spec  string
 	Place Placement
+	// Addition names the later Docker fix a rule comes from, for rules
+	// that are not Docker 20.10's (docs/compat.md); empty for 20.10's own.
+	Addition string
 }
 
 // String is the rule as `iptables -S` and iptables-save print it.
@@ -209,17 +212,57 @@ func Render(v network.View, prefix string, mode Mode) Ruleset {
 			add("nat", c.Prefix, Append, "%s-p %s -m %s --dport %d -j DNAT --to-destination %s:%d", match, p.Proto, p.Proto, p.HostPort, ep.IP, p.Port)
 		}
 	}
+	laterFixes(&rs, v)
 	return rs
+}
+
+// The additions to Docker 20.10's layout: holes later Docker versions
+// closed with raw-table PREROUTING drops (moby pull request 49325).
+const (
+	// DirectAccessFix drops packets to a container's address that did not
+	// arrive on its bridge: routed straight to a container's port, past
+	// the published one (moby issue 45610; Docker 28.0, per endpoint from
+	// 28.2).
+	DirectAccessFix = "Docker 28: no direct access to a container from outside its bridge (moby#45610)"
+	// LoopbackPortFix drops packets for a port published on a loopback
+	// address that did not arrive on lo: the LAN reached them (moby issue
+	// 41872; Docker 28.0).
+	LoopbackPortFix = "Docker 28: loopback-published ports only from the host (moby#41872)"
+)
+
+// laterFixes appends the additions for v's endpoints. Networks without
+// masquerade get no direct-access drop: their containers are reached at
+// their own addresses by design (replies come back to them routed).
+func laterFixes(rs *Ruleset, v network.View) {
+	add := func(fix, format string, a ...any) {
+		rs.Rules = append(rs.Rules, Rule{Table: "raw", Chain: "PREROUTING", Spec: fmt.Sprintf(format, a...), Place: Append, Addition: fix})
+	}
+	for _, ep := range v.Endpoints {
+		n := v.Network(ep.NetworkID)
+		if n == nil || n.Internal {
+			continue
+		}
+		if n.Masquerade {
+			add(DirectAccessFix, "-d %s/32 ! -i %s -j DROP", ep.IP, n.Bridge)
+		}
+		for _, p := range ep.Ports {
+			if p.HostIP.IsLoopback() {
+				add(LoopbackPortFix, "-d %s/32 ! -i lo -p %s -m %s --dport %d -j DROP", p.HostIP, p.Proto, p.Proto, p.HostPort)
+			}
+		}
+	}
 }
 
 // builtin lists the built-in chains of each table in iptables-save order.
 var builtin = map[string][]string{
 	"filter": {"INPUT", "FORWARD", "OUTPUT"},
 	"nat":    {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+	"raw":    {"PREROUTING", "OUTPUT"},
 }
 
-// Tables are the tables bpfnet writes to, in iptables-save order.
-var Tables = []string{"filter", "nat"}
+// Tables are the tables bpfnet writes to, in the order Save prints them
+// (raw only when it has rules).
+var Tables = []string{"filter", "nat", "raw"}
 
 // Save prints rs as iptables-save would print a namespace holding only
 // these rules (without counters and comments). forwardPolicy is the policy
@@ -227,6 +270,9 @@ var Tables = []string{"filter", "nat"}
 func Save(rs Ruleset, forwardPolicy string) string {
 	var b strings.Builder
 	for _, table := range Tables {
+		if table == "raw" && !slices.ContainsFunc(rs.Rules, func(r Rule) bool { return r.Table == "raw" }) {
+			continue
+		}
 		fmt.Fprintf(&b, "*%s\n", table)
 		for _, ch := range builtin[table] {
 			policy := "ACCEPT"

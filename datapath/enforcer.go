@@ -19,11 +19,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
 	"github.com/bpfnet/bpfnet/bpf"
+	"github.com/bpfnet/bpfnet/internal/forwarding"
+	"github.com/bpfnet/bpfnet/internal/sysctl"
 	"github.com/bpfnet/bpfnet/loader"
 	"github.com/bpfnet/bpfnet/network"
 )
@@ -61,8 +64,8 @@ var DefaultNATPorts = [2]uint16{1024, 65535}
 // ledger records what the enforcer changed outside the BPF objects, so
 // Cleanup undoes exactly that.
 type ledger struct {
-	IPForwardSet bool `json:"ip_forward_set,omitempty"`
-	ForwardRule  bool `json:"forward_rule,omitempty"`
+	forwarding.Change
+	ForwardRule bool `json:"forward_rule,omitempty"`
 }
 
 // Enforcer implements network.Enforcer with BPF programs and maps.
@@ -79,8 +82,11 @@ type Enforcer struct {
 	veths    map[string]loader.Iface // endpoint id → host-side veth
 	slots    map[string]uint32       // endpoint id → traffic slot (slots.go)
 	lastMode string                  // attach mode of the last attachment
-	gcNAT    uint64                  // translations the daemon collected
-	gcCT     uint64                  // connection-table entries the daemon collected
+	gcNAT    atomic.Uint64           // entries the maintenance program collected
+
+	// maintMu serialises runs of the maintenance program (they share its
+	// argument map).
+	maintMu sync.Mutex
 }
 
 // New loads the BPF collection (reusing maps pinned under cfg.Root) and
@@ -111,8 +117,19 @@ func New(log *slog.Logger, cfg Config) (*Enforcer, error) {
 	if err != nil {
 		return nil, err
 	}
+	skip, err := hostEphemeralPorts()
+	if err != nil {
+		return nil, err
+	}
+	if skip[0] <= cfg.NATPorts[0] && cfg.NATPorts[1] <= skip[1] {
+		return nil, fmt.Errorf("the masquerade ports %d-%d all lie in the host's ephemeral range %d-%d (net.ipv4.ip_local_port_range), which containers never get, so that the host's own connections never collide with theirs: choose ports outside it",
+			cfg.NATPorts[0], cfg.NATPorts[1], skip[0], skip[1])
+	}
+	log.Info("masqueraded flows get ports outside the host's ephemeral range, so the host's own connections never collide with them",
+		"nat_ports", fmt.Sprintf("%d-%d", cfg.NATPorts[0], cfg.NATPorts[1]), "host_ephemeral", fmt.Sprintf("%d-%d", skip[0], skip[1]))
 	coll, err := loader.Load(loader.Options{Root: cfg.Root, ForwardMark: mark,
-		Constants: map[string]any{"nat_port_min": cfg.NATPorts[0], "nat_port_max": cfg.NATPorts[1], "host_netns_cookie": cookie}})
+		Constants: map[string]any{"nat_port_min": cfg.NATPorts[0], "nat_port_max": cfg.NATPorts[1],
+			"nat_skip_min": skip[0], "nat_skip_max": skip[1], "host_netns_cookie": cookie}})
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +149,21 @@ func New(log *slog.Logger, cfg Config) (*Enforcer, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// hostAddrReserve is room in host_addrs for the host's addresses that are
+// not a network's gateway (its uplinks, loopback, other interfaces).
+const hostAddrReserve = 1024
+
+// Limits implements network.Limits: as many networks and endpoints as the
+// maps hold (a network needs an entry in networks and subnets and its
+// gateway one in host_addrs; an endpoint one in each endpoint map and a
+// traffic slot).
+func (e *Enforcer) Limits() (networks, endpoints int) {
+	c := e.coll
+	networks = int(min(c.Networks.MaxEntries(), c.Subnets.MaxEntries(), c.HostAddrs.MaxEntries()-hostAddrReserve))
+	endpoints = int(min(c.EpByIfindex.MaxEntries(), c.EpByIp.MaxEntries(), c.Traffic.MaxEntries()/2, c.EpFlows.MaxEntries()))
+	return networks, endpoints
 }
 
 // Close releases the enforcer's file descriptors; attachments and pins stay.
@@ -412,8 +444,12 @@ func (e *Enforcer) endpointEntries(v network.View, ep *network.Endpoint, slot ui
 	return ifc, info, ipEntry, err
 }
 
-// EndpointRemoved implements network.Enforcer: programs, map entries,
-// counters and the endpoint's tracked flows go.
+// EndpointRemoved implements network.Enforcer. The endpoint's map entries
+// go first, so its veth's programs drop everything from then on (fail
+// closed, even if the daemon dies half-way); then every tracked flow,
+// translation and published-port connection that refers to its address,
+// so none outlives it or follows its address to the next endpoint; then
+// its programs.
 func (e *Enforcer) EndpointRemoved(ctx context.Context, v network.View, ep *network.Endpoint) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -423,9 +459,14 @@ func (e *Enforcer) EndpointRemoved(ctx context.Context, v network.View, ep *netw
 	}
 	index := ifc.Index
 	ip := be32(ep.IP)
-	err := errors.Join(e.att.Detach(ifc, loader.Ingress), e.att.Detach(ifc, loader.Egress), e.deletePorts(ep),
-		del(e.coll.EpByIp, ip), del(e.coll.EpByIfindex, uint32(index)), e.deleteDrops(uint32(index)),
-		deleteKeys[bpf.BpfnetTuple, bpf.BpfnetCtEntry](e.coll.Conntrack, func(k bpf.BpfnetTuple) bool { return k.Saddr == ip }))
+	err := errors.Join(e.deletePorts(ep), del(e.coll.EpByIfindex, uint32(index)), del(e.coll.EpByIp, ip))
+	if err != nil {
+		return err
+	}
+	if err := e.purge(ip); err != nil {
+		return err
+	}
+	err = errors.Join(e.deleteDrops(uint32(index)), e.att.Detach(ifc, loader.Ingress), e.att.Detach(ifc, loader.Egress))
 	if err == nil {
 		delete(e.veths, ep.ID)
 		delete(e.slots, ep.ID)
@@ -516,4 +557,18 @@ func (e *Enforcer) Ifindexes() (veths, bridges map[string]uint32) {
 		bridges[id] = uint32(ifc.Index)
 	}
 	return veths, bridges
+}
+
+// hostEphemeralPorts is the host's net.ipv4.ip_local_port_range: the ports
+// its stack picks for its own connections, which no container is given.
+func hostEphemeralPorts() ([2]uint16, error) {
+	v, err := sysctl.Read(sysctl.Root, "net/ipv4/ip_local_port_range")
+	if err != nil {
+		return [2]uint16{}, fmt.Errorf("read net.ipv4.ip_local_port_range: %w", err)
+	}
+	var lo, hi uint16
+	if _, err := fmt.Sscanf(v, "%d %d", &lo, &hi); err != nil || lo > hi {
+		return [2]uint16{}, fmt.Errorf("net.ipv4.ip_local_port_range %q: want two ports", v)
+	}
+	return [2]uint16{lo, hi}, nil
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/coreos/go-iptables/iptables"
 
+	"github.com/bpfnet/bpfnet/internal/forwarding"
 	"github.com/bpfnet/bpfnet/internal/sysctl"
 )
 
@@ -18,40 +19,42 @@ import (
 var forwardRule = []string{"-m", "mark", "--mark", fmt.Sprintf("%#x/%#x", ForwardMark, ForwardMark),
 	"-m", "comment", "--comment", "bpfnet: passed by the eBPF datapath", "-j", "ACCEPT"}
 
-// prepareForwarding turns IP forwarding on and puts the FORWARD rule first;
-// both are recorded in the ledger before the change. A host without
-// iptables gets no rule (nothing there filters forwarding).
+// prepareForwarding turns IP forwarding on as Docker does (the FORWARD
+// policy becomes DROP only if forwarding was off) and appends the FORWARD
+// rule, after whatever is there, so chains the user (or ufw, or Docker's
+// DOCKER-USER) put in FORWARD judge first; both are recorded in the ledger
+// before the change. A host without iptables gets no rule and no policy
+// (nothing there filters forwarding).
 func (e *Enforcer) prepareForwarding() error {
-	v, err := sysctl.Read(sysctl.Root, "net/ipv4/ip_forward")
+	var ipt *iptables.IPTables
+	if _, err := exec.LookPath("iptables"); err != nil {
+		e.log.Warn("iptables not found: no FORWARD rule installed", "err", err)
+	} else if ipt, err = iptables.New(); err != nil {
+		return fmt.Errorf("iptables: %w", err)
+	}
+	var policy forwarding.Policy
+	if ipt != nil {
+		policy = ipt
+	}
+	c, err := forwarding.Enable(sysctl.Root, policy, func(c forwarding.Change) error {
+		e.led.Change = c
+		return e.saveLedger()
+	})
 	if err != nil {
-		return fmt.Errorf("read net.ipv4.ip_forward: %w", err)
+		return err
 	}
-	if v == "0" {
-		e.led.IPForwardSet = true
-		if err := e.saveLedger(); err != nil {
-			return err
-		}
-		if err := sysctl.Write(sysctl.Root, "net/ipv4/ip_forward", "1"); err != nil {
-			return err
-		}
+	if c.IPForwardSet {
+		e.led.Change = c
 	}
-	if !e.cfg.ForwardRule {
-		if e.led.ForwardRule {
-			if err := restoreForwarding(ledger{ForwardRule: true}); err != nil {
-				return err
+	if !e.cfg.ForwardRule || ipt == nil {
+		if e.led.ForwardRule && ipt != nil {
+			if err := ipt.DeleteIfExists("filter", "FORWARD", forwardRule...); err != nil {
+				return fmt.Errorf("delete FORWARD rule: %w", err)
 			}
 			e.led.ForwardRule = false
 			return e.saveLedger()
 		}
 		return nil
-	}
-	if _, err := exec.LookPath("iptables"); err != nil {
-		e.log.Warn("iptables not found: no FORWARD rule installed", "err", err)
-		return nil
-	}
-	ipt, err := iptables.New()
-	if err != nil {
-		return fmt.Errorf("iptables: %w", err)
 	}
 	ok, err := ipt.Exists("filter", "FORWARD", forwardRule...)
 	if err != nil {
@@ -66,25 +69,29 @@ func (e *Enforcer) prepareForwarding() error {
 	if ok {
 		return nil
 	}
-	if err := ipt.Insert("filter", "FORWARD", 1, forwardRule...); err != nil {
-		return fmt.Errorf("insert FORWARD rule: %w", err)
+	if err := ipt.Append("filter", "FORWARD", forwardRule...); err != nil {
+		return fmt.Errorf("append FORWARD rule: %w", err)
 	}
 	return nil
 }
 
 // restoreForwarding undoes what prepareForwarding recorded.
 func restoreForwarding(led ledger) error {
-	if led.ForwardRule {
-		ipt, err := iptables.New()
-		if err != nil {
+	var ipt *iptables.IPTables
+	if led.ForwardRule || led.ForwardPolicySet {
+		var err error
+		if ipt, err = iptables.New(); err != nil {
 			return fmt.Errorf("iptables: %w", err)
 		}
+	}
+	if led.ForwardRule {
 		if err := ipt.DeleteIfExists("filter", "FORWARD", forwardRule...); err != nil {
 			return fmt.Errorf("delete FORWARD rule: %w", err)
 		}
 	}
-	if led.IPForwardSet {
-		return sysctl.Write(sysctl.Root, "net/ipv4/ip_forward", "0")
+	var policy forwarding.Policy
+	if ipt != nil {
+		policy = ipt
 	}
-	return nil
+	return forwarding.Restore(sysctl.Root, policy, led.Change)
 }

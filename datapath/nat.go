@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfnet/bpfnet/bpf"
@@ -150,13 +151,18 @@ func (e *Enforcer) NATEntries() ([]NATEntry, error) {
 	return out, it.Err()
 }
 
-// Stats returns the datapath's event counters (enum stat) by name.
+// Stats returns the datapath's event counters (enum stat) by name, and
+// the tables' sizes (ct_entries, nat_entries).
 func (e *Enforcer) Stats() (map[string]uint64, error) {
 	names := map[bpf.BpfnetStat]string{
 		bpf.BpfnetStatSTAT_NAT_CREATED: "nat_created", bpf.BpfnetStatSTAT_NAT_EXHAUSTED: "nat_exhausted",
 		bpf.BpfnetStatSTAT_NAT_EXPIRED: "nat_expired", bpf.BpfnetStatSTAT_CT_EXPIRED: "ct_expired",
 		bpf.BpfnetStatSTAT_FAST_OUT: "fast_out", bpf.BpfnetStatSTAT_FAST_IN: "fast_in", bpf.BpfnetStatSTAT_FAST_LOCAL: "fast_local",
 		bpf.BpfnetStatSTAT_DNAT_CREATED: "dnat_created", bpf.BpfnetStatSTAT_SOCK_DNAT: "sock_dnat",
+		bpf.BpfnetStatSTAT_UPLINK_SPOOFED: "uplink_spoofed", bpf.BpfnetStatSTAT_FLOW_LIMIT: "flow_limit",
+		bpf.BpfnetStatSTAT_HOST_TAKEOVER: "host_takeover",
+		// Counts that go up and down on any CPU: their sum is the size.
+		bpf.BpfnetStatSTAT_CT_LIVE: "ct_entries", bpf.BpfnetStatSTAT_NAT_LIVE: "nat_entries",
 	}
 	out := map[string]uint64{}
 	for id, name := range names {
@@ -168,78 +174,45 @@ func (e *Enforcer) Stats() (map[string]uint64, error) {
 			out[name] += v
 		}
 	}
-	e.mu.Lock()
-	out["nat_expired"] += e.gcNAT
-	out["ct_expired"] += e.gcCT
-	e.mu.Unlock()
-	n, err := e.NATEntries()
-	if err != nil {
-		return nil, err
-	}
-	out["nat_entries"] = uint64(len(n))
+	out["nat_expired"] += e.gcNAT.Load()
 	return out, nil
 }
 
-// CollectExpired deletes expired translations (both halves) and
-// connection-table entries; the counts add to the nat_expired and
-// ct_expired stats.
-func (e *Enforcer) CollectExpired() (nat, ct int, err error) {
-	t, err := e.readTimeouts()
-	if err != nil {
-		return 0, 0, err
+// maintain runs the maintenance program (bpf/include/gc.h) once in mode,
+// for addr when purging, and returns how many entries it removed.
+func (e *Enforcer) maintain(mode bpf.BpfnetGcMode, addr uint32) (uint64, error) {
+	if err := e.coll.GcArgs.Put(uint32(0), bpf.BpfnetGcArgs{Mode: uint32(mode), Addr: addr}); err != nil {
+		return 0, fmt.Errorf("maintenance arguments: %w", err)
 	}
-	now := monotonic()
-	var k bpf.BpfnetTuple
-	var v bpf.BpfnetNatEntry
-	var fwd, rev []bpf.BpfnetTuple
-	it := e.coll.NatFwd.Iterate()
-	for it.Next(&k, &v) {
-		if expired(now, v.LastSeen, t.timeout(k.Proto, v.Flags&0xffff)) {
-			fwd = append(fwd, k)
-			rev = append(rev, replyOf(bpf.BpfnetTuple{Saddr: v.Addr, Daddr: k.Daddr, Sport: v.Port, Dport: k.Dport, Proto: k.Proto}))
-		}
+	// BPF_PROG_TEST_RUN needs a frame; the program does not read it.
+	if _, err := e.coll.Maintain.Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil {
+		return 0, fmt.Errorf("run maintenance program: %w", err)
 	}
-	it = e.coll.NatRev.Iterate()
-	for it.Next(&k, &v) {
-		if v.Flags&uint32(bpf.BpfnetNatFlagNAT_F_HOST) != 0 && expired(now, v.LastSeen, t.timeout(k.Proto, v.Flags&0xffff)) {
-			rev = append(rev, k)
-		}
+	var a bpf.BpfnetGcArgs
+	if err := e.coll.GcArgs.Lookup(uint32(0), &a); err != nil {
+		return 0, fmt.Errorf("maintenance result: %w", err)
 	}
-	var ck bpf.BpfnetTuple
-	var cv bpf.BpfnetCtEntry
-	var cts []bpf.BpfnetTuple
-	cit := e.coll.Conntrack.Iterate()
-	for cit.Next(&ck, &cv) {
-		if expired(now, cv.LastSeen, t.timeout(ck.Proto, cv.Flags)) {
-			cts = append(cts, ck)
-		}
-	}
-	var errs []error
-	for _, k := range fwd {
-		errs = append(errs, del(e.coll.NatFwd, k))
-	}
-	for _, k := range rev {
-		errs = append(errs, del(e.coll.NatRev, k))
-	}
-	for _, k := range cts {
-		errs = append(errs, del(e.coll.Conntrack, k))
-	}
-	e.mu.Lock()
-	e.gcNAT += uint64(len(fwd))
-	e.gcCT += uint64(len(cts))
-	e.mu.Unlock()
-	return len(fwd), len(cts), errors.Join(errs...)
+	return a.Removed, nil
 }
 
-// replyOf mirrors reply_of() of nat.h.
-func replyOf(k bpf.BpfnetTuple) bpf.BpfnetTuple {
-	r := bpf.BpfnetTuple{Saddr: k.Daddr, Daddr: k.Saddr, Proto: k.Proto}
-	if k.Proto == unix.IPPROTO_ICMP {
-		r.Sport = k.Sport
-	} else {
-		r.Sport, r.Dport = k.Dport, k.Sport
-	}
-	return r
+// CollectExpired removes the translations (both halves), reply halves
+// and connection-table entries expired for longer than the grace time, in
+// the kernel, each checked and removed in one step (gc.h); the count adds
+// to the nat_expired stat.
+func (e *Enforcer) CollectExpired() (int, error) {
+	e.maintMu.Lock()
+	defer e.maintMu.Unlock()
+	n, err := e.maintain(bpf.BpfnetGcModeGC_EXPIRED, 0)
+	e.gcNAT.Add(n)
+	return int(n), err
+}
+
+// purge removes every table entry that refers to an endpoint's address.
+func (e *Enforcer) purge(ip uint32) error {
+	e.maintMu.Lock()
+	defer e.maintMu.Unlock()
+	_, err := e.maintain(bpf.BpfnetGcModeGC_PURGE, ip)
+	return err
 }
 
 // RunGC collects expired entries every interval until ctx ends.
@@ -252,10 +225,10 @@ func (e *Enforcer) RunGC(ctx context.Context, interval time.Duration) {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				if n, c, err := e.CollectExpired(); err != nil {
+				if n, err := e.CollectExpired(); err != nil {
 					e.log.Error("collect expired translations", "err", err)
-				} else if n+c > 0 {
-					e.log.Debug("collected expired entries", "translations", n, "flows", c)
+				} else if n > 0 {
+					e.log.Debug("collected expired entries", "entries", n)
 				}
 			}
 		}

@@ -43,7 +43,7 @@ func (e *Enforcer) portEntries(v network.View, ep *network.Endpoint) (map[bpf.Bp
 	}
 	for _, p := range ep.Ports {
 		out[portKey(p)] = bpf.BpfnetPortBackend{Addr: be32(ep.IP), Port: port(p.Port), Ifindex: uint32(ifc.Index),
-			NetId: uint32(br.Index), Gateway: be32(n.Gateway)}
+			NetId: uint32(br.Index), Gateway: be32(n.Gateway), Slot: e.slots[ep.ID]}
 	}
 	return out, nil
 }

@@ -72,7 +72,10 @@ type world struct {
 	ingress int
 }
 
-func newWorld(t *testing.T, consts map[string]any) *world {
+func newWorld(t *testing.T, consts map[string]any) *world { return newWorldSized(t, consts, nil) }
+
+// newWorldSized is newWorld with some maps' sizes changed (by name).
+func newWorldSized(t *testing.T, consts map[string]any, sizes map[string]uint32) *world {
 	testnet.RequirePrivileges(t)
 	w := &world{ns: testnet.NewNS(t, "progs"), nets: map[string]int{}, eps: map[string]*testEP{
 		"e1": {name: "e1", ip: "198.18.1.2", mac: "02:42:c6:12:01:02", net: "n1"},
@@ -83,7 +86,7 @@ func newWorld(t *testing.T, consts map[string]any) *world {
 		"e6": {name: "e6", ip: "198.18.4.2", mac: "02:42:c6:12:04:02", net: "n4"},
 		"e7": {name: "e7", ip: "198.18.5.2", mac: "02:42:c6:12:05:02", net: "n5"},
 	}}
-	coll, err := loader.Load(loader.Options{ForwardMark: testMark, Constants: consts})
+	coll, err := loader.Load(loader.Options{ForwardMark: testMark, Constants: consts, MaxEntries: sizes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,6 +253,7 @@ type l4 struct {
 	syn, ack, rst, fin bool
 	seq, ackN          uint32 // TCP sequence and acknowledgement numbers
 	win                uint16 // TCP window (1000 when 0)
+	wscale             int    // TCP window scale option (none when 0)
 	icmpType, code     uint8
 	icmpID             uint16
 	payload            []byte
@@ -300,6 +304,10 @@ func ipPacket(t testing.TB, src, dst string, p l4, opts ...ipOpt) []gopacket.Ser
 		}
 		tl := &layers.TCP{SrcPort: layers.TCPPort(p.sport), DstPort: layers.TCPPort(p.dport), SYN: p.syn, ACK: p.ack, RST: p.rst, FIN: p.fin,
 			Seq: p.seq, Ack: p.ackN, Window: win}
+		if p.wscale > 0 {
+			tl.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindNop, OptionLength: 1},
+				{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{byte(p.wscale)}}}
+		}
 		tl.SetNetworkLayerForChecksum(ip)
 		return []gopacket.SerializableLayer{ip, tl, payload}
 	case "udp":
@@ -367,6 +375,7 @@ const (
 	fragment    = int(bpf.BpfnetDropReasonREASON_FRAGMENT)
 	noEndpoint  = int(bpf.BpfnetDropReasonREASON_NO_ENDPOINT)
 	router      = int(bpf.BpfnetDropReasonREASON_ROUTER)
+	flowLimit   = int(bpf.BpfnetDropReasonREASON_FLOW_LIMIT)
 )
 
 // expect runs prog on frame at ifindex and checks the verdict and the

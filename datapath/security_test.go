@@ -2,7 +2,10 @@ package datapath
 
 import (
 	"bytes"
+	"net"
+	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/google/gopacket"
@@ -122,4 +125,134 @@ func TestEchoReplyChecksum(t *testing.T) {
 	want := serialize(t, append([]gopacket.SerializableLayer{eth(bridgeMAC, mac(e1.mac), layers.EthernetTypeIPv4)},
 		ipPacket(t, outsideAddr, e1.ip, echoReply(7), func(ip *layers.IPv4) { ip.TTL = 63 })...)...)
 	w.redirected(t, w.coll.FromUplink, w.uplink, reply, want, e1)
+}
+
+// Item 10: a RST or FIN from the outside ends a flow only inside the
+// window the container advertised (RFC 5961 §3.2); one with a blind
+// sequence number changes nothing.
+func TestBlindResetIgnored(t *testing.T) {
+	w := newWorld(t, nil)
+	e1 := w.eps["e1"]
+	// e1 opens a connection (window scale 7) and the peer answers.
+	syn := w.from(t, "e1", outsideAddr, l4{proto: "tcp", sport: 40500, dport: 80, syn: true, seq: 1000, wscale: 7})
+	w.run(t, w.coll.FromContainer, e1.ifindex, syn)
+	w.outbound(t, syn)
+	synAck := l4{proto: "tcp", sport: 80, dport: 40500, syn: true, ack: true, seq: 5000, ackN: 1001}
+	if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, synAck)); ret != actRedirect {
+		t.Fatalf("SYN-ACK not delivered (%d)", ret)
+	}
+	// e1 acknowledges 5001 with a window of 100 << 7 = 12,800 bytes.
+	ack := w.from(t, "e1", outsideAddr, l4{proto: "tcp", sport: 40500, dport: 80, ack: true, seq: 1001, ackN: 5001, win: 100})
+	w.run(t, w.coll.FromContainer, e1.ifindex, ack)
+	w.outbound(t, ack)
+	fwdKey := bpf.BpfnetTuple{Saddr: be32(netip.MustParseAddr(e1.ip)), Daddr: be32(netip.MustParseAddr(outsideAddr)),
+		Sport: port(40500), Dport: port(80), Proto: 6}
+	closed := func() (nat, ct bool) {
+		var f bpf.BpfnetNatEntry
+		var c bpf.BpfnetCtEntry
+		must(t, w.coll.NatFwd.Lookup(fwdKey, &f))
+		must(t, w.coll.Conntrack.Lookup(fwdKey, &c))
+		mask := uint32(bpf.BpfnetCtFlagCT_F_RST | bpf.BpfnetCtFlagCT_F_FIN)
+		return f.Flags&mask != 0, c.Flags&mask != 0
+	}
+	for _, tc := range []struct {
+		name string
+		p    l4
+	}{
+		{"RST a million bytes ahead", l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5001 + 1_000_000}},
+		{"RST behind the window", l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 4000}},
+		{"FIN far ahead", l4{proto: "tcp", sport: 80, dport: 40500, fin: true, ack: true, seq: 5001 + 200_000, ackN: 1001}},
+	} {
+		w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, tc.p))
+		if nat, ct := closed(); nat || ct {
+			t.Errorf("%s: believed (translation closed %v, flow closed %v)", tc.name, nat, ct)
+		}
+	}
+	// Inside the scaled window (beyond the unscaled 64 KB it is not).
+	w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5001 + 12000}))
+	if nat, ct := closed(); !nat || !ct {
+		t.Errorf("an in-window RST was not believed (translation %v, flow %v)", nat, ct)
+	}
+}
+
+// Item 15: an ICMP error is let in only to the container whose flow it
+// quotes (the outer destination is the quoted source).
+func TestICMPErrorToItsFlowOnly(t *testing.T) {
+	w := newWorld(t, nil)
+	e7 := w.eps["e7"] // a no-masquerade network: errors come to its own address
+	sent := w.from(t, "e7", outsideAddr, udp(40600, 9999))
+	w.run(t, w.coll.FromContainer, e7.ifindex, sent)
+	errTo := func(dst string) []byte {
+		return serialize(t, eth(mac("02:99:00:00:00:01"), mac("02:98:00:00:00:01"), layers.EthernetTypeIPv4),
+			&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.ParseIP(outsideAddr).To4(), DstIP: net.ParseIP(dst).To4()},
+			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 3)}, gopacket.Payload(sent[14:14+28]))
+	}
+	if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, errTo(e7.ip)); ret != actRedirect {
+		t.Errorf("the error to the flow's container: return %d, want TC_ACT_REDIRECT", ret)
+	}
+	// The same error sent to another container (e1, on a network the
+	// outside can route to) is no reply of e1's.
+	e1 := w.eps["e1"]
+	w.expect(t, w.coll.FromUplink, w.uplink, e1.ifindex, toC, false, errTo(e1.ip), unsolicited)
+}
+
+// Fragment state expires (ipfrag_time is 30 s): a later fragment long
+// after its first is not let in.
+func TestFragmentStateExpires(t *testing.T) {
+	w := newWorld(t, map[string]any{"frag_timeout": uint64(50 * time.Millisecond)})
+	e7 := w.eps["e7"]
+	br := w.nets["n5"]
+	w.run(t, w.coll.FromContainer, e7.ifindex, w.from(t, "e7", outsideAddr, udp(40700, 53)))
+	// Routed into the network by the host (fragments take the slow path).
+	w.expect(t, w.coll.ToNetwork, br, e7.ifindex, toC, false, ipFrame(t, outsideAddr, e7.ip, udp(53, 40700), firstFragment(5)), none)
+	w.expect(t, w.coll.ToNetwork, br, e7.ifindex, toC, false, ipFrame(t, outsideAddr, e7.ip, udp(53, 40700), laterFragment(5)), none)
+	time.Sleep(120 * time.Millisecond)
+	w.expect(t, w.coll.ToNetwork, br, e7.ifindex, toC, false, ipFrame(t, outsideAddr, e7.ip, udp(53, 40700), laterFragment(5)), fragment)
+}
+
+// An ICMP error about a masqueraded echo request, translated back: the
+// quoted echo's identifier and its checksum are the container's, byte
+// for byte what gopacket serialises.
+func TestQuotedEchoTranslatedBack(t *testing.T) {
+	w := newWorld(t, nil)
+	e1 := w.eps["e1"]
+	w.outbound(t, w.from(t, "e2", outsideAddr, echo(7))) // takes identifier 7
+	sent := w.from(t, "e1", outsideAddr, echo(7))
+	w.run(t, w.coll.FromContainer, e1.ifindex, sent)
+	_, out := w.outbound(t, sent)
+	if srcPort(out) == 7 {
+		t.Fatal("e1's echo kept identifier 7; the test needs it changed")
+	}
+	icmpErr := func(src, dst string, quote []byte, ttl uint8, m net.HardwareAddr, m2 net.HardwareAddr) []byte {
+		return serialize(t, eth(m, m2, layers.EthernetTypeIPv4),
+			&layers.IPv4{Version: 4, IHL: 5, TTL: ttl, Protocol: layers.IPProtocolICMPv4, SrcIP: net.ParseIP(src).To4(), DstIP: net.ParseIP(dst).To4()},
+			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(11, 0)}, gopacket.Payload(quote))
+	}
+	in := icmpErr(outsideAddr, uplinkAddr, out[14:14+28], 64, mac("02:99:00:00:00:01"), mac("02:98:00:00:00:01"))
+	want := icmpErr(outsideAddr, e1.ip, sent[14:14+28], 63, bridgeMAC, mac(e1.mac))
+	w.redirected(t, w.coll.FromUplink, w.uplink, in, want, e1)
+}
+
+// An ICMP error the host itself sends to the outside about a packet it
+// was forwarding to a masqueraded container quotes the translated address
+// and port, not the container's.
+func TestHostErrorDoesNotLeak(t *testing.T) {
+	w := newWorld(t, nil)
+	e1 := w.eps["e1"]
+	sent := w.from(t, "e1", outsideAddr, udp(40800, 53))
+	w.run(t, w.coll.FromContainer, e1.ifindex, sent)
+	_, out := w.outbound(t, sent)
+	natPort := srcPort(out)
+	// The reply as the host forwarded it (translated back), quoted.
+	fwdReply := serialize(t, ipPacket(t, outsideAddr, e1.ip, udp(53, 40800))...)
+	theirs := serialize(t, ipPacket(t, outsideAddr, uplinkAddr, udp(53, natPort))...)
+	hostErr := func(quote []byte) []byte {
+		return serialize(t, eth(hostMAC, mac("02:99:00:00:00:01"), layers.EthernetTypeIPv4),
+			&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.ParseIP(uplinkAddr).To4(), DstIP: net.ParseIP(outsideAddr).To4()},
+			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 4)}, gopacket.Payload(quote[:28]))
+	}
+	ret, got := w.outbound(t, hostErr(fwdReply))
+	if want := hostErr(theirs); ret != actUnspc || !bytes.Equal(got, want) {
+		t.Errorf("host's error: return %d\n got %x\nwant %x", ret, got, want)
+	}
 }

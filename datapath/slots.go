@@ -54,8 +54,12 @@ func (e *Enforcer) takeSlot(taken map[uint32]bool, from uint32) (uint32, error) 
 	return 0, fmt.Errorf("all %d endpoint slots of the eBPF datapath are in use", max)
 }
 
-// zeroSlot clears a slot's counts on every CPU.
+// zeroSlot clears a slot's counts on every CPU, and the flow-table entries
+// charged to it (whatever a removed endpoint left uncounted).
 func (e *Enforcer) zeroSlot(s uint32) error {
+	if err := e.coll.EpFlows.Put(s, uint32(0)); err != nil {
+		return fmt.Errorf("zero flow charges of slot %d: %w", s, err)
+	}
 	ncpu, err := ebpf.PossibleCPU()
 	if err != nil {
 		return err

@@ -243,7 +243,11 @@ func TestToNetwork(t *testing.T) {
 		start(udp(40030, 53))
 		toNet(t, br1, e1, out(udp(53, 40030), firstFragment(77)), none)
 		toNet(t, br1, e1, out(udp(53, 40030), laterFragment(77)), none)
-		toNet(t, br1, e1, out(udp(53, 40030), laterFragment(78)), fragment)
+		// Another datagram's later fragment arriving before its first:
+		// the sender replied to e1 just now, so it is e1's.
+		toNet(t, br1, e1, out(udp(53, 40030), laterFragment(78)), none)
+		// From a sender that never replied to anyone here: unsolicited.
+		toNet(t, br1, e1, ipFrame(t, "198.19.0.77", w.ip("e1"), udp(53, 40030), laterFragment(79)), fragment)
 	})
 	t.Run("malformed from the outside", func(t *testing.T) {
 		frame := out(tcp(80, 40000))[:14+20]

@@ -29,6 +29,9 @@ type Options struct {
 	// Constants overrides other `volatile const` knobs by name (tests use
 	// it to shorten connection-table timeouts).
 	Constants map[string]any
+	// MaxEntries overrides the size of maps by name (tests use it to reach
+	// a table's limit quickly).
+	MaxEntries map[string]uint32
 }
 
 // Collection is the loaded programs and maps.
@@ -62,6 +65,13 @@ func Load(opts Options) (*Collection, error) {
 			return nil, fmt.Errorf("set BPF constant %s: %w", name, err)
 		}
 	}
+	for name, n := range opts.MaxEntries {
+		ms, ok := spec.Maps[name]
+		if !ok {
+			return nil, fmt.Errorf("BPF object has no map %q", name)
+		}
+		ms.MaxEntries = n
+	}
 	var copts ebpf.CollectionOptions
 	if opts.Root == "" {
 		for _, m := range spec.Maps {
@@ -86,12 +96,21 @@ func Load(opts Options) (*Collection, error) {
 	return c, nil
 }
 
+// related are maps whose entries refer to each other's: replacing one but
+// keeping the others would pair a new table with old entries (two
+// containers sharing an external tuple, charges that never come back), so
+// they are replaced together.
+var related = [][]string{
+	{"conntrack", "nat_fwd", "nat_rev", "ep_flows", "remote_flows", "frags", "peers", "stats"},
+}
+
 // replaceIncompatible unpins every map pinned in dir whose type, key,
-// value, size or flags differ from spec, so Load creates it anew, and
-// returns what it replaced. Programs attached by the earlier version keep
-// their maps until the new programs replace them.
+// value, size or flags differ from spec, and the maps related to it, so
+// Load creates them anew, and returns what it replaced. Programs attached
+// by the earlier version keep their maps until the new programs replace
+// them.
 func replaceIncompatible(spec *ebpf.CollectionSpec, dir string) ([]string, error) {
-	var replaced []string
+	why := map[string]string{}
 	for _, name := range slices.Sorted(maps.Keys(spec.Maps)) {
 		ms := spec.Maps[name]
 		if ms.Pinning != ebpf.PinByName {
@@ -107,13 +126,30 @@ func replaceIncompatible(spec *ebpf.CollectionSpec, dir string) ([]string, error
 		}
 		diff := ms.Compatible(m)
 		m.Close()
-		if diff == nil {
-			continue
+		if diff != nil {
+			why[name] = diff.Error()
 		}
-		if err := os.Remove(path); err != nil {
+	}
+	for _, group := range related {
+		for _, name := range group {
+			if _, ok := why[name]; !ok {
+				continue
+			}
+			for _, other := range group {
+				if _, ok := why[other]; !ok {
+					why[other] = "replaced with " + name
+				}
+			}
+			break
+		}
+	}
+	var replaced []string
+	for _, name := range slices.Sorted(maps.Keys(why)) {
+		path := filepath.Join(dir, name)
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("replace pinned map %s: %w", path, err)
 		}
-		replaced = append(replaced, fmt.Sprintf("%s (%v)", name, diff))
+		replaced = append(replaced, fmt.Sprintf("%s (%s)", name, why[name]))
 	}
 	return replaced, nil
 }

@@ -41,6 +41,9 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req CreateEndpointRequest)
 	} else if !nameRE.MatchString(ep.Name) {
 		return Endpoint{}, invalidf("invalid endpoint name %q: use letters, digits, '_', '.', '-', starting with a letter or digit", ep.Name)
 	}
+	if max := m.limits().endpoints; max > 0 && len(m.st.Endpoints) >= max {
+		return Endpoint{}, conflictf("the %s datapath holds at most %d endpoints, and %d exist", m.enf.Name(), max, len(m.st.Endpoints))
+	}
 	used := map[netip.Addr]bool{}
 	for _, o := range m.st.Endpoints {
 		if o.Name == ep.Name {
@@ -159,11 +162,19 @@ func (m *Manager) RemoveEndpoint(ctx context.Context, ref string) error {
 	return nil
 }
 
+// removeEndpoint takes the endpoint's veth down first, so that nothing
+// flows while its policy is removed (the programs or rules go before the
+// veth does; a crash in between leaves it down, and the next start
+// restores the endpoint whole).
 func (m *Manager) removeEndpoint(ctx context.Context, ep *Endpoint) error {
+	if err := m.host.EndpointDown(ep); err != nil {
+		return err
+	}
 	old := m.st.Endpoints
 	m.st.Endpoints = slices.DeleteFunc(slices.Clone(old), func(o *Endpoint) bool { return o == ep })
 	if err := m.enf.EndpointRemoved(ctx, m.view(), ep); err != nil {
 		m.st.Endpoints = old
+		m.host.EndpointUp(ep)
 		return fmt.Errorf("remove policy of endpoint %s: %w", ep.Name, err)
 	}
 	fault.Point("endpoint-unenforced")

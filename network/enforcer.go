@@ -37,3 +37,11 @@ type Enforcer interface {
 	// Cleanup removes everything the enforcer ever installed.
 	Cleanup(ctx context.Context) error
 }
+
+// Limits is what an enforcer that can hold only so many networks and
+// endpoints implements (the eBPF datapath's maps have fixed sizes); the
+// manager refuses to create more, with a message, before touching the
+// host.
+type Limits interface {
+	Limits() (networks, endpoints int)
+}

@@ -27,6 +27,9 @@ type Host interface {
 	// EndpointUp sets the host side up, once the enforcer's policy for the
 	// endpoint is in place.
 	EndpointUp(ep *Endpoint) error
+	// EndpointDown sets the host side down (no traffic while its policy is
+	// removed); an endpoint whose veth is gone is not an error.
+	EndpointDown(ep *Endpoint) error
 	// EndpointPresent reports whether the endpoint's veth pair still exists
 	// (host side present and enslaved to the network's bridge).
 	EndpointPresent(n *Network, ep *Endpoint) (bool, error)

@@ -9,12 +9,15 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/bpfnet/bpfnet/internal/sysctl"
 )
 
 // aliasPrefix marks interfaces bpfnet created, in their IFLA_IFALIAS:
@@ -138,6 +141,16 @@ func (NetlinkHost) EnsureBridge(n *Network) (err error) {
 	if err = netlink.AddrReplace(l, gw); err != nil {
 		return fmt.Errorf("add gateway %s to %s: %w", n.Gateway, n.Bridge, err)
 	}
+	// Networks are IPv4-only: with IPv6 on, the host would take a
+	// container's router advertisement on the bridge (a default route, an
+	// address), as later Docker versions stopped doing. The bridge is
+	// ours, so deleting it undoes this.
+	name := "net/ipv6/conf/" + n.Bridge + "/disable_ipv6"
+	if _, statErr := os.Stat(filepath.Join(sysctl.Root, name)); statErr == nil {
+		if err = sysctl.Write(sysctl.Root, name, "1"); err != nil {
+			return err
+		}
+	}
 	if err = netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("set %s up: %w", n.Bridge, err)
 	}
@@ -183,6 +196,21 @@ func (NetlinkHost) EndpointUp(ep *Endpoint) error {
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("set %s up: %w", ep.HostIf, err)
+	}
+	return nil
+}
+
+// EndpointDown implements Host.
+func (NetlinkHost) EndpointDown(ep *Endpoint) error {
+	l, err := netlink.LinkByName(ep.HostIf)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", ep.HostIf, err)
+	}
+	if err := netlink.LinkSetDown(l); err != nil {
+		return fmt.Errorf("set %s down: %w", ep.HostIf, err)
 	}
 	return nil
 }

@@ -53,6 +53,15 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
+// limits are the enforcer's (0: none).
+func (m *Manager) limits() struct{ networks, endpoints int } {
+	var l struct{ networks, endpoints int }
+	if e, ok := m.enf.(Limits); ok {
+		l.networks, l.endpoints = e.Limits()
+	}
+	return l
+}
+
 // view returns the current desired state (callers hold mu).
 func (m *Manager) view() View {
 	return View{Networks: m.st.Networks, Endpoints: m.st.Endpoints}

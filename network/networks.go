@@ -37,6 +37,9 @@ func (m *Manager) planNetwork(req CreateNetworkRequest) (*Network, error) {
 			return nil, conflictf("network with name %s already exists", req.Name)
 		}
 	}
+	if max := m.limits().networks; max > 0 && len(m.st.Networks) >= max {
+		return nil, conflictf("the %s datapath holds at most %d networks, and %d exist", m.enf.Name(), max, len(m.st.Networks))
+	}
 	opts, err := parseOptions(req.Options)
 	if err != nil {
 		return nil, invalid(err)

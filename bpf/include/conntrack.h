@@ -3,15 +3,19 @@
  * A small connection table for flows that containers start towards the
  * outside, so that replies (and ICMP errors about the flow) can be let in
  * while unsolicited traffic is not. Timeouts follow Linux conntrack's
- * defaults in spirit; they are knobs so tests can shorten them.
+ * defaults in spirit; they are knobs so tests can shorten them. A RST or
+ * FIN from the outside is believed only inside the window the container
+ * advertised (RFC 5961 §3), so a blind one cannot end a flow.
  */
 #ifndef BPFNET_CONNTRACK_H
 #define BPFNET_CONNTRACK_H
 
 #include "maps.h"
 #include "parse.h"
+#include "flows.h"
 
 #define SEC_NS 1000000000ULL
+#define E_EXIST 17 /* EEXIST: the key is already there (BPF_NOEXIST) */
 
 volatile const __u64 ct_timeout_tcp_syn = 120 * SEC_NS;       /* no reply yet */
 volatile const __u64 ct_timeout_tcp_est = 432000 * SEC_NS;    /* established: 5 days */
@@ -20,6 +24,10 @@ volatile const __u64 ct_timeout_tcp_rst = 10 * SEC_NS;        /* after a RST */
 volatile const __u64 ct_timeout_udp = 30 * SEC_NS;            /* no reply yet */
 volatile const __u64 ct_timeout_udp_stream = 120 * SEC_NS;    /* replied */
 volatile const __u64 ct_timeout_other = 30 * SEC_NS;          /* ICMP and the rest */
+/* How long an expired entry stays before the maintenance program removes
+ * it. Until then a program that sees the flow again revives the entry in
+ * place; the programs and the collector never both act on one entry. */
+volatile const __u64 gc_grace = 30 * SEC_NS;
 
 static __always_inline __u64 ct_timeout(const struct tuple *k, __u32 flags)
 {
@@ -56,55 +64,183 @@ static __always_inline __u32 tcp_close_flags(const struct pkt *p)
 	return f;
 }
 
-/* ct_outbound records or refreshes the flow of a packet a container sends
- * to the outside. Later fragments carry no ports and are not tracked. */
-static __always_inline void ct_outbound(const struct pkt *p)
+/* tcp_syn_only: a SYN without ACK, a connection starting (again). */
+static __always_inline int tcp_syn_only(const struct pkt *p)
+{
+	return p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+}
+
+/* Window scale option parsing (RFC 7323 §2.2), one option per bpf_loop
+ * step so the verifier checks the step once. */
+struct wscale_scan {
+	__u8 opts[40];
+	__u32 pos;
+	__u32 len;
+	__u8 shift;
+};
+
+static long wscale_step(__u32 i, void *data)
+{
+	struct wscale_scan *s = data;
+	__u32 pos = s->pos;
+	if (pos >= s->len || pos >= 38)
+		return 1;
+	__u8 kind = s->opts[pos];
+	if (kind == 0) /* end of options */
+		return 1;
+	if (kind == 1) { /* no-op */
+		s->pos = pos + 1;
+		return 0;
+	}
+	__u8 len = s->opts[pos + 1];
+	if (len < 2)
+		return 1;
+	if (kind == 3 && len == 3) {
+		__u8 shift = s->opts[pos + 2];
+		s->shift = shift > 14 ? 14 : shift;
+		return 1;
+	}
+	s->pos = pos + len;
+	return 0;
+}
+
+/* tcp_wscale returns the window scale a SYN offers, 0 without the option. */
+static __always_inline __u8 tcp_wscale(struct __sk_buff *skb, const struct pkt *p)
+{
+	__u8 doff;
+	if (bpf_skb_load_bytes(skb, p->l4_off + 12, &doff, 1) < 0)
+		return 0;
+	__u32 len = (doff >> 4) * 4;
+	if (len <= 20)
+		return 0;
+	len -= 20;
+	if (len > 40)
+		len = 40;
+	struct wscale_scan s = {.len = len};
+	if (bpf_skb_load_bytes(skb, p->l4_off + 20, s.opts, len) < 0)
+		return 0;
+	bpf_loop(20, wscale_step, &s, 0);
+	return s.shift;
+}
+
+/* tcp_track_local records, from a packet the container sent, its side of
+ * a TCP flow: the window scale of its SYN, and the acknowledgement and
+ * window of any segment with ACK. */
+static __always_inline void tcp_track_local(struct __sk_buff *skb, struct tcp_track *t, __u32 *flags, const struct pkt *p)
+{
+	if (p->proto != IPPROTO_TCP || p->frag == FRAG_LATER)
+		return;
+	if (p->tcp_flags & TCP_FLAG_SYN)
+		t->wscale = tcp_wscale(skb, p);
+	if (!(p->tcp_flags & TCP_FLAG_ACK))
+		return;
+	t->ack = p->tcp_ack;
+	/* The window of a SYN segment is never scaled (RFC 7323 §2.2). */
+	__u32 shift = (p->tcp_flags & TCP_FLAG_SYN) ? 0 : t->wscale & 15;
+	t->win = (__u32)p->tcp_win << shift;
+	*flags |= CT_F_ACKED;
+}
+
+/* remote_close_ok reports whether a RST or FIN from the other side lies
+ * in the window the container advertised: its sequence number at or after
+ * what the container acknowledged, by less than the window (at least 64 KB,
+ * for windows the container has not caught up with). Before the container
+ * acknowledged anything nothing is believed; the flow then lives out its
+ * unreplied timeout. */
+static __always_inline int remote_close_ok(const struct tcp_track *t, __u32 flags, const struct pkt *p)
+{
+	if (!(flags & CT_F_ACKED))
+		return 0;
+	__u32 win = t->win > 65535 ? t->win : 65535;
+	return p->tcp_seq - t->ack <= win;
+}
+
+/* remote_flags are the close flags of a packet from the other side that
+ * may be applied to an entry with track t and flags. */
+static __always_inline __u32 remote_flags(const struct tcp_track *t, __u32 flags, const struct pkt *p)
+{
+	__u32 f = tcp_close_flags(p);
+	return f && remote_close_ok(t, flags, p) ? f : 0;
+}
+
+/* ct_delete removes a connection-table entry and releases its charge (if
+ * this CPU's delete is the one that removed it). */
+static __always_inline int ct_delete(const struct tuple *k, __u32 slot)
+{
+	if (bpf_map_delete_elem(&conntrack, k) != 0)
+		return 0;
+	uncharge(slot);
+	stat_add(STAT_CT_LIVE, -1);
+	return 1;
+}
+
+/* ct_outbound records or refreshes the flow of a packet a container (with
+ * traffic slot `slot`) sends to the outside. It returns PASS, or
+ * REASON_FLOW_LIMIT when a new flow cannot be recorded. Later fragments
+ * carry no ports and are not tracked. */
+static __always_inline __u32 ct_outbound(struct __sk_buff *skb, const struct pkt *p, __u32 slot)
 {
 	if (p->frag == FRAG_LATER)
-		return;
+		return PASS;
 	/* ICMP echo replies and errors a container sends answer the outside;
 	 * they start nothing. */
 	if (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO)
-		return;
+		return PASS;
 	struct tuple k = {
 		.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
 	__u64 now = bpf_ktime_get_ns();
 	struct ct_entry *e = bpf_map_lookup_elem(&conntrack, &k);
-	if (e && !expired(now, e->last_seen, ct_timeout(&k, e->flags))) {
+	if (e) {
+		/* An expired entry (not yet collected) whose flow comes back, or
+		 * a new SYN on the same ports: the flow starts over in place. */
+		if (expired(now, e->last_seen, ct_timeout(&k, e->flags)) || tcp_syn_only(p)) {
+			e->created = now;
+			e->flags = 0;
+		}
 		e->last_seen = now;
-		/* A new SYN on a closed flow reopens it. */
-		if (p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_SYN) && !(p->tcp_flags & TCP_FLAG_ACK))
-			e->flags &= ~(CT_F_FIN | CT_F_RST);
 		e->flags |= tcp_close_flags(p);
-		return;
+		tcp_track_local(skb, &e->tcp, &e->flags, p);
+		return PASS;
 	}
-	struct ct_entry n = {.created = now, .last_seen = now, .flags = tcp_close_flags(p)};
-	bpf_map_update_elem(&conntrack, &k, &n, BPF_ANY);
+	if (charge(slot) < 0)
+		return REASON_FLOW_LIMIT;
+	struct ct_entry n = {.created = now, .last_seen = now, .flags = tcp_close_flags(p), .slot = slot};
+	tcp_track_local(skb, &n.tcp, &n.flags, p);
+	long rc = bpf_map_update_elem(&conntrack, &k, &n, BPF_NOEXIST);
+	if (rc == 0) {
+		stat_add(STAT_CT_LIVE, 1);
+		return PASS;
+	}
+	uncharge(slot);
+	if (rc == -E_EXIST)
+		return PASS; /* another CPU recorded it first */
+	table_full();
+	return REASON_FLOW_LIMIT;
 }
 
 /* ct_lookup finds a live entry by key, or returns NULL. */
 static __always_inline struct ct_entry *ct_lookup(struct tuple *k, __u64 now)
 {
 	struct ct_entry *e = bpf_map_lookup_elem(&conntrack, k);
-	if (!e)
+	if (!e || expired(now, e->last_seen, ct_timeout(k, e->flags)))
 		return 0;
-	if (expired(now, e->last_seen, ct_timeout(k, e->flags))) {
-		bpf_map_delete_elem(&conntrack, k);
-		return 0;
-	}
 	return e;
 }
 
 /* ct_reply reports whether a packet from the outside to a container is a
- * reply to a tracked flow, or an ICMP error about one; replies refresh the
- * entry. */
+ * reply to a tracked flow, or an ICMP error about one sent to the flow's
+ * own container; replies refresh the entry, and close it only when
+ * believed (remote_flags). */
 static __always_inline int ct_reply(const struct pkt *p)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct tuple k = {.proto = p->proto};
 
 	if (p->has_inner) {
-		/* The quoted packet is one the container sent. */
+		/* The quoted packet is one the container sent: the error must
+		 * be addressed to its source, not to another container. */
+		if (p->daddr != p->inner_saddr)
+			return 0;
 		k.saddr = p->inner_saddr;
 		k.daddr = p->inner_daddr;
 		k.sport = p->inner_sport;
@@ -126,7 +262,7 @@ static __always_inline int ct_reply(const struct pkt *p)
 	if (!e)
 		return 0;
 	e->last_seen = now;
-	e->flags |= CT_F_REPLIED | tcp_close_flags(p);
+	e->flags |= CT_F_REPLIED | remote_flags(&e->tcp, e->flags, p);
 	return 1;
 }
 

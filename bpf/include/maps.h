@@ -13,6 +13,13 @@
 /* Endpoints a host can have: each has a slot of traffic counters. */
 #define MAX_ENDPOINTS 16384
 #define MAX_NETWORKS 16384
+/* The host's IPv4 addresses: a gateway per network, plus the rest. */
+#define MAX_HOST_ADDRS (MAX_NETWORKS + 1024)
+/* Tracked flows and translations. Plain hashes, not LRU: a full table
+ * refuses new flows (flow_limit) instead of evicting live ones, and the
+ * per-endpoint and per-remote quotas (flows.h) keep one tenant from
+ * filling it. */
+#define MAX_FLOWS 262144
 
 /* host-side veth ifindex → endpoint; written by the control plane. */
 struct {
@@ -55,7 +62,7 @@ struct {
  * from the kernel's address list. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, MAX_HOST_ADDRS);
 	__type(key, __be32);
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -88,10 +95,11 @@ static __always_inline int is_host_addr(__be32 a)
 }
 
 /* flows containers started towards the outside; written by from_container,
- * refreshed by to_network, expired entries dropped by LRU or by the daemon. */
+ * refreshed by the replies, expired entries removed by the programs and by
+ * the maintenance program (gc.h). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FLOWS);
 	__type(key, struct tuple);
 	__type(value, struct ct_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -107,25 +115,68 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } frags SEC(".maps");
 
-/* source translations by the container's tuple → translated source;
- * written by to_uplink. */
+/* remotes that replied to a container (or its translated address) lately,
+ * by protocol; written by from_uplink, read for later fragments that
+ * arrive before their first. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
+	__uint(max_entries, 16384);
+	__type(key, struct peer_key);
+	__type(value, struct peer_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} peers SEC(".maps");
+
+/* translations by the container's tuple → translated source (or, for a
+ * published port, the host address and port the peer used); written by
+ * to_uplink, from_uplink and from_container (nat.h, ports.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FLOWS);
 	__type(key, struct tuple);
 	__type(value, struct nat_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nat_fwd SEC(".maps");
 
-/* source translations by the reply's tuple → the container's address and
- * port; written by to_uplink, read by from_uplink. */
+/* translations by the reply's tuple on the wire → the container's address
+ * and port; written with nat_fwd, read by from_uplink. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FLOWS);
 	__type(key, struct tuple);
 	__type(value, struct nat_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nat_rev SEC(".maps");
+
+/* endpoint slot → entries of conntrack and translations charged to it;
+ * written by the programs (atomically), zeroed by the control plane when it
+ * hands out the slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ep_flows SEC(".maps");
+
+/* remote IPv4 source → connections to published ports charged to it;
+ * written by the programs. LRU: with more remotes than entries, the least
+ * recent one's count starts over (more permissive, never less). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} remote_flows SEC(".maps");
+
+/* 0 → what the maintenance program does next; written by the control
+ * plane before it runs the program. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gc_args);
+} gc_args SEC(".maps");
 
 /* uplink ifindex → masquerade address; written by the control plane. */
 struct {
@@ -173,10 +224,11 @@ struct {
 } traffic SEC(".maps");
 
 /* (ifindex, direction) → drops by reason (per CPU); written by the
- * programs, read (and deleted with the endpoint) by the control plane. */
+ * programs, read (and deleted with the endpoint) by the control plane.
+ * Two per endpoint, one per bridge. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 2 * MAX_ENDPOINTS);
+	__uint(max_entries, 2 * MAX_ENDPOINTS + MAX_NETWORKS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct drop_key);
 	__type(value, struct drop_counts);

@@ -69,6 +69,9 @@ struct pkt {
 	__be16 ip_id;
 	__u8 proto;
 	__u8 tcp_flags;
+	__u16 tcp_win; /* TCP: window field, host order */
+	__u32 tcp_seq; /* TCP: sequence number, host order */
+	__u32 tcp_ack; /* TCP: acknowledgement number, host order */
 	__u8 frag; /* enum frag_kind */
 	__u8 icmp_type;
 	__u8 has_inner;
@@ -155,9 +158,13 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 
 	void *l4 = (void *)ip + hlen;
 	if (p->proto == IPPROTO_TCP) {
-		if (l4 + TCP_FLAGS_OFF + 1 > end)
+		struct tcphdr *th = l4;
+		if ((void *)(th + 1) > end)
 			return -1;
 		p->tcp_flags = ((__u8 *)l4)[TCP_FLAGS_OFF];
+		p->tcp_seq = bpf_ntohl(th->seq);
+		p->tcp_ack = bpf_ntohl(th->ack_seq);
+		p->tcp_win = bpf_ntohs(th->window);
 	}
 	if (parse_ports(l4, end, p->proto, &p->sport, &p->dport) < 0)
 		return -1;

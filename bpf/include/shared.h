@@ -24,6 +24,7 @@ enum drop_reason {
 	REASON_NO_ENDPOINT = 8, /* program runs on an interface the maps do not know */
 	REASON_NAT_EXHAUSTED = 9, /* no free port for a new masqueraded flow */
 	REASON_ROUTER = 10,       /* a container sent an IPv6 router message: RA, redirect or MLD query */
+	REASON_FLOW_LIMIT = 11,   /* a new flow over its endpoint's or remote's quota, or the table is full */
 	REASON_MAX = 16,
 };
 
@@ -54,14 +55,19 @@ enum stat {
 	STAT_DNAT_CREATED = 9,      /* connections to published ports (from outside or containers) */
 	STAT_SOCK_DNAT = 10,        /* host sockets sent to a published port's container */
 	STAT_UPLINK_SPOOFED = 11,   /* packets on an uplink with a host, loopback or managed source: dropped */
+	STAT_CT_LIVE = 12,          /* connection-table entries now (per-CPU deltas; the sum is the count) */
+	STAT_NAT_LIVE = 13,         /* translations (pairs) now, likewise */
+	STAT_FLOW_LIMIT = 14,       /* new flows refused: endpoint or remote quota reached, or table full */
+	STAT_HOST_TAKEOVER = 15,    /* a container's translation given up to a host flow using its tuple */
 	STAT_MAX = 16,
 };
 
 /* Connection-table entry flags. */
 enum ct_flag {
 	CT_F_REPLIED = 1 << 0, /* a reply has been seen */
-	CT_F_FIN = 1 << 1,     /* a FIN has been seen (either direction) */
-	CT_F_RST = 1 << 2,     /* a RST has been seen (either direction) */
+	CT_F_FIN = 1 << 1,     /* a FIN has been seen (either direction, believed) */
+	CT_F_RST = 1 << 2,     /* a RST has been seen (either direction, believed) */
+	CT_F_ACKED = 1 << 3,   /* the container has acknowledged something: tcp_track holds its window */
 };
 
 /* Endpoint flags. */
@@ -76,6 +82,12 @@ enum nat_flag {
 	NAT_F_DNAT = 1 << 17,  /* a connection to a published port (ports.h) */
 	NAT_F_LOCAL = 1 << 18, /* ... from a container of this host */
 	NAT_F_SELF = 1 << 19,  /* ... from the endpoint itself */
+};
+
+/* Modes of the maintenance program (gc.h), in gc_args. */
+enum gc_mode {
+	GC_EXPIRED = 0, /* remove entries expired for longer than the grace time */
+	GC_PURGE = 1,   /* remove every entry that refers to gc_args.addr (a removed endpoint) */
 };
 
 /* ep_by_ifindex value: the endpoint behind a host-side veth. */
@@ -130,6 +142,7 @@ struct port_backend {
 	__u32 ifindex;    /* the endpoint's host-side veth */
 	__u32 net_id;
 	__be32 gateway;   /* its network's gateway: the source it sees when it reaches its own port */
+	__u32 slot;       /* the endpoint's traffic slot: connections to it are charged there */
 };
 
 /* sock_rev key: a host socket whose destination a published port
@@ -191,9 +204,21 @@ struct tuple {
 	__u8 pad[3];
 };
 
-/* nat_fwd and nat_rev value: the other side of a source translation
- * (nat_fwd: the translated source; nat_rev: the container's). Timestamps and
- * flags as in ct_entry. */
+/* What the programs keep of the container's side of a TCP flow: what it
+ * acknowledged last and the window it advertised then, so that a RST or
+ * FIN from the other side is believed only inside that window (RFC 5961
+ * §3). Valid once CT_F_ACKED is set. */
+struct tcp_track {
+	__u32 ack;    /* the acknowledgement number it sent last */
+	__u32 win;    /* the window it advertised with it, scaled */
+	__u8 wscale;  /* its window scale (RFC 7323), from its SYN */
+	__u8 pad[3];
+};
+
+/* nat_fwd and nat_rev value: the other side of a translation (nat_fwd: the
+ * translated source; nat_rev: the container's). Timestamps and flags as in
+ * ct_entry. The forward half holds the pair's charge (slot, remote) and
+ * the container's TCP window. */
 struct nat_entry {
 	__be32 addr;
 	__be16 port;
@@ -203,6 +228,9 @@ struct nat_entry {
 	__u32 flags;
 	__u32 ifindex; /* nat_rev: the container's host-side veth; nat_fwd of a
 			* hairpin connection: the peer container's */
+	__u32 slot;    /* endpoint charged for the pair (0: none) */
+	__be32 remote; /* remote source charged for the pair (0: none) */
+	struct tcp_track tcp;
 };
 
 /* events record: one dropped packet. The tuple is zero when the packet
@@ -232,7 +260,15 @@ struct ct_entry {
 	__u64 created;   /* bpf_ktime_get_ns() */
 	__u64 last_seen; /* bpf_ktime_get_ns() */
 	__u32 flags;     /* enum ct_flag */
-	__u32 pad;
+	__u32 slot;      /* endpoint charged for the entry (0: none) */
+	struct tcp_track tcp;
+};
+
+/* gc_args value: what the maintenance program does on its next run. */
+struct gc_args {
+	__u32 mode;     /* enum gc_mode */
+	__be32 addr;    /* GC_PURGE: the address */
+	__u64 removed;  /* out: entries removed by the run */
 };
 
 /* frags key: a fragmented datagram whose first fragment was allowed. */
@@ -246,9 +282,26 @@ struct frag_key {
 
 /* frags value. */
 struct frag_entry {
-	__u64 seen;
+	__u64 seen;       /* the last fragment; entries older than frag_timeout are gone */
 	__be32 new_saddr; /* translation applied to the first fragment (0: none) */
 	__be32 new_daddr;
+};
+
+/* peers key: a remote that sent replies to a host address or container,
+ * by protocol, so that a datagram's later fragment arriving before its
+ * first finds where it goes. */
+struct peer_key {
+	__be32 remote;
+	__be32 local; /* the container's address, or the translated one */
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* peers value. */
+struct peer_entry {
+	__u64 seen;
+	__be32 container; /* where replies to local went (0: more than one container) */
+	__u32 pad;
 };
 
 #endif

@@ -390,3 +390,44 @@ func pinnedDrops(t *testing.T, d *testnet.Daemon, host *testnet.NS, hostIf strin
 	}
 	return n
 }
+
+// The eBPF datapath turns forwarding on as Docker does: on a host that did
+// not forward, with a FORWARD policy of DROP (so the host does not start
+// forwarding between its other interfaces), and its one accept rule goes
+// after the rules already there (the user's, ufw's, DOCKER-USER's judge
+// first). --cleanup restores both. A host that forwards keeps its policy.
+func TestForwardingLikeDocker(t *testing.T) {
+	for _, forwarding := range []string{"0", "1"} {
+		t.Run("ip_forward="+forwarding, func(t *testing.T) {
+			topo := testnet.NewTopology(t)
+			h := topo.Host
+			h.MustRun(t, "sysctl", "-qw", "net.ipv4.ip_forward="+forwarding)
+			h.MustRun(t, "iptables", "-A", "FORWARD", "-s", "203.0.113.0/24", "-j", "DROP")
+			d := testnet.NewDaemon(t, h, "--datapath=ebpf")
+			d.Start()
+			rules := strings.Split(strings.TrimSpace(h.MustRun(t, "iptables", "-S", "FORWARD")), "\n")
+			policy := "-P FORWARD ACCEPT"
+			if forwarding == "0" {
+				policy = "-P FORWARD DROP"
+			}
+			if len(rules) != 3 || rules[0] != policy || rules[1] != "-A FORWARD -s 203.0.113.0/24 -j DROP" ||
+				!strings.HasPrefix(rules[2], "-A FORWARD -m mark --mark 0x200000/0x200000") {
+				t.Errorf("FORWARD:\n%s\nwant %q, the user's rule, then bpfnet's", strings.Join(rules, "\n"), policy)
+			}
+			if got := strings.TrimSpace(h.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward")); got != "1" {
+				t.Errorf("ip_forward = %s, want 1", got)
+			}
+			d.Stop()
+			if out, err := d.RunOnce("--cleanup"); err != nil {
+				t.Fatalf("--cleanup: %v\n%s", err, out)
+			}
+			after := strings.TrimSpace(h.MustRun(t, "iptables", "-S", "FORWARD"))
+			if after != "-P FORWARD ACCEPT\n-A FORWARD -s 203.0.113.0/24 -j DROP" {
+				t.Errorf("FORWARD after cleanup:\n%s", after)
+			}
+			if got := strings.TrimSpace(h.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward")); got != forwarding {
+				t.Errorf("ip_forward = %s after cleanup, was %s", got, forwarding)
+			}
+		})
+	}
+}

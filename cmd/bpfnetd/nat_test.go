@@ -192,8 +192,8 @@ func TestManyFlows(t *testing.T) {
 // connections succeed.
 func TestNATExhaustion(t *testing.T) {
 	topo := testnet.NewTopology(t)
-	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--nat-ports=40000-40002")
-	d.PinBPFFS() // the test reads the drops map
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf", "--nat-ports=61000-61002") // above the host's ephemeral ports (32768-60999), which containers never get
+	d.PinBPFFS()                                                                       // the test reads the drops map
 	d.Start()
 	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
 	c1 := testnet.NewNS(t, "c1")

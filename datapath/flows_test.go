@@ -1,0 +1,423 @@
+package datapath
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"golang.org/x/sys/unix"
+
+	"github.com/bpfnet/bpfnet/bpf"
+)
+
+// Program-level tests of the flow tables (issue "Datapath security"):
+// ports, pairs, quotas, collection. Each names the item it shows.
+
+// enforcer is an Enforcer over the world's collection, for what the
+// control plane does to the tables (collection, purge).
+func (w *world) enforcer() *Enforcer {
+	return &Enforcer{log: slog.New(slog.NewTextHandler(io.Discard, nil)), coll: w.coll}
+}
+
+// flowCharge is what the endpoint behind ep is charged in the tables.
+func (w *world) flowCharge(t *testing.T, ep string) uint32 {
+	t.Helper()
+	var n uint32
+	must(t, w.coll.EpFlows.Lookup(w.eps[ep].slot, &n))
+	return n
+}
+
+// tables counts the entries of nat_fwd, nat_rev and conntrack, and checks
+// that every forward half has its reply half translating back to it.
+func (w *world) tables(t *testing.T) (fwd, rev, ct int) {
+	t.Helper()
+	var k bpf.BpfnetTuple
+	var v bpf.BpfnetNatEntry
+	it := w.coll.NatFwd.Iterate()
+	for it.Next(&k, &v) {
+		fwd++
+		r := replyOfTuple(bpf.BpfnetTuple{Saddr: v.Addr, Daddr: k.Daddr, Sport: v.Port, Dport: k.Dport, Proto: k.Proto})
+		if v.Flags&uint32(bpf.BpfnetNatFlagNAT_F_SELF) != 0 {
+			r.Saddr = k.Saddr
+		}
+		var rv bpf.BpfnetNatEntry
+		if err := w.coll.NatRev.Lookup(r, &rv); err != nil || rv.Addr != k.Saddr || rv.Port != k.Sport {
+			t.Errorf("forward half %+v has no reply half of its own (%v, %+v)", k, err, rv)
+		}
+	}
+	must(t, it.Err())
+	it = w.coll.NatRev.Iterate()
+	for it.Next(&k, &v) {
+		rev++
+	}
+	var ce bpf.BpfnetCtEntry
+	cit := w.coll.Conntrack.Iterate()
+	for cit.Next(&k, &ce) {
+		ct++
+	}
+	return fwd, rev, ct
+}
+
+// replyOfTuple is reply_of() of nat.h, written out: the reply to a flow
+// swaps addresses and ports (ICMP: the identifier stays the source's).
+func replyOfTuple(k bpf.BpfnetTuple) bpf.BpfnetTuple {
+	r := bpf.BpfnetTuple{Saddr: k.Daddr, Daddr: k.Saddr, Proto: k.Proto}
+	if k.Proto == unix.IPPROTO_ICMP {
+		r.Sport = k.Sport
+	} else {
+		r.Sport, r.Dport = k.Dport, k.Sport
+	}
+	return r
+}
+
+// Item 2: containers never get a port of the host's ephemeral range nor a
+// port published on the address; when the host's own flow meets a
+// container's translation of the same tuple, the host's wins.
+func TestHostFlowsWin(t *testing.T) {
+	w := newWorld(t, map[string]any{"nat_skip_min": uint16(32768), "nat_skip_max": uint16(60999)})
+	for i := range 50 {
+		_, out := w.outbound(t, w.from(t, "e1", outsideAddr, udp(uint16(40000+i), 53)))
+		if p := srcPort(out); p >= 32768 && p <= 60999 || p < 1024 {
+			t.Fatalf("container flow from 40000+%d translated to port %d, in the host's ephemeral range or below 1024", i, p)
+		}
+	}
+	w.publish(t, "e2", pm("tcp", "0.0.0.0", 1500, 80), gw1)
+	if _, out := w.outbound(t, w.from(t, "e1", outsideAddr, tcp(1500, 80))); srcPort(out) == 1500 {
+		t.Errorf("a container was given port 1500, published on the address")
+	}
+	// e1 holds uplink:20000 ↔ outside:80; then the host uses that tuple.
+	if _, out := w.outbound(t, w.from(t, "e1", outsideAddr, tcp(20000, 80))); srcPort(out) != 20000 {
+		t.Fatalf("e1 did not keep its port 20000: %d", srcPort(out))
+	}
+	host := ipFrame(t, uplinkAddr, outsideAddr, tcp(20000, 80))
+	if ret, out := w.outbound(t, host); ret != actUnspc || !bytes.Equal(out, host) {
+		t.Fatalf("the host's packet was changed or refused (%d)", ret)
+	}
+	reply := outsideFrame(t, outsideAddr, uplinkAddr, tcpSynAck(80, 20000))
+	if ret, _, out := w.runData(t, w.coll.FromUplink, w.uplink, reply); ret != actUnspc || !bytes.Equal(out, reply) {
+		t.Errorf("the reply to the host's flow went elsewhere (return %d, changed %v)", ret, !bytes.Equal(out, reply))
+	}
+	if _, out := w.outbound(t, w.from(t, "e1", outsideAddr, tcpAck(20000, 80))); srcPort(out) == 20000 {
+		t.Errorf("e1 still uses the host's tuple")
+	}
+}
+
+// Item 3: a container's datagram to a host address and a published port
+// that answers a connected socket of the host's is the host's; only new
+// connections are hairpinned.
+func TestHairpinOnlyNewConnections(t *testing.T) {
+	w := newWorld(t, nil)
+	e1 := w.eps["e1"]
+	w.publish(t, "e2", pm("udp", "0.0.0.0", 5353, 53), gw1)
+	w.publish(t, "e2", pm("tcp", "0.0.0.0", 8080, 80), gw1)
+	w.ns.MustRun(t, "ip", "addr", "add", gw1+"/24", "dev", "br-n1")
+	w.ns.MustRun(t, "ip", "link", "set", "br-n1", "up")
+	// The host talks to e1 from its port 5353 (a connected UDP socket).
+	var conn *net.UDPConn
+	must(t, w.ns.Do(func() error {
+		var err error
+		conn, err = net.DialUDP("udp4", &net.UDPAddr{Port: 5353}, &net.UDPAddr{IP: net.ParseIP(e1.ip), Port: 40000})
+		return err
+	}))
+	defer conn.Close()
+	if ret, _ := w.run(t, w.coll.FromContainer, e1.ifindex, w.from(t, "e1", gw1, udp(40000, 5353))); ret != actOK {
+		t.Errorf("e1's answer to the host's socket: return %d, want TC_ACT_OK (to the host)", ret)
+	}
+	if ret, _ := w.run(t, w.coll.FromContainer, e1.ifindex, w.from(t, "e1", gw1, tcpSynAck(40000, 8080))); ret != actOK {
+		t.Errorf("e1's SYN-ACK to the host: return %d, want TC_ACT_OK (to the host)", ret)
+	}
+	if fwd, _, _ := w.tables(t); fwd != 0 {
+		t.Errorf("%d published-port connections opened by answers", fwd)
+	}
+	// A new datagram from another port is a connection to e2's port.
+	if ret, _ := w.run(t, w.coll.FromContainer, e1.ifindex, w.from(t, "e1", gw1, udp(40001, 5353))); ret != actRedirect {
+		t.Errorf("e1's new datagram to the published port: return %d, want TC_ACT_REDIRECT", ret)
+	}
+}
+
+// Item 5: removing an endpoint removes every translation, connection and
+// tracked flow that refers to it, and their charges.
+func TestPurgeEndpoint(t *testing.T) {
+	w := newWorld(t, nil)
+	e1, e2 := w.eps["e1"], w.eps["e2"]
+	w.publish(t, "e1", pm("tcp", "0.0.0.0", 8080, 80), gw1)
+	w.publish(t, "e1", pm("udp", "0.0.0.0", 5353, 53), gw1)
+	out := w.from(t, "e1", outsideAddr, udp(40100, 53))
+	w.run(t, w.coll.FromContainer, e1.ifindex, out)
+	w.outbound(t, out)
+	w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, tcp(41000, 8080)))
+	w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, udp(41001, 5353)))
+	w.run(t, w.coll.FromContainer, e2.ifindex, w.from(t, "e2", gw1, tcp(42000, 8080)))
+	// e2's own flow, which stays.
+	other := w.from(t, "e2", outsideAddr, udp(40200, 53))
+	w.run(t, w.coll.FromContainer, e2.ifindex, other)
+	w.outbound(t, other)
+	fwd, rev, ct := w.tables(t)
+	if fwd != 5 || rev != 5 || ct != 2 {
+		t.Fatalf("before: %d forward, %d reply halves, %d tracked flows; want 5, 5, 2", fwd, rev, ct)
+	}
+	// As the enforcer removes an endpoint: its ports and entries first.
+	var pk bpf.BpfnetPortKey
+	var pb bpf.BpfnetPortBackend
+	for it := w.coll.Ports.Iterate(); it.Next(&pk, &pb); {
+		must(t, w.coll.Ports.Delete(pk))
+	}
+	must(t, w.enforcer().purge(be32(netip.MustParseAddr(e1.ip))))
+	fwd, rev, ct = w.tables(t)
+	if fwd != 1 || rev != 1 || ct != 1 {
+		t.Errorf("after: %d forward, %d reply halves, %d tracked flows; want e2's 1, 1, 1", fwd, rev, ct)
+	}
+	if n := w.flowCharge(t, "e1"); n != 0 {
+		t.Errorf("e1 still charged %d entries", n)
+	}
+	if n := w.flowCharge(t, "e2"); n != 2 {
+		t.Errorf("e2 charged %d entries, want 2 (its flow and its translation)", n)
+	}
+	var n uint32
+	if err := w.coll.RemoteFlows.Lookup(be32(netip.MustParseAddr(outsideAddr)), &n); err == nil && n != 0 {
+		t.Errorf("the remote still charged %d connections", n)
+	}
+	// A UDP peer that keeps sending finds nothing to follow the address.
+	if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, udp(41001, 5353))); ret == actRedirect {
+		t.Errorf("the removed endpoint's port connection was delivered")
+	}
+}
+
+// Item 7: one endpoint, or one remote source, cannot hold more than its
+// quota of the tables; a full table refuses new flows and keeps the live
+// ones (an LRU would have evicted them).
+func TestFlowQuotas(t *testing.T) {
+	t.Run("per endpoint", func(t *testing.T) {
+		w := newWorld(t, map[string]any{"flows_per_endpoint": uint32(6)})
+		e1 := w.eps["e1"]
+		open := func(ep string, sport uint16) (uint32, uint32) {
+			p := w.from(t, ep, outsideAddr, udp(sport, 53))
+			r1, _ := w.run(t, w.coll.FromContainer, w.eps[ep].ifindex, p)
+			if r1 != actOK {
+				return r1, 0
+			}
+			r2, _ := w.outbound(t, p)
+			return r1, r2
+		}
+		for i := range 3 { // a tracked flow and a translation each
+			if r1, r2 := open("e1", uint16(40000+i)); r1 != actOK || r2 != actUnspc {
+				t.Fatalf("flow %d refused (%d, %d)", i, r1, r2)
+			}
+		}
+		before := w.counters(t, e1.ifindex, fromC)
+		if r1, _ := open("e1", 40003); r1 != actShot {
+			t.Errorf("a fourth flow: return %d, want TC_ACT_SHOT", r1)
+		}
+		if d := w.counters(t, e1.ifindex, fromC).Drops[flowLimit] - before.Drops[flowLimit]; d != 1 {
+			t.Errorf("flow_limit drops +%d, want +1", d)
+		}
+		if r1, r2 := open("e2", 40000); r1 != actOK || r2 != actUnspc {
+			t.Errorf("e2's flow refused (%d, %d): the quota is e1's", r1, r2)
+		}
+		if n := w.flowCharge(t, "e1"); n != 6 {
+			t.Errorf("e1 charged %d, want 6", n)
+		}
+	})
+	t.Run("per remote source", func(t *testing.T) {
+		w := newWorld(t, map[string]any{"flows_per_remote": uint32(2)})
+		w.publish(t, "e1", pm("tcp", "0.0.0.0", 8080, 80), gw1)
+		for i := range 2 {
+			if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, tcp(uint16(41000+i), 8080))); ret != actRedirect {
+				t.Fatalf("connection %d refused (%d)", i, ret)
+			}
+		}
+		w.expect(t, w.coll.FromUplink, w.uplink, w.eps["e1"].ifindex, toC, false, outsideFrame(t, outsideAddr, uplinkAddr, tcp(41002, 8080)), flowLimit)
+		if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, "198.19.0.9", uplinkAddr, tcp(41002, 8080))); ret != actRedirect {
+			t.Errorf("another remote refused (%d)", ret)
+		}
+	})
+	t.Run("full table", func(t *testing.T) {
+		w := newWorldSized(t, nil, map[string]uint32{"nat_fwd": 4, "nat_rev": 4, "conntrack": 64})
+		for i := range 4 {
+			if ret, _ := w.outbound(t, w.from(t, "e1", outsideAddr, udp(uint16(40000+i), 53))); ret != actUnspc {
+				t.Fatalf("flow %d refused (%d)", i, ret)
+			}
+		}
+		if ret, _ := w.outbound(t, w.from(t, "e2", outsideAddr, udp(40000, 53))); ret != actShot {
+			t.Errorf("a fifth translation in a table of 4: return %d, want TC_ACT_SHOT", ret)
+		}
+		w.run(t, w.coll.FromContainer, w.eps["e1"].ifindex, w.from(t, "e1", outsideAddr, udp(40000, 53)))
+		if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, udp(53, 40000))); ret != actRedirect {
+			t.Errorf("the first flow's reply after the table filled: return %d, want TC_ACT_REDIRECT (nothing evicted)", ret)
+		}
+	})
+}
+
+// Item 11: protocols without ports are translated by address, one flow
+// per remote and protocol, both ways; never half.
+func TestAddressOnlyTranslation(t *testing.T) {
+	w := newWorld(t, nil)
+	e1 := w.eps["e1"]
+	gre := l4{proto: "gre"}
+	sent := w.from(t, "e1", outsideAddr, gre)
+	w.run(t, w.coll.FromContainer, e1.ifindex, sent)
+	ret, out := w.outbound(t, sent)
+	want := serialize(t, append([]gopacket.SerializableLayer{eth(mac(e1.mac), hostMAC, layers.EthernetTypeIPv4)}, ipPacket(t, uplinkAddr, outsideAddr, gre)...)...)
+	if ret != actUnspc || !bytes.Equal(out, want) {
+		t.Fatalf("outbound GRE: return %d\n got %x\nwant %x", ret, out, want)
+	}
+	reply := outsideFrame(t, outsideAddr, uplinkAddr, gre)
+	in := serialize(t, append([]gopacket.SerializableLayer{eth(bridgeMAC, mac(e1.mac), layers.EthernetTypeIPv4)},
+		ipPacket(t, outsideAddr, e1.ip, gre, func(ip *layers.IPv4) { ip.TTL = 63 })...)...)
+	w.redirected(t, w.coll.FromUplink, w.uplink, reply, in, e1)
+	// One GRE flow per remote: e2's is refused, counted.
+	if ret, _ := w.outbound(t, w.from(t, "e2", outsideAddr, gre)); ret != actShot {
+		t.Errorf("a second container's GRE to the same remote: return %d, want TC_ACT_SHOT", ret)
+	}
+	if ret, _ := w.outbound(t, w.from(t, "e2", "198.19.0.9", gre)); ret != actUnspc {
+		t.Errorf("GRE to another remote refused (%d)", ret)
+	}
+}
+
+// Item 12: a port is found while one is free for the destination: every
+// port of a 2,048-port range is given to 2,048 flows to one peer, all from
+// the same container port; the next flow finds none.
+func TestAllocationUsesTheRange(t *testing.T) {
+	w := newWorld(t, map[string]any{"nat_port_min": uint16(10000), "nat_port_max": uint16(12047)})
+	eps := []string{"e1", "e2", "e3", "e4"}
+	seen := map[uint16]bool{}
+	for i := range 2048 {
+		ep := eps[i%4]
+		ret, out := w.outbound(t, w.from(t, ep, outsideAddr, udp(uint16(30000+i/4), 53)))
+		if ret != actUnspc {
+			t.Fatalf("flow %d of 2048 refused (return %d)", i+1, ret)
+		}
+		p := srcPort(out)
+		if p < 10000 || p > 12047 || seen[p] {
+			t.Fatalf("flow %d got port %d (out of range or given twice)", i+1, p)
+		}
+		seen[p] = true
+	}
+	if ret, _ := w.outbound(t, w.from(t, "e6", outsideAddr, udp(30000, 53))); ret != actUnspc {
+		t.Errorf("a host_ipv4 network's flow uses its own address: refused (%d)", ret)
+	}
+	if ret, _ := w.outbound(t, w.from(t, "e2", outsideAddr, udp(39999, 53))); ret != actShot {
+		t.Errorf("flow 2049 to the same peer: return %d, want TC_ACT_SHOT (range used up)", ret)
+	}
+}
+
+// onCPU runs f on a thread pinned to cpu.
+func onCPU(cpu int, f func()) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var set unix.CPUSet
+	set.Set(cpu)
+	unix.SchedSetaffinity(0, &set)
+	f()
+}
+
+// Item 13: two CPUs translating the first packets of the same flows at
+// once give each flow one translation: every forward half has its own reply
+// half, there are no others, and each is charged once.
+func TestConcurrentFirstPackets(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs two CPUs")
+	}
+	w := newWorld(t, nil)
+	const flows = 3000
+	var wg sync.WaitGroup
+	for cpu := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			onCPU(cpu, func() {
+				for i := range flows {
+					w.outbound(t, w.from(t, "e1", outsideAddr, udp(uint16(10000+i), 53)))
+				}
+			})
+		}()
+	}
+	wg.Wait()
+	fwd, rev, _ := w.tables(t)
+	if fwd != flows || rev != flows {
+		t.Errorf("%d forward and %d reply halves for %d flows", fwd, rev, flows)
+	}
+	if n := w.flowCharge(t, "e1"); n != flows {
+		t.Errorf("e1 charged %d for %d translations", n, flows)
+	}
+}
+
+// Item 19: new connections that reuse a recently used client port to the
+// same peer, while the collector runs, lose none: each SYN's SYN-ACK is
+// translated back.
+func TestReusedPortsWhileCollecting(t *testing.T) {
+	ms := uint64(time.Millisecond)
+	w := newWorld(t, map[string]any{"ct_timeout_tcp_rst": 1 * ms, "gc_grace": 5 * ms})
+	e1 := w.eps["e1"]
+	stop := make(chan struct{})
+	var collected int
+	var gcErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, err := w.enforcer().CollectExpired()
+			if err != nil {
+				gcErr = err
+				return
+			}
+			collected += n
+		}
+	}()
+	lost := 0
+	for i := range 3000 {
+		sport := uint16(30000 + i%4) // four client ports, reused over and over
+		syn := w.from(t, "e1", outsideAddr, tcp(sport, 80))
+		w.run(t, w.coll.FromContainer, e1.ifindex, syn)
+		_, out := w.outbound(t, syn)
+		if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, tcpSynAck(80, srcPort(out)))); ret != actRedirect {
+			lost++
+		}
+		rst := w.from(t, "e1", outsideAddr, l4{proto: "tcp", sport: sport, dport: 80, rst: true})
+		w.outbound(t, rst)
+		if i%50 == 0 {
+			time.Sleep(10 * time.Millisecond) // let closed ones expire and be collected
+		}
+	}
+	close(stop)
+	<-done
+	must(t, gcErr)
+	if lost > 0 {
+		t.Errorf("%d of 3000 connections lost their SYN-ACK", lost)
+	}
+	if collected == 0 {
+		t.Errorf("the collector removed nothing: the test did not race it")
+	}
+	t.Logf("collector removed %d entries meanwhile", collected)
+}
+
+// Item 14: the enforcer's limits are what its maps hold (a network needs
+// an entry in networks, subnets and, for its gateway, host_addrs beside
+// the host's other addresses; an endpoint one in each endpoint map and a
+// traffic slot), so the manager refuses the network or endpoint that would
+// not fit, before anything is made.
+func TestLimitsFollowTheMaps(t *testing.T) {
+	w := newWorldSized(t, nil, map[string]uint32{"networks": 8, "host_addrs": 1024 + 6, "ep_by_ip": 7})
+	nets, eps := w.enforcer().Limits()
+	if nets != 6 || eps != 7 {
+		t.Errorf("limits %d networks, %d endpoints; want 6 (host_addrs less its 1,024 others) and 7", nets, eps)
+	}
+	w = newWorld(t, nil)
+	nets, eps = w.enforcer().Limits()
+	if nets != 16384 || eps != 16384 {
+		t.Errorf("default limits %d networks, %d endpoints; want 16,384 each", nets, eps)
+	}
+}
