@@ -13,7 +13,13 @@ FROM ${GO_IMAGE} AS build
 WORKDIR /src
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ ./cmd/bpfnetd ./cmd/bpfnet
+ARG COMMIT=
+ARG DATE=
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w \
+      -X github.com/bpfnet/bpfnet/internal/version.Version=${VERSION} \
+      -X github.com/bpfnet/bpfnet/internal/version.Commit=${COMMIT} \
+      -X github.com/bpfnet/bpfnet/internal/version.Date=${DATE}" \
+    -o /out/ ./cmd/bpfnetd ./cmd/bpfnet
 
 FROM ${BASE_IMAGE}
 ARG VERSION=dev

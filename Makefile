@@ -11,7 +11,10 @@ DESTDIR ?=
 BINDIR  := $(PREFIX)/bin
 UNITDIR := $(PREFIX)/lib/systemd/system
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+VERSION_PKG := github.com/bpfnet/bpfnet/internal/version
+LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).Date=$(DATE)
 # Debian packages, by what needs them: running the daemon (make run,
 # make demo), regenerating the BPF objects (make generate), and the tests and
 # benchmarks (make test, which also needs the other two).
@@ -132,10 +135,20 @@ cleanup: build ## undo `make run`: remove every bridge, veth, rule, program and 
 demo: deps-run build ## run a short demo entirely inside throw-away network namespaces
 	./scripts/demo.sh
 
+# The linter, pinned; `make lint` installs it into bin/tools from the Go
+# module proxy the first time.
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(BIN)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
+
+$(GOLANGCI_LINT):
+	mkdir -p $(BIN)/tools
+	GOBIN=$(abspath $(BIN)/tools) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(BIN)/tools/golangci-lint $@
+
 .PHONY: lint
-lint: ## gofmt and go vet
-	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+lint: $(GOLANGCI_LINT) ## golangci-lint (.golangci.yml: goimports, vet, import directions, netlink dumps) and a build for another OS (Linux-only code lives in _linux.go files)
+	$(GOLANGCI_LINT) run ./...
+	GOOS=darwin $(GO) build ./...
 
 .PHONY: clean
 clean: ## remove build output

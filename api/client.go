@@ -10,12 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-
-	"github.com/bpfnet/bpfnet/network"
 )
-
-// DefaultSocket is bpfnetd's default API socket.
-const DefaultSocket = "/run/bpfnet/bpfnet.sock"
 
 // Client talks to bpfnetd over its unix socket.
 type Client struct {
@@ -154,7 +149,7 @@ func (c *Client) Networks(ctx context.Context) ([]NetworkInspect, error) {
 }
 
 // CreateNetwork creates a network.
-func (c *Client) CreateNetwork(ctx context.Context, req network.CreateNetworkRequest) (NetworkInspect, error) {
+func (c *Client) CreateNetwork(ctx context.Context, req CreateNetworkRequest) (NetworkInspect, error) {
 	var out NetworkInspect
 	return out, c.do(ctx, "POST", "/v1/networks", req, &out)
 }
@@ -177,7 +172,7 @@ func (c *Client) Endpoints(ctx context.Context, network string) ([]Endpoint, err
 }
 
 // CreateEndpoint creates an endpoint.
-func (c *Client) CreateEndpoint(ctx context.Context, req network.CreateEndpointRequest) (Endpoint, error) {
+func (c *Client) CreateEndpoint(ctx context.Context, req CreateEndpointRequest) (Endpoint, error) {
 	var out Endpoint
 	return out, c.do(ctx, "POST", "/v1/endpoints", req, &out)
 }
@@ -194,8 +189,8 @@ func (c *Client) RemoveEndpoint(ctx context.Context, ref string) error {
 }
 
 // Locate finds the host side of a container interface.
-func (c *Client) Locate(ctx context.Context, req LocateRequest) (network.Location, error) {
-	var out network.Location
+func (c *Client) Locate(ctx context.Context, req LocateRequest) (Location, error) {
+	var out Location
 	return out, c.do(ctx, "POST", "/v1/locate", req, &out)
 }
 

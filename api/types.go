@@ -1,13 +1,39 @@
 // Package api is bpfnetd's HTTP+JSON interface on a unix socket: the
-// request and response types, the server (a thin layer over the network
-// manager) and the client used by the bpfnet CLI.
+// request and response types and the client that the CLI (and every other
+// front-end) uses. It depends on the standard library only, so a client
+// links nothing of the host plumbing; the server is api/server.
 package api
 
 import (
+	"net/netip"
+	"strconv"
 	"time"
-
-	"github.com/bpfnet/bpfnet/network"
 )
+
+// DefaultSocket is bpfnetd's default API socket.
+const DefaultSocket = "/run/bpfnet/bpfnet.sock"
+
+// CreateNetworkRequest is what `network create` asks for.
+type CreateNetworkRequest struct {
+	Name     string            `json:"name"`
+	Subnet   string            `json:"subnet,omitempty"`
+	IPRange  string            `json:"ip_range,omitempty"`
+	Gateway  string            `json:"gateway,omitempty"`
+	Internal bool              `json:"internal,omitempty"`
+	Options  map[string]string `json:"options,omitempty"`
+}
+
+// CreateEndpointRequest is what `endpoint create` asks for.
+type CreateEndpointRequest struct {
+	Network string `json:"network"`
+	NetNS   string `json:"netns,omitempty"`
+	PID     int    `json:"pid,omitempty"`
+	IP      string `json:"ip,omitempty"`
+	IfName  string `json:"ifname,omitempty"`
+	Name    string `json:"name,omitempty"`
+	// Ports are -p specs: [HOSTIP:]HOSTPORT:PORT[/tcp|udp].
+	Ports []string `json:"ports,omitempty"`
+}
 
 // NetworkInspect is a network shaped like `docker network inspect` output.
 type NetworkInspect struct {
@@ -61,14 +87,43 @@ type ContainerInspect struct {
 	Ports []string `json:"Ports,omitempty"`
 }
 
-// Endpoint is an endpoint with the name of its network.
+// Endpoint is one container interface attached to a network, with its
+// network's name and addresses and its counters.
 type Endpoint struct {
-	network.Endpoint
-	Network string `json:"network"`
-	Subnet  string `json:"subnet"`
-	Gateway string `json:"gateway"`
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	NetworkID string    `json:"network_id"`
+	Created   time.Time `json:"created"`
+	// NetNS is the path of the container's network namespace.
+	NetNS string `json:"netns"`
+	// IfName is the interface name inside the container.
+	IfName string `json:"ifname"`
+	// HostIf is the host-side veth.
+	HostIf string     `json:"host_if"`
+	IP     netip.Addr `json:"ip"`
+	MAC    string     `json:"mac"`
+	// DefaultRoute: the namespace's default route is this endpoint's.
+	DefaultRoute bool          `json:"default_route,omitempty"`
+	Ports        []PortMapping `json:"ports,omitempty"`
+	Network      string        `json:"network"`
+	Subnet       string        `json:"subnet"`
+	Gateway      string        `json:"gateway"`
 	// Counters are the traffic of its host-side veth (nil if unknown).
 	Counters *EndpointCounters `json:"counters,omitempty"`
+}
+
+// PortMapping is one published port: HostIP:HostPort (any host address
+// when HostIP is 0.0.0.0) leads to the endpoint's Port.
+type PortMapping struct {
+	Proto    string     `json:"proto"` // "tcp" or "udp"
+	HostIP   netip.Addr `json:"host_ip"`
+	HostPort uint16     `json:"host_port"`
+	Port     uint16     `json:"port"`
+}
+
+// String prints the mapping as `docker ps` does: 0.0.0.0:8080->80/tcp.
+func (p PortMapping) String() string {
+	return netip.AddrPortFrom(p.HostIP, p.HostPort).String() + "->" + strconv.Itoa(int(p.Port)) + "/" + p.Proto
 }
 
 // EndpointCounters are an endpoint's counters in both directions.
@@ -102,6 +157,19 @@ type LocateRequest struct {
 	NetNS  string `json:"netns,omitempty"`
 	PID    int    `json:"pid,omitempty"`
 	IfName string `json:"ifname,omitempty"`
+}
+
+// Location is the host side of a container interface.
+type Location struct {
+	// Container side.
+	IfName  string `json:"ifname"`
+	IfIndex int    `json:"ifindex"`
+	// Host side.
+	HostIf      string `json:"host_if"`
+	HostIfIndex int    `json:"host_ifindex"`
+	Bridge      string `json:"bridge,omitempty"`
+	// EndpointID is set when the interface is a bpfnet endpoint.
+	EndpointID string `json:"endpoint_id,omitempty"`
 }
 
 // Status describes the running daemon.
@@ -161,37 +229,18 @@ type NATEntry struct {
 	IdleSec float64 `json:"idle_seconds"`
 }
 
+// NATStats are the eBPF datapath's translation numbers.
+type NATStats struct {
+	// Entries are the live translations.
+	Entries uint64 `json:"entries"`
+	// Created, Exhausted (refused: no free port) and Expired count
+	// translations since the maps were created.
+	Created   uint64 `json:"created"`
+	Exhausted uint64 `json:"exhausted"`
+	Expired   uint64 `json:"expired"`
+}
+
 // Error is the body of every non-2xx response.
 type Error struct {
 	Message string `json:"message"`
-}
-
-// Inspect renders a network and its endpoints the way Docker does.
-func Inspect(n network.Network, eps []network.Endpoint) NetworkInspect {
-	cfg := IPAMConfig{Subnet: n.Subnet.String(), Gateway: n.Gateway.String()}
-	if n.IPRangeSet {
-		cfg.IPRange = n.IPRange.String()
-	}
-	out := NetworkInspect{
-		Name: n.Name, ID: n.ID, Created: n.Created, Scope: "local", Driver: "bridge",
-		IPAM:     IPAM{Driver: "default", Options: map[string]string{}, Config: []IPAMConfig{cfg}},
-		Internal: n.Internal, Containers: map[string]ContainerInspect{},
-		Options: map[string]string{}, Labels: map[string]string{}, Bridge: n.Bridge,
-	}
-	for k, v := range n.Options {
-		out.Options[k] = v
-	}
-	for _, ep := range eps {
-		if ep.NetworkID != n.ID {
-			continue
-		}
-		ci := ContainerInspect{
-			Name: ep.Name, EndpointID: ep.ID, MacAddress: ep.MAC, IPv4Address: ep.Prefix(&n).String(),
-		}
-		for _, p := range ep.Ports {
-			ci.Ports = append(ci.Ports, p.String())
-		}
-		out.Containers[ep.ID] = ci
-	}
-	return out
 }

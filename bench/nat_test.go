@@ -13,7 +13,7 @@ import (
 var (
 	natBench  = flag.Bool("nat", false, "run the container → outside benchmark (make bench-nat)")
 	natRuns   = flag.Int("runs", 5, "interleaved runs per datapath")
-	natSecs   = flag.Duration("duration", 5*time.Second, "length of each measurement")
+	natTime   = flag.Duration("duration", 5*time.Second, "length of each measurement")
 	natReport = flag.String("report", "", "write the Markdown table to this file")
 	natOnly   = flag.String("only", "ebpf,iptables", "datapaths to run (for debugging)")
 )
@@ -37,13 +37,13 @@ func TestNATBench(t *testing.T) {
 		d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
 		c := testnet.NewNS(t, "c")
 		d.MustCLI("endpoint", "create", "--network", "web", "--netns", c.Path, "--name", "c")
-		topo.Outside.Spawn(t, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", testnet.OutsideAddr.String(), "-p", "11111")
-		topo.Outside.Spawn(t, "iperf3", "-s", "-B", testnet.OutsideAddr.String())
+		topo.Outside.Spawn(t, 11111, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", testnet.OutsideAddr.String(), "-p", "11111")
+		topo.Outside.Spawn(t, 5201, "iperf3", "-s", "-B", testnet.OutsideAddr.String())
 		targets = append(targets, target{dp, c, testnet.OutsideAddr.String()})
 	}
 	rr, stream := measure(t, targets)
 	var b strings.Builder
-	fmt.Fprintf(&b, "Container → outside through the uplink, masquerade on, one network. Medians of %d interleaved runs of %v each; %s.\n\n", *natRuns, *natSecs, machine())
+	fmt.Fprintf(&b, "Container → outside through the uplink, masquerade on, one network. Medians of %d interleaved runs of %v each; %s.\n\n", *natRuns, *natTime, machine())
 	fmt.Fprintf(&b, "| workload | eBPF datapath | iptables datapath | eBPF / iptables |\n|---|---|---|---|\n")
 	e, i := rr["ebpf"], rr["iptables"]
 	fmt.Fprintf(&b, "| TCP request/response, 64 B, median round trip (lower is better) | %.2f µs | %.2f µs | %.2f |\n", e, i, e/i)

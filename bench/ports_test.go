@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/compat"
 	"github.com/bpfnet/bpfnet/internal/testnet"
 	"github.com/bpfnet/bpfnet/network"
@@ -53,15 +54,15 @@ func TestPublishedPortBench(t *testing.T) {
 		daemonPortWorld(t, "bpfnet-ebpf", "ebpf"),
 	}
 	for _, w := range worlds {
-		w.c.Spawn(t, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-p", fmt.Sprint(sockperfPort))
-		w.c.Spawn(t, "iperf3", "-s", "-p", fmt.Sprint(iperfPort))
+		w.c.Spawn(t, sockperfPort, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-p", fmt.Sprint(sockperfPort))
+		w.c.Spawn(t, iperfPort, "iperf3", "-s", "-p", fmt.Sprint(iperfPort))
 	}
 	var targets []target
 	for _, w := range worlds {
 		targets = append(targets, target{w.name, w.outside, w.dst})
 	}
 	rr, stream := measure(t, targets)
-	writeReport(t, *portsReport, fmt.Sprintf("Outside → a container's published port (the uplink address, DNAT). Medians of %d interleaved runs of %v each; %s.\n\n", *natRuns, *natSecs, machine())+
+	writeReport(t, *portsReport, fmt.Sprintf("Outside → a container's published port (the uplink address, DNAT). Medians of %d interleaved runs of %v each; %s.\n\n", *natRuns, *natTime, machine())+
 		ratioTable(targets, rr, stream, "routed"))
 }
 
@@ -105,11 +106,11 @@ func daemonPortWorld(t *testing.T, name, datapath string) portWorld {
 	d := testnet.NewDaemon(t, topo.Host, "--datapath="+datapath, "--default-network=false")
 	d.Start()
 	ctx := context.Background()
-	if _, err := d.Client.CreateNetwork(ctx, network.CreateNetworkRequest{Name: "web", Subnet: "198.18.0.0/24"}); err != nil {
+	if _, err := d.Client.CreateNetwork(ctx, api.CreateNetworkRequest{Name: "web", Subnet: "198.18.0.0/24"}); err != nil {
 		t.Fatal(err)
 	}
 	c := testnet.NewNS(t, "pc")
-	req := network.CreateEndpointRequest{Network: "web", NetNS: c.Path, Name: "c"}
+	req := api.CreateEndpointRequest{Network: "web", NetNS: c.Path, Name: "c"}
 	for _, p := range []uint16{sockperfPort, iperfPort} {
 		req.Ports = append(req.Ports, fmt.Sprintf("%d:%d", p, p))
 	}

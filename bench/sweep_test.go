@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/compat"
 	"github.com/bpfnet/bpfnet/internal/testnet"
 	"github.com/bpfnet/bpfnet/network"
@@ -106,8 +107,8 @@ func TestSameNetworkSweep(t *testing.T) {
 	serving := map[*testnet.NS]bool{}
 	for _, p := range pairs {
 		if !serving[p.server] { // the pairs of a world share its outside
-			p.server.Spawn(t, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", p.bind, "-p", fmt.Sprint(sockperfPort))
-			p.server.Spawn(t, "iperf3", "-s", "-B", p.bind, "-p", fmt.Sprint(iperfPort))
+			p.server.Spawn(t, sockperfPort, "taskset", "-c", "0", "sockperf", "server", "--tcp", "-i", p.bind, "-p", fmt.Sprint(sockperfPort))
+			p.server.Spawn(t, iperfPort, "iperf3", "-s", "-B", p.bind, "-p", fmt.Sprint(iperfPort))
 			serveConnections(t, p.server, p.bind)
 			serving[p.server] = true
 		}
@@ -124,7 +125,7 @@ func TestSameNetworkSweep(t *testing.T) {
 	case "published":
 		what, prefix = "The outside namespace to a container's published ports on a host address (bare: routed to the container, no DNAT)", "sweep-published-"
 	}
-	fmt.Fprintf(&b, "%s, N networks. Medians of %d interleaved runs of %v each; %s.\n", what, *natRuns, *natSecs, machine())
+	fmt.Fprintf(&b, "%s, N networks. Medians of %d interleaved runs of %v each; %s.\n", what, *natRuns, *natTime, machine())
 	for _, wl := range workloads {
 		fmt.Fprintf(&b, "\n%s\n\n| world | N | network | %s | ÷ bare |\n|---|---|---|---|---|\n", workloadTitle[wl], workloadUnit[wl])
 		base := res[wl]["bare"]
@@ -171,13 +172,13 @@ func measureWorkloads(t *testing.T, targets []target, workloads []string) map[st
 				var v float64
 				switch wl {
 				case "rr":
-					v = tcpRR(t, w.from, w.dst, *natSecs)
+					v = tcpRR(t, w.from, w.dst, *natTime)
 				case "crr":
-					v = tcpConnRate(t, w.from, w.dst, *natSecs)
+					v = tcpConnRate(t, w.from, w.dst, *natTime)
 				case "udp":
-					v = udpRate(t, w.from, w.dst, *natSecs)
+					v = udpRate(t, w.from, w.dst, *natTime)
 				case "stream":
-					v = tcpStream(t, w.from, w.dst, *natSecs)
+					v = tcpStream(t, w.from, w.dst, *natTime)
 				}
 				all[wl][w.name] = append(all[wl][w.name], v)
 				line = append(line, fmt.Sprintf("%s %.*f", wl, workloadDigits[wl], v))
@@ -355,7 +356,7 @@ func daemonPairs(t *testing.T, kind string, n int) []pair {
 	d.Start()
 	ctx := context.Background()
 	for i := range n {
-		if _, err := d.Client.CreateNetwork(ctx, network.CreateNetworkRequest{Name: fmt.Sprintf("n%d", i), Subnet: sweepSubnet(i).String()}); err != nil {
+		if _, err := d.Client.CreateNetwork(ctx, api.CreateNetworkRequest{Name: fmt.Sprintf("n%d", i), Subnet: sweepSubnet(i).String()}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -364,7 +365,7 @@ func daemonPairs(t *testing.T, kind string, n int) []pair {
 		p := pair{c1: testnet.NewNS(t, "d1"), c2: testnet.NewNS(t, "d2"), kind: kind, networks: n, newest: i > 0}
 		p.name = pairName(p)
 		for j, c := range []*testnet.NS{p.c1, p.c2} {
-			req := network.CreateEndpointRequest{Network: fmt.Sprintf("n%d", i), NetNS: c.Path, Name: fmt.Sprintf("e%d-%d", i, j)}
+			req := api.CreateEndpointRequest{Network: fmt.Sprintf("n%d", i), NetNS: c.Path, Name: fmt.Sprintf("e%d-%d", i, j)}
 			if j == 1 && *sweepPath == "published" {
 				for _, m := range publishedPorts {
 					req.Ports = append(req.Ports, fmt.Sprintf("%s:%d:%d/%s", publishAddr(p.newest), m.HostPort, m.Port, m.Proto))

@@ -95,8 +95,8 @@ func measure(t *testing.T, targets []target) (rr, stream map[string]float64) {
 	rrs, streams := map[string][]float64{}, map[string][]float64{}
 	for run := range *natRuns {
 		for _, w := range targets {
-			rrs[w.name] = append(rrs[w.name], tcpRR(t, w.from, w.dst, *natSecs))
-			streams[w.name] = append(streams[w.name], tcpStream(t, w.from, w.dst, *natSecs))
+			rrs[w.name] = append(rrs[w.name], tcpRR(t, w.from, w.dst, *natTime))
+			streams[w.name] = append(streams[w.name], tcpStream(t, w.from, w.dst, *natTime))
 			t.Logf("run %d %s: rr %.2f µs, stream %.2f Gbit/s", run+1, w.name, rrs[w.name][run], streams[w.name][run])
 		}
 	}

@@ -21,10 +21,10 @@ import (
 // Program-level tests of the flow tables (issue "Datapath security"):
 // ports, pairs, quotas, collection. Each names the item it shows.
 
-// enforcer is an Enforcer over the world's collection, for what the
-// control plane does to the tables (collection, purge).
-func (w *world) enforcer() *Enforcer {
-	return &Enforcer{log: slog.New(slog.NewTextHandler(io.Discard, nil)), coll: w.coll}
+// nat is the connection and translation tables of the world's
+// collection, for what the control plane does to them (collection, purge).
+func (w *world) nat() *natTable {
+	return &natTable{log: slog.New(slog.NewTextHandler(io.Discard, nil)), coll: w.coll}
 }
 
 // flowCharge is what the endpoint behind ep is charged in the tables.
@@ -170,7 +170,7 @@ func TestPurgeEndpoint(t *testing.T) {
 	for it := w.coll.Ports.Iterate(); it.Next(&pk, &pb); {
 		must(t, w.coll.Ports.Delete(pk))
 	}
-	must(t, w.enforcer().purge(be32(netip.MustParseAddr(e1.ip))))
+	must(t, w.nat().purge(be32(netip.MustParseAddr(e1.ip))))
 	fwd, rev, ct = w.tables(t)
 	if fwd != 1 || rev != 1 || ct != 1 {
 		t.Errorf("after: %d forward, %d reply halves, %d tracked flows; want e2's 1, 1, 1", fwd, rev, ct)
@@ -369,7 +369,7 @@ func TestReusedPortsWhileCollecting(t *testing.T) {
 				return
 			default:
 			}
-			n, err := w.enforcer().CollectExpired()
+			n, err := w.nat().collectExpired()
 			if err != nil {
 				gcErr = err
 				return
@@ -411,12 +411,12 @@ func TestReusedPortsWhileCollecting(t *testing.T) {
 // not fit, before anything is made.
 func TestLimitsFollowTheMaps(t *testing.T) {
 	w := newWorldSized(t, nil, map[string]uint32{"networks": 8, "host_addrs": 1024 + 6, "ep_by_ip": 7})
-	nets, eps := w.enforcer().Limits()
+	nets, eps := (&Enforcer{coll: w.coll}).Limits()
 	if nets != 6 || eps != 7 {
 		t.Errorf("limits %d networks, %d endpoints; want 6 (host_addrs less its 1,024 others) and 7", nets, eps)
 	}
 	w = newWorld(t, nil)
-	nets, eps = w.enforcer().Limits()
+	nets, eps = (&Enforcer{coll: w.coll}).Limits()
 	if nets != 16384 || eps != 16384 {
 		t.Errorf("default limits %d networks, %d endpoints; want 16,384 each", nets, eps)
 	}

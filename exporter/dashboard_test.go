@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bpfnet/bpfnet/network/networktest"
 )
 
 // The Grafana dashboard is valid JSON and every metric its queries use is
@@ -28,7 +30,7 @@ func TestDashboardUsesExistingMetrics(t *testing.T) {
 	}
 	known := map[string]bool{}
 	ch := make(chan *prometheus.Desc, 64)
-	NewCollector(fakeSource{}, Options{PerEndpoint: true}).Describe(ch)
+	NewCollector(fakeModel{}, &networktest.Enforcer{}, Options{PerEndpoint: true}).Describe(ch)
 	close(ch)
 	name := regexp.MustCompile(`fqName: "([a-z_]+)"`)
 	for d := range ch {

@@ -1,12 +1,12 @@
 // Package exporter serves bpfnet's Prometheus metrics. Its collector reads
-// the datapath's counters at scrape time through the small Source
-// interface (no background copying), from its own registry, on its own
-// listener with /metrics, /healthz and /readyz.
+// the model and the enforcer's counters at scrape time (no background
+// copying), from its own registry, on its own listener with /metrics,
+// /healthz and /readyz.
 package exporter
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,49 +18,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/bpfnet/bpfnet/api"
+	"github.com/bpfnet/bpfnet/internal/httpserve"
+	"github.com/bpfnet/bpfnet/network"
 )
 
-// Counts are one direction of an endpoint's (or a network's) traffic.
-type Counts struct {
-	Packets, Bytes uint64
-	Drops          map[string]uint64 // by reason
-}
-
-// Endpoint is one endpoint's counters with its labels.
-type Endpoint struct {
-	Network, Endpoint, Interface string
-	FromContainer, ToContainer   Counts
-}
-
-// Snapshot is what one scrape reads.
-type Snapshot struct {
-	Endpoints []Endpoint
-	// NetworkDrops are drops counted on a network as a whole (a packet for
-	// an address that is no endpoint; in iptables mode, every drop), by
-	// network and reason, in the to_container direction unless noted by
-	// the source (direction → reason → count).
-	NetworkDrops map[string]map[string]map[string]uint64
-	// Networks lists every network, so totals exist even without traffic.
-	Networks []string
-	// NAT is nil when the datapath keeps no translation table.
-	NAT *NAT
+// Model is the daemon's state as the collector reads it (a
+// network.Manager).
+type Model interface {
+	View() network.View
 	// Released counts endpoints released because their interface
 	// disappeared (their container's namespace died).
-	Released uint64
-}
-
-// NAT are the translation table's numbers.
-type NAT struct {
-	Entries                     uint64
-	Created, Exhausted, Expired uint64
-}
-
-// Source is what the collector reads from.
-type Source interface {
-	Snapshot() (Snapshot, error)
-	// Datapath returns the datapath's mode (ebpf, iptables) and attach
-	// mode (tcx, tc; empty for iptables).
-	Datapath() (mode, attach string)
+	Released() uint64
 }
 
 // Options configure the collector.
@@ -73,9 +43,13 @@ type Options struct {
 
 var directions = []string{"from_container", "to_container"}
 
-// Collector is the prometheus.Collector over a Source.
+// Collector is the prometheus.Collector over the model and the enforcer
+// that runs, which it asks for the abilities it has: counters
+// (network.Counter), a translation table (network.NATTable), an attach
+// mode (network.Describer).
 type Collector struct {
-	src          Source
+	model        Model
+	enf          network.Enforcer
 	opts         Options
 	scrapeErrors atomic.Uint64
 
@@ -94,11 +68,11 @@ type Collector struct {
 	scrapeErrs, scrapeDuration     *prometheus.Desc
 }
 
-// NewCollector returns a collector reading src.
-func NewCollector(src Source, opts Options) *Collector {
+// NewCollector returns a collector reading m and enf.
+func NewCollector(m Model, enf network.Enforcer, opts Options) *Collector {
 	ep := []string{"network", "endpoint", "interface", "direction"}
 	nw := []string{"network", "direction"}
-	return &Collector{src: src, opts: opts, labels: map[string][]*dto.LabelPair{},
+	return &Collector{model: m, enf: enf, opts: opts, labels: map[string][]*dto.LabelPair{},
 		epPackets:  prometheus.NewDesc("bpfnet_endpoint_packets_total", "Packets an endpoint's host-side veth hooks saw, by direction.", ep, nil),
 		epBytes:    prometheus.NewDesc("bpfnet_endpoint_bytes_total", "Bytes (Ethernet frames) an endpoint's host-side veth hooks saw, by direction.", ep, nil),
 		epDrops:    prometheus.NewDesc("bpfnet_endpoint_drops_total", "Packets dropped for an endpoint, by direction and reason.", append(ep, "reason"), nil),
@@ -127,8 +101,11 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector: it reads the counters now.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	mode, attach := c.src.Datapath()
-	ch <- prometheus.MustNewConstMetric(c.datapathInfo, prometheus.GaugeValue, 1, mode, attach)
+	var st api.Status
+	if d, ok := c.enf.(network.Describer); ok {
+		d.Describe(&st)
+	}
+	ch <- prometheus.MustNewConstMetric(c.datapathInfo, prometheus.GaugeValue, 1, c.enf.Name(), st.Attach)
 	ch <- prometheus.MustNewConstMetric(c.buildInfo, prometheus.GaugeValue, 1, c.opts.Version, runtime.Version())
 	start := time.Now()
 	c.mu.Lock()
@@ -141,69 +118,95 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}()
-	snap, err := c.src.Snapshot()
-	if err != nil {
+	if err := c.collect(ch); err != nil {
 		c.scrapeErrors.Add(1)
-		ch <- prometheus.MustNewConstMetric(c.scrapeErrs, prometheus.CounterValue, float64(c.scrapeErrors.Load()))
-		return
+	} else {
+		ch <- prometheus.MustNewConstMetric(c.scrapeDuration, prometheus.GaugeValue, time.Since(start).Seconds())
 	}
-	type totals struct{ packets, bytes float64 }
-	nets := map[string]map[string]*totals{}
-	netDrops := map[string]map[string]map[string]float64{}
-	addNet := func(n string) {
-		if nets[n] == nil {
-			nets[n] = map[string]*totals{"from_container": {}, "to_container": {}}
-			netDrops[n] = map[string]map[string]float64{"from_container": {}, "to_container": {}}
+	ch <- prometheus.MustNewConstMetric(c.released, prometheus.CounterValue, float64(c.model.Released()))
+	ch <- prometheus.MustNewConstMetric(c.scrapeErrs, prometheus.CounterValue, float64(c.scrapeErrors.Load()))
+}
+
+// collect emits the traffic, drop and translation series (callers hold
+// c.mu). An error leaves them all out of the scrape.
+func (c *Collector) collect(ch chan<- prometheus.Metric) error {
+	v := c.model.View()
+	var counts network.Counts
+	if src, ok := c.enf.(network.Counter); ok {
+		var err error
+		if counts, err = src.Counts(v); err != nil {
+			return err
 		}
 	}
-	for _, n := range snap.Networks {
-		addNet(n)
+	var nat api.NATStats
+	table, hasNAT := c.enf.(network.NATTable)
+	if hasNAT {
+		var err error
+		if nat, err = table.NATStats(); err != nil {
+			return err
+		}
 	}
-	for _, ep := range snap.Endpoints {
-		addNet(ep.Network)
-		for i, cnt := range []Counts{ep.FromContainer, ep.ToContainer} {
+	type totals struct{ packets, bytes float64 }
+	names := map[string]string{}
+	nets := map[string]map[string]*totals{}
+	netDrops := map[string]map[string]map[string]float64{}
+	for _, n := range v.Networks {
+		names[n.ID] = n.Name
+		nets[n.Name] = map[string]*totals{"from_container": {}, "to_container": {}}
+		netDrops[n.Name] = map[string]map[string]float64{"from_container": {}, "to_container": {}}
+	}
+	for _, ep := range v.Endpoints {
+		nw, ok := names[ep.NetworkID]
+		if !ok {
+			continue
+		}
+		ec := counts.Endpoints[ep.ID]
+		for i, cnt := range []api.Counts{ec.FromContainer, ec.ToContainer} {
 			dir := directions[i]
-			nets[ep.Network][dir].packets += float64(cnt.Packets)
-			nets[ep.Network][dir].bytes += float64(cnt.Bytes)
-			for r, v := range cnt.Drops {
-				netDrops[ep.Network][dir][r] += float64(v)
+			nets[nw][dir].packets += float64(cnt.Packets)
+			nets[nw][dir].bytes += float64(cnt.Bytes)
+			for r, n := range cnt.Drops {
+				netDrops[nw][dir][r] += float64(n)
 			}
 			if !c.opts.PerEndpoint {
 				continue
 			}
-			ch <- c.counter(c.epPackets, float64(cnt.Packets), ep, dir, "")
-			ch <- c.counter(c.epBytes, float64(cnt.Bytes), ep, dir, "")
-			for r, v := range cnt.Drops {
-				ch <- c.counter(c.epDrops, float64(v), ep, dir, r)
+			labels := endpointLabels{network: nw, endpoint: ep.Name, iface: ep.HostIf, direction: dir}
+			ch <- c.counter(c.epPackets, float64(cnt.Packets), labels)
+			ch <- c.counter(c.epBytes, float64(cnt.Bytes), labels)
+			for r, n := range cnt.Drops {
+				labels.reason = r
+				ch <- c.counter(c.epDrops, float64(n), labels)
 			}
 		}
 	}
-	for n, byDir := range snap.NetworkDrops {
-		addNet(n)
-		for dir, byReason := range byDir {
-			for r, v := range byReason {
-				netDrops[n][dir][r] += float64(v)
+	for id, ec := range counts.Networks {
+		nw, ok := names[id]
+		if !ok {
+			continue
+		}
+		for i, cnt := range []api.Counts{ec.FromContainer, ec.ToContainer} {
+			for r, n := range cnt.Drops {
+				netDrops[nw][directions[i]][r] += float64(n)
 			}
 		}
 	}
-	for n, byDir := range nets {
+	for nw, byDir := range nets {
 		for _, dir := range directions {
-			ch <- prometheus.MustNewConstMetric(c.netPackets, prometheus.CounterValue, byDir[dir].packets, n, dir)
-			ch <- prometheus.MustNewConstMetric(c.netBytes, prometheus.CounterValue, byDir[dir].bytes, n, dir)
-			for r, v := range netDrops[n][dir] {
-				ch <- prometheus.MustNewConstMetric(c.netDrops, prometheus.CounterValue, v, n, dir, r)
+			ch <- prometheus.MustNewConstMetric(c.netPackets, prometheus.CounterValue, byDir[dir].packets, nw, dir)
+			ch <- prometheus.MustNewConstMetric(c.netBytes, prometheus.CounterValue, byDir[dir].bytes, nw, dir)
+			for r, n := range netDrops[nw][dir] {
+				ch <- prometheus.MustNewConstMetric(c.netDrops, prometheus.CounterValue, n, nw, dir, r)
 			}
 		}
 	}
-	if snap.NAT != nil {
-		ch <- prometheus.MustNewConstMetric(c.natEntries, prometheus.GaugeValue, float64(snap.NAT.Entries))
-		ch <- prometheus.MustNewConstMetric(c.natTranslations, prometheus.CounterValue, float64(snap.NAT.Created), "created")
-		ch <- prometheus.MustNewConstMetric(c.natTranslations, prometheus.CounterValue, float64(snap.NAT.Exhausted), "exhausted")
-		ch <- prometheus.MustNewConstMetric(c.natTranslations, prometheus.CounterValue, float64(snap.NAT.Expired), "expired")
+	if hasNAT {
+		ch <- prometheus.MustNewConstMetric(c.natEntries, prometheus.GaugeValue, float64(nat.Entries))
+		ch <- prometheus.MustNewConstMetric(c.natTranslations, prometheus.CounterValue, float64(nat.Created), "created")
+		ch <- prometheus.MustNewConstMetric(c.natTranslations, prometheus.CounterValue, float64(nat.Exhausted), "exhausted")
+		ch <- prometheus.MustNewConstMetric(c.natTranslations, prometheus.CounterValue, float64(nat.Expired), "expired")
 	}
-	ch <- prometheus.MustNewConstMetric(c.released, prometheus.CounterValue, float64(snap.Released))
-	ch <- prometheus.MustNewConstMetric(c.scrapeErrs, prometheus.CounterValue, float64(c.scrapeErrors.Load()))
-	ch <- prometheus.MustNewConstMetric(c.scrapeDuration, prometheus.GaugeValue, time.Since(start).Seconds())
+	return nil
 }
 
 // endpointCounter is a per-endpoint counter sample with cached labels.
@@ -221,23 +224,23 @@ func (m *endpointCounter) Write(out *dto.Metric) error {
 	return nil
 }
 
-// counter returns a per-endpoint series (reason set for drops); callers
-// hold c.mu.
-func (c *Collector) counter(desc *prometheus.Desc, v float64, ep Endpoint, dir, reason string) prometheus.Metric {
-	key := ep.Network + "\x00" + ep.Endpoint + "\x00" + ep.Interface + "\x00" + dir + "\x00" + reason
+// endpointLabels are the labels of a per-endpoint series; reason is set
+// for drops only.
+type endpointLabels struct{ network, endpoint, iface, direction, reason string }
+
+// counter returns a per-endpoint series; callers hold c.mu.
+func (c *Collector) counter(desc *prometheus.Desc, v float64, l endpointLabels) prometheus.Metric {
+	key := l.network + "\x00" + l.endpoint + "\x00" + l.iface + "\x00" + l.direction + "\x00" + l.reason
 	c.used[key] = true
 	labels, ok := c.labels[key]
 	if !ok {
 		// Sorted by label name, as the exposition wants them.
 		pair := func(n, v string) *dto.LabelPair { return &dto.LabelPair{Name: &n, Value: &v} }
-		labels = []*dto.LabelPair{pair("direction", dir), pair("endpoint", ep.Endpoint), pair("interface", ep.Interface), pair("network", ep.Network)}
-		if reason != "" {
-			labels = append(labels, pair("reason", reason))
+		labels = []*dto.LabelPair{pair("direction", l.direction), pair("endpoint", l.endpoint), pair("interface", l.iface), pair("network", l.network)}
+		if l.reason != "" {
+			labels = append(labels, pair("reason", l.reason))
 		}
 		c.labels[key] = labels
-	}
-	if reason == "" {
-		labels = labels[:4]
 	}
 	return &endpointCounter{desc: desc, labels: labels, value: v}
 }
@@ -250,30 +253,25 @@ func Handler(c *Collector, ready func() bool) http.Handler {
 	reg.MustRegister(c)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !ready() {
 			http.Error(w, "not ready: reconciling", http.StatusServiceUnavailable)
 			return
 		}
-		w.Write([]byte("ok\n"))
+		fmt.Fprintln(w, "ok")
 	})
 	return mux
 }
 
-// Serve serves h on addr until ctx ends.
+// Serve listens on addr and serves h there until ctx ends.
 func Serve(ctx context.Context, log *slog.Logger, addr string, h http.Handler) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := httpserve.Serve(ctx, ln, h); err != nil {
 			log.Error("metrics server", "err", err)
 		}
 	}()

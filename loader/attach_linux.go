@@ -11,6 +11,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/bpfnet/bpfnet/internal/netlinksafe"
 )
 
 // Hook is a TC hook of an interface.
@@ -28,13 +30,13 @@ const (
 	ModeTC   = "tc" // clsact qdisc + cls_bpf direct-action filter
 )
 
-// ValidMode checks a --tc-attach value.
+// ValidMode checks an attach mode.
 func ValidMode(m string) error {
 	switch m {
 	case ModeAuto, ModeTCX, ModeTC:
 		return nil
 	}
-	return fmt.Errorf("invalid --tc-attach %q: want auto, tcx or tc", m)
+	return fmt.Errorf("invalid attach mode %q: want auto, tcx or tc", m)
 }
 
 // Iface names an interface.
@@ -127,8 +129,12 @@ func (a *Attacher) pinnedTCX(ifc Iface, hook Hook) (link.Link, error) {
 			return l, nil
 		}
 	}
-	l.Unpin()
+	// A pin of another interface's link (an ifindex reused): replace it.
+	err = l.Unpin()
 	l.Close()
+	if err != nil {
+		return nil, fmt.Errorf("remove stale pinned link %s: %w", path, err)
+	}
 	return nil, nil
 }
 
@@ -200,7 +206,7 @@ func (a *Attacher) attachTC(ifc Iface, hook Hook, prog *ebpf.Program) error {
 // tcFilter returns the filter at bpfnet's priority and handle (any owner
 // when anyOwner is set, else only bpfnet's), or nil.
 func (a *Attacher) tcFilter(ifc Iface, hook Hook, anyOwner bool) (*netlink.BpfFilter, error) {
-	filters, err := netlink.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifc.Index}}, tcParent(hook))
+	filters, err := netlinksafe.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifc.Index}}, tcParent(hook))
 	if err != nil {
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
 			return nil, nil // no clsact qdisc
@@ -299,7 +305,7 @@ func (a *Attacher) releaseClsact(ifc Iface) error {
 	}
 	dummy := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifc.Index}}
 	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
-		if fs, err := netlink.FilterList(dummy, parent); err != nil || len(fs) > 0 {
+		if fs, err := netlinksafe.FilterList(dummy, parent); err != nil || len(fs) > 0 {
 			return nil
 		}
 	}

@@ -37,7 +37,6 @@ type Options struct {
 // Collection is the loaded programs and maps.
 type Collection struct {
 	bpf.BpfnetObjects
-	root string
 	// Replaced names the pinned maps an earlier version left in a layout
 	// this one cannot use, and how they differed; Load replaced them with
 	// empty maps (the daemon refills what its state describes).
@@ -84,7 +83,7 @@ func Load(opts Options) (*Collection, error) {
 		}
 		copts.Maps.PinPath = dir
 	}
-	c := &Collection{root: opts.Root}
+	c := &Collection{}
 	if opts.Root != "" {
 		if c.Replaced, err = replaceIncompatible(spec, copts.Maps.PinPath); err != nil {
 			return nil, err
@@ -166,9 +165,6 @@ func loadError(err error, root string) error {
 	}
 	return fmt.Errorf("load BPF collection: %w", err)
 }
-
-// Root returns the bpffs root ("" when unpinned).
-func (c *Collection) Root() string { return c.root }
 
 // Unpin removes every pin under root (maps and links), which detaches
 // TCX links nobody else holds. Legacy tc filters are removed by Detach.

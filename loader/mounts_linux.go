@@ -18,6 +18,8 @@ const (
 	// BPFFSMount is the conventional bpffs mount point; a --bpffs root
 	// below it gets a bpffs mounted here when there is none.
 	BPFFSMount = "/sys/fs/bpf"
+	// DefaultRoot is where bpfnetd pins its maps and links unless told.
+	DefaultRoot = BPFFSMount + "/bpfnet"
 	// Cgroup2Mount is where bpfnetd mounts cgroup2 when the host has no
 	// cgroup v2 hierarchy at its usual place.
 	Cgroup2Mount = "/run/bpfnet/cgroupv2"

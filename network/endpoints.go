@@ -2,21 +2,22 @@ package network
 
 import (
 	"context"
-
 	"fmt"
-	"github.com/bpfnet/bpfnet/internal/fault"
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/bpfnet/bpfnet/api"
+	"github.com/bpfnet/bpfnet/internal/fault"
 )
 
 // CreateEndpoint attaches a container namespace to a network: veth pair,
 // address, routes, policy and state. On any error nothing is left.
-func (m *Manager) CreateEndpoint(ctx context.Context, req CreateEndpointRequest) (_ Endpoint, err error) {
+func (m *Manager) CreateEndpoint(ctx context.Context, req api.CreateEndpointRequest) (Endpoint, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if req.Network == "" {
-		return Endpoint{}, invalidf("--network is required")
+		return Endpoint{}, invalidf("a network is required")
 	}
 	n, err := m.findNetwork(req.Network)
 	if err != nil {
@@ -34,7 +35,7 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req CreateEndpointRequest)
 		ep.IfName = "eth0"
 	}
 	if !ifnameRE.MatchString(ep.IfName) {
-		return Endpoint{}, invalidf("invalid --ifname %q: 1 to 15 characters of letters, digits, '_', '.', '-'", ep.IfName)
+		return Endpoint{}, invalidf("invalid interface name %q: 1 to 15 characters of letters, digits, '_', '.', '-'", ep.IfName)
 	}
 	if ep.Name == "" {
 		ep.Name = ep.ID[:12]
@@ -65,33 +66,34 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req CreateEndpointRequest)
 		}
 		return Endpoint{}, invalid(err)
 	}
-	if err := m.host.CreateEndpoint(n, ep); err != nil {
-		return Endpoint{}, invalid(err)
-	}
-	fault.Point("endpoint-veth")
-	defer func() {
-		if err != nil {
-			m.host.DeleteEndpoint(ep)
-		}
-	}()
-	m.st.Endpoints = append(m.st.Endpoints, ep)
-	undo := func() {
-		m.st.Endpoints = slices.DeleteFunc(m.st.Endpoints, func(o *Endpoint) bool { return o == ep })
-		if uerr := m.enf.EndpointRemoved(ctx, m.view(), ep); uerr != nil {
-			m.log.Error("undo endpoint policy", "endpoint", ep.Name, "err", uerr)
-		}
-	}
-	if err = m.enf.EndpointAdded(ctx, m.view(), ep); err != nil {
-		undo()
-		return Endpoint{}, fmt.Errorf("apply endpoint %s: %w", ep.Name, err)
-	}
-	fault.Point("endpoint-enforced")
-	if err = m.host.EndpointUp(ep); err != nil {
-		undo()
-		return Endpoint{}, err
-	}
-	if err = m.store.putEndpoint(ep); err != nil {
-		undo()
+	err = apply(
+		step{do: func() error {
+			if err := m.host.CreateEndpoint(n, ep); err != nil {
+				return invalid(err)
+			}
+			return nil
+		}, undo: func() { m.logFailure("undo veth", ep.HostIf, m.host.DeleteEndpoint(ep)) }},
+		step{do: func() error {
+			fault.Point("endpoint-veth")
+			m.st.Endpoints = append(m.st.Endpoints, ep)
+			if err := m.enf.EndpointAdded(ctx, m.view(), ep); err != nil {
+				return fmt.Errorf("apply endpoint %s: %w", ep.Name, err)
+			}
+			return nil
+		}, undo: func() {
+			m.st.Endpoints = slices.DeleteFunc(m.st.Endpoints, func(o *Endpoint) bool { return o == ep })
+			if err := m.enf.EndpointRemoved(ctx, m.view(), ep); err != nil {
+				m.log.Error("undo endpoint policy", "endpoint", ep.Name, "err", err)
+			}
+		}, partial: true},
+		// The veth comes up only once its policy is in place.
+		step{do: func() error {
+			fault.Point("endpoint-enforced")
+			return m.host.EndpointUp(ep)
+		}},
+		step{do: func() error { return m.store.putEndpoint(ep) }},
+	)
+	if err != nil {
 		return Endpoint{}, err
 	}
 	m.log.Info("endpoint created", "endpoint", ep.Name, "network", n.Name, "ip", ep.IP, "host_if", ep.HostIf)
@@ -174,7 +176,7 @@ func (m *Manager) removeEndpoint(ctx context.Context, ep *Endpoint) error {
 	m.st.Endpoints = slices.DeleteFunc(slices.Clone(old), func(o *Endpoint) bool { return o == ep })
 	if err := m.enf.EndpointRemoved(ctx, m.view(), ep); err != nil {
 		m.st.Endpoints = old
-		m.host.EndpointUp(ep)
+		m.logFailure("set veth up again", ep.HostIf, m.host.EndpointUp(ep))
 		return fmt.Errorf("remove policy of endpoint %s: %w", ep.Name, err)
 	}
 	fault.Point("endpoint-unenforced")

@@ -1,6 +1,12 @@
 package network
 
-import "context"
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/bpfnet/bpfnet/api"
+)
 
 // View is the desired state an enforcer works from: every network in
 // creation order (oldest first) and every endpoint.
@@ -38,10 +44,81 @@ type Enforcer interface {
 	Cleanup(ctx context.Context) error
 }
 
-// Limits is what an enforcer that can hold only so many networks and
-// endpoints implements (the eBPF datapath's maps have fixed sizes); the
-// manager refuses to create more, with a message, before touching the
-// host.
+// Optional abilities. An enforcer implements the ones it has; callers ask
+// with a type assertion, so nothing above the enforcers needs to know which
+// datapath runs (moby's firewaller does the same).
+
+// Limits is an enforcer that can hold only so many networks and endpoints
+// (the eBPF datapath's maps have fixed sizes); the manager refuses to
+// create more, with a message, before touching the host.
 type Limits interface {
 	Limits() (networks, endpoints int)
+}
+
+// Runner is an enforcer with background work once the state is applied
+// (watching addresses, collecting expired entries): Run starts it, and it
+// stops when ctx ends.
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// Counter is an enforcer that counts traffic and drops.
+type Counter interface {
+	// Counts reads v's counters now.
+	Counts(v View) (Counts, error)
+}
+
+// Counts are an enforcer's counters: every endpoint's by endpoint id, and
+// the drops not tied to an endpoint (a packet for an address that is no
+// endpoint's; in iptables mode every drop) by network id.
+type Counts struct {
+	Endpoints map[string]api.EndpointCounters
+	Networks  map[string]api.EndpointCounters
+}
+
+// DropSource is an enforcer that reports dropped packets as they happen.
+type DropSource interface {
+	// Drops sends every dropped packet to the returned channel until ctx
+	// ends, then closes it.
+	Drops(ctx context.Context) (<-chan DropEvent, error)
+}
+
+// DropEvent is one dropped packet, with the endpoint (or, for drops not
+// tied to one, the network) it was counted on.
+type DropEvent struct {
+	Time       time.Time
+	EndpointID string
+	NetworkID  string
+	Direction  string // from_container | to_container
+	Reason     string
+	Proto      string // empty when the packet was not IPv4
+	Src, Dst   netip.AddrPort
+}
+
+// NATTable is an enforcer that keeps its own translation table.
+type NATTable interface {
+	NATEntries() ([]api.NATEntry, error)
+	NATStats() (api.NATStats, error)
+}
+
+// Describer is an enforcer with more to show in `bpfnet status` than its
+// name: it fills in its part of s (attach mode, pins, event counters). It
+// is cheap enough for every scrape.
+type Describer interface {
+	Describe(s *api.Status)
+}
+
+// AttachmentLister is an enforcer that attaches programs to interfaces
+// and can list them with their state (one query per hook: for status, not
+// for every scrape).
+type AttachmentLister interface {
+	Attachments() []api.Attachment
+}
+
+// Cleaner removes what a datapath left on the host, without the datapath
+// running (the other datapath's leftovers at start, --cleanup).
+type Cleaner interface {
+	// Leftovers reports whether there is anything to remove.
+	Leftovers() bool
+	Cleanup(ctx context.Context) error
 }

@@ -3,6 +3,8 @@ package network
 import (
 	"context"
 	"net/netip"
+
+	"github.com/bpfnet/bpfnet/api"
 )
 
 // Host is the plumbing the manager needs from the host: bridges, veths,
@@ -39,7 +41,7 @@ type Host interface {
 	OwnedLinks() ([]OwnedLink, error)
 	DeleteLink(name string) error
 	// Locate finds the host side of any veth-backed container interface.
-	Locate(netnsPath, ifname string) (Location, error)
+	Locate(netnsPath, ifname string) (api.Location, error)
 	// NetNSExists reports whether a namespace path can be opened.
 	NetNSExists(path string) bool
 	// WatchEndpointLinks calls gone with the endpoint id of every
@@ -55,17 +57,4 @@ type OwnedLink struct {
 	Name string
 	Kind string // "net" for bridges, "ep" for host-side veths
 	ID   string // network or endpoint id
-}
-
-// Location is the host side of a container interface.
-type Location struct {
-	// Container side.
-	IfName  string `json:"ifname"`
-	IfIndex int    `json:"ifindex"`
-	// Host side.
-	HostIf      string `json:"host_if"`
-	HostIfIndex int    `json:"host_ifindex"`
-	Bridge      string `json:"bridge,omitempty"`
-	// EndpointID is set when the interface is a bpfnet endpoint.
-	EndpointID string `json:"endpoint_id,omitempty"`
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/bpfnet/bpfnet/api"
+	"github.com/bpfnet/bpfnet/internal/netlinksafe"
 	"github.com/bpfnet/bpfnet/internal/sysctl"
 )
 
@@ -29,26 +31,10 @@ const aliasPrefix = "bpfnet/"
 // NetlinkHost implements Host with netlink in the daemon's own namespace.
 type NetlinkHost struct{}
 
-// retryDump repeats a netlink dump interrupted by a concurrent change, as
-// the CNI plugins do; a few tries are enough in practice.
-func retryDump[T any](f func() (T, error)) (T, error) {
-	var (
-		v   T
-		err error
-	)
-	for i := 0; i < 5; i++ {
-		v, err = f()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return v, err
-		}
-	}
-	return v, err
-}
-
 // Routes lists the IPv4 route destinations of the main table, except
 // default routes: they cover every pool but make none unusable.
 func (NetlinkHost) Routes() ([]netip.Prefix, error) {
-	routes, err := retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
+	routes, err := netlinksafe.RouteList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
@@ -117,7 +103,7 @@ func (NetlinkHost) EnsureBridge(n *Network) (err error) {
 		}
 		defer func() {
 			if err != nil {
-				netlink.LinkDel(br)
+				err = errors.Join(err, netlink.LinkDel(br))
 			}
 		}()
 		if l, err = netlink.LinkByName(n.Bridge); err != nil {
@@ -255,7 +241,7 @@ func (NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			netlink.LinkDel(veth)
+			err = errors.Join(err, netlink.LinkDel(veth))
 		}
 	}()
 	host, err := netlink.LinkByName(ep.HostIf)
@@ -287,7 +273,9 @@ func (NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
 		return fmt.Errorf("set %s up: %w", ep.IfName, err)
 	}
 	if lo, err := in.LinkByName("lo"); err == nil {
-		in.LinkSetUp(lo)
+		if err := in.LinkSetUp(lo); err != nil {
+			return fmt.Errorf("set lo up: %w", err)
+		}
 	}
 	ep.MAC = mac.String()
 	// Like Docker: the first interface of a namespace gets the default route
@@ -330,7 +318,7 @@ func (h NetlinkHost) DeleteEndpoint(ep *Endpoint) error {
 
 // OwnedLinks lists the interfaces marked as bpfnet's.
 func (NetlinkHost) OwnedLinks() ([]OwnedLink, error) {
-	links, err := retryDump(netlink.LinkList)
+	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -368,8 +356,8 @@ func (NetlinkHost) DeleteLink(name string) error {
 // container, a veth's IFLA_LINK ("iflink" in sysfs) is the ifindex of its
 // peer; the peer found by that index on the host must point back, which
 // rules out a coincidental index in another namespace.
-func (NetlinkHost) Locate(netnsPath, ifname string) (Location, error) {
-	var loc Location
+func (NetlinkHost) Locate(netnsPath, ifname string) (api.Location, error) {
+	var loc api.Location
 	nsh, err := netns.GetFromPath(netnsPath)
 	if err != nil {
 		return loc, fmt.Errorf("open netns %s: %w", netnsPath, err)
@@ -416,7 +404,7 @@ func (NetlinkHost) NetNSExists(path string) bool {
 
 // HasAddr reports whether ip is an address of an interface here.
 func (NetlinkHost) HasAddr(ip netip.Addr) (bool, error) {
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
+	addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return false, fmt.Errorf("list addresses: %w", err)
 	}
@@ -428,19 +416,10 @@ func (NetlinkHost) HasAddr(ip netip.Addr) (bool, error) {
 	return false, nil
 }
 
-// pidNetNS is the namespace path of a process.
-func pidNetNS(pid int) (string, error) {
-	p := fmt.Sprintf("/proc/%d/ns/net", pid)
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("no process %d: %w", pid, err)
-	}
-	return p, nil
-}
-
 // DefaultRouteLinks returns the interfaces of the IPv4 default routes, the
 // uplinks unless --uplink names others.
 func DefaultRouteLinks() ([]string, error) {
-	routes, err := retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
+	routes, err := netlinksafe.RouteList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/bpfnet/bpfnet/api"
 )
 
 // DefaultPools lists the subnets tried, in order, for a network created
@@ -58,8 +60,8 @@ func parseSubnet(what, s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-// broadcast returns the last address of an IPv4 prefix.
-func broadcast(p netip.Prefix) netip.Addr {
+// Broadcast returns the last address of an IPv4 prefix.
+func Broadcast(p netip.Prefix) netip.Addr {
 	b := p.Masked().Addr().As4()
 	host := uint32(1)<<(32-p.Bits()) - 1
 	v := (uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) | host
@@ -69,17 +71,17 @@ func broadcast(p netip.Prefix) netip.Addr {
 // usable reports whether a is a host address of subnet (not the network or
 // broadcast address).
 func usable(subnet netip.Prefix, a netip.Addr) bool {
-	return subnet.Contains(a) && a != subnet.Addr() && a != broadcast(subnet)
+	return subnet.Contains(a) && a != subnet.Addr() && a != Broadcast(subnet)
 }
 
 // planAddresses fills Subnet, IPRange and Gateway of n from the request.
 // taken lists subnets already in use by other networks; routes lists the
 // host's routes, avoided only when the subnet is picked automatically.
-func planAddresses(n *Network, req CreateNetworkRequest, taken, routes []netip.Prefix) error {
+func planAddresses(n *Network, req api.CreateNetworkRequest, taken, routes []netip.Prefix) error {
 	var err error
 	if req.Subnet == "" {
 		if req.IPRange != "" || req.Gateway != "" {
-			return errors.New("--ip-range and --gateway need --subnet")
+			return errors.New("an IP range or a gateway needs a subnet")
 		}
 		if n.Subnet, err = pickSubnet(append(append([]netip.Prefix{}, taken...), routes...)); err != nil {
 			return err
@@ -147,7 +149,7 @@ func pickEndpointIP(n *Network, requested string, used map[netip.Addr]bool) (net
 	}
 	a, err := netip.ParseAddr(requested)
 	if err != nil || !a.Is4() {
-		return netip.Addr{}, fmt.Errorf("invalid --ip %q: want an IPv4 address", requested)
+		return netip.Addr{}, fmt.Errorf("invalid address %q: want an IPv4 address", requested)
 	}
 	switch {
 	case !n.IPRange.Contains(a):

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/bpfnet/bpfnet/api"
 )
 
 func TestDefaultPoolsAreDockers(t *testing.T) {
@@ -31,21 +33,21 @@ func TestPickSubnetSkipsTakenAndRoutes(t *testing.T) {
 func TestPlanAddresses(t *testing.T) {
 	for _, tc := range []struct {
 		name                string
-		req                 CreateNetworkRequest
+		req                 api.CreateNetworkRequest
 		subnet, rng, gw, e1 string
 		err                 string
 	}{
-		{name: "subnet only: gateway is .1, first endpoint .2", req: CreateNetworkRequest{Subnet: "10.1.0.0/24"},
+		{name: "subnet only: gateway is .1, first endpoint .2", req: api.CreateNetworkRequest{Subnet: "10.1.0.0/24"},
 			subnet: "10.1.0.0/24", rng: "10.1.0.0/24", gw: "10.1.0.1", e1: "10.1.0.2"},
-		{name: "ip-range: gateway and endpoints from the range", req: CreateNetworkRequest{Subnet: "10.1.0.0/16", IPRange: "10.1.5.0/24"},
+		{name: "ip-range: gateway and endpoints from the range", req: api.CreateNetworkRequest{Subnet: "10.1.0.0/16", IPRange: "10.1.5.0/24"},
 			subnet: "10.1.0.0/16", rng: "10.1.5.0/24", gw: "10.1.5.0", e1: "10.1.5.1"},
-		{name: "explicit gateway is skipped by endpoints", req: CreateNetworkRequest{Subnet: "10.1.0.0/24", Gateway: "10.1.0.2"},
+		{name: "explicit gateway is skipped by endpoints", req: api.CreateNetworkRequest{Subnet: "10.1.0.0/24", Gateway: "10.1.0.2"},
 			subnet: "10.1.0.0/24", rng: "10.1.0.0/24", gw: "10.1.0.2", e1: "10.1.0.1"},
-		{name: "/30 holds a gateway and one endpoint", req: CreateNetworkRequest{Subnet: "10.1.0.4/30"},
+		{name: "/30 holds a gateway and one endpoint", req: api.CreateNetworkRequest{Subnet: "10.1.0.4/30"},
 			subnet: "10.1.0.4/30", rng: "10.1.0.4/30", gw: "10.1.0.5", e1: "10.1.0.6"},
-		{name: "/31 is refused", req: CreateNetworkRequest{Subnet: "10.1.0.4/31"}, err: "too small"},
-		{name: "gateway without subnet", req: CreateNetworkRequest{Gateway: "10.1.0.1"}, err: "need --subnet"},
-		{name: "overlap with a taken subnet", req: CreateNetworkRequest{Subnet: "10.9.0.0/16"}, err: "overlaps subnet 10.9.9.0/24"},
+		{name: "/31 is refused", req: api.CreateNetworkRequest{Subnet: "10.1.0.4/31"}, err: "too small"},
+		{name: "gateway without subnet", req: api.CreateNetworkRequest{Gateway: "10.1.0.1"}, err: "needs a subnet"},
+		{name: "overlap with a taken subnet", req: api.CreateNetworkRequest{Subnet: "10.9.0.0/16"}, err: "overlaps subnet 10.9.9.0/24"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := &Network{Name: "t"}

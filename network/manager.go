@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/bpfnet/bpfnet/api"
 )
 
 // Manager owns the desired state and keeps the host, the enforcer and the
@@ -60,6 +62,14 @@ func (m *Manager) limits() struct{ networks, endpoints int } {
 		l.networks, l.endpoints = e.Limits()
 	}
 	return l
+}
+
+// logFailure logs a best-effort step that failed (an undo, a cleanup):
+// the operation it belongs to reports its own error.
+func (m *Manager) logFailure(what, object string, err error) {
+	if err != nil {
+		m.log.Error(what, "object", object, "err", err)
+	}
 }
 
 // view returns the current desired state (callers hold mu).
@@ -140,12 +150,12 @@ func (m *Manager) reconcileHost() error {
 		}
 		if !m.host.NetNSExists(ep.NetNS) {
 			m.log.Warn("dropping endpoint whose namespace is gone", "endpoint", ep.Name, "netns", ep.NetNS)
-			m.host.DeleteEndpoint(ep)
+			m.logFailure("delete veth", ep.HostIf, m.host.DeleteEndpoint(ep))
 			continue
 		}
 		// The namespace is there but the veth is not (deleted by hand, or the
 		// daemon died half-way): recreate it with the same addresses.
-		m.host.DeleteEndpoint(ep)
+		m.logFailure("delete veth", ep.HostIf, m.host.DeleteEndpoint(ep))
 		if err := m.host.CreateEndpoint(n, ep); err != nil {
 			m.log.Warn("dropping endpoint that cannot be restored", "endpoint", ep.Name, "err", err)
 			continue
@@ -273,10 +283,10 @@ func (m *Manager) View() View {
 }
 
 // Locate finds the host side of a container interface (ours or not).
-func (m *Manager) Locate(netnsPath string, pid int, ifname string) (Location, error) {
+func (m *Manager) Locate(netnsPath string, pid int, ifname string) (api.Location, error) {
 	path, err := resolveNetNS(netnsPath, pid)
 	if err != nil {
-		return Location{}, err
+		return api.Location{}, err
 	}
 	if ifname == "" {
 		ifname = "eth0"
@@ -288,17 +298,26 @@ func (m *Manager) Locate(netnsPath string, pid int, ifname string) (Location, er
 	return loc, nil
 }
 
+// pidNetNS is the namespace path of a process (procfs).
+func pidNetNS(pid int) (string, error) {
+	p := fmt.Sprintf("/proc/%d/ns/net", pid)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no process %d: %w", pid, err)
+	}
+	return p, nil
+}
+
 func resolveNetNS(path string, pid int) (string, error) {
 	switch {
 	case path != "" && pid != 0:
-		return "", invalidf("give either --netns or --pid, not both")
+		return "", invalidf("give either a network namespace path or a pid, not both")
 	case pid < 0:
-		return "", invalidf("invalid --pid %d", pid)
+		return "", invalidf("invalid pid %d", pid)
 	case pid != 0:
 		p, err := pidNetNS(pid)
 		return p, invalid(err)
 	case path == "":
-		return "", invalidf("a namespace is needed: --netns PATH or --pid PID")
+		return "", invalidf("a network namespace is needed: its path or the pid of a process in it")
 	}
 	if _, err := os.Stat(path); err != nil {
 		return "", invalidf("netns %s does not exist", path)

@@ -1,123 +1,32 @@
-package network
+package network_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/bpfnet/bpfnet/api"
+	"github.com/bpfnet/bpfnet/network"
+	"github.com/bpfnet/bpfnet/network/networktest"
 )
 
-// fakeHost is the host plumbing in memory: bridges, veths (with their up
-// state), routes and addresses; it records what was done, in order.
-type fakeHost struct {
-	mu      sync.Mutex
-	routes  []netip.Prefix
-	addrs   []netip.Addr
-	bridges map[string]bool
-	veths   map[string]bool // host-side name → up
-	calls   *[]string
-}
+// Tests of the manager without privileges: the host and the enforcer are
+// in-memory fakes that record what they were asked to do.
 
-func newFakeHost(calls *[]string) *fakeHost {
-	return &fakeHost{bridges: map[string]bool{}, veths: map[string]bool{}, calls: calls}
-}
-
-func (h *fakeHost) record(s string) { *h.calls = append(*h.calls, s) }
-
-func (h *fakeHost) Routes() ([]netip.Prefix, error)     { return h.routes, nil }
-func (h *fakeHost) LinkInUse(name string) (bool, error) { return false, nil }
-func (h *fakeHost) EnsureBridge(n *Network) error {
-	h.bridges[n.Bridge] = true
-	h.record("bridge+ " + n.Name)
-	return nil
-}
-func (h *fakeHost) DeleteBridge(n *Network) error {
-	delete(h.bridges, n.Bridge)
-	h.record("bridge- " + n.Name)
-	return nil
-}
-func (h *fakeHost) CreateEndpoint(n *Network, ep *Endpoint) error {
-	if ep.HostIf == "" {
-		ep.HostIf = "veth" + ep.ID[:7]
-	}
-	h.veths[ep.HostIf] = false
-	h.record("veth+ " + ep.Name)
-	return nil
-}
-func (h *fakeHost) EndpointUp(ep *Endpoint) error {
-	h.veths[ep.HostIf] = true
-	h.record("up " + ep.Name)
-	return nil
-}
-func (h *fakeHost) EndpointDown(ep *Endpoint) error {
-	if _, ok := h.veths[ep.HostIf]; ok {
-		h.veths[ep.HostIf] = false
-	}
-	h.record("down " + ep.Name)
-	return nil
-}
-func (h *fakeHost) EndpointPresent(n *Network, ep *Endpoint) (bool, error) {
-	_, ok := h.veths[ep.HostIf]
-	return ok, nil
-}
-func (h *fakeHost) DeleteEndpoint(ep *Endpoint) error {
-	delete(h.veths, ep.HostIf)
-	h.record("veth- " + ep.Name)
-	return nil
-}
-func (h *fakeHost) OwnedLinks() ([]OwnedLink, error) { return nil, nil }
-func (h *fakeHost) DeleteLink(name string) error     { return nil }
-func (h *fakeHost) Locate(netnsPath, ifname string) (Location, error) {
-	return Location{}, errors.New("not here")
-}
-func (h *fakeHost) NetNSExists(path string) bool { return true }
-func (h *fakeHost) HasAddr(ip netip.Addr) (bool, error) {
-	return slices.Contains(h.addrs, ip), nil
-}
-func (h *fakeHost) WatchEndpointLinks(ctx context.Context, gone func(string)) error { return nil }
-
-// fakeEnforcer records the calls the manager makes; fail makes the named
-// one fail; networks and endpoints, when set, are its limits.
-type fakeEnforcer struct {
-	calls               *[]string
-	fail                string
-	networks, endpoints int
-}
-
-func (e *fakeEnforcer) Name() string { return "fake" }
-func (e *fakeEnforcer) do(call, name string) error {
-	*e.calls = append(*e.calls, call+" "+name)
-	if e.fail == call {
-		return errors.New(call + " failed")
-	}
-	return nil
-}
-func (e *fakeEnforcer) Reconcile(ctx context.Context, v View) error { return e.do("reconcile", "") }
-func (e *fakeEnforcer) NetworkAdded(ctx context.Context, v View, n *Network) error {
-	return e.do("network-added", n.Name)
-}
-func (e *fakeEnforcer) NetworkRemoved(ctx context.Context, v View, n *Network) error {
-	return e.do("network-removed", n.Name)
-}
-func (e *fakeEnforcer) EndpointAdded(ctx context.Context, v View, ep *Endpoint) error {
-	return e.do("endpoint-added", ep.Name)
-}
-func (e *fakeEnforcer) EndpointRemoved(ctx context.Context, v View, ep *Endpoint) error {
-	return e.do("endpoint-removed", ep.Name)
-}
-func (e *fakeEnforcer) Cleanup(ctx context.Context) error { return e.do("cleanup", "") }
-func (e *fakeEnforcer) Limits() (int, int)                { return e.networks, e.endpoints }
-
-func newTestManager(t *testing.T, enf *fakeEnforcer, host *fakeHost) *Manager {
+func newTestManager(t *testing.T, enf network.Enforcer, host network.Host) *network.Manager {
 	t.Helper()
-	m := NewManager(slog.New(slog.NewTextHandler(io.Discard, nil)), host, enf, NewStore(t.TempDir()))
-	if err := m.Start(context.Background(), DefaultNetworkConfig{Enabled: true}); err != nil {
+	return startManager(t, enf, host, t.TempDir())
+}
+
+func startManager(t *testing.T, enf network.Enforcer, host network.Host, stateDir string) *network.Manager {
+	t.Helper()
+	m := network.NewManager(slog.New(slog.NewTextHandler(io.Discard, nil)), host, enf, network.NewStore(stateDir))
+	if err := m.Start(context.Background(), network.DefaultNetworkConfig{Enabled: true}); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -126,15 +35,15 @@ func newTestManager(t *testing.T, enf *fakeEnforcer, host *fakeHost) *Manager {
 // The default network gets Docker's first pool, the next network the
 // first one after it that no route of the host overlaps.
 func TestPoolsAvoidRoutes(t *testing.T) {
-	var calls []string
-	host := newFakeHost(&calls)
-	host.routes = []netip.Prefix{netip.MustParsePrefix("172.18.0.0/24")}
-	m := newTestManager(t, &fakeEnforcer{calls: &calls}, host)
-	def, err := m.Network(DefaultNetworkName)
+	calls := &networktest.Calls{}
+	host := networktest.NewHost(calls)
+	host.Routed = []netip.Prefix{netip.MustParsePrefix("172.18.0.0/24")}
+	m := newTestManager(t, &networktest.Enforcer{Calls: calls}, host)
+	def, err := m.Network(network.DefaultNetworkName)
 	if err != nil || def.Subnet != netip.MustParsePrefix("172.17.0.0/16") {
 		t.Fatalf("default network %v (%v), want 172.17.0.0/16", def.Subnet, err)
 	}
-	n, err := m.CreateNetwork(context.Background(), CreateNetworkRequest{Name: "web"})
+	n, err := m.CreateNetwork(context.Background(), api.CreateNetworkRequest{Name: "web"})
 	if err != nil || n.Subnet != netip.MustParsePrefix("172.19.0.0/16") {
 		t.Errorf("web got %v (%v), want 172.19.0.0/16 (172.18 holds a route)", n.Subnet, err)
 	}
@@ -144,33 +53,36 @@ func TestPoolsAvoidRoutes(t *testing.T) {
 // with a message and leaves nothing: no bridge, no veth, no enforcer call,
 // no state.
 func TestEnforcerLimits(t *testing.T) {
-	var calls []string
-	host := newFakeHost(&calls)
-	enf := &fakeEnforcer{calls: &calls, networks: 3, endpoints: 2}
+	calls := &networktest.Calls{}
+	host := networktest.NewHost(calls)
+	enf := &networktest.Enforcer{Calls: calls, MaxNetworks: 3, MaxEndpoints: 2}
 	m := newTestManager(t, enf, host)
 	ctx := context.Background()
 	for _, name := range []string{"a", "b"} { // with the default network: 3
-		if _, err := m.CreateNetwork(ctx, CreateNetworkRequest{Name: name}); err != nil {
+		if _, err := m.CreateNetwork(ctx, api.CreateNetworkRequest{Name: name}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	before, bridges := len(calls), len(host.bridges)
-	_, err := m.CreateNetwork(ctx, CreateNetworkRequest{Name: "c"})
-	if err == nil || KindOf(err) != KindConflict || !strings.Contains(err.Error(), "at most 3 networks") {
+	before, bridges := len(calls.List()), host.Bridges()
+	_, err := m.CreateNetwork(ctx, api.CreateNetworkRequest{Name: "c"})
+	if err == nil || network.KindOf(err) != network.KindConflict || !strings.Contains(err.Error(), "at most 3 networks") {
 		t.Errorf("a fourth network: %v, want a conflict naming the limit", err)
 	}
+	if got := calls.List(); len(got) != before || host.Bridges() != bridges {
+		t.Errorf("a refused network did something: %v", got[before:])
+	}
 	for i := range 2 {
-		if _, err := m.CreateEndpoint(ctx, CreateEndpointRequest{Network: "a", NetNS: netnsFile(t), IfName: "eth" + string(rune('0'+i))}); err != nil {
+		if _, err := m.CreateEndpoint(ctx, api.CreateEndpointRequest{Network: "a", NetNS: netnsFile(t), IfName: "eth" + string(rune('0'+i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	before, bridges = len(calls), len(host.bridges)
-	_, err = m.CreateEndpoint(ctx, CreateEndpointRequest{Network: "b", NetNS: netnsFile(t)})
-	if err == nil || KindOf(err) != KindConflict || !strings.Contains(err.Error(), "at most 2 endpoints") {
+	before, bridges = len(calls.List()), host.Bridges()
+	_, err = m.CreateEndpoint(ctx, api.CreateEndpointRequest{Network: "b", NetNS: netnsFile(t)})
+	if err == nil || network.KindOf(err) != network.KindConflict || !strings.Contains(err.Error(), "at most 2 endpoints") {
 		t.Errorf("a third endpoint: %v, want a conflict naming the limit", err)
 	}
-	if len(calls) != before || len(host.bridges) != bridges || len(host.veths) != 2 {
-		t.Errorf("a refused create did something: %v", calls[before:])
+	if got := calls.List(); len(got) != before || host.Bridges() != bridges || host.Veths() != 2 {
+		t.Errorf("a refused create did something: %v", got[before:])
 	}
 	if len(m.View().Networks) != 3 || len(m.View().Endpoints) != 2 {
 		t.Errorf("state has %d networks and %d endpoints, want 3 and 2", len(m.View().Networks), len(m.View().Endpoints))
@@ -181,31 +93,31 @@ func TestEnforcerLimits(t *testing.T) {
 // nothing flows unfiltered in between (or after a crash there); a failed
 // removal puts it back up.
 func TestEndpointDownBeforePolicyGoes(t *testing.T) {
-	var calls []string
-	host := newFakeHost(&calls)
-	enf := &fakeEnforcer{calls: &calls}
+	calls := &networktest.Calls{}
+	host := networktest.NewHost(calls)
+	enf := &networktest.Enforcer{Calls: calls}
 	m := newTestManager(t, enf, host)
 	ctx := context.Background()
-	ep, err := m.CreateEndpoint(ctx, CreateEndpointRequest{Network: DefaultNetworkName, NetNS: netnsFile(t), Name: "c1"})
+	ep, err := m.CreateEndpoint(ctx, api.CreateEndpointRequest{Network: network.DefaultNetworkName, NetNS: netnsFile(t), Name: "c1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	calls = nil
-	enf.fail = "endpoint-removed"
+	calls.Reset()
+	enf.Fail = "endpoint-removed"
 	if err := m.RemoveEndpoint(ctx, "c1"); err == nil {
 		t.Fatal("removal succeeded though the enforcer failed")
 	}
-	if !host.veths[ep.HostIf] {
+	if _, up := host.Veth(ep.HostIf); !up {
 		t.Errorf("a failed removal left the veth down")
 	}
-	enf.fail = ""
-	calls = nil
+	enf.Fail = ""
+	calls.Reset()
 	if err := m.RemoveEndpoint(ctx, "c1"); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"down c1", "endpoint-removed c1", "veth- c1"}
-	if !slices.Equal(calls, want) {
-		t.Errorf("removal did %q, want %q", calls, want)
+	if got := calls.List(); !slices.Equal(got, want) {
+		t.Errorf("removal did %q, want %q", got, want)
 	}
 }
 
@@ -217,4 +129,85 @@ func netnsFile(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// A create that fails anywhere leaves nothing: what was made is unmade in
+// reverse order (the enforcer is asked to remove what it may have half
+// written) and nothing reaches the state.
+func TestCreateIsAllOrNothing(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		fail   string
+		create func(m *network.Manager, ns string) error
+		want   []string
+	}{
+		{"network-added", func(m *network.Manager, ns string) error {
+			_, err := m.CreateNetwork(ctx, api.CreateNetworkRequest{Name: "web"})
+			return err
+		}, []string{"bridge+ web", "network-added web", "network-removed web", "bridge- web"}},
+		{"endpoint-added", func(m *network.Manager, ns string) error {
+			_, err := m.CreateEndpoint(ctx, api.CreateEndpointRequest{Network: network.DefaultNetworkName, NetNS: ns, Name: "c1"})
+			return err
+		}, []string{"veth+ c1", "endpoint-added c1", "endpoint-removed c1", "veth- c1"}},
+	} {
+		t.Run(tc.fail, func(t *testing.T) {
+			calls := &networktest.Calls{}
+			host := networktest.NewHost(calls)
+			enf := &networktest.Enforcer{Calls: calls}
+			dir := t.TempDir()
+			m := startManager(t, enf, host, dir)
+			bridges := host.Bridges()
+			calls.Reset()
+			enf.Fail = tc.fail
+			if err := tc.create(m, netnsFile(t)); err == nil || !strings.Contains(err.Error(), tc.fail+" failed") {
+				t.Fatalf("create: %v, want the enforcer's error", err)
+			}
+			if got := calls.List(); !slices.Equal(got, tc.want) {
+				t.Errorf("calls %q, want %q", got, tc.want)
+			}
+			if host.Bridges() != bridges || host.Veths() != 0 {
+				t.Errorf("left %d bridges (had %d) and %d veths", host.Bridges(), bridges, host.Veths())
+			}
+			v := startManager(t, &networktest.Enforcer{Calls: &networktest.Calls{}}, networktest.NewHost(&networktest.Calls{}), dir).View()
+			if len(v.Networks) != 1 || len(v.Endpoints) != 0 {
+				t.Errorf("the state kept %d networks and %d endpoints, want only the default network", len(v.Networks), len(v.Endpoints))
+			}
+		})
+	}
+}
+
+// A restart restores the state on a host that lost its interfaces (a
+// reboot): bridges and veths are made again, the enforcer converges to
+// the whole state, and only then do the veths come up.
+func TestRestartRestores(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m := startManager(t, &networktest.Enforcer{Calls: &networktest.Calls{}}, networktest.NewHost(&networktest.Calls{}), dir)
+	if _, err := m.CreateNetwork(ctx, api.CreateNetworkRequest{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	ep, err := m.CreateEndpoint(ctx, api.CreateEndpointRequest{Network: "web", NetNS: netnsFile(t), Name: "c1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := &networktest.Calls{}
+	host := networktest.NewHost(calls)
+	again := startManager(t, &networktest.Enforcer{Calls: calls}, host, dir)
+	got := calls.List()
+	at := func(call string) int {
+		i := slices.Index(got, call)
+		if i < 0 {
+			t.Fatalf("restart did not %q: %q", call, got)
+		}
+		return i
+	}
+	if at("bridge+ web") > at("reconcile ") || at("veth+ c1") > at("reconcile ") || at("reconcile ") > at("up c1") {
+		t.Errorf("restart did %q: want bridges and veths made, then the enforcer reconciled, then the veth up", got)
+	}
+	if exists, up := host.Veth(ep.HostIf); !exists || !up {
+		t.Errorf("veth %s exists=%v up=%v after restart", ep.HostIf, exists, up)
+	}
+	if restored, err := again.Endpoint("c1"); err != nil || restored.IP != ep.IP {
+		t.Errorf("c1 after restart: %+v (%v), want address %s", restored, err, ep.IP)
+	}
 }

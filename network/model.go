@@ -89,28 +89,6 @@ func MACFromIP(ip netip.Addr) net.HardwareAddr {
 	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
 }
 
-// CreateNetworkRequest is what `network create` asks for.
-type CreateNetworkRequest struct {
-	Name     string            `json:"name"`
-	Subnet   string            `json:"subnet,omitempty"`
-	IPRange  string            `json:"ip_range,omitempty"`
-	Gateway  string            `json:"gateway,omitempty"`
-	Internal bool              `json:"internal,omitempty"`
-	Options  map[string]string `json:"options,omitempty"`
-}
-
-// CreateEndpointRequest is what `endpoint create` asks for.
-type CreateEndpointRequest struct {
-	Network string `json:"network"`
-	NetNS   string `json:"netns,omitempty"`
-	PID     int    `json:"pid,omitempty"`
-	IP      string `json:"ip,omitempty"`
-	IfName  string `json:"ifname,omitempty"`
-	Name    string `json:"name,omitempty"`
-	// Ports are -p specs: [HOSTIP:]HOSTPORT:PORT[/tcp|udp].
-	Ports []string `json:"ports,omitempty"`
-}
-
 // nameRE is Docker's rule for network and container names.
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 

@@ -2,18 +2,19 @@ package network
 
 import (
 	"context"
-
 	"fmt"
-	"github.com/bpfnet/bpfnet/internal/fault"
 	"net/netip"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/bpfnet/bpfnet/api"
+	"github.com/bpfnet/bpfnet/internal/fault"
 )
 
 // CreateNetwork validates req, creates the bridge, has the enforcer apply
 // the network's policy and persists it. On any error nothing is left.
-func (m *Manager) CreateNetwork(ctx context.Context, req CreateNetworkRequest) (Network, error) {
+func (m *Manager) CreateNetwork(ctx context.Context, req api.CreateNetworkRequest) (Network, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n, err := m.planNetwork(req)
@@ -28,7 +29,7 @@ func (m *Manager) CreateNetwork(ctx context.Context, req CreateNetworkRequest) (
 
 // planNetwork turns a request into a network, checking it against the
 // state and the host. It changes nothing.
-func (m *Manager) planNetwork(req CreateNetworkRequest) (*Network, error) {
+func (m *Manager) planNetwork(req api.CreateNetworkRequest) (*Network, error) {
 	if !nameRE.MatchString(req.Name) {
 		return nil, invalidf("invalid network name %q: use letters, digits, '_', '.', '-', starting with a letter or digit", req.Name)
 	}
@@ -76,31 +77,30 @@ func (m *Manager) planNetwork(req CreateNetworkRequest) (*Network, error) {
 	return n, nil
 }
 
-// addNetwork realises a planned network; it unwinds everything on error.
-func (m *Manager) addNetwork(ctx context.Context, n *Network) (err error) {
-	if err := m.host.EnsureBridge(n); err != nil {
-		return err
-	}
-	fault.Point("network-bridge")
-	defer func() {
-		if err != nil {
-			m.host.DeleteBridge(n)
-		}
-	}()
-	m.st.Networks = append(m.st.Networks, n)
-	undo := func() {
-		m.st.Networks = slices.DeleteFunc(m.st.Networks, func(o *Network) bool { return o == n })
-		if uerr := m.enf.NetworkRemoved(ctx, m.view(), n); uerr != nil {
-			m.log.Error("undo network rules", "network", n.Name, "err", uerr)
-		}
-	}
-	if err = m.enf.NetworkAdded(ctx, m.view(), n); err != nil {
-		undo()
-		return fmt.Errorf("apply network %s: %w", n.Name, err)
-	}
-	fault.Point("network-enforced")
-	if err = m.store.putNetwork(n); err != nil {
-		undo()
+// addNetwork realises a planned network: bridge, policy, state; it
+// unwinds everything on error.
+func (m *Manager) addNetwork(ctx context.Context, n *Network) error {
+	err := apply(
+		step{do: func() error { return m.host.EnsureBridge(n) }, undo: func() { m.logFailure("undo bridge", n.Bridge, m.host.DeleteBridge(n)) }},
+		step{do: func() error {
+			fault.Point("network-bridge")
+			m.st.Networks = append(m.st.Networks, n)
+			if err := m.enf.NetworkAdded(ctx, m.view(), n); err != nil {
+				return fmt.Errorf("apply network %s: %w", n.Name, err)
+			}
+			return nil
+		}, undo: func() {
+			m.st.Networks = slices.DeleteFunc(m.st.Networks, func(o *Network) bool { return o == n })
+			if err := m.enf.NetworkRemoved(ctx, m.view(), n); err != nil {
+				m.log.Error("undo network rules", "network", n.Name, "err", err)
+			}
+		}, partial: true},
+		step{do: func() error {
+			fault.Point("network-enforced")
+			return m.store.putNetwork(n)
+		}},
+	)
+	if err != nil {
 		return err
 	}
 	m.log.Info("network created", "network", n.Name, "id", n.ID[:12], "subnet", n.Subnet, "bridge", n.Bridge)
@@ -116,7 +116,7 @@ func (m *Manager) RemoveNetwork(ctx context.Context, ref string) error {
 		return err
 	}
 	if n.Default {
-		return conflictf("%s is the default network and cannot be removed (start bpfnetd with --default-network=false)", n.Name)
+		return conflictf("%s is the default network and cannot be removed (turn it off in the daemon's configuration instead)", n.Name)
 	}
 	return m.removeNetwork(ctx, n)
 }
@@ -147,18 +147,18 @@ func (m *Manager) removeNetwork(ctx context.Context, n *Network) error {
 
 // defaultRequest is the request the default network is created from, and
 // the gateway --bip asks for (invalid when it asks for none).
-func defaultRequest(def DefaultNetworkConfig) (CreateNetworkRequest, netip.Prefix, error) {
+func defaultRequest(def DefaultNetworkConfig) (api.CreateNetworkRequest, netip.Prefix, error) {
 	bridge := def.Bridge
 	if bridge == "" {
 		bridge = DefaultBridgeName
 	}
 	// The same options Docker shows for its default bridge.
-	req := CreateNetworkRequest{Name: DefaultNetworkName, Options: map[string]string{OptBridgeName: bridge}}
+	req := api.CreateNetworkRequest{Name: DefaultNetworkName, Options: map[string]string{OptBridgeName: bridge}}
 	var bip netip.Prefix
 	if def.BIP != "" {
 		p, err := netip.ParsePrefix(def.BIP)
 		if err != nil || !p.Addr().Is4() {
-			return req, bip, invalidf("invalid --bip %q: want the gateway address with the prefix length, e.g. 172.17.0.1/16", def.BIP)
+			return req, bip, invalidf("invalid default network address %q: want the gateway address with the prefix length, e.g. 172.17.0.1/16", def.BIP)
 		}
 		bip = p
 		req.Subnet, req.Gateway = p.Masked().String(), p.Addr().String()
@@ -168,7 +168,7 @@ func defaultRequest(def DefaultNetworkConfig) (CreateNetworkRequest, netip.Prefi
 
 // currentDefault returns the default network of the state, and whether it
 // already has the configured bridge and address.
-func (m *Manager) currentDefault(req CreateNetworkRequest, bip netip.Prefix) (*Network, bool) {
+func (m *Manager) currentDefault(req api.CreateNetworkRequest, bip netip.Prefix) (*Network, bool) {
 	for _, n := range m.st.Networks {
 		if n.Default {
 			same := n.Bridge == req.Options[OptBridgeName] &&
@@ -181,7 +181,7 @@ func (m *Manager) currentDefault(req CreateNetworkRequest, bip netip.Prefix) (*N
 
 // planDefault plans the default network as if old (a default network
 // being replaced, or nil) were gone. It changes nothing.
-func (m *Manager) planDefault(req CreateNetworkRequest, old *Network) (*Network, error) {
+func (m *Manager) planDefault(req api.CreateNetworkRequest, old *Network) (*Network, error) {
 	for _, o := range m.st.Networks {
 		if o != old && o.Name == DefaultNetworkName {
 			return nil, conflictf("a user network is named %s, the default network's name", DefaultNetworkName)
@@ -247,7 +247,7 @@ func (m *Manager) PlanDefault(def DefaultNetworkConfig) (n Network, exists bool,
 	if old != nil {
 		for _, ep := range m.st.Endpoints {
 			if ep.NetworkID == old.ID {
-				return Network{}, false, conflictf("the default network must be recreated for --bridge/--bip but endpoint %s uses it", ep.Name)
+				return Network{}, false, conflictf("the default network must be recreated for its new bridge or address, but endpoint %s uses it", ep.Name)
 			}
 		}
 	}

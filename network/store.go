@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/bpfnet/bpfnet/internal/atomicfile"
 	"github.com/bpfnet/bpfnet/internal/fault"
 )
 
@@ -19,6 +20,9 @@ type state struct {
 	Networks  []*Network
 	Endpoints []*Endpoint
 }
+
+// DefaultStateDir is where bpfnetd keeps its state unless told.
+const DefaultStateDir = "/var/lib/bpfnet"
 
 // Store keeps the state in a directory, one file per object
 // (networks/ID.json, endpoints/ID.json), so a change writes one small file
@@ -94,7 +98,7 @@ func (s *Store) put(kind, id string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	return WriteFileAtomic(s.file(kind, id), append(b, '\n'), 0o600)
+	return atomicfile.Write(s.file(kind, id), append(b, '\n'), 0o600, func() { fault.Point("store-synced") })
 }
 
 func (s *Store) del(kind, id string) error {
@@ -140,43 +144,4 @@ func (s *Store) sync(st *state) error {
 // remove deletes the whole state.
 func (s *Store) remove() error {
 	return errors.Join(os.RemoveAll(filepath.Join(s.dir, "networks")), os.RemoveAll(filepath.Join(s.dir, "endpoints")))
-}
-
-// WriteFileAtomic writes data to a temporary file beside path, fsyncs it,
-// renames it over path and fsyncs the directory, so a crash leaves either
-// the old or the new content, never a mix.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	fault.Point("store-synced")
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("replace %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	defer d.Close()
-	return d.Sync()
 }

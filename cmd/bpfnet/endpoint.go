@@ -9,17 +9,24 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bpfnet/bpfnet/api"
-	"github.com/bpfnet/bpfnet/network"
 )
 
 func (c *cli) endpointCmd() *cobra.Command {
 	cmd := group("endpoint", "Manage endpoints (container interfaces)")
-	var req network.CreateEndpointRequest
+	var req api.CreateEndpointRequest
 	create := &cobra.Command{
 		Use:   "create --network NET (--netns PATH | --pid PID) [OPTIONS]",
 		Short: "Attach a network namespace to a network",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case req.Network == "":
+				return fmt.Errorf("--network is required")
+			case req.NetNS == "" && req.PID == 0:
+				return fmt.Errorf("a namespace is needed: --netns PATH or --pid PID")
+			case req.NetNS != "" && req.PID != 0:
+				return fmt.Errorf("give either --netns or --pid, not both")
+			}
 			cl, err := c.client()
 			if err != nil {
 				return err

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -16,7 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bpfnet/bpfnet/api"
-	"github.com/bpfnet/bpfnet/network"
+	"github.com/bpfnet/bpfnet/internal/version"
 )
 
 func main() {
@@ -45,7 +46,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Short:         "Manage bpfnet networks and endpoints",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Version,
 	}
+	root.SetVersionTemplate(version.String("bpfnet") + "\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	def := os.Getenv("BPFNET_HOST")
@@ -66,7 +69,7 @@ func printJSON(w io.Writer, v any) error {
 
 func (c *cli) networkCmd() *cobra.Command {
 	cmd := group("network", "Manage networks")
-	var req network.CreateNetworkRequest
+	var req api.CreateNetworkRequest
 	var opts []string
 	create := &cobra.Command{
 		Use:   "create [OPTIONS] NAME",
@@ -159,8 +162,7 @@ func inspectCmd[T any](c *cli, use, short string, get func(context.Context, *api
 				}
 				return err
 			}, c.stderr)
-			printJSON(c.stdout, out)
-			return err
+			return errors.Join(printJSON(c.stdout, out), err)
 		},
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/internal/testnet"
 	"github.com/bpfnet/bpfnet/network"
 )
@@ -85,7 +86,7 @@ func TestCrashSafety(t *testing.T) {
 func churn(ctx context.Context, d *testnet.Daemon, containers []*testnet.NS, tag string) bool {
 	var nets []string
 	for i := range 2 {
-		n, err := d.Client.CreateNetwork(ctx, network.CreateNetworkRequest{Name: fmt.Sprintf("%s-n%d", tag, i), Subnet: fmt.Sprintf("198.18.%d.0/24", 10+i)})
+		n, err := d.Client.CreateNetwork(ctx, api.CreateNetworkRequest{Name: fmt.Sprintf("%s-n%d", tag, i), Subnet: fmt.Sprintf("198.18.%d.0/24", 10+i)})
 		if err != nil {
 			return false
 		}
@@ -93,7 +94,7 @@ func churn(ctx context.Context, d *testnet.Daemon, containers []*testnet.NS, tag
 	}
 	var eps []string
 	for i, c := range containers {
-		ep, err := d.Client.CreateEndpoint(ctx, network.CreateEndpointRequest{Network: nets[i%2], NetNS: c.Path, Name: fmt.Sprintf("%s-e%d", tag, i)})
+		ep, err := d.Client.CreateEndpoint(ctx, api.CreateEndpointRequest{Network: nets[i%2], NetNS: c.Path, Name: fmt.Sprintf("%s-e%d", tag, i)})
 		if err != nil {
 			return false
 		}

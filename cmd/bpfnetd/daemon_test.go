@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/internal/testnet"
-	"github.com/bpfnet/bpfnet/network"
 )
 
 func TestMain(m *testing.M) {
@@ -50,7 +50,7 @@ func hostState(t *testing.T, ns *testnet.NS) string {
 // has instantiated an empty table.
 func iptablesRules(t *testing.T, ns *testnet.NS) []string {
 	var out []string
-	for _, table := range []string{"filter", "nat"} {
+	for _, table := range []string{"filter", "nat", "raw"} {
 		var lines []string
 		empty := true
 		for _, l := range strings.Split(ns.MustRun(t, "iptables-save", "-t", table), "\n") {
@@ -190,13 +190,13 @@ func TestFlagErrors(t *testing.T) {
 	}
 }
 
-func mustEndpoint(t *testing.T, d *testnet.Daemon, name string) network.Endpoint {
+func mustEndpoint(t *testing.T, d *testnet.Daemon, name string) api.Endpoint {
 	t.Helper()
 	ep, err := d.Client.Endpoint(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ep.Endpoint
+	return ep
 }
 
 func mustAddr(t *testing.T, d *testnet.Daemon, name string) netip.Addr {

@@ -327,8 +327,10 @@ func TestAntiSpoofing(t *testing.T) {
 	forged := append(append(append([]byte{}, c2mac...), c2mac...), 0x08, 0x00)
 	s0, m0 := spoofs()
 	sendRaw(t, c1, "eth0", append(tagged, payload...), append(forged, payload...))
-	time.Sleep(100 * time.Millisecond)
 	s1, m1 := spoofs()
+	for deadline := time.Now().Add(5 * time.Second); (s1 == s0 || m1 == m0) && time.Now().Before(deadline); s1, m1 = spoofs() {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if s1-s0 != 1 || m1-m0 != 1 {
 		t.Errorf("raw frames: spoof +%d, malformed +%d; want +1 each", s1-s0, m1-m0)
 	}

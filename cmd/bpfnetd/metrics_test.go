@@ -18,12 +18,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/internal/testnet"
-	"github.com/bpfnet/bpfnet/network"
 )
 
-func endpointReq(netName, netns, ifname, name string) network.CreateEndpointRequest {
-	return network.CreateEndpointRequest{Network: netName, NetNS: netns, IfName: ifname, Name: name}
+func endpointReq(netName, netns, ifname, name string) api.CreateEndpointRequest {
+	return api.CreateEndpointRequest{Network: netName, NetNS: netns, IfName: ifname, Name: name}
 }
 
 // nsHTTP is an HTTP client whose connections are made inside ns.
@@ -88,6 +88,22 @@ func linkStat(t *testing.T, ns *testnet.NS, ifname, stat string) float64 {
 	return v
 }
 
+// quiet returns once read gives the same value twice 100 ms apart (at
+// most 10 s).
+func quiet(t *testing.T, read func() float64) {
+	t.Helper()
+	last := read()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		v := read()
+		if v == last {
+			return
+		}
+		last = v
+	}
+	t.Fatal("counters still moving after 10 s")
+}
+
 // After a ping and an iperf3 transfer between two containers, each
 // endpoint's counters equal what the kernel counted on the container's
 // end of its veth pair: what it sent is from_container (counted before
@@ -110,9 +126,10 @@ func TestMetrics(t *testing.T) {
 	c2addr, c3addr := mustAddr(t, d, "c2"), mustAddr(t, d, "c3")
 
 	c1.MustRun(t, "ping", "-n", "-q", "-c", "100", "-i", "0.01", c2addr.String())
-	c2.Spawn(t, "iperf3", "-s", "-B", c2addr.String())
+	c2.Spawn(t, 5201, "iperf3", "-s", "-B", c2addr.String())
 	c1.MustRun(t, "iperf3", "-c", c2addr.String(), "-t", "2")
-	time.Sleep(500 * time.Millisecond) // let the last ACKs and FINs land
+	// Let the last ACKs and FINs land: until c1's counters stand still.
+	quiet(t, func() float64 { return linkStat(t, c1, "eth0", "rx_packets") + linkStat(t, c1, "eth0", "tx_packets") })
 
 	// The kernel's counters are read before and after the scrape: a
 	// stray packet (ARP, IPv6 neighbour discovery) may land in between.
@@ -197,7 +214,7 @@ func TestMetrics(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "prometheus.yml")
 	os.WriteFile(cfg, []byte("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: bpfnet\n    static_configs:\n      - targets: ['127.0.0.1:9476']\n"), 0o644)
-	topo.Host.Spawn(t, "prometheus", "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+	topo.Host.Spawn(t, 9090, "prometheus", "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address=127.0.0.1:9090")
 	// Prometheus scrapes every second and background frames (ARP,
 	// neighbour discovery) still trickle in, so the query must return a
@@ -295,14 +312,19 @@ func TestMonitor(t *testing.T) {
 			lines <- sc.Text()
 		}
 	}()
-	time.Sleep(300 * time.Millisecond) // the subscription is in place
-	sent := time.Now()
-	go c1.Run("ping", "-n", "-c", "1", "-W", "1", c3addr.String())
+	// A ping every half second until the monitor, once subscribed,
+	// reports one: its event must arrive within a second of the ping.
 	// Other drops (the container's IPv6 router solicitations) may come
-	// first; the ping's must arrive within a second.
-	deadline := time.After(time.Until(sent.Add(time.Second)))
+	// first.
+	var sent time.Time
+	ping := time.NewTicker(500 * time.Millisecond)
+	defer ping.Stop()
+	deadline := time.After(15 * time.Second)
 	for found := false; !found; {
 		select {
+		case <-ping.C:
+			sent = time.Now()
+			go c1.Run("ping", "-n", "-c", "1", "-W", "1", c3addr.String())
 		case line := <-lines:
 			var ev struct {
 				Time                                       time.Time
@@ -315,11 +337,14 @@ func TestMonitor(t *testing.T) {
 				continue
 			}
 			found = true
+			if late := time.Since(sent); late > time.Second {
+				t.Errorf("the event came %v after the ping", late)
+			}
 			if ev.Endpoint != "c1" || ev.Network != "web" || ev.Reason != "isolation" || !strings.HasPrefix(ev.Dst, c3addr.String()+":") {
 				t.Errorf("event %+v; want c1/web isolation icmp to %s", ev, c3addr)
 			}
 		case <-deadline:
-			t.Fatal("no event within a second of the forbidden ping")
+			t.Fatal("no event of the forbidden pings within 15 s")
 		}
 	}
 	if _, stderr, code := d.CLI("monitor", "--format", "xml"); code == 0 || !strings.Contains(stderr, "invalid --format") {

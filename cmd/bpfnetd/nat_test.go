@@ -227,8 +227,12 @@ func TestNATExhaustion(t *testing.T) {
 		c.(*net.TCPConn).SetLinger(0) // close with a RST
 		c.Close()
 	}
-	time.Sleep(11 * time.Second)
+	// Reset translations expire after ct_timeout_tcp_rst (10 s); until
+	// then a new connection finds no port.
 	c, err := dial()
+	for deadline := time.Now().Add(20 * time.Second); err != nil && time.Now().Before(deadline); c, err = dial() {
+		time.Sleep(500 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("new connection after the others expired: %v\n%s", err, d.MustCLI("nat", "ls"))
 	}

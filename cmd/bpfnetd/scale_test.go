@@ -13,8 +13,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/internal/testnet"
-	"github.com/bpfnet/bpfnet/network"
 )
 
 var (
@@ -46,7 +46,7 @@ func TestControlPlaneScales(t *testing.T) {
 	d.Start()
 	ctx := context.Background()
 	for j := range 10 {
-		if _, err := d.Client.CreateNetwork(ctx, network.CreateNetworkRequest{Name: fmt.Sprintf("eps%d", j), Subnet: fmt.Sprintf("198.18.%d.0/24", 128+j)}); err != nil {
+		if _, err := d.Client.CreateNetwork(ctx, api.CreateNetworkRequest{Name: fmt.Sprintf("eps%d", j), Subnet: fmt.Sprintf("198.18.%d.0/24", 128+j)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -59,7 +59,7 @@ func TestControlPlaneScales(t *testing.T) {
 		a[3] += byte(off)
 		subnet := netip.PrefixFrom(netip.AddrFrom4(a), 28)
 		start := time.Now()
-		if _, err := d.Client.CreateNetwork(ctx, network.CreateNetworkRequest{Name: fmt.Sprintf("n%d", i+1), Subnet: subnet.String()}); err != nil {
+		if _, err := d.Client.CreateNetwork(ctx, api.CreateNetworkRequest{Name: fmt.Sprintf("n%d", i+1), Subnet: subnet.String()}); err != nil {
 			t.Fatalf("network %d (%s): %v", i+1, subnet, err)
 		}
 		nets[i] = time.Since(start)
@@ -73,7 +73,7 @@ func TestControlPlaneScales(t *testing.T) {
 	eps := make([]time.Duration, 0, m)
 	for j := range 10 {
 		for c, ns := range containers {
-			req := network.CreateEndpointRequest{Network: fmt.Sprintf("eps%d", j), NetNS: ns.Path, IfName: fmt.Sprintf("eth%d", j), Name: fmt.Sprintf("s%d-%d", c, j)}
+			req := api.CreateEndpointRequest{Network: fmt.Sprintf("eps%d", j), NetNS: ns.Path, IfName: fmt.Sprintf("eth%d", j), Name: fmt.Sprintf("s%d-%d", c, j)}
 			start := time.Now()
 			if _, err := d.Client.CreateEndpoint(ctx, req); err != nil {
 				t.Fatalf("endpoint %d: %v", len(eps)+1, err)
@@ -114,8 +114,6 @@ func TestControlPlaneScales(t *testing.T) {
 		t.Errorf("endpoint p50 %v at %d endpoints, %v at the start: not flat", epLate, m, epEarly)
 	}
 }
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // bridgesByHand creates n bridges in a namespace of their own through
 // netlink, each with a /28 address and up, as a network create does with

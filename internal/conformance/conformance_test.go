@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/internal/testnet"
 	"github.com/bpfnet/bpfnet/network"
 )
@@ -80,7 +81,7 @@ func TestMain(m *testing.M) {
 }
 
 // The scenario: networks with Docker's options and the endpoints on them.
-var scenarioNetworks = []network.CreateNetworkRequest{
+var scenarioNetworks = []api.CreateNetworkRequest{
 	{Name: "net-a", Subnet: "198.18.1.0/24"},
 	{Name: "net-b", Subnet: "198.18.2.0/24"},
 	{Name: "noicc", Subnet: "198.18.3.0/24", Options: map[string]string{network.OptICC: "false"}},
@@ -276,7 +277,7 @@ func build(t *testing.T, v variant) *world {
 		w.containers[c.container] = ns
 		w.primary[c.container] = c.networks[0]
 		for i, netName := range c.networks {
-			req := network.CreateEndpointRequest{Network: netName, NetNS: ns.Path, IfName: fmt.Sprintf("eth%d", i), Name: c.container + "-" + netName}
+			req := api.CreateEndpointRequest{Network: netName, NetNS: ns.Path, IfName: fmt.Sprintf("eth%d", i), Name: c.container + "-" + netName}
 			if i == 0 {
 				req.Ports = portSpecs(c.hostIP, c.ports)
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/internal/testnet"
 	"github.com/bpfnet/bpfnet/network"
 )
@@ -44,7 +45,7 @@ func newArena(t *testing.T, dp string) *arena {
 	a.d = testnet.NewDaemon(t, a.topo.Host, "--datapath="+dp)
 	a.d.Start()
 	ctx := context.Background()
-	web, err := a.d.Client.CreateNetwork(ctx, network.CreateNetworkRequest{Name: "web", Subnet: "198.18.1.0/24"})
+	web, err := a.d.Client.CreateNetwork(ctx, api.CreateNetworkRequest{Name: "web", Subnet: "198.18.1.0/24"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +61,7 @@ func newArena(t *testing.T, dp string) *arena {
 // container attaches a new namespace to net with address ip and ports.
 func (a *arena) container(t *testing.T, name, net, ip string, ports ...string) *testnet.NS {
 	ns := testnet.NewNS(t, name)
-	if _, err := a.d.Client.CreateEndpoint(context.Background(), network.CreateEndpointRequest{
+	if _, err := a.d.Client.CreateEndpoint(context.Background(), api.CreateEndpointRequest{
 		Network: net, NetNS: ns.Path, Name: name, IP: ip, Ports: ports}); err != nil {
 		t.Fatalf("endpoint %s: %v", name, err)
 	}
@@ -302,7 +303,7 @@ func TestHostileTenant(t *testing.T) {
 			// Item 15: an ICMP error about mallory's flow, sent to the
 			// victim, on a network whose containers keep their addresses.
 			t.Run("outside sends the victim an error about another container's flow", func(t *testing.T) {
-				if _, err := a.d.Client.CreateNetwork(context.Background(), network.CreateNetworkRequest{Name: "plain", Subnet: "198.18.3.0/24",
+				if _, err := a.d.Client.CreateNetwork(context.Background(), api.CreateNetworkRequest{Name: "plain", Subnet: "198.18.3.0/24",
 					Options: map[string]string{network.OptMasquerade: "false"}}); err != nil {
 					t.Fatal(err)
 				}

@@ -28,14 +28,6 @@ func addrOf(v uint32) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
-func broadcast(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().As4()
-	host := ^uint32(0) >> p.Bits()
-	v := binary.BigEndian.Uint32(b[:]) | host
-	binary.BigEndian.PutUint32(b[:], v)
-	return netip.AddrFrom4(b)
-}
-
 // networkInfo is a network's map entry; mac is its bridge's address.
 func networkInfo(n *network.Network, mac net.HardwareAddr) bpf.BpfnetNetworkInfo {
 	var flags uint32
@@ -48,7 +40,7 @@ func networkInfo(n *network.Network, mac net.HardwareAddr) bpf.BpfnetNetworkInfo
 	if n.Masquerade {
 		flags |= uint32(bpf.BpfnetNetworkFlagNET_F_MASQUERADE)
 	}
-	info := bpf.BpfnetNetworkInfo{Flags: flags, Broadcast: be32(broadcast(n.Subnet))}
+	info := bpf.BpfnetNetworkInfo{Flags: flags, Broadcast: be32(network.Broadcast(n.Subnet))}
 	if n.HostIPv4.IsValid() {
 		info.SnatIp = be32(n.HostIPv4)
 	}

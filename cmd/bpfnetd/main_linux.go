@@ -5,11 +5,12 @@ package main
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,11 +18,14 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/bpfnet/bpfnet/loader"
-)
+	"github.com/spf13/pflag"
 
-// version is set at build time (-ldflags "-X main.version=...").
-var version = "dev"
+	"github.com/bpfnet/bpfnet/api"
+	"github.com/bpfnet/bpfnet/compat"
+	"github.com/bpfnet/bpfnet/internal/version"
+	"github.com/bpfnet/bpfnet/loader"
+	"github.com/bpfnet/bpfnet/network"
+)
 
 // Config is bpfnetd's configuration, from flags.
 type Config struct {
@@ -48,45 +52,52 @@ type Config struct {
 	PrintConfig string
 }
 
+// errVersion ends parsing when --version was given (it is printed).
+var errVersion = errors.New("version printed")
+
 func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	var cfg Config
 	var uplinks string
-	fs := flag.NewFlagSet("bpfnetd", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("bpfnetd", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.SortFlags = false
 	fs.StringVar(&cfg.Datapath, "datapath", "auto", "datapath that enforces policy: ebpf, iptables, or auto (ebpf when the kernel can run it, else iptables; the log says why)")
 	fs.StringVar(&cfg.TCAttach, "tc-attach", "auto", "how eBPF programs attach: tcx, tc (clsact qdisc + cls_bpf filter), or auto (tcx where the kernel has it, else tc)")
-	fs.StringVar(&cfg.BPFFS, "bpffs", "/sys/fs/bpf/bpfnet", "directory on a bpf filesystem for the eBPF datapath's pinned maps and links")
+	fs.StringVar(&cfg.BPFFS, "bpffs", loader.DefaultRoot, "directory on a bpf filesystem for the eBPF datapath's pinned maps and links")
 	natPorts := fs.String("nat-ports", "1024-65535", "eBPF datapath: port range (MIN-MAX) masqueraded flows may use; the original port is kept when it is in the range and free")
 	fs.BoolVar(&cfg.ForwardRule, "forward-rule", true, "eBPF datapath: add one iptables FORWARD rule accepting what the programs passed, for the traffic the fast paths cannot take (broadcast, fragments) on hosts whose FORWARD policy is DROP; false installs no iptables rule at all")
 	fs.StringVar(&cfg.Cgroup, "cgroup", "auto", "eBPF datapath: cgroup v2 directory whose processes reach published ports through the host's own addresses (127.0.0.1:PORT, a bridge or uplink address); auto is the root of the cgroup2 mount (every process), none disables it")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "127.0.0.1:9476", "address of the Prometheus metrics listener (/metrics, /healthz, /readyz); empty disables it")
 	fs.BoolVar(&cfg.PerEndpoint, "metrics-per-endpoint", true, "export per-endpoint series (bpfnet_endpoint_*); false keeps only the per-network totals, for hosts with very many endpoints")
-	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/bpfnet", "directory of the persisted state")
-	fs.StringVar(&cfg.Socket, "socket", "/run/bpfnet/bpfnet.sock", "path of the API unix socket (created with mode 0660)")
+	fs.StringVar(&cfg.StateDir, "state-dir", network.DefaultStateDir, "directory of the persisted state")
+	fs.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "path of the API unix socket (created with mode 0660)")
 	fs.StringVar(&uplinks, "uplink", "", "comma-separated uplink interfaces (default: the interfaces of the default routes)")
-	fs.StringVar(&cfg.ChainPrefix, "chain-prefix", "BPFNET", "prefix of the iptables chains (DOCKER reproduces Docker's rules exactly)")
+	fs.StringVar(&cfg.ChainPrefix, "chain-prefix", compat.DefaultPrefix, "prefix of the iptables chains (DOCKER reproduces Docker's rules exactly)")
 	fs.BoolVar(&cfg.DefaultNetwork, "default-network", true, "create the default network \"bridge\"")
-	fs.StringVar(&cfg.Bridge, "bridge", "bpfnet0", "bridge name of the default network")
+	fs.StringVar(&cfg.Bridge, "bridge", network.DefaultBridgeName, "bridge name of the default network")
 	fs.StringVar(&cfg.BIP, "bip", "", "gateway address and prefix of the default network, e.g. 172.17.0.1/16 (default: first free Docker pool)")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
 	fs.BoolVar(&cfg.Check, "check", false, "check that the daemon can run here, print what it would do, and exit (0 ok, 1 not)")
 	fs.BoolVar(&cfg.Cleanup, "cleanup", false, "remove every bridge, veth, rule and state file bpfnet created, and exit")
 	configPath := fs.String("config", DefaultConfigFile, "YAML file of defaults for these flags (keys are flag names); flags given here win; a missing default file is fine")
 	printCfg := fs.Bool("print-config", false, "print the effective configuration (flags over the config file) and exit")
+	showVersion := fs.Bool("version", false, "print the version (release, commit, build date, Go version) and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: bpfnetd [flags]\n\nbpfnet host daemon. Flags:\n")
+		fmt.Fprintf(stderr, "Usage: bpfnetd [flags]\n\nbpfnet host daemon (docs/bpfnetd.md). Flags:\n")
 		fs.PrintDefaults()
 	}
 	err := fs.Parse(args)
 	if err != nil {
 		return cfg, err
 	}
+	if *showVersion {
+		fmt.Fprintln(stderr, version.String("bpfnetd"))
+		return cfg, errVersion
+	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	explicit := false
-	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
-	if err := applyConfigFile(fs, *configPath, explicit); err != nil {
+	if err := applyConfigFile(fs, *configPath, fs.Changed("config")); err != nil {
 		return cfg, err
 	}
 	if *printCfg {
@@ -102,8 +113,13 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	default:
 		return cfg, fmt.Errorf("invalid --datapath %q: want auto, ebpf or iptables", cfg.Datapath)
 	}
-	if err := loader.ValidMode(cfg.TCAttach); err != nil {
-		return cfg, err
+	if loader.ValidMode(cfg.TCAttach) != nil {
+		return cfg, fmt.Errorf("invalid --tc-attach %q: want auto, tcx or tc", cfg.TCAttach)
+	}
+	if cfg.BIP != "" {
+		if p, err := netip.ParsePrefix(cfg.BIP); err != nil || !p.Addr().Is4() {
+			return cfg, fmt.Errorf("invalid --bip %q: want the gateway address with the prefix length, e.g. 172.17.0.1/16", cfg.BIP)
+		}
 	}
 	if cfg.NATPorts, err = parsePortRange(*natPorts); err != nil {
 		return cfg, err
@@ -148,7 +164,7 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
-	if err == flag.ErrHelp {
+	if errors.Is(err, pflag.ErrHelp) || errors.Is(err, errVersion) {
 		os.Exit(0)
 	}
 	if err != nil {

@@ -29,33 +29,33 @@ func portKey(p network.PortMapping) bpf.BpfnetPortKey {
 }
 
 // portEntries returns the ports map entries of an endpoint (callers hold
-// e.mu; the endpoint's veth and network must be known).
-func (e *Enforcer) portEntries(v network.View, ep *network.Endpoint) (map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend, error) {
+// p.mu; the endpoint's veth and network must be known).
+func (p *policy) portEntries(v network.View, ep *network.Endpoint) (map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend, error) {
 	out := map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend{}
 	if len(ep.Ports) == 0 {
 		return out, nil
 	}
 	n := v.Network(ep.NetworkID)
-	ifc, okv := e.veths[ep.ID]
-	br, okb := e.bridges[ep.NetworkID]
+	ifc, okv := p.veths[ep.ID]
+	br, okb := p.bridges[ep.NetworkID]
 	if n == nil || !okv || !okb {
 		return nil, fmt.Errorf("endpoint %s: not in the datapath", ep.Name)
 	}
-	for _, p := range ep.Ports {
-		out[portKey(p)] = bpf.BpfnetPortBackend{Addr: be32(ep.IP), Port: port(p.Port), Ifindex: uint32(ifc.Index),
-			NetId: uint32(br.Index), Gateway: be32(n.Gateway), Slot: e.slots[ep.ID]}
+	for _, pm := range ep.Ports {
+		out[portKey(pm)] = bpf.BpfnetPortBackend{Addr: be32(ep.IP), Port: port(pm.Port), Ifindex: uint32(ifc.Index),
+			NetId: uint32(br.Index), Gateway: be32(n.Gateway), Slot: p.slots[ep.ID]}
 	}
 	return out, nil
 }
 
 // putPorts writes an endpoint's published ports.
-func (e *Enforcer) putPorts(v network.View, ep *network.Endpoint) error {
-	entries, err := e.portEntries(v, ep)
+func (p *policy) putPorts(v network.View, ep *network.Endpoint) error {
+	entries, err := p.portEntries(v, ep)
 	if err != nil {
 		return err
 	}
 	for k, b := range entries {
-		if err := e.coll.Ports.Put(k, b); err != nil {
+		if err := p.coll.Ports.Put(k, b); err != nil {
 			return fmt.Errorf("publish %s of endpoint %s: %w", addrPortOf(k), ep.Name, err)
 		}
 	}
@@ -64,10 +64,10 @@ func (e *Enforcer) putPorts(v network.View, ep *network.Endpoint) error {
 
 // deletePorts removes an endpoint's published ports (its connections
 // expire with their NAT entries).
-func (e *Enforcer) deletePorts(ep *network.Endpoint) error {
+func (p *policy) deletePorts(ep *network.Endpoint) error {
 	var errs []error
-	for _, p := range ep.Ports {
-		errs = append(errs, del(e.coll.Ports, portKey(p)))
+	for _, pm := range ep.Ports {
+		errs = append(errs, del(p.coll.Ports, portKey(pm)))
 	}
 	return errors.Join(errs...)
 }
@@ -91,25 +91,25 @@ type sockHook struct {
 	name string
 }
 
-func (e *Enforcer) sockHooks() []sockHook {
+func (p *policy) sockHooks() []sockHook {
 	return []sockHook{
-		{ebpf.AttachCGroupInet4Connect, e.coll.SockConnect4, "sock_connect4"},
-		{ebpf.AttachCGroupUDP4Sendmsg, e.coll.SockSendmsg4, "sock_sendmsg4"},
-		{ebpf.AttachCGroupUDP4Recvmsg, e.coll.SockRecvmsg4, "sock_recvmsg4"},
-		{ebpf.AttachCgroupInet4GetPeername, e.coll.SockPeername4, "sock_peername4"},
+		{ebpf.AttachCGroupInet4Connect, p.coll.SockConnect4, "sock_connect4"},
+		{ebpf.AttachCGroupUDP4Sendmsg, p.coll.SockSendmsg4, "sock_sendmsg4"},
+		{ebpf.AttachCGroupUDP4Recvmsg, p.coll.SockRecvmsg4, "sock_recvmsg4"},
+		{ebpf.AttachCgroupInet4GetPeername, p.coll.SockPeername4, "sock_peername4"},
 	}
 }
 
 // attachSockets puts the socket programs on the configured cgroup, or
-// removes them when none is (callers hold e.mu).
-func (e *Enforcer) attachSockets() error {
+// removes them when none is (callers hold p.mu).
+func (p *policy) attachSockets() error {
 	var errs []error
-	for _, h := range e.sockHooks() {
-		if e.cfg.Cgroup == "" {
-			errs = append(errs, e.att.DetachCgroup(h.typ))
+	for _, h := range p.sockHooks() {
+		if p.cgroup == "" {
+			errs = append(errs, p.att.DetachCgroup(h.typ))
 			continue
 		}
-		errs = append(errs, e.att.AttachCgroup(e.cfg.Cgroup, h.typ, h.prog))
+		errs = append(errs, p.att.AttachCgroup(p.cgroup, h.typ, h.prog))
 	}
 	return errors.Join(errs...)
 }

@@ -167,14 +167,29 @@ func DiffLines(a, b string) string {
 	return strings.Join(out, "\n")
 }
 
-// Spawn starts a long-running command in the namespace (a server) and
-// stops it, by its pid, when the test ends.
-func (n *NS) Spawn(t testing.TB, name string, args ...string) {
+// Spawn starts a server in the namespace, returns once it listens on TCP
+// port, and stops it, by its pid, when the test ends.
+func (n *NS) Spawn(t testing.TB, port uint16, name string, args ...string) {
 	t.Helper()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	time.Sleep(300 * time.Millisecond) // let it bind
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if out, _ := n.Run("ss", "-Hltn", fmt.Sprintf("sport = :%d", port)); strings.TrimSpace(out) != "" {
+			return
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("%s exited before it listened on port %d: %v", name, port, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not listen on port %d after 30 s", name, port)
+		}
+	}
 }

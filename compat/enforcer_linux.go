@@ -2,13 +2,11 @@ package compat
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 
@@ -16,15 +14,17 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/internal/forwarding"
+	"github.com/bpfnet/bpfnet/internal/ledger"
 	"github.com/bpfnet/bpfnet/internal/sysctl"
 	"github.com/bpfnet/bpfnet/network"
 )
 
-// ledger is what the enforcer has installed, persisted beside the state so
+// record is what the enforcer has installed (its ledger), persisted beside the state so
 // that removal is exact (rules of other software are never touched) and a
 // restart or --cleanup finds everything even after a crash.
-type ledger struct {
+type record struct {
 	Chains []Chain   `json:"chains"`
 	Rules  []ruleKey `json:"rules"`
 	// Forwarding records that we turned net.ipv4.ip_forward on and,
@@ -43,9 +43,12 @@ type Enforcer struct {
 	prefix string
 	mode   Mode
 	path   string // ledger file
-	led    ledger
+	led    record
 	// sysctl is the root of the sysctl tree (/proc/sys); tests may change it.
 	sysctl string
+	// synced is the rendering the last sync applied, by (table, chain);
+	// nil until the first.
+	synced map[[2]string][]Rule
 }
 
 // New returns an iptables enforcer using the iptables binary in PATH (nft
@@ -59,7 +62,7 @@ func New(log *slog.Logger, prefix, stateDir string) (*Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("iptables: %w", err)
 	}
-	e := &Enforcer{log: log, ipt: ipt, prefix: prefix, path: filepath.Join(stateDir, "iptables.json"), sysctl: sysctl.Root}
+	e := &Enforcer{log: log, ipt: ipt, prefix: prefix, path: ledgerPath(stateDir), sysctl: sysctl.Root}
 	if err := e.loadLedger(); err != nil {
 		return nil, err
 	}
@@ -69,37 +72,26 @@ func New(log *slog.Logger, prefix, stateDir string) (*Enforcer, error) {
 // Name implements network.Enforcer.
 func (e *Enforcer) Name() string { return "iptables" }
 
-// Prefix is the chain prefix in use.
-func (e *Enforcer) Prefix() string { return e.prefix }
+// Close implements the daemon's enforcer: iptables mode holds nothing
+// open.
+func (e *Enforcer) Close() error { return nil }
 
-// Leftovers reports whether the compat mode left rules or settings in
-// stateDir's ledger (so another datapath must clean them up first).
-func Leftovers(stateDir string) bool {
-	_, err := os.Stat(filepath.Join(stateDir, "iptables.json"))
-	return err == nil
+func ledgerPath(stateDir string) string { return filepath.Join(stateDir, "iptables.json") }
+
+// ForwardPolicy is the FORWARD policy the iptables mode runs with on this
+// host, as its ledger in stateDir says: DROP when it turned IP forwarding
+// on (as Docker does), else ACCEPT (for Save).
+func ForwardPolicy(stateDir string) string {
+	var led record
+	if ledger.Load(ledgerPath(stateDir), &led) == nil && led.ForwardPolicySet {
+		return "DROP"
+	}
+	return "ACCEPT"
 }
 
-func (e *Enforcer) loadLedger() error {
-	b, err := os.ReadFile(e.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read iptables ledger: %w", err)
-	}
-	if err := json.Unmarshal(b, &e.led); err != nil {
-		return fmt.Errorf("parse iptables ledger %s: %w", e.path, err)
-	}
-	return nil
-}
+func (e *Enforcer) loadLedger() error { return ledger.Load(e.path, &e.led) }
 
-func (e *Enforcer) saveLedger() error {
-	b, err := json.MarshalIndent(e.led, "", "  ")
-	if err != nil {
-		return err
-	}
-	return network.WriteFileAtomic(e.path, append(b, '\n'), 0o600)
-}
+func (e *Enforcer) saveLedger() error { return ledger.Save(e.path, e.led) }
 
 func (e *Enforcer) readSysctl(name string) (string, error) { return sysctl.Read(e.sysctl, name) }
 
@@ -123,6 +115,7 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 	if err := e.prepareForwarding(); err != nil {
 		return err
 	}
+	e.synced = nil
 	return e.sync(v)
 }
 
@@ -136,26 +129,20 @@ func (e *Enforcer) NetworkRemoved(ctx context.Context, v network.View, n *networ
 	return e.sync(v)
 }
 
-// EndpointAdded implements network.Enforcer. Only published ports add
-// rules in Docker 20.10's layout.
+// EndpointAdded implements network.Enforcer: its published ports' rules,
+// and its direct-access drop (an addition to 20.10's layout).
 func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *network.Endpoint) error {
-	if len(ep.Ports) == 0 {
-		return nil
-	}
 	return e.sync(v)
 }
 
-// EndpointRemoved implements network.Enforcer. Besides its published
-// ports' rules, the kernel's connection-tracking entries that refer to the
+// EndpointRemoved implements network.Enforcer. Besides its rules, the
+// kernel's connection-tracking entries that refer to the
 // endpoint's address go: a DNAT or masquerade entry that outlived it would
 // otherwise keep translating a peer's packets to the next endpoint given
 // its address (as Docker's bridge driver flushes them).
 func (e *Enforcer) EndpointRemoved(ctx context.Context, v network.View, ep *network.Endpoint) error {
 	if err := flushConntrack(ep.IP); err != nil {
 		e.log.Warn("flush connection tracking of a removed endpoint", "ip", ep.IP, "err", err)
-	}
-	if len(ep.Ports) == 0 {
-		return nil
 	}
 	return e.sync(v)
 }
@@ -197,9 +184,6 @@ func (e *Enforcer) ensureRouteLocalnet(v network.View) error {
 	return nil
 }
 
-// Render returns the rule set for v with this enforcer's prefix.
-func (e *Enforcer) Render(v network.View) Ruleset { return Render(v, e.prefix, e.mode) }
-
 // sync converges the installed rules to the rendering of v: our chains
 // exist, stale rules of ours are deleted, missing ones added in place.
 func (e *Enforcer) sync(v network.View) error {
@@ -225,14 +209,18 @@ func (e *Enforcer) sync(v network.View) error {
 	}
 	// Record the union first: if we crash half-way, the next start still
 	// knows every rule that may be installed.
-	union := append([]ruleKey{}, e.led.Rules...)
+	recorded := map[ruleKey]bool{}
+	for _, k := range e.led.Rules {
+		recorded[k] = true
+	}
+	union := slices.Clone(e.led.Rules)
 	for _, r := range rs.Rules {
-		if !containsKey(e.led.Rules, keyOf(r)) {
+		if !recorded[keyOf(r)] {
 			union = append(union, keyOf(r))
 		}
 	}
 	for _, ch := range rs.Chains {
-		if !containsChain(e.led.Chains, ch) {
+		if !slices.Contains(e.led.Chains, ch) {
 			e.led.Chains = append(e.led.Chains, ch)
 		}
 	}
@@ -240,14 +228,16 @@ func (e *Enforcer) sync(v network.View) error {
 	if err := e.saveLedger(); err != nil {
 		return err
 	}
-	for _, ch := range rs.Chains {
-		ok, err := e.ipt.ChainExists(ch.Table, ch.Name)
-		if err != nil {
-			return fmt.Errorf("check chain %s: %w", ch.Name, err)
-		}
-		if !ok {
-			if err := e.ipt.NewChain(ch.Table, ch.Name); err != nil {
-				return fmt.Errorf("create chain %s %s: %w", ch.Table, ch.Name, err)
+	if e.synced == nil { // the first sync since start: every chain
+		for _, ch := range rs.Chains {
+			ok, err := e.ipt.ChainExists(ch.Table, ch.Name)
+			if err != nil {
+				return fmt.Errorf("check chain %s: %w", ch.Name, err)
+			}
+			if !ok {
+				if err := e.ipt.NewChain(ch.Table, ch.Name); err != nil {
+					return fmt.Errorf("create chain %s %s: %w", ch.Table, ch.Name, err)
+				}
 			}
 		}
 	}
@@ -258,11 +248,22 @@ func (e *Enforcer) sync(v network.View) error {
 			}
 		}
 	}
+	// Only chains whose rendering changed since the last sync are listed
+	// and repaired: a change touches a handful of chains, however many
+	// networks exist. The first sync since start checks them all.
+	synced := map[[2]string][]Rule{}
 	for _, g := range groups(rs.Rules) {
-		if err := syncChain(e.ipt, g[0].Table, g[0].Chain, g); err != nil {
+		at := [2]string{g[0].Table, g[0].Chain}
+		synced[at] = g
+		if e.synced != nil && slices.Equal(e.synced[at], g) {
+			continue
+		}
+		if err := syncChain(e.ipt, at[0], at[1], g); err != nil {
+			e.synced = nil
 			return err
 		}
 	}
+	e.synced = synced
 	e.led.Rules = e.led.Rules[:0]
 	for _, r := range rs.Rules {
 		e.led.Rules = append(e.led.Rules, keyOf(r))
@@ -282,24 +283,6 @@ func (e *Enforcer) ensureBridgeNetfilter() error {
 	return e.writeSysctl(name, "1")
 }
 
-func containsKey(list []ruleKey, k ruleKey) bool {
-	for _, v := range list {
-		if v == k {
-			return true
-		}
-	}
-	return false
-}
-
-func containsChain(list []Chain, c Chain) bool {
-	for _, v := range list {
-		if v == c {
-			return true
-		}
-	}
-	return false
-}
-
 // Cleanup implements network.Enforcer: it deletes every rule and chain in
 // the ledger and reverts the forwarding settings it changed. A user chain
 // that still holds rules of the user is kept (and said so in the log).
@@ -317,7 +300,7 @@ func (e *Enforcer) Cleanup(ctx context.Context) error {
 		}
 		if ch.Name == user {
 			specs, err := listSpecs(e.ipt, ch.Table, ch.Name)
-			if err == nil && len(specs) > 0 && !(len(specs) == 1 && specs[0] == "-j RETURN") {
+			if err == nil && len(specs) > 0 && (len(specs) != 1 || specs[0] != "-j RETURN") {
 				e.log.Warn("keeping user chain: it holds rules of yours", "chain", ch.Name, "rules", len(specs))
 				continue
 			}
@@ -336,12 +319,30 @@ func (e *Enforcer) Cleanup(ctx context.Context) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	e.led = ledger{}
-	if err := os.Remove(e.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
+	e.led = record{}
+	return ledger.Remove(e.path)
 }
 
-// ForwardPolicySet reports whether the enforcer set the FORWARD policy to DROP.
-func (e *Enforcer) ForwardPolicySet() bool { return e.led.ForwardPolicySet }
+// Describe implements network.Describer.
+func (e *Enforcer) Describe(s *api.Status) { s.ChainPrefix = e.prefix }
+
+// Leftover is what an earlier run in iptables mode left (rules, chains,
+// sysctls), for another datapath to remove at start, or for --cleanup.
+func Leftover(log *slog.Logger, prefix, stateDir string) network.Cleaner {
+	return leftover{log: log, prefix: prefix, stateDir: stateDir}
+}
+
+type leftover struct {
+	log              *slog.Logger
+	prefix, stateDir string
+}
+
+func (l leftover) Leftovers() bool { return ledger.Exists(ledgerPath(l.stateDir)) }
+
+func (l leftover) Cleanup(ctx context.Context) error {
+	e, err := New(l.log, l.prefix, l.stateDir)
+	if err != nil {
+		return err
+	}
+	return e.Cleanup(ctx)
+}

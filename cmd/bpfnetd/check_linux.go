@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"os/exec"
 
-	"github.com/bpfnet/bpfnet/api"
+	"github.com/bpfnet/bpfnet/api/server"
 	"github.com/bpfnet/bpfnet/compat"
 	"github.com/bpfnet/bpfnet/loader"
 	"github.com/bpfnet/bpfnet/network"
@@ -77,7 +77,7 @@ func check(cfg Config, w io.Writer) error {
 			say(true, "default network: creates bridge %s, subnet %s, gateway %s", n.Bridge, n.Subnet, n.Gateway)
 		}
 	}
-	if err := api.CheckSocketFree(cfg.Socket); err != nil {
+	if err := server.CheckSocketFree(cfg.Socket); err != nil {
 		say(false, "socket: %v", err)
 	} else {
 		say(true, "socket: %s (mode 0660), created once the daemon serves", cfg.Socket)

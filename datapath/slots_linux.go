@@ -17,11 +17,11 @@ import (
 
 // slotsInUse returns the slot of every endpoint in ep_by_ifindex, by
 // host-side veth ifindex.
-func (e *Enforcer) slotsInUse() (map[uint32]uint32, error) {
+func (p *policy) slotsInUse() (map[uint32]uint32, error) {
 	out := map[uint32]uint32{}
 	var k uint32
 	var v bpf.BpfnetEndpointInfo
-	it := e.coll.EpByIfindex.Iterate()
+	it := p.coll.EpByIfindex.Iterate()
 	for it.Next(&k, &v) {
 		out[k] = v.Slot
 	}
@@ -32,23 +32,23 @@ func (e *Enforcer) slotsInUse() (map[uint32]uint32, error) {
 }
 
 // newSlot returns the lowest slot no endpoint holds, with its counts
-// zeroed (callers hold e.mu).
-func (e *Enforcer) newSlot() (uint32, error) {
-	taken := make(map[uint32]bool, len(e.slots))
-	for _, s := range e.slots {
+// zeroed (callers hold p.mu).
+func (p *policy) newSlot() (uint32, error) {
+	taken := make(map[uint32]bool, len(p.slots))
+	for _, s := range p.slots {
 		taken[s] = true
 	}
-	return e.takeSlot(taken, 0)
+	return p.takeSlot(taken, 0)
 }
 
 // takeSlot returns the lowest slot from `from` on that taken lacks, marks
 // it taken and zeroes its counts.
-func (e *Enforcer) takeSlot(taken map[uint32]bool, from uint32) (uint32, error) {
-	max := e.coll.Traffic.MaxEntries() / 2
+func (p *policy) takeSlot(taken map[uint32]bool, from uint32) (uint32, error) {
+	max := p.coll.Traffic.MaxEntries() / 2
 	for s := from; s < max; s++ {
 		if !taken[s] {
 			taken[s] = true
-			return s, e.zeroSlot(s)
+			return s, p.zeroSlot(s)
 		}
 	}
 	return 0, fmt.Errorf("all %d endpoint slots of the eBPF datapath are in use", max)
@@ -56,8 +56,8 @@ func (e *Enforcer) takeSlot(taken map[uint32]bool, from uint32) (uint32, error) 
 
 // zeroSlot clears a slot's counts on every CPU, and the flow-table entries
 // charged to it (whatever a removed endpoint left uncounted).
-func (e *Enforcer) zeroSlot(s uint32) error {
-	if err := e.coll.EpFlows.Put(s, uint32(0)); err != nil {
+func (p *policy) zeroSlot(s uint32) error {
+	if err := p.coll.EpFlows.Put(s, uint32(0)); err != nil {
 		return fmt.Errorf("zero flow charges of slot %d: %w", s, err)
 	}
 	ncpu, err := ebpf.PossibleCPU()
@@ -66,38 +66,22 @@ func (e *Enforcer) zeroSlot(s uint32) error {
 	}
 	zero := make([]bpf.BpfnetTrafficCounts, ncpu)
 	for _, k := range []uint32{2 * s, 2*s + 1} {
-		if err := e.coll.Traffic.Put(k, zero); err != nil {
+		if err := p.coll.Traffic.Put(k, zero); err != nil {
 			return fmt.Errorf("zero traffic slot %d: %w", s, err)
 		}
 	}
 	return nil
 }
 
-// trafficOf returns a slot's counts in both directions, summed over CPUs.
-func (e *Enforcer) trafficOf(s uint32) (from, to Counts, err error) {
-	var per []bpf.BpfnetTrafficCounts
-	for dir, c := range map[bpf.BpfnetDirection]*Counts{bpf.BpfnetDirectionDIR_FROM_CONTAINER: &from, bpf.BpfnetDirectionDIR_TO_CONTAINER: &to} {
-		if err := e.coll.Traffic.Lookup(2*s+uint32(dir), &per); err != nil {
-			return from, to, fmt.Errorf("read traffic slot %d: %w", s, err)
-		}
-		c.Drops = map[string]uint64{}
-		for _, v := range per {
-			c.Packets += v.Packets
-			c.Bytes += v.Bytes
-		}
-	}
-	return from, to, nil
-}
-
-// assignSlots gives every endpoint of v a slot (callers hold e.mu): the
+// assignSlots gives every endpoint of v a slot (callers hold p.mu): the
 // one its veth already has in ep_by_ifindex where there is one (the
 // counts go on), a new zeroed one otherwise.
-func (e *Enforcer) assignSlots(v network.View) error {
-	have, err := e.slotsInUse()
+func (p *policy) assignSlots(v network.View) error {
+	have, err := p.slotsInUse()
 	if err != nil {
 		return err
 	}
-	e.slots = map[string]uint32{}
+	p.slots = map[string]uint32{}
 	var fresh []*network.Endpoint
 	taken := map[uint32]bool{}
 	for _, ep := range v.Endpoints {
@@ -106,7 +90,7 @@ func (e *Enforcer) assignSlots(v network.View) error {
 			return err
 		}
 		if s, ok := have[uint32(ifc.Index)]; ok && !taken[s] {
-			e.slots[ep.ID], taken[s] = s, true
+			p.slots[ep.ID], taken[s] = s, true
 		} else {
 			fresh = append(fresh, ep)
 		}
@@ -115,11 +99,11 @@ func (e *Enforcer) assignSlots(v network.View) error {
 	// one given is taken).
 	next := uint32(0)
 	for _, ep := range fresh {
-		s, err := e.takeSlot(taken, next)
+		s, err := p.takeSlot(taken, next)
 		if err != nil {
 			return err
 		}
-		e.slots[ep.ID], next = s, s+1
+		p.slots[ep.ID], next = s, s+1
 	}
 	return nil
 }

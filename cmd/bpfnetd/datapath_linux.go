@@ -11,18 +11,17 @@ import (
 	"github.com/bpfnet/bpfnet/network"
 )
 
-// enforcer is the datapath the daemon runs, with what status shows of it.
+// enforcer is the datapath the daemon runs.
 type enforcer interface {
 	network.Enforcer
 	Close() error
 }
 
-// selected is the outcome of choosing a datapath.
+// selected is the outcome of choosing a datapath: the enforcer, why it was
+// chosen, and what came with it.
 type selected struct {
 	enf    enforcer
 	reason string // why this datapath (auto mode)
-	compat *compat.Enforcer
-	ebpf   *datapath.Enforcer
 	// cgroup is the cgroup v2 directory of the socket programs ("" when
 	// the host's own sockets cannot reach published ports).
 	cgroup string
@@ -135,6 +134,7 @@ func selectDatapath(ctx context.Context, cfg Config, uplinks []string, log *slog
 		}
 	}
 	s.reason = reason
+	var others []network.Cleaner
 	switch choice {
 	case "ebpf":
 		dc := ebpfConfig(cfg, uplinks)
@@ -144,35 +144,25 @@ func selectDatapath(ctx context.Context, cfg Config, uplinks []string, log *slog
 			s.close(log)
 			return nil, fmt.Errorf("eBPF datapath: %w", err)
 		}
-		s.enf, s.ebpf = e, e
-		if compat.Leftovers(cfg.StateDir) {
-			log.Info("removing the iptables rules of an earlier run in iptables mode")
-			c, err := compat.New(log, cfg.ChainPrefix, cfg.StateDir)
-			if err == nil {
-				err = c.Cleanup(ctx)
-			}
-			if err != nil {
-				s.close(log)
-				return nil, fmt.Errorf("remove the iptables datapath's rules: %w", err)
-			}
-		}
+		s.enf = e
+		others = append(others, compat.Leftover(log, cfg.ChainPrefix, cfg.StateDir))
 	default:
 		c, err := compat.New(log, cfg.ChainPrefix, cfg.StateDir)
 		if err != nil {
 			return nil, err
 		}
-		s.enf, s.compat = closer{c}, c
-		if dc := ebpfConfig(cfg, uplinks); datapath.Leftovers(dc) {
-			log.Info("removing the eBPF datapath of an earlier run")
-			if err := datapath.Cleanup(log, dc); err != nil {
-				return nil, fmt.Errorf("remove the eBPF datapath: %w", err)
-			}
+		s.enf = c
+		others = append(others, datapath.Leftover(log, ebpfConfig(cfg, uplinks)))
+	}
+	for _, o := range others {
+		if !o.Leftovers() {
+			continue
+		}
+		log.Info("removing what the other datapath left from an earlier run")
+		if err := o.Cleanup(ctx); err != nil {
+			s.close(log)
+			return nil, fmt.Errorf("remove the other datapath's leftovers: %w", err)
 		}
 	}
 	return s, nil
 }
-
-// closer gives the compat enforcer (which holds nothing open) a Close.
-type closer struct{ *compat.Enforcer }
-
-func (closer) Close() error { return nil }

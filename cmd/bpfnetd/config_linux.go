@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -11,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -19,12 +19,12 @@ const DefaultConfigFile = "/etc/bpfnet/bpfnetd.yaml"
 
 // notInFile are the flags that are actions or the file itself, not
 // configuration.
-var notInFile = []string{"config", "check", "cleanup", "print-config"}
+var notInFile = []string{"config", "check", "cleanup", "print-config", "version", "help"}
 
 // applyConfigFile reads a YAML file whose keys are the daemon's flag names
 // and sets every flag not given on the command line (flags win). Unknown
 // keys are an error. A missing file is fine only when it is the default.
-func applyConfigFile(fset *flag.FlagSet, path string, explicit bool) error {
+func applyConfigFile(fset *pflag.FlagSet, path string, explicit bool) error {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) && !explicit {
 		return nil
@@ -38,7 +38,7 @@ func applyConfigFile(fset *flag.FlagSet, path string, explicit bool) error {
 		return fmt.Errorf("config file %s: %w", path, err)
 	}
 	set := map[string]bool{}
-	fset.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fset.Visit(func(f *pflag.Flag) { set[f.Name] = true })
 	keys := make([]string, 0, len(doc))
 	for k := range doc {
 		keys = append(keys, k)
@@ -86,15 +86,15 @@ func scalar(v any) (string, error) {
 }
 
 // printConfig writes the effective configuration as a config file.
-func printConfig(fset *flag.FlagSet) string {
+func printConfig(fset *pflag.FlagSet) string {
 	var b strings.Builder
 	b.WriteString("# effective bpfnetd configuration (flags over " + DefaultConfigFile + " or --config)\n")
-	fset.VisitAll(func(f *flag.Flag) {
+	fset.VisitAll(func(f *pflag.Flag) {
 		if slices.Contains(notInFile, f.Name) {
 			return
 		}
 		v := f.Value.String()
-		if _, isBool := f.Value.(interface{ IsBoolFlag() bool }); isBool {
+		if f.Value.Type() == "bool" {
 			fmt.Fprintf(&b, "%s: %s\n", f.Name, v)
 			return
 		}

@@ -4,19 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/bpf"
+	"github.com/bpfnet/bpfnet/loader"
 )
 
 // monotonic is bpf_ktime_get_ns()'s clock.
 func monotonic() uint64 {
 	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) // cannot fail for this clock
 	return uint64(ts.Nano())
 }
 
@@ -34,14 +39,6 @@ func since(now, t uint64) uint64 {
 // timeouts are the connection-table timeouts the programs were loaded
 // with (conntrack.h), in nanoseconds.
 type timeouts struct{ tcpSyn, tcpEst, tcpFin, tcpRst, udp, udpStream, other uint64 }
-
-func (e *Enforcer) readTimeouts() (timeouts, error) {
-	var t timeouts
-	v := e.coll.BpfnetVariables
-	err := errors.Join(v.CtTimeoutTcpSyn.Get(&t.tcpSyn), v.CtTimeoutTcpEst.Get(&t.tcpEst), v.CtTimeoutTcpFin.Get(&t.tcpFin),
-		v.CtTimeoutTcpRst.Get(&t.tcpRst), v.CtTimeoutUdp.Get(&t.udp), v.CtTimeoutUdpStream.Get(&t.udpStream), v.CtTimeoutOther.Get(&t.other))
-	return t, err
-}
 
 // timeout mirrors ct_timeout() of conntrack.h.
 func (t timeouts) timeout(proto uint8, flags uint32) uint64 {
@@ -106,29 +103,38 @@ func port(v uint16) uint16 { // network order in memory → host value
 	return v>>8 | v<<8
 }
 
-// NATEntry is one translation (nat_fwd).
-type NATEntry struct {
-	// Kind is "masquerade" (the container's source was translated) or
-	// "published" (a connection to a published port: Translated is the
-	// host address and port the peer connected to).
-	Kind                          string
-	Proto                         string
-	Container, Translated, Remote netip.AddrPort
-	State                         string
-	Age, Idle                     time.Duration
+// natTable is the connection and translation tables the programs keep
+// (conntrack.h, nat.h): listing the live translations, the datapath's
+// event counters, and the maintenance program that removes expired
+// entries and, when an endpoint goes, every entry of its address. Runs of
+// the maintenance program are serialised (they share its argument map).
+type natTable struct {
+	log  *slog.Logger
+	coll *loader.Collection
+
+	mu      sync.Mutex    // one maintenance run at a time
+	expired atomic.Uint64 // entries the maintenance program collected
 }
 
-// NATEntries lists the live translations.
-func (e *Enforcer) NATEntries() ([]NATEntry, error) {
-	t, err := e.readTimeouts()
+func (n *natTable) readTimeouts() (timeouts, error) {
+	var t timeouts
+	v := n.coll.BpfnetVariables
+	err := errors.Join(v.CtTimeoutTcpSyn.Get(&t.tcpSyn), v.CtTimeoutTcpEst.Get(&t.tcpEst), v.CtTimeoutTcpFin.Get(&t.tcpFin),
+		v.CtTimeoutTcpRst.Get(&t.tcpRst), v.CtTimeoutUdp.Get(&t.udp), v.CtTimeoutUdpStream.Get(&t.udpStream), v.CtTimeoutOther.Get(&t.other))
+	return t, err
+}
+
+// entries lists the live translations (network.NATLister).
+func (n *natTable) entries() ([]api.NATEntry, error) {
+	t, err := n.readTimeouts()
 	if err != nil {
 		return nil, err
 	}
 	now := monotonic()
-	var out []NATEntry
+	var out []api.NATEntry
 	var k bpf.BpfnetTuple
 	var v bpf.BpfnetNatEntry
-	it := e.coll.NatFwd.Iterate()
+	it := n.coll.NatFwd.Iterate()
 	for it.Next(&k, &v) {
 		if expired(now, v.LastSeen, t.timeout(k.Proto, v.Flags&0xffff)) {
 			continue
@@ -137,23 +143,23 @@ func (e *Enforcer) NATEntries() ([]NATEntry, error) {
 		if v.Flags&uint32(bpf.BpfnetNatFlagNAT_F_DNAT) != 0 {
 			kind = "published"
 		}
-		out = append(out, NATEntry{
+		out = append(out, api.NATEntry{
 			Kind:       kind,
 			Proto:      protoName(k.Proto),
-			Container:  netip.AddrPortFrom(addrOf(k.Saddr), port(k.Sport)),
-			Translated: netip.AddrPortFrom(addrOf(v.Addr), port(v.Port)),
-			Remote:     netip.AddrPortFrom(addrOf(k.Daddr), port(k.Dport)),
+			Container:  netip.AddrPortFrom(addrOf(k.Saddr), port(k.Sport)).String(),
+			Translated: netip.AddrPortFrom(addrOf(v.Addr), port(v.Port)).String(),
+			Remote:     netip.AddrPortFrom(addrOf(k.Daddr), port(k.Dport)).String(),
 			State:      stateName(k.Proto, v.Flags),
-			Age:        time.Duration(since(now, v.Created)),
-			Idle:       time.Duration(since(now, v.LastSeen)),
+			AgeSec:     time.Duration(since(now, v.Created)).Seconds(),
+			IdleSec:    time.Duration(since(now, v.LastSeen)).Seconds(),
 		})
 	}
 	return out, it.Err()
 }
 
-// Stats returns the datapath's event counters (enum stat) by name, and
+// stats returns the datapath's event counters (enum stat) by name, and
 // the tables' sizes (ct_entries, nat_entries).
-func (e *Enforcer) Stats() (map[string]uint64, error) {
+func (n *natTable) stats() (map[string]uint64, error) {
 	names := map[bpf.BpfnetStat]string{
 		bpf.BpfnetStatSTAT_NAT_CREATED: "nat_created", bpf.BpfnetStatSTAT_NAT_EXHAUSTED: "nat_exhausted",
 		bpf.BpfnetStatSTAT_NAT_EXPIRED: "nat_expired", bpf.BpfnetStatSTAT_CT_EXPIRED: "ct_expired",
@@ -167,70 +173,69 @@ func (e *Enforcer) Stats() (map[string]uint64, error) {
 	out := map[string]uint64{}
 	for id, name := range names {
 		var per []uint64
-		if err := e.coll.Stats.Lookup(uint32(id), &per); err != nil {
+		if err := n.coll.Stats.Lookup(uint32(id), &per); err != nil {
 			return nil, fmt.Errorf("read stats: %w", err)
 		}
 		for _, v := range per {
 			out[name] += v
 		}
 	}
-	out["nat_expired"] += e.gcNAT.Load()
+	out["nat_expired"] += n.expired.Load()
 	return out, nil
 }
 
 // maintain runs the maintenance program (bpf/include/gc.h) once in mode,
-// for addr when purging, and returns how many entries it removed.
-func (e *Enforcer) maintain(mode bpf.BpfnetGcMode, addr uint32) (uint64, error) {
-	if err := e.coll.GcArgs.Put(uint32(0), bpf.BpfnetGcArgs{Mode: uint32(mode), Addr: addr}); err != nil {
+// for addr when purging, and returns how many entries it removed
+// (callers hold n.mu).
+func (n *natTable) maintain(mode bpf.BpfnetGcMode, addr uint32) (uint64, error) {
+	if err := n.coll.GcArgs.Put(uint32(0), bpf.BpfnetGcArgs{Mode: uint32(mode), Addr: addr}); err != nil {
 		return 0, fmt.Errorf("maintenance arguments: %w", err)
 	}
 	// BPF_PROG_TEST_RUN needs a frame; the program does not read it.
-	if _, err := e.coll.Maintain.Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil {
+	if _, err := n.coll.Maintain.Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil {
 		return 0, fmt.Errorf("run maintenance program: %w", err)
 	}
 	var a bpf.BpfnetGcArgs
-	if err := e.coll.GcArgs.Lookup(uint32(0), &a); err != nil {
+	if err := n.coll.GcArgs.Lookup(uint32(0), &a); err != nil {
 		return 0, fmt.Errorf("maintenance result: %w", err)
 	}
 	return a.Removed, nil
 }
 
-// CollectExpired removes the translations (both halves), reply halves
-// and connection-table entries expired for longer than the grace time, in
-// the kernel, each checked and removed in one step (gc.h); the count adds
-// to the nat_expired stat.
-func (e *Enforcer) CollectExpired() (int, error) {
-	e.maintMu.Lock()
-	defer e.maintMu.Unlock()
-	n, err := e.maintain(bpf.BpfnetGcModeGC_EXPIRED, 0)
-	e.gcNAT.Add(n)
-	return int(n), err
+// collectExpired removes the translations (both halves), reply halves and
+// connection-table entries expired for longer than the grace time, in the
+// kernel, each checked and removed in one step (gc.h); the count adds to
+// the nat_expired stat.
+func (n *natTable) collectExpired() (int, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	removed, err := n.maintain(bpf.BpfnetGcModeGC_EXPIRED, 0)
+	n.expired.Add(removed)
+	return int(removed), err
 }
 
 // purge removes every table entry that refers to an endpoint's address.
-func (e *Enforcer) purge(ip uint32) error {
-	e.maintMu.Lock()
-	defer e.maintMu.Unlock()
-	_, err := e.maintain(bpf.BpfnetGcModeGC_PURGE, ip)
+func (n *natTable) purge(ip uint32) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, err := n.maintain(bpf.BpfnetGcModeGC_PURGE, ip)
 	return err
 }
 
-// RunGC collects expired entries every interval until ctx ends.
-func (e *Enforcer) RunGC(ctx context.Context, interval time.Duration) {
-	go func() {
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				if n, err := e.CollectExpired(); err != nil {
-					e.log.Error("collect expired translations", "err", err)
-				} else if n > 0 {
-					e.log.Debug("collected expired entries", "entries", n)
-				}
+// collectEvery collects expired entries every interval until ctx ends.
+func (n *natTable) collectEvery(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if removed, err := n.collectExpired(); err != nil {
+				n.log.Error("collect expired translations", "err", err)
+			} else if removed > 0 {
+				n.log.Debug("collected expired entries", "entries", removed)
 			}
 		}
-	}()
+	}
 }

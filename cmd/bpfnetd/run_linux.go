@@ -7,12 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"sync/atomic"
-	"time"
 
-	"github.com/bpfnet/bpfnet/api"
+	"github.com/bpfnet/bpfnet/api/server"
 	"github.com/bpfnet/bpfnet/compat"
 	"github.com/bpfnet/bpfnet/datapath"
 	"github.com/bpfnet/bpfnet/exporter"
+	"github.com/bpfnet/bpfnet/internal/version"
 	"github.com/bpfnet/bpfnet/network"
 )
 
@@ -33,7 +33,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 	}
 	// Refuse early, before touching anything, if another daemon serves
 	// the socket; the socket itself only appears once this one serves.
-	if err := api.CheckSocketFree(cfg.Socket); err != nil {
+	if err := server.CheckSocketFree(cfg.Socket); err != nil {
 		return err
 	}
 	uplinks, err := uplinks(cfg)
@@ -50,19 +50,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 	}
 	defer sel.close(log)
 	mgr := network.NewManager(log, network.NetlinkHost{}, sel.enf, store)
-	obs := newObserver(log, mgr, sel)
 	var ready atomic.Bool
 	if cfg.MetricsAddr != "" {
-		col := exporter.NewCollector(obs, exporter.Options{PerEndpoint: cfg.PerEndpoint, Version: version})
+		col := exporter.NewCollector(mgr, sel.enf, exporter.Options{PerEndpoint: cfg.PerEndpoint, Version: version.Version})
 		if err := exporter.Serve(ctx, log, cfg.MetricsAddr, exporter.Handler(col, ready.Load)); err != nil {
 			return fmt.Errorf("metrics listener: %w", err)
-		}
-	}
-	if sel.ebpf != nil {
-		// Watch addresses before the state is applied, so none added by
-		// start-up (the default network's gateway) is missed.
-		if err := sel.ebpf.WatchHostAddrs(ctx); err != nil {
-			return err
 		}
 	}
 	def := network.DefaultNetworkConfig{Enabled: cfg.DefaultNetwork, Bridge: cfg.Bridge, BIP: cfg.BIP}
@@ -72,65 +64,26 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 	if err := mgr.WatchEndpoints(ctx); err != nil {
 		return err
 	}
-	if sel.ebpf != nil {
-		sel.ebpf.RunGC(ctx, 30*time.Second)
-		if err := obs.runEvents(ctx); err != nil {
+	if r, ok := sel.enf.(network.Runner); ok {
+		if err := r.Run(ctx); err != nil {
 			return err
 		}
 	}
-	l, err := api.Listen(cfg.Socket)
+	l, err := server.Listen(cfg.Socket)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
+	srv := server.New(log, mgr, sel.enf, server.Info{Version: version.Version, DatapathReason: sel.reason, StateDir: cfg.StateDir,
+		Uplinks: uplinks, Warnings: sel.warnings, Cgroup: sel.cgroup,
+		Render: func(v network.View) string {
+			return compat.Save(compat.Render(v, cfg.ChainPrefix, compat.Hairpin), compat.ForwardPolicy(cfg.StateDir))
+		}})
 	ready.Store(true)
-	status := func() api.Status {
-		v := mgr.View()
-		s := api.Status{Version: version, Datapath: sel.enf.Name(), DatapathReason: sel.reason, StateDir: cfg.StateDir,
-			Uplinks: uplinks, Networks: len(v.Networks), Endpoints: len(v.Endpoints), Cgroup: sel.cgroup, Warnings: sel.warnings,
-			EndpointsReleased: mgr.Released()}
-		if sel.compat != nil {
-			s.ChainPrefix = sel.compat.Prefix()
-		}
-		if sel.ebpf != nil {
-			s.Attach, s.BPFFS = sel.ebpf.AttachMode(), cfg.BPFFS
-			for _, a := range sel.ebpf.Attachments() {
-				s.Attachments = append(s.Attachments, api.Attachment(a))
-			}
-			if st, err := sel.ebpf.Stats(); err == nil {
-				s.Stats = st
-			} else {
-				log.Error("read datapath stats", "err", err)
-			}
-		}
-		return s
-	}
-	render := func() string {
-		policy := "ACCEPT"
-		if sel.compat != nil && sel.compat.ForwardPolicySet() {
-			policy = "DROP"
-		}
-		prefix := cfg.ChainPrefix
-		return compat.Save(compat.Render(mgr.View(), prefix, compat.Hairpin), policy)
-	}
-	d := api.Daemon{Status: status, Render: render, Counters: obs.EndpointCounters}
-	if sel.ebpf != nil {
-		d.Monitor = obs.subscribe
-		d.NAT = func() ([]api.NATEntry, error) {
-			entries, err := sel.ebpf.NATEntries()
-			out := make([]api.NATEntry, 0, len(entries))
-			for _, e := range entries {
-				out = append(out, api.NATEntry{Kind: e.Kind, Proto: e.Proto, Container: e.Container.String(), Translated: e.Translated.String(),
-					Remote: e.Remote.String(), State: e.State, AgeSec: e.Age.Seconds(), IdleSec: e.Idle.Seconds()})
-			}
-			return out, err
-		}
-	}
-	srv := api.NewServer(log, mgr, d)
 	notifyReady(log)
-	log.Info("bpfnetd ready", "version", version, "datapath", sel.enf.Name(), "reason", sel.reason, "socket", cfg.Socket, "uplinks", uplinks)
-	err = api.Serve(ctx, l, srv.Handler())
-	if sel.ebpf != nil && sel.pinsEnd() {
+	log.Info("bpfnetd ready", "version", version.Version, "datapath", sel.enf.Name(), "reason", sel.reason, "socket", cfg.Socket, "uplinks", uplinks)
+	err = srv.Serve(ctx, l)
+	if sel.pinsEnd() {
 		log.Warn("bpfnetd stopped; networks and endpoints stay, but the eBPF programs and maps end with the daemon (its bpf filesystem is private): traffic is not filtered until it starts again")
 	} else {
 		log.Info("bpfnetd stopped; networks, rules and programs stay in place")
@@ -150,7 +103,7 @@ func cleanup(ctx context.Context, cfg Config, log *slog.Logger, store *network.S
 		return err
 	}
 	up, _ := uplinks(cfg)
-	if err := errors.Join(mgr.Cleanup(ctx), datapath.Cleanup(log, ebpfConfig(cfg, up))); err != nil {
+	if err := errors.Join(mgr.Cleanup(ctx), datapath.Leftover(log, ebpfConfig(cfg, up)).Cleanup(ctx)); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	log.Info("cleanup done: removed bpfnet's interfaces, rules, programs and state")
@@ -176,13 +129,6 @@ func errText(err error) string {
 		return ""
 	}
 	return "(" + err.Error() + ")"
-}
-
-func or(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // defaultNetworkError adds to a failure to plan the default network the

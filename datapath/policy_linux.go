@@ -1,0 +1,370 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+
+	"github.com/bpfnet/bpfnet/api"
+	"github.com/bpfnet/bpfnet/bpf"
+	"github.com/bpfnet/bpfnet/loader"
+	"github.com/bpfnet/bpfnet/network"
+)
+
+// policy is the datapath's picture of the networks and endpoints: their
+// entries in the policy maps (networks, subnets, ep_by_ifindex, ep_by_ip,
+// ports), the programs attached to their interfaces and the uplinks', and
+// each endpoint's traffic slot. Changes come one at a time from the
+// manager; mu guards the interface and slot tables against the readers
+// (status, counters, drop events) meanwhile.
+type policy struct {
+	log  *slog.Logger
+	coll *loader.Collection
+	att  *loader.Attacher
+	// root is the bpffs root of the pinned links; uplinks and cgroup are
+	// where the uplink and socket programs go.
+	root    string
+	uplinks []string
+	cgroup  string
+
+	mu       sync.Mutex
+	bridges  map[string]loader.Iface // network id → bridge (its ifindex is the BPF network id)
+	veths    map[string]loader.Iface // endpoint id → host-side veth
+	slots    map[string]uint32       // endpoint id → traffic slot (slots.go)
+	lastMode string                  // attach mode of the last attachment
+
+	// The reverse of veths and bridges: whose an interface index is (what
+	// names a counter or a drop event without a walk over all of them).
+	vethOwner, bridgeOwner map[uint32]string
+}
+
+func ifaceOf(name string) (loader.Iface, error) {
+	ifc, _, err := linkOf(name)
+	return ifc, err
+}
+
+// linkOf returns an interface and its MAC address.
+func linkOf(name string) (loader.Iface, net.HardwareAddr, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return loader.Iface{}, nil, fmt.Errorf("interface %s: %w", name, err)
+	}
+	return loader.Iface{Name: name, Index: l.Attrs().Index}, l.Attrs().HardwareAddr, nil
+}
+
+// attach attaches prog to ifc's hook (callers hold p.mu).
+func (p *policy) attach(ifc loader.Iface, hook loader.Hook, prog *ebpf.Program) error {
+	mode, err := p.att.Attach(ifc, hook, prog)
+	if err != nil {
+		return err
+	}
+	p.lastMode = mode
+	return nil
+}
+
+// reconcile makes the maps hold exactly v, gives every interface its
+// programs (pinned links are updated in place, so enforcement has no gap
+// across restarts) and removes attachments to interfaces v no longer has.
+func (p *policy) reconcile(v network.View) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	nets := map[uint32]bpf.BpfnetNetworkInfo{}
+	subnets := map[bpf.BpfnetSubnetKey]uint32{}
+	p.bridges, p.bridgeOwner = map[string]loader.Iface{}, map[uint32]string{}
+	for _, n := range v.Networks {
+		ifc, mac, err := linkOf(n.Bridge)
+		if err != nil {
+			return err
+		}
+		id := uint32(ifc.Index)
+		p.bridges[n.ID], p.bridgeOwner[id] = ifc, n.ID
+		nets[id] = networkInfo(n, mac)
+		subnets[subnetKey(n.Subnet)] = id
+	}
+	if err := p.assignSlots(v); err != nil {
+		return err
+	}
+	eps := map[uint32]bpf.BpfnetEndpointInfo{}
+	ips := map[uint32]bpf.BpfnetIpEndpoint{}
+	ports := map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend{}
+	p.veths, p.vethOwner = map[string]loader.Iface{}, map[uint32]string{}
+	for _, ep := range v.Endpoints {
+		ifc, info, ipEntry, err := p.endpointEntries(v, ep, p.slots[ep.ID])
+		if err != nil {
+			return err
+		}
+		p.veths[ep.ID], p.vethOwner[uint32(ifc.Index)] = ifc, ep.ID
+		eps[uint32(ifc.Index)] = info
+		ips[be32(ep.IP)] = ipEntry
+		entries, err := p.portEntries(v, ep)
+		if err != nil {
+			return err
+		}
+		maps.Copy(ports, entries)
+	}
+	// Networks first, so an endpoint never points at a missing network.
+	c := p.coll
+	if err := errors.Join(syncMap(c.Networks, nets), syncMap(c.Subnets, subnets),
+		syncMap(c.EpByIfindex, eps), syncMap(c.EpByIp, ips), syncMap(c.Ports, ports)); err != nil {
+		return err
+	}
+	wanted := map[string]bool{}
+	for _, ifc := range p.bridges {
+		if err := p.attach(ifc, loader.Egress, c.ToNetwork); err != nil {
+			return err
+		}
+		wanted[ifc.Name+":egress"] = true
+	}
+	for _, ifc := range p.veths {
+		if err := errors.Join(p.attach(ifc, loader.Ingress, c.FromContainer), p.attach(ifc, loader.Egress, c.ToContainer)); err != nil {
+			return err
+		}
+		wanted[ifc.Name+":ingress"], wanted[ifc.Name+":egress"] = true, true
+	}
+	for _, name := range p.uplinks {
+		ifc, err := ifaceOf(name)
+		if err != nil {
+			p.log.Warn("uplink not attached", "uplink", name, "err", err)
+			continue
+		}
+		if err := errors.Join(p.attach(ifc, loader.Ingress, c.FromUplink), p.attach(ifc, loader.Egress, c.ToUplink)); err != nil {
+			return err
+		}
+		wanted[name+":ingress"], wanted[name+":egress"] = true, true
+	}
+	if err := p.attachSockets(); err != nil {
+		return err
+	}
+	if err := p.removeStaleLinks(wanted); err != nil {
+		return err
+	}
+	return deleteKeys[bpf.BpfnetDropKey, []bpf.BpfnetDropCounts](c.Drops, func(k bpf.BpfnetDropKey) bool {
+		_, ep := eps[k.Ifindex]
+		_, br := nets[k.Ifindex]
+		return !ep && !br
+	})
+}
+
+// removeStaleLinks detaches pinned links of interface hooks that are not
+// wanted (their interface was removed while the daemon was down).
+func (p *policy) removeStaleLinks(wanted map[string]bool) error {
+	var errs []error
+	for _, pin := range p.att.PinnedLinks() {
+		if wanted[pin] {
+			continue
+		}
+		ifname, hook, _ := strings.Cut(pin, ":")
+		ifc := loader.Iface{Name: ifname}
+		if l, err := netlink.LinkByName(ifname); err == nil {
+			ifc.Index = l.Attrs().Index
+		}
+		p.log.Info("removing stale attachment", "interface", ifname, "hook", hook)
+		errs = append(errs, p.att.Detach(ifc, loader.Hook(hook)), os.Remove(filepath.Join(p.root, "links", pin)))
+	}
+	err := errors.Join(errs...)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// addNetwork writes a network's entries in networks and subnets, then
+// attaches its bridge's program.
+func (p *policy) addNetwork(n *network.Network) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ifc, mac, err := linkOf(n.Bridge)
+	if err != nil {
+		return err
+	}
+	id := uint32(ifc.Index)
+	if err := p.coll.Networks.Put(id, networkInfo(n, mac)); err != nil {
+		return fmt.Errorf("add network %s to map: %w", n.Name, err)
+	}
+	p.bridges[n.ID], p.bridgeOwner[id] = ifc, n.ID
+	if err := p.coll.Subnets.Put(subnetKey(n.Subnet), id); err != nil {
+		return fmt.Errorf("add subnet %s to map: %w", n.Subnet, err)
+	}
+	return p.attach(ifc, loader.Egress, p.coll.ToNetwork)
+}
+
+// removeNetwork detaches a network's bridge program and deletes its
+// entries.
+func (p *policy) removeNetwork(n *network.Network) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ifc, ok := p.bridges[n.ID]
+	if !ok {
+		return nil
+	}
+	id := uint32(ifc.Index)
+	err := errors.Join(p.att.Detach(ifc, loader.Egress),
+		del(p.coll.Subnets, subnetKey(n.Subnet)), del(p.coll.Networks, id), p.deleteDrops(id))
+	if err == nil {
+		delete(p.bridges, n.ID)
+		delete(p.bridgeOwner, id)
+	}
+	return err
+}
+
+// addEndpoint gives an endpoint a slot and writes its entries before its
+// programs are attached, so the programs know it from their first packet.
+func (p *policy) addEndpoint(v network.View, ep *network.Endpoint) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	slot, err := p.newSlot()
+	if err != nil {
+		return err
+	}
+	ifc, info, ipEntry, err := p.endpointEntries(v, ep, slot)
+	if err != nil {
+		return err
+	}
+	p.veths[ep.ID], p.vethOwner[uint32(ifc.Index)] = ifc, ep.ID
+	p.slots[ep.ID] = slot
+	if err := p.coll.EpByIfindex.Put(uint32(ifc.Index), info); err != nil {
+		return fmt.Errorf("add endpoint %s to map: %w", ep.Name, err)
+	}
+	if err := p.coll.EpByIp.Put(be32(ep.IP), ipEntry); err != nil {
+		return fmt.Errorf("add endpoint %s to map: %w", ep.Name, err)
+	}
+	if err := p.putPorts(v, ep); err != nil {
+		return err
+	}
+	return errors.Join(p.attach(ifc, loader.Ingress, p.coll.FromContainer), p.attach(ifc, loader.Egress, p.coll.ToContainer))
+}
+
+// forgetEndpoint deletes an endpoint's published ports and map entries: its
+// programs drop everything from then on (no_endpoint). It reports whether
+// the endpoint was known.
+func (p *policy) forgetEndpoint(ep *network.Endpoint) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ifc, ok := p.veths[ep.ID]
+	if !ok {
+		return false, nil
+	}
+	return true, errors.Join(p.deletePorts(ep), del(p.coll.EpByIfindex, uint32(ifc.Index)), del(p.coll.EpByIp, be32(ep.IP)))
+}
+
+// detachEndpoint removes a forgotten endpoint's drops and programs.
+func (p *policy) detachEndpoint(ep *network.Endpoint) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ifc, ok := p.veths[ep.ID]
+	if !ok {
+		return nil
+	}
+	err := errors.Join(p.deleteDrops(uint32(ifc.Index)), p.att.Detach(ifc, loader.Ingress), p.att.Detach(ifc, loader.Egress))
+	if err == nil {
+		delete(p.veths, ep.ID)
+		delete(p.vethOwner, uint32(ifc.Index))
+		delete(p.slots, ep.ID)
+	}
+	return err
+}
+
+// endpointEntries returns an endpoint's veth and its entries in
+// ep_by_ifindex and ep_by_ip with traffic slot `slot` (callers hold p.mu;
+// the network's bridge must be known).
+func (p *policy) endpointEntries(v network.View, ep *network.Endpoint, slot uint32) (loader.Iface, bpf.BpfnetEndpointInfo, bpf.BpfnetIpEndpoint, error) {
+	ifc, err := ifaceOf(ep.HostIf)
+	if err != nil {
+		return ifc, bpf.BpfnetEndpointInfo{}, bpf.BpfnetIpEndpoint{}, err
+	}
+	br, ok := p.bridges[ep.NetworkID]
+	n := v.Network(ep.NetworkID)
+	if !ok || n == nil {
+		return ifc, bpf.BpfnetEndpointInfo{}, bpf.BpfnetIpEndpoint{}, fmt.Errorf("endpoint %s: network %s is not in the datapath", ep.Name, ep.NetworkID)
+	}
+	info, ipEntry, err := endpointInfo(ep, n, uint32(br.Index), uint32(ifc.Index), slot)
+	return ifc, info, ipEntry, err
+}
+
+func (p *policy) deleteDrops(ifindex uint32) error {
+	return errors.Join(
+		del(p.coll.Drops, bpf.BpfnetDropKey{Ifindex: ifindex, Dir: uint32(bpf.BpfnetDirectionDIR_FROM_CONTAINER)}),
+		del(p.coll.Drops, bpf.BpfnetDropKey{Ifindex: ifindex, Dir: uint32(bpf.BpfnetDirectionDIR_TO_CONTAINER)}))
+}
+
+// attachMode returns the mode of the attachments ("tcx" or "tc"), or
+// fallback when nothing is attached yet.
+func (p *policy) attachMode(fallback string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lastMode != "" {
+		return p.lastMode
+	}
+	return fallback
+}
+
+// attachments lists what should be attached and how it is, for status.
+func (p *policy) attachments() []api.Attachment {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []api.Attachment
+	add := func(ifc loader.Iface, hook loader.Hook, prog string) {
+		a := api.Attachment{Interface: ifc.Name, Hook: string(hook), Program: prog}
+		if mode, id, ok := p.att.Query(ifc, hook); ok {
+			a.Mode, a.ProgramID = mode, uint32(id)
+		}
+		out = append(out, a)
+	}
+	for _, name := range p.uplinks {
+		if ifc, err := ifaceOf(name); err == nil {
+			add(ifc, loader.Ingress, "from_uplink")
+			add(ifc, loader.Egress, "to_uplink")
+		}
+	}
+	for _, ifc := range sortedIfaces(p.bridges) {
+		add(ifc, loader.Egress, "to_network")
+	}
+	for _, ifc := range sortedIfaces(p.veths) {
+		add(ifc, loader.Ingress, "from_container")
+		add(ifc, loader.Egress, "to_container")
+	}
+	if p.cgroup != "" {
+		for _, h := range p.sockHooks() {
+			a := api.Attachment{Interface: p.cgroup, Hook: h.typ.String(), Program: h.name}
+			if id, ok := p.att.QueryCgroup(h.typ); ok {
+				a.Mode, a.ProgramID = "cgroup", uint32(id)
+			}
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func sortedIfaces(m map[string]loader.Iface) []loader.Iface {
+	out := slices.Collect(maps.Values(m))
+	slices.SortFunc(out, func(a, b loader.Iface) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// owners returns, by interface index, the endpoint (veths) and the network
+// (bridges) behind each interface the datapath knows, and each endpoint's
+// slot: what names the counters.
+func (p *policy) owners() (veths map[uint32]string, bridges map[uint32]string, slots map[string]uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.vethOwner), maps.Clone(p.bridgeOwner), maps.Clone(p.slots)
+}
+
+// ownerOf returns the endpoint or the network an interface index belongs
+// to (what names a drop event).
+func (p *policy) ownerOf(ifindex uint32) (endpoint, network string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.vethOwner[ifindex], p.bridgeOwner[ifindex]
+}

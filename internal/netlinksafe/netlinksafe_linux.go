@@ -1,0 +1,53 @@
+// Package netlinksafe is the only place bpfnet dumps kernel tables over
+// netlink (links, addresses, routes, tc filters). A dump that races with a
+// change of the same table ends with NLM_F_DUMP_INTR and a result that may
+// miss or repeat entries; vishvananda/netlink returns what it got together
+// with ErrDumpInterrupted. These wrappers repeat such a dump, as the CNI
+// plugins' pkg/netlinksafe does, so no caller acts on a partial list. The
+// linter (.golangci.yml) bans the raw calls everywhere else.
+package netlinksafe
+
+import (
+	"errors"
+
+	"github.com/vishvananda/netlink"
+)
+
+// attempts bounds the retries; a table that changes this often is
+// reported rather than read forever.
+const attempts = 10
+
+func retry[T any](dump func() (T, error)) (T, error) {
+	var (
+		v   T
+		err error
+	)
+	for range attempts {
+		v, err = dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return v, err
+		}
+	}
+	return v, err
+}
+
+// LinkList lists the namespace's interfaces.
+func LinkList() ([]netlink.Link, error) {
+	return retry(netlink.LinkList) //nolint:forbidigo // the wrapper
+}
+
+// AddrList lists the addresses of link (nil: every interface) in family.
+func AddrList(link netlink.Link, family int) ([]netlink.Addr, error) {
+	return retry(func() ([]netlink.Addr, error) { return netlink.AddrList(link, family) }) //nolint:forbidigo // the wrapper
+}
+
+// RouteList lists the routes of the main table through link (nil: all) in
+// family.
+func RouteList(link netlink.Link, family int) ([]netlink.Route, error) {
+	return retry(func() ([]netlink.Route, error) { return netlink.RouteList(link, family) }) //nolint:forbidigo // the wrapper
+}
+
+// FilterList lists link's tc filters under parent.
+func FilterList(link netlink.Link, parent uint32) ([]netlink.Filter, error) {
+	return retry(func() ([]netlink.Filter, error) { return netlink.FilterList(link, parent) }) //nolint:forbidigo // the wrapper
+}
