@@ -10,6 +10,8 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BINDIR  := $(PREFIX)/bin
 UNITDIR := $(PREFIX)/lib/systemd/system
+# CNI plugins live where runtimes look for them (CNI_PATH).
+CNIDIR  ?= /opt/cni/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -20,7 +22,7 @@ LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMI
 # benchmarks (make test, which also needs the other two).
 RUN_PACKAGES  := iptables iproute2
 GEN_PACKAGES  := clang-19 llvm-19 libbpf-dev linux-libc-dev gcc
-TEST_PACKAGES := nftables iputils-ping conntrack iperf3 sockperf prometheus systemd docker.io debootstrap util-linux ca-certificates
+TEST_PACKAGES := nftables iputils-ping conntrack iperf3 sockperf prometheus systemd docker.io containerd runc debootstrap util-linux ca-certificates
 # Where the UAPI asm/ headers live for this architecture.
 BPF_INCLUDES := -I/usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo $$(uname -m)-linux-gnu)
 
@@ -57,8 +59,8 @@ deps: ## install everything the tests and benchmarks need (includes deps-run and
 	$(call apt_install,$(RUN_PACKAGES) $(GEN_PACKAGES) $(TEST_PACKAGES))
 
 .PHONY: build
-build: ## build bin/bpfnetd and bin/bpfnet
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/bpfnetd ./cmd/bpfnet
+build: ## build bin/bpfnetd, bin/bpfnet and bin/bpfnet-cni
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/bpfnetd ./cmd/bpfnet ./cmd/bpfnet-cni
 
 .PHONY: generate
 generate: deps-generate ## rebuild the BPF objects and their Go bindings (bpf/*_bpfel.*) with clang-19
@@ -88,8 +90,7 @@ bench-published: deps ## outside → published port sweep over 1-1000 networks: 
 
 .PHONY: bench-dockerd
 bench-dockerd: deps ## control plane of a real Docker Engine 20.10 in a namespace: 1000 networks, 1000 endpoints (network connect) (root; ~10 min)
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/pause ./bench/pause
-	$(GO) test -count=1 -timeout 90m ./bench -run TestDockerdControlPlane -dockerd-pause=$(CURDIR)/$(BIN)/pause -v -dockerd-report=$(CURDIR)/bench/dockerd-results.md
+	$(GO) test -count=1 -timeout 90m ./bench -run TestDockerdControlPlane -dockerd -v -dockerd-report=$(CURDIR)/bench/dockerd-results.md
 
 .PHONY: bench-nat
 bench-nat: deps ## benchmark container → outside, eBPF vs iptables datapath (root; ~2 min)
@@ -100,9 +101,10 @@ bench-ports: deps ## benchmark outside → published port: routed floor, Docker 
 	$(GO) test -count=1 -timeout 30m ./bench -run TestPublishedPortBench -ports -v -ports-report=$(CURDIR)/bench/ports-results.md
 
 .PHONY: install
-install: build ## install binaries, the systemd unit and a default config (PREFIX=/usr/local, DESTDIR)
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/bpfnet
+install: build ## install binaries, the CNI plugin (CNIDIR=/opt/cni/bin, as bpfnet), the systemd unit and a default config (PREFIX=/usr/local, DESTDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/bpfnet $(DESTDIR)$(CNIDIR)
 	install -m 0755 $(BIN)/bpfnetd $(BIN)/bpfnet $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(BIN)/bpfnet-cni $(DESTDIR)$(CNIDIR)/bpfnet
 	sed 's|@BINDIR@|$(BINDIR)|g' deploy/systemd/bpfnetd.service > $(DESTDIR)$(UNITDIR)/bpfnetd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/bpfnetd.service
 	@if [ -e $(DESTDIR)/etc/bpfnet/bpfnetd.yaml ]; then echo "keeping existing $(DESTDIR)/etc/bpfnet/bpfnetd.yaml"; \
@@ -110,12 +112,12 @@ install: build ## install binaries, the systemd unit and a default config (PREFI
 
 .PHONY: uninstall
 uninstall: ## remove what install put in place (a config you changed is kept)
-	rm -f $(DESTDIR)$(BINDIR)/bpfnetd $(DESTDIR)$(BINDIR)/bpfnet $(DESTDIR)$(UNITDIR)/bpfnetd.service
+	rm -f $(DESTDIR)$(BINDIR)/bpfnetd $(DESTDIR)$(BINDIR)/bpfnet $(DESTDIR)$(UNITDIR)/bpfnetd.service $(DESTDIR)$(CNIDIR)/bpfnet
 	@if cmp -s deploy/bpfnetd.yaml $(DESTDIR)/etc/bpfnet/bpfnetd.yaml; then rm -f $(DESTDIR)/etc/bpfnet/bpfnetd.yaml; \
 	elif [ -e $(DESTDIR)/etc/bpfnet/bpfnetd.yaml ]; then echo "keeping changed $(DESTDIR)/etc/bpfnet/bpfnetd.yaml"; fi
 	@# Empty directories go: all of them up to DESTDIR when staging, only
 	@# /etc/bpfnet on a real system.
-	@if [ -n "$(DESTDIR)" ]; then for d in $(DESTDIR)/etc/bpfnet $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR); do \
+	@if [ -n "$(DESTDIR)" ]; then for d in $(DESTDIR)/etc/bpfnet $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(CNIDIR); do \
 		while [ "$$d" != "$(DESTDIR)" ] && [ "$$d" != "/" ] && rmdir "$$d" 2>/dev/null; do d=$$(dirname "$$d"); done; done; \
 	else rmdir /etc/bpfnet 2>/dev/null || true; fi
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -75,13 +76,29 @@ func (c *Client) Monitor(ctx context.Context, network, endpoint string, fn func(
 	}
 }
 
-// responseError turns a non-2xx reply into an error with its message.
+// StatusError is a request bpfnetd refused: its HTTP status says why
+// (400 invalid, 404 not found, 409 conflict, 500 the daemon failed) and
+// Message is the daemon's.
+type StatusError struct {
+	Status  int
+	Message string
+}
+
+func (e *StatusError) Error() string { return e.Message }
+
+// IsNotFound reports whether err is bpfnetd's "not found".
+func IsNotFound(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && se.Status == http.StatusNotFound
+}
+
+// responseError turns a non-2xx reply into a *StatusError with its message.
 func responseError(resp *http.Response) error {
 	var e Error
 	if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
-		return fmt.Errorf("%s", e.Message)
+		return &StatusError{Status: resp.StatusCode, Message: e.Message}
 	}
-	return fmt.Errorf("bpfnetd: %s", resp.Status)
+	return &StatusError{Status: resp.StatusCode, Message: "bpfnetd: " + resp.Status}
 }
 
 // NewJSONRequest is an HTTP request whose body is in as JSON (none when
@@ -192,6 +209,13 @@ func (c *Client) RemoveEndpoint(ctx context.Context, ref string) error {
 func (c *Client) Locate(ctx context.Context, req LocateRequest) (Location, error) {
 	var out Location
 	return out, c.do(ctx, "POST", "/v1/locate", req, &out)
+}
+
+// CheckEndpoint asks the daemon whether an endpoint is whole: its veth
+// pair, the container side's address and routes, and the datapath's hold
+// on it. The error says what is missing.
+func (c *Client) CheckEndpoint(ctx context.Context, ref string) error {
+	return c.do(ctx, "GET", "/v1/endpoints/"+url.PathEscape(ref)+"/check", nil, nil)
 }
 
 // CompatRender returns the iptables-save text of the compat rendering.

@@ -15,12 +15,18 @@ const DefaultSocket = "/run/bpfnet/bpfnet.sock"
 
 // CreateNetworkRequest is what `network create` asks for.
 type CreateNetworkRequest struct {
-	Name     string            `json:"name"`
-	Subnet   string            `json:"subnet,omitempty"`
-	IPRange  string            `json:"ip_range,omitempty"`
-	Gateway  string            `json:"gateway,omitempty"`
-	Internal bool              `json:"internal,omitempty"`
-	Options  map[string]string `json:"options,omitempty"`
+	Name     string `json:"name"`
+	Subnet   string `json:"subnet,omitempty"`
+	IPRange  string `json:"ip_range,omitempty"`
+	Gateway  string `json:"gateway,omitempty"`
+	Internal bool   `json:"internal,omitempty"`
+	// AuxAddresses are addresses of the subnet, by name, that are never
+	// given to an endpoint (`--aux-address`, as Docker's).
+	AuxAddresses map[string]string `json:"aux_addresses,omitempty"`
+	Options      map[string]string `json:"options,omitempty"`
+	// ID is the network's id when the caller has one (Docker's network
+	// id: 64 hex digits); empty, bpfnet makes one.
+	ID string `json:"id,omitempty"`
 }
 
 // CreateEndpointRequest is what `endpoint create` asks for.
@@ -33,6 +39,24 @@ type CreateEndpointRequest struct {
 	Name    string `json:"name,omitempty"`
 	// Ports are -p specs: [HOSTIP:]HOSTPORT:PORT[/tcp|udp].
 	Ports []string `json:"ports,omitempty"`
+	// MAC is the container interface's MAC address; empty, it is derived
+	// from the address as Docker does (02:42 and the four address bytes).
+	MAC string `json:"mac,omitempty"`
+	// ID is the endpoint's id when the caller has one (Docker's endpoint
+	// id); empty, bpfnet makes one.
+	ID string `json:"id,omitempty"`
+	// ContainerID is the container engine's id of the container (CNI's
+	// CNI_CONTAINERID); Runtime names what attached it ("cni"), so that
+	// its garbage collection removes its own endpoints only; Labels
+	// describe the container (Kubernetes' pod namespace and name).
+	ContainerID string            `json:"container_id,omitempty"`
+	Runtime     string            `json:"runtime,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	// HandOff leaves the container side of the veth pair in the daemon's
+	// namespace, down and unconfigured, named by the endpoint's IfName,
+	// for a caller that moves it into the container itself (Docker's
+	// engine does, after its Join); NetNS and PID are then empty.
+	HandOff bool `json:"handoff,omitempty"`
 }
 
 // NetworkInspect is a network shaped like `docker network inspect` output.
@@ -108,6 +132,10 @@ type Endpoint struct {
 	Network      string        `json:"network"`
 	Subnet       string        `json:"subnet"`
 	Gateway      string        `json:"gateway"`
+	// ContainerID, Runtime and Labels are as created (CreateEndpointRequest).
+	ContainerID string            `json:"container_id,omitempty"`
+	Runtime     string            `json:"runtime,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
 	// Counters are the traffic of its host-side veth (nil if unknown).
 	Counters *EndpointCounters `json:"counters,omitempty"`
 }
@@ -168,8 +196,11 @@ type Location struct {
 	HostIf      string `json:"host_if"`
 	HostIfIndex int    `json:"host_ifindex"`
 	Bridge      string `json:"bridge,omitempty"`
-	// EndpointID is set when the interface is a bpfnet endpoint.
-	EndpointID string `json:"endpoint_id,omitempty"`
+	// EndpointID is set when the interface is a bpfnet endpoint, with its
+	// name and its container engine's id (CNI's container id).
+	EndpointID  string `json:"endpoint_id,omitempty"`
+	Endpoint    string `json:"endpoint,omitempty"`
+	ContainerID string `json:"container_id,omitempty"`
 }
 
 // Status describes the running daemon.

@@ -1,13 +1,9 @@
 package bench
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,7 +13,7 @@ import (
 )
 
 var (
-	dockerdPause      = flag.String("dockerd-pause", "", "static binary the containers run (bench/pause; make bench-dockerd builds it and runs the benchmark)")
+	dockerdBench      = flag.Bool("dockerd", false, "run TestDockerdControlPlane (make bench-dockerd)")
 	dockerdNetworks   = flag.Int("dockerd-networks", 1000, "networks TestDockerdControlPlane creates")
 	dockerdContainers = flag.Int("dockerd-containers", 100, "running containers TestDockerdControlPlane connects, each to 10 networks")
 	dockerdReport     = flag.String("dockerd-report", "", "write the Markdown table to this file")
@@ -33,10 +29,10 @@ var (
 // created first: the part of `docker run` that bpfnet's endpoint create
 // does (veth, addresses, rules). Starting the containers is not timed.
 //
-//	make bench-dockerd   # go test ./bench -run TestDockerdControlPlane -dockerd-pause=bin/pause -v
+//	make bench-dockerd   # go test ./bench -run TestDockerdControlPlane -dockerd -v
 func TestDockerdControlPlane(t *testing.T) {
-	if *dockerdPause == "" {
-		t.Skip("benchmark: run with -dockerd-pause (make bench-dockerd)")
+	if !*dockerdBench {
+		t.Skip("benchmark: run with -dockerd (make bench-dockerd)")
 	}
 	n, m := *dockerdNetworks, 10**dockerdContainers
 	if n < 200 || m < 200 {
@@ -60,7 +56,7 @@ func TestDockerdControlPlane(t *testing.T) {
 			t.Logf("%d networks, the last in %v", i+1, nets[i].Round(time.Millisecond))
 		}
 	}
-	d.importPause(t)
+	d.ImportPause(t)
 	var containers []string
 	for i := range *dockerdContainers {
 		containers = append(containers, d.runContainer(ctx, t, fmt.Sprintf("c%d", i)))
@@ -105,24 +101,6 @@ func (d dockerd) createNetwork(ctx context.Context, t *testing.T, name, subnet s
 		"IPAM": map[string]any{"Config": []map[string]string{{"Subnet": subnet}}}})
 }
 
-// importPause makes the image bpfnet-bench:pause: one static binary.
-func (d dockerd) importPause(t *testing.T) {
-	bin, err := os.ReadFile(*dockerdPause)
-	if err != nil {
-		t.Fatalf("-dockerd-pause: %v", err)
-	}
-	var tb bytes.Buffer
-	tw := tar.NewWriter(&tb)
-	tw.WriteHeader(&tar.Header{Name: "pause", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg})
-	tw.Write(bin)
-	tw.Close()
-	imp := exec.Command("/usr/bin/docker", "-H", "unix://"+d.Sock, "import", "-", "bpfnet-bench:pause")
-	imp.Stdin = &tb
-	if out, err := imp.CombinedOutput(); err != nil {
-		t.Fatalf("docker import: %v\n%s", err, out)
-	}
-}
-
 // runContainer creates and starts a container on Docker's default bridge
 // and returns its id.
 func (d dockerd) runContainer(ctx context.Context, t *testing.T, name string) string {
@@ -130,7 +108,7 @@ func (d dockerd) runContainer(ctx context.Context, t *testing.T, name string) st
 	var c struct {
 		ID string `json:"Id"`
 	}
-	if err := d.Call(ctx, "POST", "/containers/create?name="+name, map[string]any{"Image": "bpfnet-bench:pause", "Cmd": []string{"/pause"}}, &c); err != nil {
+	if err := d.Call(ctx, "POST", "/containers/create?name="+name, map[string]any{"Image": testnet.PauseImage, "Cmd": []string{"/pause"}}, &c); err != nil {
 		t.Fatal(err)
 	}
 	d.do(ctx, t, "POST", "/containers/"+c.ID+"/start", nil)

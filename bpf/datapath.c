@@ -495,13 +495,21 @@ static __always_inline __u32 judge_from_outside(__u32 net_id, const struct pkt *
 	return PASS;
 }
 
+/* The loopback interface's index in every network namespace. */
+#define LOOPBACK_IFINDEX 1
+
 /* judge_to_network judges a packet the host stack sends into network
- * net_id. A source that is a host address means the host sent it: the
- * kernel drops packets arriving with a local source (martians) before
- * routing them here. */
-static __always_inline __u32 judge_to_network(__u32 net_id, const struct pkt *p)
+ * net_id, that came in on interface in (0: made by the host). The host's
+ * own packets pass: a host address as source, made here or looped back
+ * (the kernel drops packets arriving with a local source as martians).
+ * A packet routed in from another interface is judged as from the
+ * outside even with a host address as source: another bridge masqueraded
+ * it (Docker masquerades its networks' traffic to every other interface),
+ * and, like Docker 28's direct-access rule, only replies and published
+ * ports get through. */
+static __always_inline __u32 judge_to_network(__u32 net_id, const struct pkt *p, __u32 in)
 {
-	if (is_host_addr(p->saddr))
+	if (is_host_addr(p->saddr) && (in == 0 || in == LOOPBACK_IFINDEX))
 		return PASS;
 	return judge_from_outside(net_id, p);
 }
@@ -535,7 +543,7 @@ int to_network(struct __sk_buff *skb)
 	struct pkt p;
 	if (parse_ipv4(skb, &p) < 0)
 		return drop(net_id, DIR_TO_CONTAINER, REASON_MALFORMED);
-	__u32 v = judge_to_network(net_id, &p);
+	__u32 v = judge_to_network(net_id, &p, skb->ingress_ifindex);
 	if (v == PASS)
 		return TC_ACT_OK;
 	return drop_to_network(net_id, &p, v);

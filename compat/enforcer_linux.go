@@ -135,6 +135,12 @@ func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *networ
 	return e.sync(v)
 }
 
+// EndpointPortsChanged implements network.Enforcer: the DNAT rules follow
+// the endpoint's ports.
+func (e *Enforcer) EndpointPortsChanged(ctx context.Context, v network.View, ep *network.Endpoint, old []network.PortMapping) error {
+	return e.sync(v)
+}
+
 // EndpointRemoved implements network.Enforcer. Besides its rules, the
 // kernel's connection-tracking entries that refer to the
 // endpoint's address go: a DNAT or masquerade entry that outlived it would

@@ -206,6 +206,13 @@ func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *networ
 	return e.policy.addEndpoint(v, ep)
 }
 
+// EndpointPortsChanged implements network.Enforcer: the old ports' entries
+// go, the new ones come (connections to a removed port expire with their
+// translations).
+func (e *Enforcer) EndpointPortsChanged(ctx context.Context, v network.View, ep *network.Endpoint, old []network.PortMapping) error {
+	return e.policy.changePorts(v, ep, old)
+}
+
 // EndpointRemoved implements network.Enforcer. The endpoint's map entries
 // go first, so its veth's programs drop everything from then on (fail
 // closed, even if the daemon dies half-way); then every tracked flow,
@@ -247,6 +254,11 @@ func (e *Enforcer) Describe(s *api.Status) {
 		e.log.Error("read datapath stats", "err", err)
 	}
 	s.Stats = st
+}
+
+// CheckEndpoint implements network.EndpointChecker.
+func (e *Enforcer) CheckEndpoint(v network.View, ep *network.Endpoint) error {
+	return e.policy.checkEndpoint(ep)
 }
 
 // Attachments implements network.AttachmentLister.

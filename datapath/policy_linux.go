@@ -255,7 +255,7 @@ func (p *policy) forgetEndpoint(ep *network.Endpoint) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	return true, errors.Join(p.deletePorts(ep), del(p.coll.EpByIfindex, uint32(ifc.Index)), del(p.coll.EpByIp, be32(ep.IP)))
+	return true, errors.Join(p.deletePorts(ep.Ports), del(p.coll.EpByIfindex, uint32(ifc.Index)), del(p.coll.EpByIp, be32(ep.IP)))
 }
 
 // detachEndpoint removes a forgotten endpoint's drops and programs.
@@ -296,6 +296,31 @@ func (p *policy) deleteDrops(ifindex uint32) error {
 	return errors.Join(
 		del(p.coll.Drops, bpf.BpfnetDropKey{Ifindex: ifindex, Dir: uint32(bpf.BpfnetDirectionDIR_FROM_CONTAINER)}),
 		del(p.coll.Drops, bpf.BpfnetDropKey{Ifindex: ifindex, Dir: uint32(bpf.BpfnetDirectionDIR_TO_CONTAINER)}))
+}
+
+// checkEndpoint reports what of an endpoint the datapath lacks: its
+// entries in ep_by_ifindex and ep_by_ip, and its two programs.
+func (p *policy) checkEndpoint(ep *network.Endpoint) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ifc, ok := p.veths[ep.ID]
+	if !ok {
+		return fmt.Errorf("endpoint %s is not in the datapath", ep.Name)
+	}
+	var info bpf.BpfnetEndpointInfo
+	if err := p.coll.EpByIfindex.Lookup(uint32(ifc.Index), &info); err != nil {
+		return fmt.Errorf("no ep_by_ifindex entry for %s: %w", ifc.Name, err)
+	}
+	var byIP bpf.BpfnetIpEndpoint
+	if err := p.coll.EpByIp.Lookup(be32(ep.IP), &byIP); err != nil || byIP.Ifindex != uint32(ifc.Index) {
+		return fmt.Errorf("no ep_by_ip entry of %s for %s", ep.IP, ifc.Name)
+	}
+	for _, hook := range []loader.Hook{loader.Ingress, loader.Egress} {
+		if _, _, ok := p.att.Query(ifc, hook); !ok {
+			return fmt.Errorf("no program on %s %s", ifc.Name, hook)
+		}
+	}
+	return nil
 }
 
 // attachMode returns the mode of the attachments ("tcx" or "tc"), or

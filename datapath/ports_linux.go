@@ -62,14 +62,37 @@ func (p *policy) putPorts(v network.View, ep *network.Endpoint) error {
 	return nil
 }
 
-// deletePorts removes an endpoint's published ports (its connections
-// expire with their NAT entries).
-func (p *policy) deletePorts(ep *network.Endpoint) error {
+// deletePorts removes published ports (their connections expire with
+// their NAT entries).
+func (p *policy) deletePorts(ports []network.PortMapping) error {
 	var errs []error
-	for _, pm := range ep.Ports {
+	for _, pm := range ports {
 		errs = append(errs, del(p.coll.Ports, portKey(pm)))
 	}
 	return errors.Join(errs...)
+}
+
+// changePorts replaces an endpoint's published ports old with ep.Ports,
+// and its entries' flags with what they say now (EP_F_PUBLISHES: its
+// replies may need translating back).
+func (p *policy) changePorts(v network.View, ep *network.Endpoint, old []network.PortMapping) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	slot, ok := p.slots[ep.ID]
+	if !ok {
+		return fmt.Errorf("endpoint %s is not in the datapath", ep.Name)
+	}
+	ifc, info, ipEntry, err := p.endpointEntries(v, ep, slot)
+	if err != nil {
+		return err
+	}
+	if err := p.deletePorts(old); err != nil {
+		return err
+	}
+	if err := errors.Join(p.coll.EpByIfindex.Put(uint32(ifc.Index), info), p.coll.EpByIp.Put(be32(ep.IP), ipEntry)); err != nil {
+		return fmt.Errorf("update endpoint %s: %w", ep.Name, err)
+	}
+	return p.putPorts(v, ep)
 }
 
 func addrPortOf(k bpf.BpfnetPortKey) netip.AddrPort {

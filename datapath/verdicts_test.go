@@ -188,6 +188,23 @@ func TestToNetwork(t *testing.T) {
 	}
 
 	t.Run("host → container", func(t *testing.T) { toNet(t, br1, e1, ipFrame(t, gw1, w.ip("e1"), tcp(40000, 22)), none) })
+	t.Run("host address, looped back → container", func(t *testing.T) {
+		w.ingress = 1 // lo
+		defer func() { w.ingress = 0 }()
+		toNet(t, br1, e1, ipFrame(t, gw1, w.ip("e1"), tcp(40000, 22)), none)
+	})
+	// Another bridge's container, masqueraded to a host address by that
+	// bridge's owner (Docker masquerades its networks' traffic to every
+	// other interface) and routed in: judged as from the outside.
+	t.Run("host address routed in from another interface → container: unsolicited", func(t *testing.T) {
+		w.ingress = 4242 // not an interface of bpfnet's
+		defer func() { w.ingress = 0 }()
+		toNet(t, br1, e1, ipFrame(t, gw1, w.ip("e1"), tcp(40000, 22)), unsolicited)
+		// A reply to e1's own connection to a container there passes.
+		const foreign = "198.18.30.2"
+		w.expect(t, w.coll.FromContainer, e1, e1, fromC, true, w.from(t, "e1", foreign, tcp(40100, 7000)), none)
+		toNet(t, br1, e1, ipFrame(t, foreign, w.ip("e1"), tcpAck(7000, 40100)), none)
+	})
 	t.Run("host (uplink address) → internal container", func(t *testing.T) {
 		toNet(t, br3, w.eps["e5"].ifindex, ipFrame(t, uplinkAddr, w.ip("e5"), tcp(40000, 22)), none)
 	})

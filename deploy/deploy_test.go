@@ -41,13 +41,13 @@ func files(t *testing.T, dir string) []string {
 	return out
 }
 
-// make install DESTDIR=… puts binaries, unit and config in place (the
+// make install DESTDIR=… puts binaries, the CNI plugin, unit and config in place (the
 // unit pointing at the installed binary); make uninstall leaves the folder
 // empty. The installed unit passes systemd-analyze verify.
 func TestInstallUninstall(t *testing.T) {
 	dest := t.TempDir()
 	makeIn(t, "install", "DESTDIR="+dest, "PREFIX=/usr")
-	want := []string{"etc/bpfnet/bpfnetd.yaml", "usr/bin/bpfnet", "usr/bin/bpfnetd", "usr/lib/systemd/system/bpfnetd.service"}
+	want := []string{"etc/bpfnet/bpfnetd.yaml", "usr/bin/bpfnet", "usr/bin/bpfnetd", "usr/lib/systemd/system/bpfnetd.service", "opt/cni/bin/bpfnet"}
 	got := strings.Join(files(t, dest), " ")
 	for _, w := range want {
 		if !strings.Contains(got, w) {

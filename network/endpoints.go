@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
@@ -23,16 +24,39 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req api.CreateEndpointRequ
 	if err != nil {
 		return Endpoint{}, err
 	}
-	path, err := resolveNetNS(req.NetNS, req.PID)
-	if err != nil {
-		return Endpoint{}, err
+	ep := &Endpoint{ID: req.ID, Name: req.Name, NetworkID: n.ID, Created: time.Now().UTC(), IfName: req.IfName, HandOff: req.HandOff,
+		ContainerID: req.ContainerID, Runtime: req.Runtime, Labels: req.Labels}
+	if ep.ID == "" {
+		ep.ID = newID()
+	} else if !idRE.MatchString(ep.ID) {
+		return Endpoint{}, invalidf("invalid endpoint id %q: want 64 hexadecimal digits", ep.ID)
 	}
-	if !m.host.NetNSExists(path) {
-		return Endpoint{}, invalidf("%s is not a network namespace", path)
+	switch {
+	case req.HandOff && (req.NetNS != "" || req.PID != 0):
+		return Endpoint{}, invalidf("an endpoint handed off has no namespace yet: give neither a path nor a pid")
+	case req.HandOff:
+		if ep.IfName == "" {
+			// The container side's name in the daemon's namespace until
+			// the caller moves it: unique, as the id is.
+			ep.IfName = "bpc" + ep.ID[:12]
+		}
+	default:
+		if ep.NetNS, err = resolveNetNS(req.NetNS, req.PID); err != nil {
+			return Endpoint{}, err
+		}
+		if !m.host.NetNSExists(ep.NetNS) {
+			return Endpoint{}, invalidf("%s is not a network namespace", ep.NetNS)
+		}
 	}
-	ep := &Endpoint{ID: newID(), Name: req.Name, NetworkID: n.ID, Created: time.Now().UTC(), NetNS: path, IfName: req.IfName}
 	if ep.IfName == "" {
 		ep.IfName = "eth0"
+	}
+	if req.MAC != "" {
+		mac, err := net.ParseMAC(req.MAC)
+		if err != nil || len(mac) != 6 || mac[0]&1 == 1 {
+			return Endpoint{}, invalidf("invalid MAC address %q: want a unicast Ethernet address such as 02:42:c0:a8:01:02", req.MAC)
+		}
+		ep.MAC = mac.String()
 	}
 	if !ifnameRE.MatchString(ep.IfName) {
 		return Endpoint{}, invalidf("invalid interface name %q: 1 to 15 characters of letters, digits, '_', '.', '-'", ep.IfName)
@@ -50,10 +74,13 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req api.CreateEndpointRequ
 		if o.Name == ep.Name {
 			return Endpoint{}, conflictf("endpoint with name %s already exists", ep.Name)
 		}
+		if o.ID == ep.ID {
+			return Endpoint{}, conflictf("endpoint with id %s already exists (%s)", ep.ID, o.Name)
+		}
 		if o.NetworkID == n.ID {
 			used[o.IP] = true
-			if o.NetNS == path && o.IfName == ep.IfName {
-				return Endpoint{}, conflictf("interface %s of netns %s is already endpoint %s", ep.IfName, path, o.Name)
+			if !ep.HandOff && o.NetNS == ep.NetNS && o.IfName == ep.IfName {
+				return Endpoint{}, conflictf("interface %s of netns %s is already endpoint %s", ep.IfName, ep.NetNS, o.Name)
 			}
 		}
 	}
@@ -65,6 +92,9 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req api.CreateEndpointRequ
 			return Endpoint{}, conflictf("%v", err)
 		}
 		return Endpoint{}, invalid(err)
+	}
+	if ep.MAC == "" {
+		ep.MAC = MACFromIP(ep.IP).String()
 	}
 	err = apply(
 		step{do: func() error {
@@ -147,6 +177,28 @@ func (m *Manager) planPorts(n *Network, specs []string) ([]PortMapping, error) {
 		}
 	}
 	return out, nil
+}
+
+// CheckEndpoint reports whether an endpoint is whole: its plumbing as the
+// host shows it and, when the enforcer can tell, its policy. The error
+// (a conflict) says what is missing.
+func (m *Manager) CheckEndpoint(ref string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ep, err := m.findEndpoint(ref)
+	if err != nil {
+		return err
+	}
+	v := m.view()
+	if err := m.host.CheckEndpoint(v.Network(ep.NetworkID), ep); err != nil {
+		return conflictf("endpoint %s: %v", ep.Name, err)
+	}
+	if c, ok := m.enf.(EndpointChecker); ok {
+		if err := c.CheckEndpoint(v, ep); err != nil {
+			return conflictf("endpoint %s: the %s datapath: %v", ep.Name, m.enf.Name(), err)
+		}
+	}
+	return nil
 }
 
 // RemoveEndpoint detaches an endpoint: policy, veth pair and state.

@@ -40,6 +40,10 @@ type Enforcer interface {
 	NetworkRemoved(ctx context.Context, v View, n *Network) error
 	EndpointAdded(ctx context.Context, v View, ep *Endpoint) error
 	EndpointRemoved(ctx context.Context, v View, ep *Endpoint) error
+	// EndpointPortsChanged publishes ep.Ports instead of old (Docker's
+	// engine publishes a container's ports after it joined, and revokes
+	// them when it stops).
+	EndpointPortsChanged(ctx context.Context, v View, ep *Endpoint, old []PortMapping) error
 	// Cleanup removes everything the enforcer ever installed.
 	Cleanup(ctx context.Context) error
 }
@@ -99,6 +103,12 @@ type DropEvent struct {
 type NATTable interface {
 	NATEntries() ([]api.NATEntry, error)
 	NATStats() (api.NATStats, error)
+}
+
+// EndpointChecker is an enforcer that can tell whether it holds an
+// endpoint whole (its entries and programs), for CNI's CHECK.
+type EndpointChecker interface {
+	CheckEndpoint(v View, ep *Endpoint) error
 }
 
 // Describer is an enforcer with more to show in `bpfnet status` than its

@@ -35,6 +35,10 @@ type Host interface {
 	// EndpointPresent reports whether the endpoint's veth pair still exists
 	// (host side present and enslaved to the network's bridge).
 	EndpointPresent(n *Network, ep *Endpoint) (bool, error)
+	// CheckEndpoint reports what is wrong with an endpoint's plumbing: the
+	// host side up on the bridge, and, unless handed off, the container
+	// side with its MAC, address and routes (CNI's CHECK).
+	CheckEndpoint(n *Network, ep *Endpoint) error
 	DeleteEndpoint(ep *Endpoint) error
 	// OwnedLinks lists interfaces bpfnet created (marked by their alias),
 	// by name, with the id of the network or endpoint they belong to.

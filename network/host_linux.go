@@ -201,7 +201,10 @@ func (NetlinkHost) EndpointDown(ep *Endpoint) error {
 	return nil
 }
 
-func (NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
+func (h NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
+	if ep.HandOff {
+		return h.createHandOff(n, ep)
+	}
 	nsh, err := netns.GetFromPath(ep.NetNS)
 	if err != nil {
 		return fmt.Errorf("open netns %s: %w", ep.NetNS, err)
@@ -215,53 +218,19 @@ func (NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
 	if _, err := in.LinkByName(ep.IfName); err == nil {
 		return fmt.Errorf("interface %s already exists in netns %s", ep.IfName, ep.NetNS)
 	}
-	br, err := netlink.LinkByName(n.Bridge)
-	if err != nil {
-		return fmt.Errorf("look up bridge %s: %w", n.Bridge, err)
-	}
-	if ep.HostIf == "" {
-		ep.HostIf = randomVethName()
-	}
-	mac := MACFromIP(ep.IP)
 	// The peer is created directly inside the container's namespace under
 	// its final name, so a failure never leaves a stray interface on the
 	// host and a name clash in the container is reported by the kernel.
-	veth := &netlink.Veth{
-		LinkAttrs:        netlink.LinkAttrs{Name: ep.HostIf, MTU: n.MTU},
-		PeerName:         ep.IfName,
-		PeerHardwareAddr: mac,
-		PeerNamespace:    netlink.NsFd(int(nsh)),
-		PeerMTU:          uint32(n.MTU),
-	}
-	if err := netlink.LinkAdd(veth); err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("create veth %s: an interface %s or %s already exists: %w", ep.HostIf, ep.HostIf, ep.IfName, err)
-		}
-		return fmt.Errorf("create veth %s: %w", ep.HostIf, err)
+	veth, err := addVeth(n, ep, netlink.NsFd(int(nsh)))
+	if err != nil {
+		return err
 	}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, netlink.LinkDel(veth))
 		}
 	}()
-	host, err := netlink.LinkByName(ep.HostIf)
-	if err != nil {
-		return fmt.Errorf("look up %s: %w", ep.HostIf, err)
-	}
-	if err = netlink.LinkSetAlias(host, aliasPrefix+"ep/"+ep.ID); err != nil {
-		return fmt.Errorf("mark %s: %w", ep.HostIf, err)
-	}
-	if err = netlink.LinkSetMaster(host, br); err != nil {
-		return fmt.Errorf("attach %s to %s: %w", ep.HostIf, n.Bridge, err)
-	}
-	// Hairpin mode, as Docker sets it without a userland proxy: a
-	// container reaching its own published port through the host is
-	// DNATed back out of the bridge port it came in on.
-	if err = netlink.LinkSetHairpin(host, true); err != nil {
-		return fmt.Errorf("set hairpin mode on %s: %w", ep.HostIf, err)
-	}
-	// The host side stays down (no carrier for the container) until the
-	// policy is in place: EndpointUp.
+	mac := veth.PeerHardwareAddr
 	peer, err := in.LinkByName(ep.IfName)
 	if err != nil {
 		return fmt.Errorf("look up %s in %s: %w", ep.IfName, ep.NetNS, err)
@@ -280,7 +249,7 @@ func (NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
 	ep.MAC = mac.String()
 	// Like Docker: the first interface of a namespace gets the default route
 	// through its network's gateway; later ones only their connected route.
-	routes, err := in.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: nil}, netlink.RT_FILTER_DST)
+	routes, err := netlinksafe.RouteListFiltered(in, netlink.FAMILY_V4, &netlink.Route{Dst: nil}, netlink.RT_FILTER_DST)
 	if err != nil {
 		return fmt.Errorf("list routes in %s: %w", ep.NetNS, err)
 	}
@@ -291,6 +260,148 @@ func (NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
 			return fmt.Errorf("add default route via %s in %s: %w", n.Gateway, ep.NetNS, err)
 		}
 		ep.DefaultRoute = true
+	}
+	return nil
+}
+
+// attachHostSide marks an endpoint's host-side veth as ours and makes it a
+// port of the network's bridge. It stays down (no carrier for the
+// container) until the policy is in place: EndpointUp.
+func attachHostSide(n *Network, ep *Endpoint, br netlink.Link) error {
+	host, err := netlink.LinkByName(ep.HostIf)
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", ep.HostIf, err)
+	}
+	if err := netlink.LinkSetAlias(host, aliasPrefix+"ep/"+ep.ID); err != nil {
+		return fmt.Errorf("mark %s: %w", ep.HostIf, err)
+	}
+	if err := netlink.LinkSetMaster(host, br); err != nil {
+		return fmt.Errorf("attach %s to %s: %w", ep.HostIf, n.Bridge, err)
+	}
+	// Hairpin mode, as Docker sets it without a userland proxy: a
+	// container reaching its own published port through the host is
+	// DNATed back out of the bridge port it came in on.
+	if err := netlink.LinkSetHairpin(host, true); err != nil {
+		return fmt.Errorf("set hairpin mode on %s: %w", ep.HostIf, err)
+	}
+	return nil
+}
+
+// endpointMAC is the endpoint's MAC: the one asked for, or derived from its
+// address as Docker does.
+func endpointMAC(ep *Endpoint) (net.HardwareAddr, error) {
+	if ep.MAC == "" {
+		return MACFromIP(ep.IP), nil
+	}
+	mac, err := net.ParseMAC(ep.MAC)
+	if err != nil {
+		return nil, fmt.Errorf("MAC address %q: %w", ep.MAC, err)
+	}
+	return mac, nil
+}
+
+// createHandOff makes an endpoint's veth pair with both sides in the
+// daemon's namespace: the host side on the bridge, down; the container side
+// named ep.IfName, with its MAC and MTU, down and without an address, for
+// the caller to move into the container and configure (Docker's engine
+// does both after Join, from what the driver answered).
+func (NetlinkHost) createHandOff(n *Network, ep *Endpoint) error {
+	veth, err := addVeth(n, ep, nil)
+	if err != nil {
+		return err
+	}
+	ep.MAC, ep.DefaultRoute = veth.PeerHardwareAddr.String(), false
+	return nil
+}
+
+// addVeth creates an endpoint's veth pair, its container side in peerNS
+// (nil: the daemon's namespace), and makes the host side a port of the
+// network's bridge (attachHostSide). On error nothing is left.
+func addVeth(n *Network, ep *Endpoint, peerNS any) (_ *netlink.Veth, err error) {
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return nil, fmt.Errorf("look up bridge %s: %w", n.Bridge, err)
+	}
+	if ep.HostIf == "" {
+		ep.HostIf = randomVethName()
+	}
+	mac, err := endpointMAC(ep)
+	if err != nil {
+		return nil, err
+	}
+	veth := &netlink.Veth{
+		LinkAttrs:        netlink.LinkAttrs{Name: ep.HostIf, MTU: n.MTU},
+		PeerName:         ep.IfName,
+		PeerHardwareAddr: mac,
+		PeerNamespace:    peerNS,
+		PeerMTU:          uint32(n.MTU),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create veth %s: an interface %s or %s already exists: %w", ep.HostIf, ep.HostIf, ep.IfName, err)
+		}
+		return nil, fmt.Errorf("create veth %s: %w", ep.HostIf, err)
+	}
+	if err := attachHostSide(n, ep, br); err != nil {
+		return nil, errors.Join(err, netlink.LinkDel(veth))
+	}
+	return veth, nil
+}
+
+// CheckEndpoint implements Host.
+func (h NetlinkHost) CheckEndpoint(n *Network, ep *Endpoint) error {
+	ok, err := h.EndpointPresent(n, ep)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("veth %s is missing or not on bridge %s", ep.HostIf, n.Bridge)
+	}
+	if l, err := netlink.LinkByName(ep.HostIf); err != nil || l.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("veth %s is down", ep.HostIf)
+	}
+	if ep.HandOff {
+		return nil // the container side is its engine's
+	}
+	nsh, err := netns.GetFromPath(ep.NetNS)
+	if err != nil {
+		return fmt.Errorf("netns %s: %w", ep.NetNS, err)
+	}
+	defer nsh.Close()
+	in, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		return fmt.Errorf("netlink in %s: %w", ep.NetNS, err)
+	}
+	defer in.Close()
+	peer, err := in.LinkByName(ep.IfName)
+	if err != nil {
+		return fmt.Errorf("no interface %s in %s", ep.IfName, ep.NetNS)
+	}
+	switch {
+	case peer.Attrs().HardwareAddr.String() != ep.MAC:
+		return fmt.Errorf("%s has MAC %s, want %s", ep.IfName, peer.Attrs().HardwareAddr, ep.MAC)
+	case peer.Attrs().Flags&net.FlagUp == 0:
+		return fmt.Errorf("%s is down", ep.IfName)
+	}
+	addrs, err := netlinksafe.AddrListAt(in, peer, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	want := ep.Prefix(n)
+	if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IPNet.String() == want.String() }) {
+		return fmt.Errorf("%s lacks address %s", ep.IfName, want)
+	}
+	if ep.DefaultRoute {
+		routes, err := netlinksafe.RouteListFiltered(in, netlink.FAMILY_V4, &netlink.Route{LinkIndex: peer.Attrs().Index}, netlink.RT_FILTER_OIF)
+		if err != nil {
+			return err
+		}
+		isDefault := func(r netlink.Route) bool {
+			return (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(n.Gateway.AsSlice())
+		}
+		if !slices.ContainsFunc(routes, isDefault) {
+			return fmt.Errorf("no default route via %s on %s", n.Gateway, ep.IfName)
+		}
 	}
 	return nil
 }

@@ -122,12 +122,42 @@ func planAddresses(n *Network, req api.CreateNetworkRequest, taken, routes []net
 			return fmt.Errorf("gateway %s is the network or broadcast address of %s", gw, n.Subnet)
 		}
 		n.Gateway = gw
+	} else if n.Gateway, err = firstFree(n, nil); err != nil {
+		// As libnetwork's IPAM does, the gateway is the first free address
+		// of the allocation range.
+		return err
+	}
+	return planAux(n, req.AuxAddresses)
+}
+
+// planAux checks the reserved addresses: IPv4, inside the subnet, not its
+// network or broadcast address, not the gateway, each once.
+func planAux(n *Network, aux map[string]string) error {
+	if len(aux) == 0 {
 		return nil
 	}
-	// As libnetwork's IPAM does, the gateway is the first free address of
-	// the allocation range.
-	n.Gateway, err = firstFree(n, nil)
-	return err
+	n.AuxAddresses = map[string]netip.Addr{}
+	seen := map[netip.Addr]string{}
+	for name, s := range aux {
+		a, err := netip.ParseAddr(s)
+		switch {
+		case name == "":
+			return fmt.Errorf("aux address %q has no name (want NAME=ADDRESS)", s)
+		case err != nil || !a.Is4():
+			return fmt.Errorf("invalid aux address %s=%q: want an IPv4 address", name, s)
+		case !n.Subnet.Contains(a):
+			return fmt.Errorf("aux address %s=%s is not inside subnet %s", name, a, n.Subnet)
+		case !usable(n.Subnet, a):
+			return fmt.Errorf("aux address %s=%s is the network or broadcast address of %s", name, a, n.Subnet)
+		case a == n.Gateway:
+			return fmt.Errorf("aux address %s=%s is the gateway", name, a)
+		case seen[a] != "":
+			return fmt.Errorf("aux addresses %s and %s are both %s", seen[a], name, a)
+		}
+		seen[a] = name
+		n.AuxAddresses[name] = a
+	}
+	return nil
 }
 
 // firstFree returns the lowest usable address of n's IP range that is not
@@ -144,7 +174,11 @@ func firstFree(n *Network, used map[netip.Addr]bool) (netip.Addr, error) {
 // pickEndpointIP returns the requested address after checking it, or the
 // first free one.
 func pickEndpointIP(n *Network, requested string, used map[netip.Addr]bool) (netip.Addr, error) {
+	reserved := n.reserved()
 	if requested == "" {
+		for a := range reserved {
+			used[a] = true
+		}
 		return firstFree(n, used)
 	}
 	a, err := netip.ParseAddr(requested)
@@ -158,6 +192,8 @@ func pickEndpointIP(n *Network, requested string, used map[netip.Addr]bool) (net
 		return netip.Addr{}, fmt.Errorf("address %s is the network or broadcast address of %s", a, n.Subnet)
 	case a == n.Gateway:
 		return netip.Addr{}, fmt.Errorf("address %s is the gateway of network %s", a, n.Name)
+	case reserved[a] != "":
+		return netip.Addr{}, fmt.Errorf("address %s is reserved (aux address %s) in network %s", a, reserved[a], n.Name)
 	case used[a]:
 		return netip.Addr{}, fmt.Errorf("address %s is already in use in network %s", a, n.Name)
 	}

@@ -295,6 +295,11 @@ func (m *Manager) Locate(netnsPath string, pid int, ifname string) (api.Location
 	if err != nil {
 		return loc, invalid(err)
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ep, err := m.findEndpoint(loc.EndpointID); loc.EndpointID != "" && err == nil {
+		loc.Endpoint, loc.ContainerID = ep.Name, ep.ContainerID
+	}
 	return loc, nil
 }
 

@@ -54,6 +54,19 @@ type Network struct {
 	MTU      int        `json:"mtu"`
 	// Options are the -o options as given by the user (shown by inspect).
 	Options map[string]string `json:"options,omitempty"`
+	// AuxAddresses are reserved addresses of the subnet, by name: never
+	// given to an endpoint.
+	AuxAddresses map[string]netip.Addr `json:"aux_addresses,omitempty"`
+}
+
+// reserved returns the addresses of n no endpoint may have besides the
+// gateway.
+func (n *Network) reserved() map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	for name, a := range n.AuxAddresses {
+		out[a] = name
+	}
+	return out
 }
 
 // Endpoint is one container interface attached to a network: a veth pair
@@ -63,8 +76,19 @@ type Endpoint struct {
 	Name      string    `json:"name"`
 	NetworkID string    `json:"network_id"`
 	Created   time.Time `json:"created"`
-	// NetNS is the path of the container's network namespace.
+	// NetNS is the path of the container's network namespace; empty for
+	// an endpoint handed off to a caller that moves its interface itself
+	// (HandOff).
 	NetNS string `json:"netns"`
+	// ContainerID, Runtime and Labels say whose the endpoint is (the
+	// container engine's id, what attached it: "cni"; pod namespace and
+	// name): shown by the CLI, used by a runtime's garbage collection.
+	ContainerID string            `json:"container_id,omitempty"`
+	Runtime     string            `json:"runtime,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	// HandOff: the container side was left in the daemon's namespace for
+	// the caller (Docker's engine) to move; IfName is its name there.
+	HandOff bool `json:"handoff,omitempty"`
 	// IfName is the interface name inside the container (eth0, eth1, ...).
 	IfName string `json:"ifname"`
 	// HostIf is the host-side veth name (veth + 7 hex).
@@ -88,6 +112,10 @@ func MACFromIP(ip netip.Addr) net.HardwareAddr {
 	b := ip.As4()
 	return net.HardwareAddr{0x02, 0x42, b[0], b[1], b[2], b[3]}
 }
+
+// idRE is the form of network and endpoint ids: 64 lowercase hex digits,
+// as Docker's.
+var idRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // nameRE is Docker's rule for network and container names.
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)

@@ -33,9 +33,18 @@ func (m *Manager) planNetwork(req api.CreateNetworkRequest) (*Network, error) {
 	if !nameRE.MatchString(req.Name) {
 		return nil, invalidf("invalid network name %q: use letters, digits, '_', '.', '-', starting with a letter or digit", req.Name)
 	}
+	id := req.ID
+	if id == "" {
+		id = newID()
+	} else if !idRE.MatchString(id) {
+		return nil, invalidf("invalid network id %q: want 64 hexadecimal digits", id)
+	}
 	for _, o := range m.st.Networks {
 		if o.Name == req.Name {
 			return nil, conflictf("network with name %s already exists", req.Name)
+		}
+		if o.ID == id {
+			return nil, conflictf("network with id %s already exists (%s)", id, o.Name)
 		}
 	}
 	if max := m.limits().networks; max > 0 && len(m.st.Networks) >= max {
@@ -46,7 +55,7 @@ func (m *Manager) planNetwork(req api.CreateNetworkRequest) (*Network, error) {
 		return nil, invalid(err)
 	}
 	n := &Network{
-		ID: newID(), Name: req.Name, Created: time.Now().UTC(), Internal: req.Internal,
+		ID: id, Name: req.Name, Created: time.Now().UTC(), Internal: req.Internal,
 		ICC: opts.icc, Masquerade: opts.masquerade, HostBinding: opts.hostBinding,
 		HostIPv4: opts.hostIPv4, MTU: opts.mtu, Bridge: opts.bridge, Options: req.Options,
 	}

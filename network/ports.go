@@ -106,3 +106,29 @@ func parsePort(s string) (int, error) {
 	}
 	return p, nil
 }
+
+// PortRequest is a port to publish as Docker's engine asks for one: a
+// HostPort of 0 is any free port of DynamicPorts, and a range
+// HostPort-HostPortEnd is its first free port (`-p 8000-8010:80`).
+type PortRequest struct {
+	Proto       string     // "tcp" or "udp"
+	HostIP      netip.Addr // invalid: the network's host_binding_ipv4
+	HostPort    uint16
+	HostPortEnd uint16 // 0: HostPort only
+	Port        uint16
+}
+
+// DynamicPorts are the host ports a request for "any port" gets, as
+// Docker's port allocator hands them out.
+var DynamicPorts = [2]uint16{49153, 65535}
+
+// candidates are the host ports a request may get, in order.
+func (r PortRequest) candidates() (lo, hi uint16) {
+	switch {
+	case r.HostPort == 0:
+		return DynamicPorts[0], DynamicPorts[1]
+	case r.HostPortEnd > r.HostPort:
+		return r.HostPort, r.HostPortEnd
+	}
+	return r.HostPort, r.HostPort
+}

@@ -39,7 +39,8 @@ func Inspect(n network.Network, eps []*network.Endpoint) api.NetworkInspect {
 // EndpointOf is an endpoint of network n as the API shows it.
 func EndpointOf(ep network.Endpoint, n network.Network) api.Endpoint {
 	out := api.Endpoint{ID: ep.ID, Name: ep.Name, NetworkID: ep.NetworkID, Created: ep.Created, NetNS: ep.NetNS,
-		IfName: ep.IfName, HostIf: ep.HostIf, IP: ep.IP, MAC: ep.MAC, DefaultRoute: ep.DefaultRoute, Network: n.Name}
+		IfName: ep.IfName, HostIf: ep.HostIf, IP: ep.IP, MAC: ep.MAC, DefaultRoute: ep.DefaultRoute, Network: n.Name,
+		ContainerID: ep.ContainerID, Runtime: ep.Runtime, Labels: ep.Labels}
 	if n.ID != "" {
 		out.Subnet, out.Gateway = n.Subnet.String(), n.Gateway.String()
 	}

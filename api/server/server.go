@@ -73,6 +73,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/endpoints", s.listEndpoints)
 	mux.HandleFunc("POST /v1/endpoints", s.createEndpoint)
 	mux.HandleFunc("GET /v1/endpoints/{ref}", s.inspectEndpoint)
+	mux.HandleFunc("GET /v1/endpoints/{ref}/check", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, nil, s.mgr.CheckEndpoint(r.PathValue("ref")))
+	})
 	mux.HandleFunc("DELETE /v1/endpoints/{ref}", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, nil, s.mgr.RemoveEndpoint(r.Context(), r.PathValue("ref")))
 	})

@@ -129,6 +129,6 @@ func (c *cli) locateCmd() *cobra.Command {
 	cmd.Flags().StringVar(&req.NetNS, "netns", "", "path of the container's network namespace")
 	cmd.Flags().IntVar(&req.PID, "pid", 0, "pid of a process in the container")
 	cmd.Flags().StringVar(&req.IfName, "ifname", "eth0", "interface inside the container")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print both sides, ifindexes, bridge and endpoint id as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print both sides, ifindexes, bridge, and the endpoint (id, name, container id) as JSON")
 	return cmd
 }

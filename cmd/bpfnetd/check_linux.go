@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"os/exec"
+	"path/filepath"
+	"strings"
 
 	"github.com/bpfnet/bpfnet/api/server"
 	"github.com/bpfnet/bpfnet/compat"
@@ -81,6 +83,14 @@ func check(cfg Config, w io.Writer) error {
 		say(false, "socket: %v", err)
 	} else {
 		say(true, "socket: %s (mode 0660), created once the daemon serves", cfg.Socket)
+	}
+	switch err := server.CheckSocketFree(cfg.DockerPlugin); {
+	case cfg.DockerPlugin == "":
+		note("docker network driver: off (--docker-plugin is empty)")
+	case err != nil:
+		say(false, "docker network driver: %v", err)
+	default:
+		say(true, "docker network driver: %s (driver name %s)", cfg.DockerPlugin, strings.TrimSuffix(filepath.Base(cfg.DockerPlugin), ".sock"))
 	}
 	if !ok {
 		return fmt.Errorf("check failed")

@@ -4,8 +4,6 @@ import (
 	"context"
 	"net/netip"
 	"os"
-	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,62 +18,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var (
-	counters  = regexp.MustCompile(`\[\d+:\d+\]`)
-	linkState = regexp.MustCompile(`<[^>]*>| state [A-Z]+|^\d+: |@if\d+|link/ether \S+`)
-)
-
-// hostState is what the daemon owns in the host namespace: interfaces
-// (without ifindexes and operational state), IPv4 addresses, and rules.
-func hostState(t *testing.T, ns *testnet.NS) string {
-	t.Helper()
-	var lines []string
-	for _, l := range strings.Split(ns.MustRun(t, "ip", "-o", "link", "show"), "\n") {
-		lines = append(lines, linkState.ReplaceAllString(l, ""))
-	}
-	for _, l := range strings.Split(ns.MustRun(t, "ip", "-o", "-4", "addr", "show"), "\n") {
-		if f := strings.Fields(l); len(f) > 3 {
-			lines = append(lines, strings.Join(f[1:4], " "))
-		}
-	}
-	// Interfaces listed by ifindex: a recreated veth moves to the end.
-	slices.Sort(lines)
-	lines = append(lines, iptablesRules(t, ns)...)
-	return strings.Join(lines, "\n")
-}
-
-// iptablesRules lists chains, policies and rules of filter and nat. Tables
-// holding nothing but built-in chains with policy ACCEPT print as nothing,
-// so "as before the daemon ran" does not depend on whether iptables-nft
-// has instantiated an empty table.
-func iptablesRules(t *testing.T, ns *testnet.NS) []string {
-	var out []string
-	for _, table := range []string{"filter", "nat", "raw"} {
-		var lines []string
-		empty := true
-		for _, l := range strings.Split(ns.MustRun(t, "iptables-save", "-t", table), "\n") {
-			if l == "" || strings.HasPrefix(l, "#") || l == "COMMIT" || strings.HasPrefix(l, "*") {
-				continue
-			}
-			l = counters.ReplaceAllString(l, "")
-			if !strings.HasPrefix(l, ":") || !strings.HasSuffix(strings.TrimSpace(l), "ACCEPT") {
-				empty = false
-			}
-			lines = append(lines, table+" "+l)
-		}
-		if !empty {
-			out = append(out, lines...)
-		}
-	}
-	return out
-}
-
 // A stop and start keeps networks, endpoints and rules, with no
 // duplicates; what went missing while stopped comes back; --cleanup then
 // leaves the namespace as it was before the daemon first ran.
 func TestRestartAndCleanup(t *testing.T) {
 	topo := testnet.NewTopology(t)
-	pristine := hostState(t, topo.Host)
+	pristine := testnet.HostState(t, topo.Host)
 	pristineForward := topo.Host.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward")
 
 	d := testnet.NewDaemon(t, topo.Host, "--datapath=iptables")
@@ -92,9 +40,9 @@ func TestRestartAndCleanup(t *testing.T) {
 	if _, err := c1.TCP(c2addr, 3*time.Second); err != nil {
 		t.Fatalf("c1 → c2 before restart: %v", err)
 	}
-	running := hostState(t, topo.Host)
+	running := testnet.HostState(t, topo.Host)
 	// In iptables mode, `compat render` is exactly what is installed.
-	installed := strings.Join(iptablesRules(t, topo.Host), "\n")
+	installed := strings.Join(testnet.IptablesRules(t, topo.Host), "\n")
 	for _, l := range strings.Split(d.MustCLI("compat", "render"), "\n") {
 		if strings.HasPrefix(l, "-A ") && !strings.Contains(installed, l) {
 			t.Errorf("compat render shows %q, which is not installed", l)
@@ -106,7 +54,7 @@ func TestRestartAndCleanup(t *testing.T) {
 	inspect := d.MustCLI("network", "inspect", "web", "quiet", "back", "bridge")
 
 	d.Stop()
-	if got := hostState(t, topo.Host); got != running {
+	if got := testnet.HostState(t, topo.Host); got != running {
 		t.Fatalf("SIGTERM changed the host:\n%s", testnet.DiffLines(running, got))
 	}
 	if _, err := c1.TCP(c2addr, 3*time.Second); err != nil {
@@ -114,7 +62,7 @@ func TestRestartAndCleanup(t *testing.T) {
 	}
 
 	d.Start()
-	if got := hostState(t, topo.Host); got != running {
+	if got := testnet.HostState(t, topo.Host); got != running {
 		t.Fatalf("restart changed the host (duplicates or losses):\n%s", testnet.DiffLines(running, got))
 	}
 	if got := d.MustCLI("network", "inspect", "web", "quiet", "back", "bridge"); got != inspect {
@@ -139,7 +87,7 @@ func TestRestartAndCleanup(t *testing.T) {
 	topo.Host.MustRun(t, "ip", "link", "add", "br-stray", "type", "bridge")
 	topo.Host.MustRun(t, "ip", "link", "set", "br-stray", "alias", "bpfnet/net/0123456789abcdef")
 	d.Start()
-	if got := hostState(t, topo.Host); got != running {
+	if got := testnet.HostState(t, topo.Host); got != running {
 		t.Fatalf("start did not repair the host:\n%s", testnet.DiffLines(running, got))
 	}
 	if _, err := c1.TCP(c2addr, 3*time.Second); err != nil {
@@ -150,7 +98,7 @@ func TestRestartAndCleanup(t *testing.T) {
 	if out, err := d.RunOnce("--cleanup"); err != nil {
 		t.Fatalf("--cleanup: %v\n%s", err, out)
 	}
-	if got := hostState(t, topo.Host); got != pristine {
+	if got := testnet.HostState(t, topo.Host); got != pristine {
 		t.Errorf("--cleanup left the host changed:\n%s", testnet.DiffLines(pristine, got))
 	}
 	if got := topo.Host.MustRun(t, "sysctl", "-n", "net.ipv4.ip_forward"); got != pristineForward {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -24,48 +23,6 @@ import (
 )
 
 // echoServer accepts TCP connections in ns on port and echoes lines.
-func echoServer(t *testing.T, ns *testnet.NS, port int) {
-	var ln net.Listener
-	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); return }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					c.Write([]byte(line))
-				}
-			}()
-		}
-	}()
-}
-
-func roundTrip(c net.Conn, r *bufio.Reader, msg string) error {
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := c.Write([]byte(msg + "\n")); err != nil {
-		return err
-	}
-	got, err := r.ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if got != msg+"\n" {
-		return fmt.Errorf("echo %q, want %q", got, msg)
-	}
-	return nil
-}
-
 var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 
 // A daemon restart does not interrupt enforcement or traffic: a 10 ms
@@ -89,14 +46,14 @@ func TestEBPFRestart(t *testing.T) {
 			d.MustCLI("endpoint", "create", "--network", "other", "--netns", c3.Path, "--name", "c3")
 			c2addr, c3addr := mustAddr(t, d, "c2"), mustAddr(t, d, "c3")
 			c3.Serve(t)
-			echoServer(t, c2, 7100)
+			c2.EchoServer(t, 7100)
 			var conn net.Conn
 			if err := c1.Do(func() (err error) { conn, err = net.Dial("tcp4", netip.AddrPortFrom(c2addr, 7100).String()); return }); err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
 			r := bufio.NewReader(conn)
-			if err := roundTrip(conn, r, "before"); err != nil {
+			if err := testnet.RoundTrip(conn, r, "before"); err != nil {
 				t.Fatal(err)
 			}
 			before := d.MustCLI("status", "--json")
@@ -129,7 +86,7 @@ func TestEBPFRestart(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 			d.Stop()
 			time.Sleep(time.Second) // no daemon at all
-			if err := roundTrip(conn, r, "daemon stopped"); err != nil {
+			if err := testnet.RoundTrip(conn, r, "daemon stopped"); err != nil {
 				t.Errorf("TCP with the daemon stopped: %v", err)
 			}
 			d.Start()
@@ -145,7 +102,7 @@ func TestEBPFRestart(t *testing.T) {
 			if len(leaks) > 0 {
 				t.Errorf("forbidden flow c1 → c3 answered during the restart at %v", leaks)
 			}
-			if err := roundTrip(conn, r, "after"); err != nil {
+			if err := testnet.RoundTrip(conn, r, "after"); err != nil {
 				t.Errorf("TCP connection after restart: %v", err)
 			}
 			if _, err := c1.UDP(c3addr, time.Second); err == nil {
@@ -187,7 +144,7 @@ func tcxPrograms(t *testing.T, ns *testnet.NS, ifname string, at ebpf.AttachType
 func TestEBPFCleanupAndSwitch(t *testing.T) {
 	topo := testnet.NewTopology(t)
 	h := topo.Host
-	pristine := hostState(t, h)
+	pristine := testnet.HostState(t, h)
 	// Someone else's clsact qdisc and filter on the uplink.
 	h.MustRun(t, "tc", "qdisc", "add", "dev", testnet.UplinkIf, "clsact")
 	h.MustRun(t, "tc", "filter", "add", "dev", testnet.UplinkIf, "ingress", "prio", "7", "u32", "match", "u32", "0", "0")
@@ -209,7 +166,7 @@ func TestEBPFCleanupAndSwitch(t *testing.T) {
 		if out, err := d.RunOnce("--cleanup"); err != nil {
 			t.Fatalf("%s: --cleanup: %v\n%s", mode, err, out)
 		}
-		if got := hostState(t, h); got != pristine {
+		if got := testnet.HostState(t, h); got != pristine {
 			t.Errorf("%s: --cleanup left the host changed:\n%s", mode, testnet.DiffLines(pristine, got))
 		}
 		if got := h.MustRun(t, "tc", "filter", "show", "dev", testnet.UplinkIf, "ingress"); got != foreign {

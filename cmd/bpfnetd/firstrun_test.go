@@ -23,7 +23,7 @@ import (
 func TestCheck(t *testing.T) {
 	topo := testnet.NewTopology(t)
 	d := testnet.NewDaemon(t, topo.Host)
-	before := hostState(t, topo.Host)
+	before := testnet.HostState(t, topo.Host)
 	out, err := d.RunOnce("--check")
 	if err != nil {
 		t.Fatalf("--check: %v\n%s", err, out)
@@ -48,7 +48,7 @@ func TestCheck(t *testing.T) {
 			t.Errorf("--check created %s", p)
 		}
 	}
-	if got := hostState(t, topo.Host); got != before {
+	if got := testnet.HostState(t, topo.Host); got != before {
 		t.Errorf("--check changed the host:\n%s", testnet.DiffLines(before, got))
 	}
 	bad := testnet.NewDaemon(t, topo.Host, "--uplink=nosuch0")
@@ -66,7 +66,7 @@ func TestNoFreePool(t *testing.T) {
 	for _, p := range []string{"172.16.0.0/12", "192.168.0.0/16"} {
 		topo.Host.MustRun(t, "ip", "route", "add", "unreachable", p)
 	}
-	before := hostState(t, topo.Host)
+	before := testnet.HostState(t, topo.Host)
 	d := testnet.NewDaemon(t, topo.Host)
 	out, err := d.RunOnce("--check")
 	if err == nil || !strings.Contains(out, "FAIL default network: no free subnet") || !strings.Contains(out, "--bip") {
@@ -100,7 +100,7 @@ func TestNoFreePool(t *testing.T) {
 	if msg := log.String(); !strings.Contains(msg, "no free subnet in the default address pools") || !strings.Contains(msg, "--bip") {
 		t.Errorf("the error does not explain or name --bip:\n%s", msg)
 	}
-	if got := hostState(t, topo.Host); got != before {
+	if got := testnet.HostState(t, topo.Host); got != before {
 		t.Errorf("a failed start changed the host:\n%s", testnet.DiffLines(before, got))
 	}
 	if _, err := os.Stat(d.StateDir); !errors.Is(err, os.ErrNotExist) {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/compat"
+	"github.com/bpfnet/bpfnet/dockerdriver"
 	"github.com/bpfnet/bpfnet/internal/version"
 	"github.com/bpfnet/bpfnet/loader"
 	"github.com/bpfnet/bpfnet/network"
@@ -39,6 +40,7 @@ type Config struct {
 	PerEndpoint    bool
 	StateDir       string
 	Socket         string
+	DockerPlugin   string
 	Uplinks        []string
 	ChainPrefix    string
 	DefaultNetwork bool
@@ -71,6 +73,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&cfg.PerEndpoint, "metrics-per-endpoint", true, "export per-endpoint series (bpfnet_endpoint_*); false keeps only the per-network totals, for hosts with very many endpoints")
 	fs.StringVar(&cfg.StateDir, "state-dir", network.DefaultStateDir, "directory of the persisted state")
 	fs.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "path of the API unix socket (created with mode 0660)")
+	fs.StringVar(&cfg.DockerPlugin, "docker-plugin", dockerdriver.DefaultSocket, "unix socket of the Docker network driver (Docker finds plugins in /run/docker/plugins; the file name is the driver's name); empty turns it off")
 	fs.StringVar(&uplinks, "uplink", "", "comma-separated uplink interfaces (default: the interfaces of the default routes)")
 	fs.StringVar(&cfg.ChainPrefix, "chain-prefix", compat.DefaultPrefix, "prefix of the iptables chains (DOCKER reproduces Docker's rules exactly)")
 	fs.BoolVar(&cfg.DefaultNetwork, "default-network", true, "create the default network \"bridge\"")
@@ -131,6 +134,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	}
 	if cfg.Cgroup != "auto" && cfg.Cgroup != "none" && !filepath.IsAbs(cfg.Cgroup) {
 		return cfg, fmt.Errorf("invalid --cgroup %q: want auto, none or an absolute path", cfg.Cgroup)
+	}
+	if cfg.DockerPlugin != "" && (!filepath.IsAbs(cfg.DockerPlugin) || !strings.HasSuffix(cfg.DockerPlugin, ".sock")) {
+		return cfg, fmt.Errorf("invalid --docker-plugin %q: want an absolute path ending in .sock (or empty to turn it off)", cfg.DockerPlugin)
 	}
 	if !filepath.IsAbs(cfg.BPFFS) {
 		return cfg, fmt.Errorf("invalid --bpffs %q: want an absolute path", cfg.BPFFS)

@@ -198,7 +198,7 @@ func TestNATExhaustion(t *testing.T) {
 	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
 	c1 := testnet.NewNS(t, "c1")
 	d.MustCLI("endpoint", "create", "--network", "web", "--netns", c1.Path, "--name", "c1")
-	echoServer(t, topo.Outside, 7100)
+	topo.Outside.EchoServer(t, 7100)
 	peer := netip.AddrPortFrom(testnet.OutsideAddr, 7100).String()
 	dial := func() (net.Conn, error) {
 		var c net.Conn
@@ -221,7 +221,7 @@ func TestNATExhaustion(t *testing.T) {
 		t.Errorf("no nat_exhausted drop counted on c1")
 	}
 	for i, c := range conns {
-		if err := roundTrip(c, bufio.NewReader(c), fmt.Sprint("still ", i)); err != nil {
+		if err := testnet.RoundTrip(c, bufio.NewReader(c), fmt.Sprint("still ", i)); err != nil {
 			t.Errorf("connection %d after exhaustion: %v", i+1, err)
 		}
 		c.(*net.TCPConn).SetLinger(0) // close with a RST

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 
 	"github.com/bpfnet/bpfnet/api/server"
 	"github.com/bpfnet/bpfnet/compat"
 	"github.com/bpfnet/bpfnet/datapath"
+	"github.com/bpfnet/bpfnet/dockerdriver"
 	"github.com/bpfnet/bpfnet/exporter"
 	"github.com/bpfnet/bpfnet/internal/version"
 	"github.com/bpfnet/bpfnet/network"
@@ -33,8 +36,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 	}
 	// Refuse early, before touching anything, if another daemon serves
 	// the socket; the socket itself only appears once this one serves.
-	if err := server.CheckSocketFree(cfg.Socket); err != nil {
-		return err
+	for _, s := range []string{cfg.Socket, cfg.DockerPlugin} {
+		if err := server.CheckSocketFree(s); s != "" && err != nil {
+			return err
+		}
 	}
 	uplinks, err := uplinks(cfg)
 	if err != nil {
@@ -79,6 +84,20 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 		Render: func(v network.View) string {
 			return compat.Save(compat.Render(v, cfg.ChainPrefix, compat.Hairpin), compat.ForwardPolicy(cfg.StateDir))
 		}})
+	if cfg.DockerPlugin != "" {
+		// Docker's calls go to the same manager as the API's.
+		pl, err := server.Listen(cfg.DockerPlugin)
+		if err != nil {
+			return fmt.Errorf("docker plugin socket: %w", err)
+		}
+		defer pl.Close()
+		go func() {
+			if err := dockerdriver.New(log, mgr).Serve(ctx, pl); err != nil {
+				log.Error("docker plugin", "err", err)
+			}
+		}()
+		log.Info("serving the Docker network driver", "socket", cfg.DockerPlugin, "driver", strings.TrimSuffix(filepath.Base(cfg.DockerPlugin), ".sock"))
+	}
 	ready.Store(true)
 	notifyReady(log)
 	log.Info("bpfnetd ready", "version", version.Version, "datapath", sel.enf.Name(), "reason", sel.reason, "socket", cfg.Socket, "uplinks", uplinks)

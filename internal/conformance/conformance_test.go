@@ -7,18 +7,23 @@ package conformance
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"maps"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/internal/testnet"
@@ -97,12 +102,14 @@ var scenarioNetworks = []api.CreateNetworkRequest{
 // container's testnet.ServicePort (reference steps 09–15: c2 -p 8080:80,
 // c3 -p 127.0.0.1:9090:90, c5 on a host_binding_ipv4=127.0.0.1 network,
 // c6 no-masquerade, c8 no-icc).
-var scenarioEndpoints = []struct {
+type scenarioEndpoint struct {
 	container string
 	networks  []string
 	ports     []uint16
 	hostIP    string
-}{
+}
+
+var scenarioEndpoints = []scenarioEndpoint{
 	{container: "a1", networks: []string{"net-a"}, ports: []uint16{8080}},
 	{container: "a2", networks: []string{"net-a"}}, {container: "m", networks: []string{"net-a", "net-b"}},
 	{container: "b1", networks: []string{"net-b"}, ports: []uint16{9090}, hostIP: "127.0.0.1"},
@@ -236,17 +243,26 @@ var portTable = []row{
 // world is a running scenario.
 type world struct {
 	topo       *testnet.Topology
-	daemon     *testnet.Daemon
+	daemon     *testnet.Daemon  // nil for Docker's own bridge driver
+	docker     *testnet.Dockerd // nil when bpfnet's API made the scenario
 	containers map[string]*testnet.NS
 	addrs      map[string]netip.Addr // "container@network" → address
 	primary    map[string]string     // container → its eth0 network
 	gateways   map[string]netip.Addr
 }
 
-func build(t *testing.T, v variant) *world {
-	t.Helper()
-	w := &world{topo: testnet.NewTopology(t), containers: map[string]*testnet.NS{},
+// clients are the front-ends that make the scenario: bpfnet's API (what
+// the CLI calls) or Docker's engine through bpfnet's network driver.
+var clients = flag.String("clients", "api,docker,cni", "comma-separated front-ends that make the scenario: api (bpfnet's API), docker (docker network create -d bpfnet, docker run) and cni (the CNI plugin through libcni, as container runtimes call it)")
+
+func newWorld(t *testing.T) *world {
+	return &world{topo: testnet.NewTopology(t), containers: map[string]*testnet.NS{},
 		addrs: map[string]netip.Addr{}, primary: map[string]string{}, gateways: map[string]netip.Addr{}}
+}
+
+func build(t *testing.T, v variant, client string) *world {
+	t.Helper()
+	w := newWorld(t)
 	if v.prepare != nil {
 		v.prepare(t, w.topo)
 	}
@@ -255,6 +271,10 @@ func build(t *testing.T, v variant) *world {
 	// variant's flags.
 	w.daemon = testnet.NewDaemon(t, w.topo.Host, v.args...)
 	w.daemon.Wrap = v.wrap
+	driver := ""
+	if client == "docker" {
+		driver = w.daemon.DockerDriver()
+	}
 	w.daemon.Start()
 	if st, err := w.daemon.Client.Status(context.Background()); err != nil || st.Datapath != v.datapath {
 		t.Fatalf("daemon runs datapath %q (%s), want %q (status error %v)", st.Datapath, st.DatapathReason, v.datapath, err)
@@ -265,7 +285,103 @@ func build(t *testing.T, v variant) *world {
 		t.Fatalf("no default network: %v", err)
 	}
 	w.gateways[def.Name] = netip.MustParseAddr(def.IPAM.Config[0].Gateway)
+	switch client {
+	case "docker":
+		// Docker's engine with its defaults: its own rules and docker0 in
+		// the host namespace, beside bpfnet's, as on any Docker host.
+		w.startDocker(t)
+		w.dockerScenario(t, driver, func(c scenarioEndpoint) bool { return c.networks[0] != network.DefaultNetworkName })
+		// bpfnet's default network is not Docker's: its container comes
+		// through the API.
+		w.apiScenario(t, false, func(c scenarioEndpoint) bool { return c.networks[0] == network.DefaultNetworkName })
+	case "cni":
+		w.cniScenario(t)
+	default:
+		w.apiScenario(t, true, func(scenarioEndpoint) bool { return true })
+	}
+	w.topo.Host.Serve(t)
+	w.topo.Outside.Serve(t)
+	return w
+}
+
+// cniScenario attaches every container through the CNI plugin, as a
+// runtime does (libcni): each network is made by its first ADD from the
+// conf, and a container's ports are the portMappings capability.
+func (w *world) cniScenario(t *testing.T) {
+	ctx := context.Background()
+	path := testnet.CNIPlugins(t)
+	cninet := libcni.NewCNIConfigWithCacheDir([]string{path}, t.TempDir(), nil)
+	lists := map[string]*libcni.NetworkConfigList{}
+	for _, req := range append([]api.CreateNetworkRequest{{Name: network.DefaultNetworkName}}, scenarioNetworks...) {
+		conf := map[string]any{"type": "bpfnet", "socket": w.daemon.Socket, "capabilities": map[string]bool{"portMappings": true}}
+		if req.Subnet != "" {
+			conf["subnet"] = req.Subnet
+		}
+		if req.Internal {
+			conf["internal"] = true
+		}
+		if len(req.Options) > 0 {
+			conf["options"] = req.Options
+		}
+		b, _ := json.Marshal(map[string]any{"cniVersion": "1.0.0", "name": req.Name, "plugins": []any{conf}})
+		list, err := libcni.ConfListFromBytes(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lists[req.Name] = list
+	}
+	for _, c := range scenarioEndpoints {
+		ns := testnet.NewNS(t, c.container)
+		w.containers[c.container] = ns
+		w.primary[c.container] = c.networks[0]
+		for i, netName := range c.networks {
+			rt := &libcni.RuntimeConf{ContainerID: c.container, NetNS: ns.Path, IfName: fmt.Sprintf("eth%d", i)}
+			if i == 0 && len(c.ports) > 0 {
+				var pms []map[string]any
+				for _, p := range c.ports {
+					for _, proto := range []string{"tcp", "udp"} {
+						pms = append(pms, map[string]any{"hostPort": p, "containerPort": testnet.ServicePort, "protocol": proto, "hostIP": c.hostIP})
+					}
+				}
+				rt.CapabilityArgs = map[string]any{"portMappings": pms}
+			}
+			res, err := cninet.AddNetworkList(ctx, lists[netName], rt)
+			if err != nil {
+				t.Fatalf("CNI ADD of %s to %s: %v", c.container, netName, err)
+			}
+			r, err := current.NewResultFromResult(res)
+			if err != nil || len(r.IPs) != 1 {
+				t.Fatalf("CNI ADD of %s to %s: result %v (%v)", c.container, netName, res, err)
+			}
+			w.addrs[c.container+"@"+netName], _ = netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
+			if netName != network.DefaultNetworkName {
+				w.gateways[netName], _ = netip.AddrFromSlice(r.IPs[0].Gateway.To4())
+			}
+		}
+		ns.Serve(t)
+	}
+	// A network no container joins first would have no gateway yet.
 	for _, req := range scenarioNetworks {
+		if !w.gateways[req.Name].IsValid() {
+			t.Fatalf("no container made network %s", req.Name)
+		}
+	}
+}
+
+func (w *world) startDocker(t *testing.T, flags ...string) {
+	w.docker = testnet.StartDockerd(t, w.topo.Host, filepath.Join(t.TempDir(), "docker"), append([]string{"--storage-driver", "vfs"}, flags...)...)
+	w.docker.ImportPause(t)
+}
+
+// apiScenario makes the scenario's networks (when networks is set) and
+// the containers keep selects through bpfnet's API, each container a
+// namespace of the test's.
+func (w *world) apiScenario(t *testing.T, networks bool, keep func(scenarioEndpoint) bool) {
+	ctx := context.Background()
+	for _, req := range scenarioNetworks {
+		if !networks {
+			break
+		}
 		n, err := w.daemon.Client.CreateNetwork(ctx, req)
 		if err != nil {
 			t.Fatalf("create network %s: %v", req.Name, err)
@@ -273,6 +389,9 @@ func build(t *testing.T, v variant) *world {
 		w.gateways[req.Name] = netip.MustParseAddr(n.IPAM.Config[0].Gateway)
 	}
 	for _, c := range scenarioEndpoints {
+		if !keep(c) {
+			continue
+		}
 		ns := testnet.NewNS(t, c.container)
 		w.containers[c.container] = ns
 		w.primary[c.container] = c.networks[0]
@@ -289,9 +408,50 @@ func build(t *testing.T, v variant) *world {
 		}
 		ns.Serve(t)
 	}
-	w.topo.Host.Serve(t)
-	w.topo.Outside.Serve(t)
-	return w
+}
+
+// dockerScenario makes the scenario's networks with `docker network
+// create -d driver` and the containers keep selects with `docker run`
+// (and `docker network connect` for a second network), as a Docker user
+// would.
+func (w *world) dockerScenario(t *testing.T, driver string, keep func(scenarioEndpoint) bool) {
+	for _, req := range scenarioNetworks {
+		// Docker 20.10's inspect shows the gateway only when it was
+		// given: give the one its IPAM would pick, the first address.
+		gw := netip.MustParsePrefix(req.Subnet).Addr().Next()
+		args := []string{"network", "create", "-d", driver, "--subnet", req.Subnet, "--gateway", gw.String()}
+		if req.Internal {
+			args = append(args, "--internal")
+		}
+		for _, k := range slices.Sorted(maps.Keys(req.Options)) {
+			args = append(args, "-o", k+"="+req.Options[k])
+		}
+		w.docker.Docker(t, time.Minute, append(args, req.Name)...)
+		w.gateways[req.Name] = gw
+	}
+	for _, c := range scenarioEndpoints {
+		if !keep(c) {
+			continue
+		}
+		args := []string{}
+		if c.networks[0] != network.DefaultNetworkName || driver != "bridge" {
+			args = append(args, "--network", c.networks[0])
+		}
+		for _, spec := range portSpecs(c.hostIP, c.ports) {
+			args = append(args, "-p", spec)
+		}
+		name := "c-" + c.container // Docker wants two characters at least
+		ns := w.docker.Run(t, name, args...)
+		for _, netName := range c.networks[1:] {
+			w.docker.Docker(t, time.Minute, "network", "connect", netName, name)
+		}
+		w.containers[c.container] = ns
+		w.primary[c.container] = c.networks[0]
+		for _, netName := range c.networks {
+			w.addrs[c.container+"@"+netName] = w.docker.ContainerAddr(t, name, netName)
+		}
+		ns.Serve(t)
+	}
 }
 
 // resolve turns a row's address notation into an address.
@@ -394,20 +554,52 @@ func TestConformance(t *testing.T) {
 		if !ok {
 			t.Fatalf("unknown variant %q", name)
 		}
-		t.Run(name, func(t *testing.T) {
-			w := build(t, v)
-			if v.ebpf {
-				w.checkEBPFSetup(t, v)
+		for _, client := range strings.Split(*clients, ",") {
+			if client != "api" && client != "docker" && client != "cni" {
+				t.Fatalf("unknown client %q", client)
 			}
-			t.Run("policy", func(t *testing.T) { w.check(t, table) })
-			t.Run("default network", func(t *testing.T) { w.check(t, defaultTable) })
-			t.Run("published ports", func(t *testing.T) { w.check(t, portTable) })
-			w.checkConntrack(t, v)
-			w.daemon.Stop()
-			w.daemon.Start()
-			t.Run("default network after a restart", func(t *testing.T) { w.check(t, defaultTable) })
-		})
+			t.Run(name+"/"+client, func(t *testing.T) {
+				w := build(t, v, client)
+				if v.ebpf {
+					w.checkEBPFSetup(t, v)
+				}
+				t.Run("policy", func(t *testing.T) { w.check(t, table) })
+				t.Run("default network", func(t *testing.T) { w.check(t, defaultTable) })
+				t.Run("published ports", func(t *testing.T) { w.check(t, portTable) })
+				w.checkConntrack(t, v)
+				w.daemon.Stop()
+				w.daemon.Start()
+				t.Run("default network after a restart", func(t *testing.T) { w.check(t, defaultTable) })
+			})
+		}
 	}
+}
+
+// The same tables with Docker's own bridge driver on the same engine
+// (with --userland-proxy=false, the reference for published ports): the
+// reference the bpfnet rows must agree with, row for row, measured here
+// rather than only read from the captures.
+func TestDockerBridgeReference(t *testing.T) {
+	if !strings.Contains(*clients, "docker") {
+		t.Skip("-clients has no docker")
+	}
+	testnet.RequirePrivileges(t)
+	w := newWorld(t)
+	w.startDocker(t, "--userland-proxy=false")
+	// Docker 20.10 shows no gateway for its default network; it is
+	// docker0's address.
+	f := strings.Fields(w.topo.Host.MustRun(t, "ip", "-4", "-o", "addr", "show", "docker0"))
+	gw, err := netip.ParsePrefix(f[slices.Index(f, "inet")+1])
+	if err != nil {
+		t.Fatalf("docker0's address: %v", f)
+	}
+	w.gateways[network.DefaultNetworkName] = gw.Addr()
+	w.dockerScenario(t, "bridge", func(scenarioEndpoint) bool { return true })
+	w.topo.Host.Serve(t)
+	w.topo.Outside.Serve(t)
+	t.Run("policy", func(t *testing.T) { w.check(t, table) })
+	t.Run("default network", func(t *testing.T) { w.check(t, defaultTable) })
+	t.Run("published ports", func(t *testing.T) { w.check(t, portTable) })
 }
 
 // checkConntrack checks where the host's connection tracking saw the

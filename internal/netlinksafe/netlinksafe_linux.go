@@ -51,3 +51,15 @@ func RouteList(link netlink.Link, family int) ([]netlink.Route, error) {
 func FilterList(link netlink.Link, parent uint32) ([]netlink.Filter, error) {
 	return retry(func() ([]netlink.Filter, error) { return netlink.FilterList(link, parent) }) //nolint:forbidigo // the wrapper
 }
+
+// AddrListAt lists, through h (a handle in another namespace), link's
+// addresses in family.
+func AddrListAt(h *netlink.Handle, link netlink.Link, family int) ([]netlink.Addr, error) {
+	return retry(func() ([]netlink.Addr, error) { return h.AddrList(link, family) }) //nolint:forbidigo // the wrapper
+}
+
+// RouteListFiltered lists, through h (a handle in another namespace), the
+// routes of family that match filter on the fields filterMask names.
+func RouteListFiltered(h *netlink.Handle, family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error) {
+	return retry(func() ([]netlink.Route, error) { return h.RouteListFiltered(family, filter, filterMask) }) //nolint:forbidigo // the wrapper
+}

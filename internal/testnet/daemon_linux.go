@@ -31,6 +31,13 @@ var (
 	faultOnce sync.Once
 	faultDir  string
 	faultErr  error
+
+	pauseOnce sync.Once
+	pauseErr  error
+
+	cniOnce sync.Once
+	cniDir  string
+	cniErr  error
 )
 
 // Binaries builds bpfnetd and bpfnet once per test process and returns the
@@ -66,12 +73,51 @@ func FaultBinaries(t testing.TB) string {
 	return faultDir
 }
 
+// CNIPlugins builds, once per test process, a CNI_PATH directory with
+// bpfnet's plugin (cmd/bpfnet-cni, named bpfnet as make install names it)
+// and the reference plugins tuning (for chains) and loopback (containerd's
+// CRI runs it for every pod), from containernetworking/plugins, pinned in
+// go.mod; it returns the directory.
+func CNIPlugins(t testing.TB) string {
+	t.Helper()
+	cniOnce.Do(func() {
+		if cniDir, cniErr = os.MkdirTemp("", "bpfnet-cni-"); cniErr != nil {
+			return
+		}
+		cniErr = errors.Join(goBuildFile(filepath.Join(cniDir, "bpfnet"), "./cmd/bpfnet-cni"),
+			goBuildFile(filepath.Join(cniDir, "tuning"), "github.com/containernetworking/plugins/plugins/meta/tuning"),
+			goBuildFile(filepath.Join(cniDir, "loopback"), "github.com/containernetworking/plugins/plugins/main/loopback"))
+	})
+	if cniErr != nil {
+		t.Fatal(cniErr)
+	}
+	return cniDir
+}
+
+// PauseBinary builds internal/testnet/pause, static, once per test process
+// (into Binaries' directory) and returns its path.
+func PauseBinary(t testing.TB) string {
+	t.Helper()
+	dir := Binaries(t)
+	pauseOnce.Do(func() { pauseErr = goBuild(dir, "./internal/testnet/pause") })
+	if pauseErr != nil {
+		t.Fatal(pauseErr)
+	}
+	return filepath.Join(dir, "pause")
+}
+
 func goBuild(dir string, args ...string) error {
+	return goBuildFile(dir+"/", args...)
+}
+
+// goBuildFile builds into out (a file, or a directory ending in /).
+func goBuildFile(out string, args ...string) error {
 	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
 	if err != nil {
 		return fmt.Errorf("find module root: %w", err)
 	}
-	cmd := exec.Command("go", append([]string{"build", "-o", dir + "/"}, args...)...)
+	cmd := exec.Command("go", append([]string{"build", "-o", out}, args...)...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, so it also runs as a container's only file
 	cmd.Dir = strings.TrimSpace(string(root))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %w: %s", err, out)
@@ -81,7 +127,7 @@ func goBuild(dir string, args ...string) error {
 
 // RemoveBinaries deletes the binaries built by Binaries and FaultBinaries.
 func RemoveBinaries() {
-	for _, d := range []string{binDir, faultDir} {
+	for _, d := range []string{binDir, faultDir, cniDir, crictlDir} {
 		if d != "" {
 			os.RemoveAll(d)
 		}
@@ -95,6 +141,9 @@ type Daemon struct {
 	Bin      string
 	StateDir string
 	Socket   string
+	// PluginSocket is the Docker network driver's socket: private to the
+	// test unless DockerDriver puts it where Docker looks.
+	PluginSocket string
 	// BPFFS is --bpffs on a bpf filesystem of the test's (PinBPFFS); empty,
 	// the daemon mounts its own, as on a host without one.
 	BPFFS string
@@ -120,7 +169,8 @@ type Daemon struct {
 func NewDaemon(t testing.TB, ns *NS, args ...string) *Daemon {
 	t.Helper()
 	dir := t.TempDir()
-	d := &Daemon{t: t, NS: ns, Bin: Binaries(t), StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "bpfnet.sock"), Args: args}
+	d := &Daemon{t: t, NS: ns, Bin: Binaries(t), StateDir: filepath.Join(dir, "state"), Socket: filepath.Join(dir, "bpfnet.sock"),
+		PluginSocket: filepath.Join(dir, "docker-plugin.sock"), Args: args}
 	var err error
 	if d.Client, err = api.NewClient("unix://" + d.Socket); err != nil {
 		t.Fatal(err)
@@ -142,6 +192,31 @@ func NewDaemon(t testing.TB, ns *NS, args ...string) *Daemon {
 	return d
 }
 
+// DockerDriver puts the daemon's Docker network driver where Docker
+// finds plugins, /run/docker/plugins, under a name unique to this test
+// (so it never meets a real bpfnet plugin or another test's), and returns
+// the driver name for `docker network create -d`. Call it before Start.
+func (d *Daemon) DockerDriver() string {
+	d.t.Helper()
+	nsCount++
+	name := fmt.Sprintf("bpfnt-%s-%d", runID, nsCount)
+	const dir = "/run/docker/plugins"
+	_, statErr := os.Stat(dir)
+	d.PluginSocket = filepath.Join(dir, name+".sock")
+	d.t.Cleanup(func() {
+		if d.cmd != nil { // this cleanup runs before NewDaemon's
+			d.cmd.Process.Kill()
+			<-d.done
+			d.cmd = nil
+		}
+		os.Remove(d.PluginSocket) // left by a killed daemon
+		if statErr != nil {
+			os.Remove(dir) // made by the daemon for us; kept if not empty
+		}
+	})
+	return name
+}
+
 // PinBPFFS makes the daemon pin into a bpf filesystem mounted in the
 // test's mount namespace, which the daemon's (a copy made by ip netns exec)
 // sees, so pins outlive the daemon: for lossless restarts, crashes, and
@@ -154,7 +229,7 @@ func (d *Daemon) PinBPFFS() string {
 
 // flags are the daemon's flags for this test instance.
 func (d *Daemon) flags(extra ...string) []string {
-	f := []string{"--state-dir", d.StateDir, "--socket", d.Socket}
+	f := []string{"--state-dir", d.StateDir, "--socket", d.Socket, "--docker-plugin", d.PluginSocket}
 	if d.BPFFS != "" {
 		f = append(f, "--bpffs", d.BPFFS)
 	}

@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -8,9 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,6 +29,13 @@ type Dockerd struct {
 	Pid     int
 	Version string
 	client  *http.Client
+
+	t      testing.TB
+	args   []string // nsenter's
+	dir    string
+	log    bytes.Buffer
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 // StartDockerd runs dockerd in ns with everything under dir and the
@@ -33,8 +43,9 @@ type Dockerd struct {
 // machine's mount namespace has the cgroups runc needs), so whatever
 // rules it adds stay in ns. Its containers get a cgroup parent of their
 // own. When the test ends its containers are removed, it is stopped by
-// its pid, the mounts it left under dir are unmounted and the cgroup
-// parent is removed.
+// its pid (and so is the containerd it started, which --live-restore
+// leaves running across restarts), the mounts it left under dir are
+// unmounted and the cgroup parent is removed.
 func StartDockerd(t testing.TB, ns *NS, dir string, flags ...string) *Dockerd {
 	t.Helper()
 	for _, bin := range []string{"/usr/sbin/dockerd", "/usr/bin/docker"} {
@@ -45,48 +56,74 @@ func StartDockerd(t testing.TB, ns *NS, dir string, flags ...string) *Dockerd {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	d := &Dockerd{Sock: filepath.Join(dir, "docker.sock")}
+	d := &Dockerd{t: t, dir: dir, Sock: filepath.Join(dir, "docker.sock")}
 	d.client = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", d.Sock)
 	}}}
 	parent := fmt.Sprintf("bpfnet-test-%d-%s", os.Getpid(), filepath.Base(dir))
-	var log bytes.Buffer
-	cmd := exec.Command("nsenter", append([]string{"--net=" + ns.Path, "/usr/sbin/dockerd",
+	d.args = append([]string{"--net=" + ns.Path, "/usr/sbin/dockerd",
 		"--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
-		"--pidfile", filepath.Join(dir, "dockerd.pid"), "-H", "unix://" + d.Sock, "--cgroup-parent", "/" + parent}, flags...)...)
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d.Pid = cmd.Process.Pid // nsenter execs dockerd
+		"--pidfile", filepath.Join(dir, "dockerd.pid"), "-H", "unix://" + d.Sock, "--cgroup-parent", "/" + parent}, flags...)
 	t.Cleanup(func() {
-		d.removeContainers(t)
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(60 * time.Second):
-			t.Errorf("dockerd (pid %d) did not stop in 60 s; killed", d.Pid)
-			cmd.Process.Kill()
-			<-done
+		if d.cmd != nil {
+			d.removeContainers(t)
+			d.Stop()
+		}
+		// The containerd dockerd started, if it outlived it.
+		if b, err := os.ReadFile(filepath.Join(dir, "exec", "containerd", "containerd.pid")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+				if p, err := os.FindProcess(pid); err == nil && p.Signal(syscall.Signal(0)) == nil {
+					p.Signal(syscall.SIGTERM)
+					for i := 0; i < 100 && p.Signal(syscall.Signal(0)) == nil; i++ {
+						time.Sleep(100 * time.Millisecond)
+					}
+				}
+			}
 		}
 		unmountBelow(dir)
 		removeCgroup(parent)
 		if t.Failed() {
-			t.Logf("dockerd log:\n%s", Tail(log.String()))
+			t.Logf("dockerd log:\n%s", Tail(d.log.String()))
 		}
 	})
+	d.Start()
+	return d
+}
+
+// Start starts dockerd (again) and waits until its API answers.
+func (d *Dockerd) Start() {
+	d.t.Helper()
+	d.cmd = exec.Command("nsenter", d.args...)
+	d.cmd.Stdout, d.cmd.Stderr = &d.log, &d.log
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.Pid = d.cmd.Process.Pid // nsenter execs dockerd
+	d.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(d.cmd, d.exited)
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		var v struct{ Version string }
 		if err := d.Call(context.Background(), "GET", "/version", nil, &v); err == nil {
 			d.Version = v.Version
-			return d
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("dockerd did not start:\n%s", Tail(log.String()))
+			d.t.Fatalf("dockerd did not start:\n%s", Tail(d.log.String()))
 		}
 	}
+}
+
+// Stop stops dockerd by its pid (SIGTERM, SIGKILL after 60 s).
+func (d *Dockerd) Stop() {
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(60 * time.Second):
+		d.t.Errorf("dockerd (pid %d) did not stop in 60 s; killed", d.Pid)
+		d.cmd.Process.Kill()
+		<-d.exited
+	}
+	d.cmd = nil
 }
 
 // Docker runs the docker CLI against this engine and returns its output.
@@ -171,4 +208,59 @@ func Tail(s string) string {
 		return "…" + s[len(s)-3000:]
 	}
 	return s
+}
+
+// PauseImage is the image Run starts: the static pause binary alone.
+const PauseImage = "bpfnet-test:pause"
+
+// ImportPause makes PauseImage in this engine with docker import.
+func (d *Dockerd) ImportPause(t testing.TB) {
+	t.Helper()
+	bin, err := os.ReadFile(PauseBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tb bytes.Buffer
+	tw := tar.NewWriter(&tb)
+	if err := tw.WriteHeader(&tar.Header{Name: "pause", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write(bin)
+	tw.Close()
+	imp := exec.Command("/usr/bin/docker", "-H", "unix://"+d.Sock, "import", "-", PauseImage)
+	imp.Stdin = &tb
+	if out, err := imp.CombinedOutput(); err != nil {
+		t.Fatalf("docker import: %v\n%s", err, out)
+	}
+}
+
+// Run starts a container of PauseImage named name (`docker run -d --name
+// name ARGS... IMAGE /pause`; ARGS are docker run's, e.g. --network) and
+// returns its network namespace as an NS (attached with `ip netns
+// attach`, detached when the test ends), so probes and servers run in it.
+func (d *Dockerd) Run(t testing.TB, name string, args ...string) *NS {
+	t.Helper()
+	d.Docker(t, 60*time.Second, append(append([]string{"run", "-d", "--name", name}, args...), PauseImage, "/pause")...)
+	return d.AttachNS(t, name)
+}
+
+// AttachNS returns the network namespace of a running container as an NS.
+func (d *Dockerd) AttachNS(t testing.TB, container string) *NS {
+	t.Helper()
+	pid, err := strconv.Atoi(strings.TrimSpace(d.Docker(t, 30*time.Second, "inspect", "-f", "{{.State.Pid}}", container)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return AttachNS(t, container, pid)
+}
+
+// ContainerAddr is a container's address on a network (docker inspect).
+func (d *Dockerd) ContainerAddr(t testing.TB, container, network string) netip.Addr {
+	t.Helper()
+	out := strings.TrimSpace(d.Docker(t, 30*time.Second, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+network+`").IPAddress}}`, container))
+	a, err := netip.ParseAddr(out)
+	if err != nil {
+		t.Fatalf("address of %s on %s: %q", container, network, out)
+	}
+	return a
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,28 @@ func NewNS(t testing.TB, role string) *NS {
 	})
 	// Loopback up, as in any real container.
 	ns.MustRun(t, "ip", "link", "set", "lo", "up")
+	return ns
+}
+
+// AttachNS returns the network namespace of a process (a container's) as
+// an NS named after role (`ip netns attach`); the name goes when the test
+// ends, the namespace with its process.
+func AttachNS(t testing.TB, role string, pid int) *NS {
+	t.Helper()
+	nsCount++
+	name := fmt.Sprintf("bpfnt-%s-%d-%s", runID, nsCount, role)
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	if out, err := exec.Command("ip", "netns", "attach", name, strconv.Itoa(pid)).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns attach %s %d: %v: %s", name, pid, err, out)
+	}
+	ns := &NS{Name: name, Path: "/run/netns/" + name}
+	t.Cleanup(func() {
+		if !ns.deleted {
+			exec.Command("ip", "netns", "del", name).Run()
+		}
+	})
 	return ns
 }
 

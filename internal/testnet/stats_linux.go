@@ -3,7 +3,10 @@ package testnet
 import (
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
+	"strings"
+	"testing"
 	"time"
 )
 
@@ -25,3 +28,55 @@ func CreationRow(w io.Writer, what string, ds []time.Duration, from int) (p50, p
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+var (
+	counters  = regexp.MustCompile(`\[\d+:\d+\]`)
+	linkState = regexp.MustCompile(`<[^>]*>| state [A-Z]+|^\d+: |@if\d+|link/ether \S+`)
+)
+
+// HostState is what a daemon owns in a namespace: interfaces (without
+// ifindexes and operational state), IPv4 addresses, and iptables rules,
+// for "nothing changed" and "as before" checks.
+func HostState(t testing.TB, ns *NS) string {
+	t.Helper()
+	var lines []string
+	for _, l := range strings.Split(ns.MustRun(t, "ip", "-o", "link", "show"), "\n") {
+		lines = append(lines, linkState.ReplaceAllString(l, ""))
+	}
+	for _, l := range strings.Split(ns.MustRun(t, "ip", "-o", "-4", "addr", "show"), "\n") {
+		if f := strings.Fields(l); len(f) > 3 {
+			lines = append(lines, strings.Join(f[1:4], " "))
+		}
+	}
+	// Interfaces listed by ifindex: a recreated veth moves to the end.
+	slices.Sort(lines)
+	lines = append(lines, IptablesRules(t, ns)...)
+	return strings.Join(lines, "\n")
+}
+
+// IptablesRules lists chains, policies and rules of filter, nat and raw.
+// Tables holding nothing but built-in chains with policy ACCEPT print as
+// nothing, so "as before the daemon ran" does not depend on whether
+// iptables-nft has instantiated an empty table.
+func IptablesRules(t testing.TB, ns *NS) []string {
+	t.Helper()
+	var out []string
+	for _, table := range []string{"filter", "nat", "raw"} {
+		var lines []string
+		empty := true
+		for _, l := range strings.Split(ns.MustRun(t, "iptables-save", "-t", table), "\n") {
+			if l == "" || strings.HasPrefix(l, "#") || l == "COMMIT" || strings.HasPrefix(l, "*") {
+				continue
+			}
+			l = counters.ReplaceAllString(l, "")
+			if !strings.HasPrefix(l, ":") || !strings.HasSuffix(strings.TrimSpace(l), "ACCEPT") {
+				empty = false
+			}
+			lines = append(lines, table+" "+l)
+		}
+		if !empty {
+			out = append(out, lines...)
+		}
+	}
+	return out
+}

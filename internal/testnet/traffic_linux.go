@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -215,4 +216,51 @@ func (n *NS) Ping(dst netip.Addr, timeout time.Duration) error {
 		}
 		return ErrBlocked
 	})
+}
+
+// EchoServer serves, in the namespace on TCP port, lines echoed back, until
+// the test ends.
+func (n *NS) EchoServer(t testing.TB, port int) {
+	t.Helper()
+	var ln net.Listener
+	if err := n.Do(func() (err error) { ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); return }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					c.Write([]byte(line))
+				}
+			}()
+		}
+	}()
+}
+
+// RoundTrip sends msg as a line on an echo connection and checks that it
+// comes back within 3 seconds.
+func RoundTrip(c net.Conn, r *bufio.Reader, msg string) error {
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte(msg + "\n")); err != nil {
+		return err
+	}
+	got, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if got != msg+"\n" {
+		return fmt.Errorf("echo %q, want %q", got, msg)
+	}
+	return nil
 }

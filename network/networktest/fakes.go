@@ -133,6 +133,13 @@ func (h *Host) EndpointPresent(n *network.Network, ep *network.Endpoint) (bool, 
 	return exists, nil
 }
 
+func (h *Host) CheckEndpoint(n *network.Network, ep *network.Endpoint) error {
+	if exists, up := h.Veth(ep.HostIf); !exists || !up {
+		return errors.New("veth " + ep.HostIf + " missing or down")
+	}
+	return nil
+}
+
 func (h *Host) DeleteEndpoint(ep *network.Endpoint) error {
 	h.mu.Lock()
 	delete(h.veths, ep.HostIf)
@@ -154,7 +161,7 @@ func (h *Host) WatchEndpointLinks(ctx context.Context, gone func(string)) error 
 
 // Enforcer implements network.Enforcer (and network.Limits) by recording
 // its calls: "reconcile", "network-added NET", "network-removed NET",
-// "endpoint-added EP", "endpoint-removed EP", "cleanup". Fail makes the
+// "endpoint-added EP", "endpoint-removed EP", "ports EP", "cleanup". Fail makes the
 // call of that name fail; MaxNetworks and MaxEndpoints, when set, are its
 // limits.
 type Enforcer struct {
@@ -185,6 +192,9 @@ func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *networ
 }
 func (e *Enforcer) EndpointRemoved(ctx context.Context, v network.View, ep *network.Endpoint) error {
 	return e.do("endpoint-removed", ep.Name)
+}
+func (e *Enforcer) EndpointPortsChanged(ctx context.Context, v network.View, ep *network.Endpoint, old []network.PortMapping) error {
+	return e.do("ports", ep.Name)
 }
 func (e *Enforcer) Cleanup(ctx context.Context) error { return e.do("cleanup", "") }
 func (e *Enforcer) Limits() (int, int)                { return e.MaxNetworks, e.MaxEndpoints }

@@ -1,6 +1,6 @@
 // Command pause waits for SIGTERM or SIGINT: the one process of the
-// containers `make bench-dockerd` starts. Built static, it is the whole
-// image.
+// containers tests and `make bench-dockerd` start. Built static, it is
+// the whole image (testnet.Dockerd.Run).
 package main
 
 import (

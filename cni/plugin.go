@@ -1,0 +1,312 @@
+// Package cni is bpfnet's CNI plugin: containerd (alone, under
+// Kubernetes' CRI, nerdctl) and Podman attach containers through it. It
+// is thin: every verb is a call of bpfnetd's API, and bpfnetd owns the
+// addresses, the state, the policy and the published ports, as for the
+// CLI and Docker. It links none of netlink, BPF or iptables.
+package cni
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/bpfnet/bpfnet/api"
+)
+
+// Runtime marks the endpoints the plugin made (api.Endpoint.Runtime), so
+// GC removes only those.
+const Runtime = "cni"
+
+// timeout bounds each verb: a runtime waits for the plugin.
+const timeout = 60 * time.Second
+
+// Funcs are the verbs, for skel.PluginMainFuncs.
+func Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus}
+}
+
+// verb is what every verb starts from: the conf on stdin and a client of
+// the daemon it names.
+type verb struct {
+	conf *NetConf
+	cl   *api.Client
+}
+
+func start(args *skel.CmdArgs) (verb, error) {
+	conf, err := parseConf(args.StdinData)
+	if err != nil {
+		return verb{}, err
+	}
+	cl, err := api.NewClient("unix://" + conf.Socket)
+	if err != nil {
+		return verb{}, types.NewError(types.ErrInvalidNetworkConfig, "invalid socket", err.Error())
+	}
+	return verb{conf: conf, cl: cl}, nil
+}
+
+// cniError turns an API error into a CNI error: bpfnetd's refusals keep
+// its message; an unreachable daemon is "try again later".
+func cniError(what string, err error) error {
+	var se *api.StatusError
+	var te *types.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &te):
+		return te
+	case errors.As(err, &se) && (se.Status == http.StatusBadRequest || se.Status == http.StatusConflict):
+		return types.NewError(types.ErrInvalidNetworkConfig, what+": "+se.Message, "")
+	case errors.As(err, &se) && se.Status == http.StatusNotFound:
+		return types.NewError(types.ErrUnknownContainer, what+": "+se.Message, "")
+	case errors.As(err, &se):
+		return types.NewError(types.ErrInternal, what+": "+se.Message, "")
+	}
+	return types.NewError(types.ErrTryAgainLater, what+": "+err.Error(), "")
+}
+
+// ensureNetwork returns the conf's network, creating it from the conf when
+// it does not exist; an existing network whose settings differ from the
+// conf's is an error naming the differences.
+func ensureNetwork(ctx context.Context, cl *api.Client, conf *NetConf) (api.NetworkInspect, error) {
+	n, err := cl.Network(ctx, conf.Name)
+	if api.IsNotFound(err) {
+		n, err = cl.CreateNetwork(ctx, conf.networkRequest())
+		var se *api.StatusError
+		if errors.As(err, &se) && se.Status == http.StatusConflict {
+			n, err = cl.Network(ctx, conf.Name) // another ADD made it meanwhile
+		}
+	}
+	if err != nil {
+		return n, cniError("network "+conf.Name, err)
+	}
+	if diff := conf.differences(n); len(diff) > 0 {
+		return n, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("network %s exists with other settings than the configuration's: %v", conf.Name, diff), "")
+	}
+	return n, nil
+}
+
+// findEndpoint returns the endpoint of a container's interface on the
+// conf's network, if there is one.
+func findEndpoint(ctx context.Context, cl *api.Client, network, containerID, ifname string) (*api.Endpoint, error) {
+	eps, err := cl.Endpoints(ctx, network)
+	if err != nil {
+		return nil, err
+	}
+	for _, ep := range eps {
+		if ep.ContainerID == containerID && ep.IfName == ifname {
+			return &ep, nil
+		}
+	}
+	return nil, nil
+}
+
+func cmdAdd(args *skel.CmdArgs) error {
+	v, err := start(args)
+	if err != nil {
+		return err
+	}
+	conf, cl := v.conf, v.cl
+	a, err := parseArgs(args.Args)
+	if err != nil {
+		return err
+	}
+	if args.Netns == "" {
+		return types.NewError(types.ErrInvalidNetNS, "no network namespace (CNI_NETNS)", "")
+	}
+	ip, err := conf.requestedIP(a)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	n, err := ensureNetwork(ctx, cl, conf)
+	if err != nil {
+		return err
+	}
+	// An ADD after an ADD that failed late (or was lost) finds its
+	// endpoint: it starts over.
+	if old, err := findEndpoint(ctx, cl, conf.Name, args.ContainerID, args.IfName); err != nil {
+		return cniError("endpoints", err)
+	} else if old != nil {
+		if err := cl.RemoveEndpoint(ctx, old.ID); err != nil && !api.IsNotFound(err) {
+			return cniError("remove the earlier endpoint", err)
+		}
+	}
+	ep, err := cl.CreateEndpoint(ctx, api.CreateEndpointRequest{Network: conf.Name, NetNS: args.Netns, IfName: args.IfName,
+		Name: endpointName(a, args.ContainerID, args.IfName), IP: ip, MAC: conf.requestedMAC(a), Ports: conf.portSpecs(),
+		ContainerID: args.ContainerID, Runtime: Runtime, Labels: labels(a)})
+	if err != nil {
+		return cniError("endpoint", err)
+	}
+	res, err := result(conf, n, ep, args.Netns)
+	if err != nil {
+		return err
+	}
+	return types.PrintResult(res, conf.CNIVersion)
+}
+
+// result is the ADD's result: the host veth and the container interface,
+// the address with its gateway, the default route when the endpoint has
+// it, the conf's DNS; after what an earlier plugin in the chain gave.
+func result(conf *NetConf, n api.NetworkInspect, ep api.Endpoint, netns string) (types.Result, error) {
+	_, subnet, err := net.ParseCIDR(ep.Subnet)
+	if err != nil {
+		return nil, types.NewError(types.ErrInternal, "endpoint's subnet", err.Error())
+	}
+	gw := net.ParseIP(ep.Gateway)
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, DNS: conf.DNS}
+	if conf.RawPrevResult != nil {
+		if err := parsePrevResult(conf); err != nil {
+			return nil, err
+		}
+		prev, err := current.NewResultFromResult(conf.PrevResult)
+		if err != nil {
+			return nil, types.NewError(types.ErrDecodingFailure, "prevResult", err.Error())
+		}
+		res = prev
+	}
+	hostIdx := len(res.Interfaces)
+	res.Interfaces = append(res.Interfaces, &current.Interface{Name: ep.HostIf},
+		&current.Interface{Name: ep.IfName, Mac: ep.MAC, Sandbox: netns})
+	res.IPs = append(res.IPs, &current.IPConfig{Interface: current.Int(hostIdx + 1),
+		Address: net.IPNet{IP: ep.IP.AsSlice(), Mask: subnet.Mask}, Gateway: gw})
+	if ep.DefaultRoute {
+		_, def, _ := net.ParseCIDR("0.0.0.0/0")
+		res.Routes = append(res.Routes, &types.Route{Dst: *def, GW: gw})
+	}
+	if len(conf.DNS.Nameservers) > 0 || len(conf.DNS.Search) > 0 {
+		res.DNS = conf.DNS
+	}
+	return res, nil
+}
+
+func parsePrevResult(conf *NetConf) error {
+	pc := conf.PluginConf
+	if err := version.ParsePrevResult(&pc); err != nil {
+		return types.NewError(types.ErrDecodingFailure, "prevResult", err.Error())
+	}
+	conf.PrevResult = pc.PrevResult
+	return nil
+}
+
+func cmdDel(args *skel.CmdArgs) error {
+	v, err := start(args)
+	if err != nil {
+		return err
+	}
+	conf, cl := v.conf, v.cl
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	// DEL is idempotent: no network, no endpoint, a namespace gone (the
+	// kubelet's second DEL has none) all mean there is nothing to do.
+	ep, err := findEndpoint(ctx, cl, conf.Name, args.ContainerID, args.IfName)
+	if api.IsNotFound(err) || (err == nil && ep == nil) {
+		return nil
+	}
+	if err != nil {
+		return cniError("endpoints", err)
+	}
+	if err := cl.RemoveEndpoint(ctx, ep.ID); err != nil && !api.IsNotFound(err) {
+		return cniError("remove endpoint "+ep.Name, err)
+	}
+	return nil
+}
+
+func cmdCheck(args *skel.CmdArgs) error {
+	v, err := start(args)
+	if err != nil {
+		return err
+	}
+	conf, cl := v.conf, v.cl
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	n, err := cl.Network(ctx, conf.Name)
+	if err != nil {
+		return cniError("network "+conf.Name, err)
+	}
+	if diff := conf.differences(n); len(diff) > 0 {
+		return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("network %s differs from the configuration: %v", conf.Name, diff), "")
+	}
+	ep, err := findEndpoint(ctx, cl, conf.Name, args.ContainerID, args.IfName)
+	if err != nil {
+		return cniError("endpoints", err)
+	}
+	if ep == nil {
+		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("no endpoint of container %s (%s) on network %s", args.ContainerID, args.IfName, conf.Name), "")
+	}
+	if ep.NetNS != args.Netns {
+		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("endpoint %s is in %s, not %s", ep.Name, ep.NetNS, args.Netns), "")
+	}
+	if conf.RawPrevResult != nil {
+		if err := parsePrevResult(conf); err != nil {
+			return err
+		}
+		prev, err := current.NewResultFromResult(conf.PrevResult)
+		if err != nil {
+			return types.NewError(types.ErrDecodingFailure, "prevResult", err.Error())
+		}
+		if !slices.ContainsFunc(prev.IPs, func(c *current.IPConfig) bool { return c.Address.IP.Equal(ep.IP.AsSlice()) }) {
+			return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("endpoint %s has %s, which prevResult does not list", ep.Name, ep.IP), "")
+		}
+	}
+	return cniError("check endpoint "+ep.Name, cl.CheckEndpoint(ctx, ep.ID))
+}
+
+// cmdGC removes the plugin's endpoints on the conf's network that the
+// runtime no longer knows (not in cni.dev/valid-attachments).
+func cmdGC(args *skel.CmdArgs) error {
+	v, err := start(args)
+	if err != nil {
+		return err
+	}
+	conf, cl := v.conf, v.cl
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	eps, err := cl.Endpoints(ctx, conf.Name)
+	if api.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return cniError("endpoints", err)
+	}
+	valid := map[types.GCAttachment]bool{}
+	for _, a := range append(conf.ValidAttachments, conf.Attachments...) {
+		valid[a] = true
+	}
+	var errs []error
+	for _, ep := range eps {
+		if ep.Runtime != Runtime || valid[types.GCAttachment{ContainerID: ep.ContainerID, IfName: ep.IfName}] {
+			continue
+		}
+		if err := cl.RemoveEndpoint(ctx, ep.ID); err != nil && !api.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	return cniError("garbage collection", errors.Join(errs...))
+}
+
+// cmdStatus fails while bpfnetd cannot take an ADD (not running, or not
+// ready).
+func cmdStatus(args *skel.CmdArgs) error {
+	v, err := start(args)
+	if err != nil {
+		return err
+	}
+	conf, cl := v.conf, v.cl
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cl.Status(ctx); err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, "bpfnetd is not available at "+conf.Socket, err.Error())
+	}
+	return nil
+}
