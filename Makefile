@@ -22,7 +22,7 @@ LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMI
 # benchmarks (make test, which also needs the other two).
 RUN_PACKAGES  := iptables iproute2
 GEN_PACKAGES  := clang-19 llvm-19 libbpf-dev linux-libc-dev gcc
-TEST_PACKAGES := nftables iputils-ping conntrack iperf3 sockperf prometheus systemd docker.io containerd runc debootstrap util-linux ca-certificates
+TEST_PACKAGES := nftables iputils-ping conntrack iperf3 sockperf prometheus systemd docker.io containerd runc podman debootstrap util-linux ca-certificates
 # Where the UAPI asm/ headers live for this architecture.
 BPF_INCLUDES := -I/usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo $$(uname -m)-linux-gnu)
 

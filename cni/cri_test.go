@@ -84,3 +84,42 @@ func TestContainerdCRI(t *testing.T) {
 		t.Errorf("%d veths left after rmp:\n%s", n, testnet.DiffLines(before, after))
 	}
 }
+
+// Podman (Debian's 4.3, CNI backend) runs containers on a bpfnet CNI
+// network: --ip and --mac-address arrive as CNI_ARGS IP= and MAC=, -p as
+// the portMappings capability. (With --ip, Podman 4.3 replaces the
+// plugin's capabilities with {"ips": true}, so that container's -p never
+// reaches the plugin: docs/cni.md.)
+func TestPodman(t *testing.T) {
+	w := newCNIWorld(t)
+	confDir := t.TempDir()
+	conf := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"pnet","plugins":[{"type":"bpfnet","socket":%q,"subnet":"198.18.41.0/24",
+		"capabilities":{"portMappings":true}}]}`, w.daemon.Socket)
+	if err := os.WriteFile(filepath.Join(confDir, "pnet.conflist"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pm := testnet.StartPodman(t, w.topo.Host, filepath.Join(t.TempDir(), "podman"), w.path, confDir)
+	pm.Podman(t, "run", "-d", "--name", "p1", "--network", "pnet", "--ip", "198.18.41.10", "--mac-address", "02:00:00:00:41:10",
+		testnet.PodmanImage, "/pause")
+	pm.Podman(t, "run", "-d", "--name", "p2", "--network", "pnet", "-p", fmt.Sprintf("8080:%d", testnet.ServicePort), testnet.PodmanImage, "/pause")
+	ep1, err := w.daemon.Client.Endpoint(context.Background(), "p1")
+	if err != nil || ep1.IP != netip.MustParseAddr("198.18.41.10") || ep1.MAC != "02:00:00:00:41:10" {
+		t.Errorf("p1's endpoint %+v (%v): want --ip and --mac-address", ep1, err)
+	}
+	ep2, err := w.daemon.Client.Endpoint(context.Background(), "p2")
+	if err != nil || len(ep2.Ports) != 1 || ep2.Ports[0].HostPort != 8080 {
+		t.Fatalf("p2's endpoint %+v (%v): want -p 8080", ep2, err)
+	}
+	ns1, ns2 := testnet.NSAt(ep1.NetNS), testnet.NSAt(ep2.NetNS)
+	ns2.Serve(t)
+	if _, err := w.topo.Outside.TCPTo(netip.AddrPortFrom(testnet.UplinkAddr, 8080), 3*time.Second); err != nil {
+		t.Errorf("outside → p2's published port: %v", err)
+	}
+	if _, err := ns1.TCP(ep2.IP, 3*time.Second); err != nil {
+		t.Errorf("p1 → p2: %v", err)
+	}
+	pm.Podman(t, "rm", "--force", "--time", "1", "p1", "p2")
+	if eps, _ := w.daemon.Client.Endpoints(context.Background(), "pnet"); len(eps) != 0 {
+		t.Errorf("%d endpoints left after podman rm", len(eps))
+	}
+}

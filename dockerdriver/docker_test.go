@@ -394,3 +394,46 @@ func TestDockerBadInput(t *testing.T) {
 		})
 	}
 }
+
+// With --ipam-driver, bpfnet's allocator serves Docker's networks and the
+// CLI's alike: pools never overlap, addresses are never given twice.
+func TestDockerIPAM(t *testing.T) {
+	w := newDockerWorld(t)
+	w.cli(t, "network", "create", "-d", w.driver, "--ipam-driver", w.driver, "web")
+	w.daemon.MustCLI("network", "create", "cli")
+	id := strings.TrimSpace(w.cli(t, "network", "inspect", "-f", "{{.Id}}", "web"))
+	var subnets []netip.Prefix
+	for _, name := range []string{dockerdriver.NetworkName(id), "cli", "bridge"} {
+		n, err := w.daemon.Client.Network(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subnets = append(subnets, netip.MustParsePrefix(n.IPAM.Config[0].Subnet))
+	}
+	for i := range subnets {
+		for j := range i {
+			if subnets[i].Overlaps(subnets[j]) {
+				t.Errorf("subnets overlap: %v", subnets)
+			}
+		}
+	}
+	web := subnets[0]
+	c1 := w.docker.Run(t, "c1", "--network", "web")
+	want := web.Addr().Next().Next() // .1 is the gateway
+	if a := w.docker.ContainerAddr(t, "c1", "web"); a != want {
+		t.Errorf("c1 got %s, want %s", a, want)
+	}
+	w.docker.Run(t, "c2", "--network", "web")
+	a2 := w.docker.ContainerAddr(t, "c2", "web")
+	ns := testnet.NewNS(t, "x")
+	ep, err := w.daemon.Client.CreateEndpoint(context.Background(), api.CreateEndpointRequest{Network: id, NetNS: ns.Path})
+	if err != nil || a2 == want || ep.IP == want || ep.IP == a2 || !web.Contains(a2) {
+		t.Errorf("addresses on Docker's network: c1 %s, c2 %s, an endpoint made with the CLI %s (%v): want three different ones", want, a2, ep.IP, err)
+	}
+	c1.EchoServer(t, 7100)
+	if c, err := dialEcho(ns, netip.AddrPortFrom(want, 7100)); err != nil {
+		t.Errorf("CLI endpoint → c1: %v", err)
+	} else {
+		c.Close()
+	}
+}

@@ -3,7 +3,8 @@
 // translates each call into the calls of the network model the CLI makes,
 // so networks and containers Docker creates get the same policy from the
 // same enforcer. It keeps no state of its own: Docker's network and
-// endpoint ids are the model's ids.
+// endpoint ids are the model's ids. It also serves Docker's IPAM protocol
+// (ipam.go), so `--ipam-driver bpfnet` uses bpfnet's allocator.
 package dockerdriver
 
 import (
@@ -62,7 +63,7 @@ func (d *Driver) Handler() http.Handler {
 		})
 	}
 	route("Plugin.Activate", func(*http.Request) (any, error) {
-		return activateResponse{Implements: []string{"NetworkDriver"}}, nil
+		return activateResponse{Implements: []string{"NetworkDriver", "IpamDriver"}}, nil
 	})
 	route("NetworkDriver.GetCapabilities", func(*http.Request) (any, error) {
 		return capabilitiesResponse{Scope: "local", ConnectivityScope: "local"}, nil
@@ -79,6 +80,7 @@ func (d *Driver) Handler() http.Handler {
 	route("NetworkDriver.ProgramExternalConnectivity", d.programConnectivity)
 	route("NetworkDriver.RevokeExternalConnectivity", d.revokeConnectivity)
 	route("NetworkDriver.DeleteEndpoint", d.deleteEndpoint)
+	d.ipamRoutes(route)
 	// Swarm's calls: never made for a local-scope driver, answered anyway.
 	for _, m := range []string{"NetworkDriver.AllocateNetwork", "NetworkDriver.FreeNetwork", "NetworkDriver.DiscoverNew", "NetworkDriver.DiscoverDelete"} {
 		route(m, func(*http.Request) (any, error) { return nil, nil })

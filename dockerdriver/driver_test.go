@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/network"
 	"github.com/bpfnet/bpfnet/network/networktest"
 )
@@ -80,7 +81,7 @@ var createBody = `{"NetworkID":"` + netID + `","Options":{"com.docker.network.en
 
 func TestHandshake(t *testing.T) {
 	h := newHarness(t)
-	if out := h.ok("Plugin.Activate", ""); !slices.Equal(toStrings(out["Implements"]), []string{"NetworkDriver"}) {
+	if out := h.ok("Plugin.Activate", ""); !slices.Equal(toStrings(out["Implements"]), []string{"NetworkDriver", "IpamDriver"}) {
 		t.Errorf("activate: %v", out)
 	}
 	if out := h.ok("NetworkDriver.GetCapabilities", "{}"); out["Scope"] != "local" || out["ConnectivityScope"] != "local" {
@@ -223,5 +224,58 @@ func TestGivenMAC(t *testing.T) {
 	// The aux address is never a container's.
 	if code, out := h.call("NetworkDriver.CreateEndpoint", `{"NetworkID":"`+netID+`","EndpointID":"`+ep2ID+`","Interface":{"Address":"10.77.0.9/24"},"Options":{}}`); code != 400 || !strings.Contains(out["Err"].(string), "reserved") {
 		t.Errorf("the aux address: %d %v", code, out)
+	}
+}
+
+// bpfnet's IPAM for Docker (--ipam-driver): pools avoid bpfnet's networks
+// and each other, the gateway is the range's first address, containers
+// get the next free ones (never one handed out and not yet released, nor
+// one an endpoint of the network has), and a released one comes back.
+func TestIPAM(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	if _, err := h.mgr.CreateNetwork(ctx, api.CreateNetworkRequest{Name: "cli", Subnet: "172.17.0.0/16"}); err != nil {
+		t.Fatal(err)
+	}
+	out := h.ok("IpamDriver.RequestPool", `{"AddressSpace":"bpfnet-local","Pool":"","SubPool":"","Options":{},"V6":false}`)
+	if out["Pool"] != "172.18.0.0/16" || out["PoolID"] != "bpfnet/172.18.0.0/16" {
+		t.Errorf("first pool %v, want 172.18.0.0/16 (172.17 is the CLI's network's)", out)
+	}
+	if out := h.ok("IpamDriver.RequestPool", `{"Pool":""}`); out["Pool"] != "172.19.0.0/16" {
+		t.Errorf("second pool %v, want 172.19.0.0/16 (172.18 is handed out)", out)
+	}
+	if code, out := h.call("IpamDriver.RequestPool", `{"Pool":"172.17.5.0/24"}`); code != 400 || !strings.Contains(out["Err"].(string), "overlaps") {
+		t.Errorf("a pool overlapping a network: %d %v", code, out)
+	}
+	if code, out := h.call("IpamDriver.RequestPool", `{"Pool":"","V6":true}`); code != 400 || !strings.Contains(out["Err"].(string), "IPv4 only") {
+		t.Errorf("an IPv6 pool: %d %v", code, out)
+	}
+	addr := func(body string) string {
+		t.Helper()
+		return h.ok("IpamDriver.RequestAddress", body)["Address"].(string)
+	}
+	if gw := addr(`{"PoolID":"bpfnet/172.18.0.0/16","Address":"","Options":{"RequestAddressType":"com.docker.network.gateway"}}`); gw != "172.18.0.1/16" {
+		t.Errorf("gateway %s", gw)
+	}
+	id := strings.Repeat("d", 64)
+	h.ok("NetworkDriver.CreateNetwork", `{"NetworkID":"`+id+`","Options":{},"IPv4Data":[{"Pool":"172.18.0.0/16","Gateway":"172.18.0.1/16"}]}`)
+	if _, err := h.mgr.CreateEndpoint(ctx, api.CreateEndpointRequest{Network: id, NetNS: "/dev/null", IP: "172.18.0.2"}); err != nil {
+		t.Fatal(err)
+	}
+	a1 := addr(`{"PoolID":"bpfnet/172.18.0.0/16","Address":"","Options":{}}`)
+	a2 := addr(`{"PoolID":"bpfnet/172.18.0.0/16","Address":"","Options":{}}`)
+	if a1 != "172.18.0.3/16" || a2 != "172.18.0.4/16" {
+		t.Errorf("addresses %s %s, want .3 and .4 (.1 gateway, .2 an endpoint's)", a1, a2)
+	}
+	if code, out := h.call("IpamDriver.RequestAddress", `{"PoolID":"bpfnet/172.18.0.0/16","Address":"172.18.0.2","Options":{}}`); code != 400 || !strings.Contains(out["Err"].(string), "in use") {
+		t.Errorf("an endpoint's address asked for: %d %v", code, out)
+	}
+	h.ok("IpamDriver.ReleaseAddress", `{"PoolID":"bpfnet/172.18.0.0/16","Address":"172.18.0.3"}`)
+	if a := addr(`{"PoolID":"bpfnet/172.18.0.0/16","Address":"","Options":{}}`); a != "172.18.0.3/16" {
+		t.Errorf("after release: %s, want .3 again", a)
+	}
+	h.ok("IpamDriver.ReleasePool", `{"PoolID":"bpfnet/172.19.0.0/16"}`)
+	if out := h.ok("IpamDriver.RequestPool", `{"Pool":""}`); out["Pool"] != "172.19.0.0/16" {
+		t.Errorf("a released pool: %v, want 172.19.0.0/16 again", out)
 	}
 }

@@ -90,16 +90,18 @@ func linkStat(t *testing.T, ns *testnet.NS, ifname, stat string) float64 {
 
 // quiet returns once read gives the same value twice 100 ms apart (at
 // most 10 s).
-func quiet(t *testing.T, read func() float64) {
+func quiet(t *testing.T, read func() float64) { quietFor(t, 100*time.Millisecond, read) }
+
+// quietFor returns once read has not changed for d (at most 10 s).
+func quietFor(t *testing.T, d time.Duration, read func() float64) {
 	t.Helper()
-	last := read()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		time.Sleep(100 * time.Millisecond)
-		v := read()
-		if v == last {
+	last, since := read(), time.Now()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if v := read(); v != last {
+			last, since = v, time.Now()
+		} else if time.Since(since) >= d {
 			return
 		}
-		last = v
 	}
 	t.Fatal("counters still moving after 10 s")
 }

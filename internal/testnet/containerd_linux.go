@@ -127,39 +127,19 @@ func (c *Containerd) CgroupParent() string {
 }
 
 func (c *Containerd) crictlRun(args ...string) (string, error) {
-	cmd := exec.Command(c.crictl, append([]string{"--runtime-endpoint", "unix://" + c.Sock, "--timeout", "60s"}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("crictl %s: %v: %s", strings.Join(args, " "), err, errb.String())
-	}
-	return out.String(), nil
+	return runTool(exec.Command(c.crictl, append([]string{"--runtime-endpoint", "unix://" + c.Sock, "--timeout", "60s"}, args...)...), "crictl", args)
 }
 
 // Crictl runs crictl against this containerd and returns its output.
 func (c *Containerd) Crictl(t testing.TB, args ...string) string {
 	t.Helper()
-	out, err := c.crictlRun(args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// CrictlErr runs crictl and returns its error, for what must fail.
-func (c *Containerd) CrictlErr(args ...string) error {
-	_, err := c.crictlRun(args...)
-	return err
+	return must(t)(c.crictlRun(args...))
 }
 
 // importPause makes PauseRef from the pause binary: an OCI image layout
 // in a tar, imported with ctr into the k8s.io namespace CRI uses.
 func (c *Containerd) importPause(t testing.TB) {
 	t.Helper()
-	bin, err := os.ReadFile(PauseBinary(t))
-	if err != nil {
-		t.Fatal(err)
-	}
 	blobs := map[string][]byte{}
 	put := func(b []byte) (string, int) {
 		sum := sha256.Sum256(b)
@@ -167,12 +147,7 @@ func (c *Containerd) importPause(t testing.TB) {
 		blobs[d] = b
 		return d, len(b)
 	}
-	var layer bytes.Buffer
-	tw := tar.NewWriter(&layer)
-	tw.WriteHeader(&tar.Header{Name: "pause", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg})
-	tw.Write(bin)
-	tw.Close()
-	layerDigest, layerSize := put(layer.Bytes())
+	layerDigest, layerSize := put(pauseTar(t))
 	config, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux",
 		"config": map[string]any{"Entrypoint": []string{"/pause"}}, "rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}}})
 	configDigest, configSize := put(config)
@@ -227,4 +202,56 @@ func crictl(t testing.TB) string {
 		t.Fatal(crictlErr)
 	}
 	return filepath.Join(crictlDir, "crictl")
+}
+
+// runTool runs a test tool's command (its name, for errors) with a time
+// limit and returns its standard output; the error has its standard error.
+func runTool(cmd *exec.Cmd, name string, args []string) (string, error) {
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return out.String(), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, Tail(errb.String()))
+		}
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		<-done
+		return out.String(), fmt.Errorf("%s %s: timed out", name, strings.Join(args, " "))
+	}
+	return out.String(), nil
+}
+
+// must turns (output, error) into the output, failing the test on error.
+func must(t testing.TB) func(string, error) string {
+	return func(out string, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+}
+
+// pauseTar is a tar of the static pause program alone: a container
+// image's whole file system.
+func pauseTar(t testing.TB) []byte {
+	t.Helper()
+	bin, err := os.ReadFile(PauseBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tb bytes.Buffer
+	tw := tar.NewWriter(&tb)
+	if err := tw.WriteHeader(&tar.Header{Name: "pause", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write(bin)
+	tw.Close()
+	return tb.Bytes()
 }

@@ -1,7 +1,6 @@
 package testnet
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -216,19 +215,8 @@ const PauseImage = "bpfnet-test:pause"
 // ImportPause makes PauseImage in this engine with docker import.
 func (d *Dockerd) ImportPause(t testing.TB) {
 	t.Helper()
-	bin, err := os.ReadFile(PauseBinary(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tb bytes.Buffer
-	tw := tar.NewWriter(&tb)
-	if err := tw.WriteHeader(&tar.Header{Name: "pause", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg}); err != nil {
-		t.Fatal(err)
-	}
-	tw.Write(bin)
-	tw.Close()
 	imp := exec.Command("/usr/bin/docker", "-H", "unix://"+d.Sock, "import", "-", PauseImage)
-	imp.Stdin = &tb
+	imp.Stdin = bytes.NewReader(pauseTar(t))
 	if out, err := imp.CombinedOutput(); err != nil {
 		t.Fatalf("docker import: %v\n%s", err, out)
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -85,6 +86,12 @@ func NewNS(t testing.TB, role string) *NS {
 	// Loopback up, as in any real container.
 	ns.MustRun(t, "ip", "link", "set", "lo", "up")
 	return ns
+}
+
+// NSAt is a named namespace the test did not make (/run/netns/NAME, a
+// runtime's): usable like the test's, and left alone at the end.
+func NSAt(path string) *NS {
+	return &NS{Name: filepath.Base(path), Path: path, deleted: true}
 }
 
 // AttachNS returns the network namespace of a process (a container's) as

@@ -1,0 +1,95 @@
+package network
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// The allocator's view for an external IPAM front-end (Docker's
+// --ipam-driver bpfnet): subnets and addresses picked as bpfnet's own
+// networks and endpoints get them, so one allocator serves networks made
+// by Docker and by the CLI. Nothing is reserved here: the caller keeps
+// what it handed out until the network or endpoint exists.
+
+// FreeSubnet returns the first default pool that overlaps no network, no
+// route of the host and none of pending (pools handed out for networks
+// not made yet).
+func (m *Manager) FreeSubnet(pending []netip.Prefix) (netip.Prefix, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	routes, err := m.host.Routes()
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	taken := append(append([]netip.Prefix{}, pending...), routes...)
+	for _, n := range m.st.Networks {
+		taken = append(taken, n.Subnet)
+	}
+	p, err := pickSubnet(taken)
+	if err != nil {
+		return p, conflictf("%v", err)
+	}
+	return p, nil
+}
+
+// CheckSubnet reports whether a subnet asked for overlaps a network.
+func (m *Manager) CheckSubnet(p netip.Prefix) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, n := range m.st.Networks {
+		if n.Subnet.Overlaps(p) {
+			return conflictf("subnet %s overlaps subnet %s of network %s", p, n.Subnet, n.Name)
+		}
+	}
+	return nil
+}
+
+// FreeAddress returns the first address of subnet's range (the subnet
+// when the range is invalid) that is not its network's gateway, an aux
+// address or an endpoint's, nor in pending; with no network of that
+// subnet yet, only pending and gateway count.
+func (m *Manager) FreeAddress(subnet, ipRange netip.Prefix, gateway netip.Addr, pending map[netip.Addr]bool) (netip.Addr, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := &Network{Name: subnet.String(), Subnet: subnet, IPRange: subnet, Gateway: gateway}
+	if ipRange.IsValid() {
+		n.IPRange = ipRange
+	}
+	used := map[netip.Addr]bool{}
+	for a := range pending {
+		used[a] = true
+	}
+	for _, o := range m.st.Networks {
+		if o.Subnet != subnet {
+			continue
+		}
+		n.Gateway, n.AuxAddresses = o.Gateway, o.AuxAddresses
+		for a := range o.reserved() {
+			used[a] = true
+		}
+		for _, ep := range m.st.Endpoints {
+			if ep.NetworkID == o.ID {
+				used[ep.IP] = true
+			}
+		}
+	}
+	a, err := firstFree(n, used)
+	if err != nil {
+		return a, conflictf("%v", err)
+	}
+	return a, nil
+}
+
+// FirstAddress is the first usable address of a range in subnet (a
+// gateway's, as libnetwork's IPAM picks it).
+func FirstAddress(subnet, ipRange netip.Prefix) (netip.Addr, error) {
+	n := &Network{Name: subnet.String(), Subnet: subnet, IPRange: subnet}
+	if ipRange.IsValid() {
+		n.IPRange = ipRange
+	}
+	a, err := firstFree(n, nil)
+	if err != nil {
+		return a, fmt.Errorf("no usable address in %s", n.IPRange)
+	}
+	return a, nil
+}
