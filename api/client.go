@@ -188,6 +188,14 @@ func (c *Client) Endpoints(ctx context.Context, network string) ([]Endpoint, err
 	return out, c.do(ctx, "GET", "/v1/endpoints?network="+url.QueryEscape(network), nil, &out)
 }
 
+// ContainerEndpoints lists a container's endpoints (by the container id it
+// was created with) on a network, without counters.
+func (c *Client) ContainerEndpoints(ctx context.Context, network, containerID string) ([]Endpoint, error) {
+	var out []Endpoint
+	q := url.Values{"network": {network}, "container": {containerID}}
+	return out, c.do(ctx, "GET", "/v1/endpoints?"+q.Encode(), nil, &out)
+}
+
 // CreateEndpoint creates an endpoint.
 func (c *Client) CreateEndpoint(ctx context.Context, req CreateEndpointRequest) (Endpoint, error) {
 	var out Endpoint

@@ -102,7 +102,7 @@ func TestResultVersions(t *testing.T) {
 		conf := &NetConf{}
 		conf.CNIVersion = v
 		conf.DNS = types.DNS{Nameservers: []string{"10.231.1.1"}}
-		res, err := result(conf, api.NetworkInspect{}, ep, "/run/netns/p1")
+		res, err := result(conf, ep, "/run/netns/p1")
 		if err != nil {
 			t.Fatal(err)
 		}

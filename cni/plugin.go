@@ -34,23 +34,26 @@ func Funcs() skel.CNIFuncs {
 	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus}
 }
 
-// verb is what every verb starts from: the conf on stdin and a client of
-// the daemon it names.
+// verb is what every verb starts from: the conf on stdin, a client of the
+// daemon it names, and the verb's time limit (a runtime waits for it).
 type verb struct {
-	conf *NetConf
-	cl   *api.Client
+	conf   *NetConf
+	cl     *api.Client
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
-func start(args *skel.CmdArgs) (verb, error) {
+func start(args *skel.CmdArgs, limit time.Duration) (*verb, error) {
 	conf, err := parseConf(args.StdinData)
 	if err != nil {
-		return verb{}, err
+		return nil, err
 	}
 	cl, err := api.NewClient("unix://" + conf.Socket)
 	if err != nil {
-		return verb{}, types.NewError(types.ErrInvalidNetworkConfig, "invalid socket", err.Error())
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "invalid socket", err.Error())
 	}
-	return verb{conf: conf, cl: cl}, nil
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	return &verb{conf: conf, cl: cl, ctx: ctx, cancel: cancel}, nil
 }
 
 // cniError turns an API error into a CNI error: bpfnetd's refusals keep
@@ -73,10 +76,10 @@ func cniError(what string, err error) error {
 	return types.NewError(types.ErrTryAgainLater, what+": "+err.Error(), "")
 }
 
-// ensureNetwork returns the conf's network, creating it from the conf when
-// it does not exist; an existing network whose settings differ from the
-// conf's is an error naming the differences.
-func ensureNetwork(ctx context.Context, cl *api.Client, conf *NetConf) (api.NetworkInspect, error) {
+// ensureNetwork makes sure the conf's network exists, creating it from
+// the conf when it does not; an existing network whose settings differ
+// from the conf's is an error naming the differences.
+func ensureNetwork(ctx context.Context, cl *api.Client, conf *NetConf) error {
 	n, err := cl.Network(ctx, conf.Name)
 	if api.IsNotFound(err) {
 		n, err = cl.CreateNetwork(ctx, conf.networkRequest())
@@ -86,24 +89,27 @@ func ensureNetwork(ctx context.Context, cl *api.Client, conf *NetConf) (api.Netw
 		}
 	}
 	if err != nil {
-		return n, cniError("network "+conf.Name, err)
+		return cniError("network "+conf.Name, err)
 	}
 	if diff := conf.differences(n); len(diff) > 0 {
-		return n, types.NewError(types.ErrInvalidNetworkConfig,
+		return types.NewError(types.ErrInvalidNetworkConfig,
 			fmt.Sprintf("network %s exists with other settings than the configuration's: %v", conf.Name, diff), "")
 	}
-	return n, nil
+	return nil
 }
 
 // findEndpoint returns the endpoint of a container's interface on the
 // conf's network, if there is one.
 func findEndpoint(ctx context.Context, cl *api.Client, network, containerID, ifname string) (*api.Endpoint, error) {
-	eps, err := cl.Endpoints(ctx, network)
+	if containerID == "" {
+		return nil, nil // skel refuses a verb without CNI_CONTAINERID; no filter would list every endpoint
+	}
+	eps, err := cl.ContainerEndpoints(ctx, network, containerID)
 	if err != nil {
 		return nil, err
 	}
 	for _, ep := range eps {
-		if ep.ContainerID == containerID && ep.IfName == ifname {
+		if ep.IfName == ifname {
 			return &ep, nil
 		}
 	}
@@ -111,11 +117,12 @@ func findEndpoint(ctx context.Context, cl *api.Client, network, containerID, ifn
 }
 
 func cmdAdd(args *skel.CmdArgs) error {
-	v, err := start(args)
+	v, err := start(args, timeout)
 	if err != nil {
 		return err
 	}
-	conf, cl := v.conf, v.cl
+	defer v.cancel()
+	conf, cl, ctx := v.conf, v.cl, v.ctx
 	a, err := parseArgs(args.Args)
 	if err != nil {
 		return err
@@ -127,10 +134,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	n, err := ensureNetwork(ctx, cl, conf)
-	if err != nil {
+	if err := ensureNetwork(ctx, cl, conf); err != nil {
 		return err
 	}
 	// An ADD after an ADD that failed late (or was lost) finds its
@@ -148,7 +152,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return cniError("endpoint", err)
 	}
-	res, err := result(conf, n, ep, args.Netns)
+	res, err := result(conf, ep, args.Netns)
 	if err != nil {
 		return err
 	}
@@ -158,22 +162,18 @@ func cmdAdd(args *skel.CmdArgs) error {
 // result is the ADD's result: the host veth and the container interface,
 // the address with its gateway, the default route when the endpoint has
 // it, the conf's DNS; after what an earlier plugin in the chain gave.
-func result(conf *NetConf, n api.NetworkInspect, ep api.Endpoint, netns string) (types.Result, error) {
+func result(conf *NetConf, ep api.Endpoint, netns string) (types.Result, error) {
 	_, subnet, err := net.ParseCIDR(ep.Subnet)
 	if err != nil {
 		return nil, types.NewError(types.ErrInternal, "endpoint's subnet", err.Error())
 	}
 	gw := net.ParseIP(ep.Gateway)
-	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, DNS: conf.DNS}
-	if conf.RawPrevResult != nil {
-		if err := parsePrevResult(conf); err != nil {
-			return nil, err
-		}
-		prev, err := current.NewResultFromResult(conf.PrevResult)
-		if err != nil {
-			return nil, types.NewError(types.ErrDecodingFailure, "prevResult", err.Error())
-		}
-		res = prev
+	res, err := prevResult(conf)
+	if err != nil {
+		return nil, err
+	}
+	if res == nil {
+		res = &current.Result{CNIVersion: current.ImplementedSpecVersion}
 	}
 	hostIdx := len(res.Interfaces)
 	res.Interfaces = append(res.Interfaces, &current.Interface{Name: ep.HostIf},
@@ -190,23 +190,30 @@ func result(conf *NetConf, n api.NetworkInspect, ep api.Endpoint, netns string) 
 	return res, nil
 }
 
-func parsePrevResult(conf *NetConf) error {
+// prevResult is what the plugins before bpfnet in the chain gave, as a
+// current result; nil when bpfnet comes first.
+func prevResult(conf *NetConf) (*current.Result, error) {
+	if conf.RawPrevResult == nil {
+		return nil, nil
+	}
 	pc := conf.PluginConf
 	if err := version.ParsePrevResult(&pc); err != nil {
-		return types.NewError(types.ErrDecodingFailure, "prevResult", err.Error())
+		return nil, types.NewError(types.ErrDecodingFailure, "prevResult", err.Error())
 	}
-	conf.PrevResult = pc.PrevResult
-	return nil
+	prev, err := current.NewResultFromResult(pc.PrevResult)
+	if err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "prevResult", err.Error())
+	}
+	return prev, nil
 }
 
 func cmdDel(args *skel.CmdArgs) error {
-	v, err := start(args)
+	v, err := start(args, timeout)
 	if err != nil {
 		return err
 	}
-	conf, cl := v.conf, v.cl
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+	defer v.cancel()
+	conf, cl, ctx := v.conf, v.cl, v.ctx
 	// DEL is idempotent: no network, no endpoint, a namespace gone (the
 	// kubelet's second DEL has none) all mean there is nothing to do.
 	ep, err := findEndpoint(ctx, cl, conf.Name, args.ContainerID, args.IfName)
@@ -223,13 +230,12 @@ func cmdDel(args *skel.CmdArgs) error {
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
-	v, err := start(args)
+	v, err := start(args, timeout)
 	if err != nil {
 		return err
 	}
-	conf, cl := v.conf, v.cl
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+	defer v.cancel()
+	conf, cl, ctx := v.conf, v.cl, v.ctx
 	n, err := cl.Network(ctx, conf.Name)
 	if err != nil {
 		return cniError("network "+conf.Name, err)
@@ -247,14 +253,11 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if ep.NetNS != args.Netns {
 		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("endpoint %s is in %s, not %s", ep.Name, ep.NetNS, args.Netns), "")
 	}
-	if conf.RawPrevResult != nil {
-		if err := parsePrevResult(conf); err != nil {
-			return err
-		}
-		prev, err := current.NewResultFromResult(conf.PrevResult)
-		if err != nil {
-			return types.NewError(types.ErrDecodingFailure, "prevResult", err.Error())
-		}
+	prev, err := prevResult(conf)
+	if err != nil {
+		return err
+	}
+	if prev != nil {
 		if !slices.ContainsFunc(prev.IPs, func(c *current.IPConfig) bool { return c.Address.IP.Equal(ep.IP.AsSlice()) }) {
 			return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("endpoint %s has %s, which prevResult does not list", ep.Name, ep.IP), "")
 		}
@@ -265,13 +268,12 @@ func cmdCheck(args *skel.CmdArgs) error {
 // cmdGC removes the plugin's endpoints on the conf's network that the
 // runtime no longer knows (not in cni.dev/valid-attachments).
 func cmdGC(args *skel.CmdArgs) error {
-	v, err := start(args)
+	v, err := start(args, timeout)
 	if err != nil {
 		return err
 	}
-	conf, cl := v.conf, v.cl
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+	defer v.cancel()
+	conf, cl, ctx := v.conf, v.cl, v.ctx
 	eps, err := cl.Endpoints(ctx, conf.Name)
 	if api.IsNotFound(err) {
 		return nil
@@ -298,13 +300,12 @@ func cmdGC(args *skel.CmdArgs) error {
 // cmdStatus fails while bpfnetd cannot take an ADD (not running, or not
 // ready).
 func cmdStatus(args *skel.CmdArgs) error {
-	v, err := start(args)
+	v, err := start(args, 10*time.Second)
 	if err != nil {
 		return err
 	}
-	conf, cl := v.conf, v.cl
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	defer v.cancel()
+	conf, cl, ctx := v.conf, v.cl, v.ctx
 	if _, err := cl.Status(ctx); err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "bpfnetd is not available at "+conf.Socket, err.Error())
 	}

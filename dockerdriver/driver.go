@@ -300,7 +300,7 @@ func (d *Driver) join(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !ep.HandOff {
+	if !ep.HandedOff() {
 		return nil, invalid("endpoint %s was not created by Docker", ep.Name)
 	}
 	n, err := d.mgr.Network(ep.NetworkID)

@@ -161,7 +161,7 @@ func TestContainerLife(t *testing.T) {
 		t.Errorf("create endpoint answered %v", out)
 	}
 	ep, err := h.mgr.Endpoint(epID)
-	if err != nil || ep.IP.String() != "10.77.0.2" || !ep.HandOff || ep.NetNS != "" {
+	if err != nil || ep.IP.String() != "10.77.0.2" || !ep.HandedOff() || ep.NetNS != "" {
 		t.Fatalf("endpoint %+v (%v)", ep, err)
 	}
 	if exists, up := h.host.Veth(ep.HostIf); !exists || !up {

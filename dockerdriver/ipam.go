@@ -201,20 +201,14 @@ func (m *ipam) requestAddress(r *http.Request) (any, error) {
 	}
 	if want.IsValid() {
 		// The one asked for (an aux address, or --ip): if nothing has it.
-		if handed[want] || m.taken(pool, want) {
+		if handed[want] || m.mgr.AddressInUse(pool, want) {
 			return nil, &network.Error{Kind: network.KindConflict, Err: fmt.Errorf("address %s is already in use", want)}
 		}
-	} else if want, err = m.mgr.FreeAddress(pool, sub, netip.Addr{}, handed); err != nil {
+	} else if want, err = m.mgr.FreeAddress(pool, sub, handed); err != nil {
 		return nil, err
 	}
 	handed[want] = true
 	return requestAddressResponse{Address: netip.PrefixFrom(want, pool.Bits()).String()}, nil
-}
-
-// taken reports whether an endpoint or the network of pool holds a.
-func (m *ipam) taken(pool netip.Prefix, a netip.Addr) bool {
-	free, err := m.mgr.FreeAddress(pool, netip.PrefixFrom(a, 32), netip.Addr{}, nil)
-	return err != nil || free != a
 }
 
 func (m *ipam) releaseAddress(r *http.Request) (any, error) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -81,22 +80,6 @@ func cgroupID(path string) uint64 {
 		return 0
 	}
 	return st.Ino
-}
-
-// DefaultCgroup finds the root of the cgroup v2 hierarchy: /sys/fs/cgroup
-// on unified hosts, /sys/fs/cgroup/unified on hybrid ones.
-func DefaultCgroup() (string, error) {
-	b, err := os.ReadFile("/proc/self/mounts")
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 3 && f[2] == "cgroup2" {
-			return f[1], nil
-		}
-	}
-	return "", errors.New("no cgroup2 file system is mounted")
 }
 
 // CheckCgroup reports whether path is a cgroup v2 directory.

@@ -47,18 +47,39 @@ func (m *Manager) CheckSubnet(p netip.Prefix) error {
 // FreeAddress returns the first address of subnet's range (the subnet
 // when the range is invalid) that is not its network's gateway, an aux
 // address or an endpoint's, nor in pending; with no network of that
-// subnet yet, only pending and gateway count.
-func (m *Manager) FreeAddress(subnet, ipRange netip.Prefix, gateway netip.Addr, pending map[netip.Addr]bool) (netip.Addr, error) {
+// subnet yet, only pending counts.
+func (m *Manager) FreeAddress(subnet, ipRange netip.Prefix, pending map[netip.Addr]bool) (netip.Addr, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n := &Network{Name: subnet.String(), Subnet: subnet, IPRange: subnet, Gateway: gateway}
+	n, used := m.usedIn(subnet)
 	if ipRange.IsValid() {
 		n.IPRange = ipRange
 	}
-	used := map[netip.Addr]bool{}
 	for a := range pending {
 		used[a] = true
 	}
+	a, err := firstFree(n, used)
+	if err != nil {
+		return a, conflictf("%v", err)
+	}
+	return a, nil
+}
+
+// AddressInUse reports whether a of subnet cannot be given: the network's
+// gateway, an aux address, an endpoint's, or not a host address of subnet.
+func (m *Manager) AddressInUse(subnet netip.Prefix, a netip.Addr) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, used := m.usedIn(subnet)
+	return used[a] || a == n.Gateway || !usable(subnet, a)
+}
+
+// usedIn returns the network of subnet (a stand-in when there is none
+// yet) and the addresses its endpoints and aux addresses hold (callers
+// hold m.mu).
+func (m *Manager) usedIn(subnet netip.Prefix) (*Network, map[netip.Addr]bool) {
+	n := &Network{Name: subnet.String(), Subnet: subnet, IPRange: subnet}
+	used := map[netip.Addr]bool{}
 	for _, o := range m.st.Networks {
 		if o.Subnet != subnet {
 			continue
@@ -73,11 +94,7 @@ func (m *Manager) FreeAddress(subnet, ipRange netip.Prefix, gateway netip.Addr, 
 			}
 		}
 	}
-	a, err := firstFree(n, used)
-	if err != nil {
-		return a, conflictf("%v", err)
-	}
-	return a, nil
+	return n, used
 }
 
 // FirstAddress is the first usable address of a range in subnet (a

@@ -24,7 +24,7 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req api.CreateEndpointRequ
 	if err != nil {
 		return Endpoint{}, err
 	}
-	ep := &Endpoint{ID: req.ID, Name: req.Name, NetworkID: n.ID, Created: time.Now().UTC(), IfName: req.IfName, HandOff: req.HandOff,
+	ep := &Endpoint{ID: req.ID, Name: req.Name, NetworkID: n.ID, Created: time.Now().UTC(), IfName: req.IfName,
 		ContainerID: req.ContainerID, Runtime: req.Runtime, Labels: req.Labels}
 	if ep.ID == "" {
 		ep.ID = newID()
@@ -79,7 +79,7 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req api.CreateEndpointRequ
 		}
 		if o.NetworkID == n.ID {
 			used[o.IP] = true
-			if !ep.HandOff && o.NetNS == ep.NetNS && o.IfName == ep.IfName {
+			if !ep.HandedOff() && o.NetNS == ep.NetNS && o.IfName == ep.IfName {
 				return Endpoint{}, conflictf("interface %s of netns %s is already endpoint %s", ep.IfName, ep.NetNS, o.Name)
 			}
 		}
@@ -149,29 +149,13 @@ func (m *Manager) planPorts(n *Network, specs []string) ([]PortMapping, error) {
 			return nil, invalid(err)
 		}
 		for _, p := range ports {
-			if !p.HostIP.IsValid() {
-				p.HostIP = n.HostBinding
+			p.HostIP = n.hostIP(p.HostIP)
+			err := m.checkHostIP(p.HostIP)
+			if err == nil {
+				err = m.portTaken(p, out, nil)
 			}
-			if !p.HostIP.IsUnspecified() {
-				ok, err := m.host.HasAddr(p.HostIP)
-				if err != nil {
-					return nil, err
-				}
-				if !ok {
-					return nil, invalidf("invalid port mapping %q: %s is not an address of this host", spec, p.HostIP)
-				}
-			}
-			for _, q := range out {
-				if p.Overlaps(q) {
-					return nil, invalidf("port mapping %q: %s is requested twice", spec, q)
-				}
-			}
-			for _, o := range m.st.Endpoints {
-				for _, q := range o.Ports {
-					if p.Overlaps(q) {
-						return nil, conflictf("port mapping %q: %s is already published by endpoint %s", spec, q, o.Name)
-					}
-				}
+			if err != nil {
+				return nil, fmt.Errorf("port mapping %q: %w", spec, err)
 			}
 			out = append(out, p)
 		}

@@ -202,7 +202,7 @@ func (NetlinkHost) EndpointDown(ep *Endpoint) error {
 }
 
 func (h NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
-	if ep.HandOff {
+	if ep.HandedOff() {
 		return h.createHandOff(n, ep)
 	}
 	nsh, err := netns.GetFromPath(ep.NetNS)
@@ -360,7 +360,7 @@ func (h NetlinkHost) CheckEndpoint(n *Network, ep *Endpoint) error {
 	if l, err := netlink.LinkByName(ep.HostIf); err != nil || l.Attrs().Flags&net.FlagUp == 0 {
 		return fmt.Errorf("veth %s is down", ep.HostIf)
 	}
-	if ep.HandOff {
+	if ep.HandedOff() {
 		return nil // the container side is its engine's
 	}
 	nsh, err := netns.GetFromPath(ep.NetNS)

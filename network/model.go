@@ -78,7 +78,7 @@ type Endpoint struct {
 	Created   time.Time `json:"created"`
 	// NetNS is the path of the container's network namespace; empty for
 	// an endpoint handed off to a caller that moves its interface itself
-	// (HandOff).
+	// (HandedOff).
 	NetNS string `json:"netns"`
 	// ContainerID, Runtime and Labels say whose the endpoint is (the
 	// container engine's id, what attached it: "cni"; pod namespace and
@@ -86,9 +86,6 @@ type Endpoint struct {
 	ContainerID string            `json:"container_id,omitempty"`
 	Runtime     string            `json:"runtime,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
-	// HandOff: the container side was left in the daemon's namespace for
-	// the caller (Docker's engine) to move; IfName is its name there.
-	HandOff bool `json:"handoff,omitempty"`
 	// IfName is the interface name inside the container (eth0, eth1, ...).
 	IfName string `json:"ifname"`
 	// HostIf is the host-side veth name (veth + 7 hex).
@@ -100,6 +97,11 @@ type Endpoint struct {
 	// Ports are the endpoint's published ports, one per host port.
 	Ports []PortMapping `json:"ports,omitempty"`
 }
+
+// HandedOff reports whether the container side was left in the daemon's
+// namespace for the caller (Docker's engine) to move: such an endpoint has
+// no namespace of ours, and IfName is the container side's name there.
+func (e *Endpoint) HandedOff() bool { return e.NetNS == "" }
 
 // Prefix returns the endpoint address with the network's prefix length.
 func (e *Endpoint) Prefix(n *Network) netip.Prefix {

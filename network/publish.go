@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 )
 
@@ -50,28 +51,11 @@ func (m *Manager) PublishPorts(ctx context.Context, ref string, reqs []PortReque
 	return *ep, nil
 }
 
-// choosePorts turns requests into mappings, checking host addresses and
-// conflicts with the other endpoints' ports and each other.
+// choosePorts turns requests into mappings: each gets its host port, or
+// the first of its range that neither another endpoint nor an earlier
+// request takes.
 func (m *Manager) choosePorts(n *Network, ep *Endpoint, reqs []PortRequest) ([]PortMapping, error) {
 	var out []PortMapping
-	taken := func(p PortMapping) string {
-		for _, q := range out {
-			if p.Overlaps(q) {
-				return "this endpoint"
-			}
-		}
-		for _, o := range m.st.Endpoints {
-			if o.ID == ep.ID {
-				continue
-			}
-			for _, q := range o.Ports {
-				if p.Overlaps(q) {
-					return "endpoint " + o.Name
-				}
-			}
-		}
-		return ""
-	}
 	for _, r := range reqs {
 		if r.Proto != "tcp" && r.Proto != "udp" {
 			return nil, invalidf("cannot publish port %d/%s: only tcp and udp are supported", r.Port, r.Proto)
@@ -79,37 +63,74 @@ func (m *Manager) choosePorts(n *Network, ep *Endpoint, reqs []PortRequest) ([]P
 		if r.Port == 0 {
 			return nil, invalidf("cannot publish container port 0")
 		}
-		p := PortMapping{Proto: r.Proto, HostIP: r.HostIP, Port: r.Port}
-		if !p.HostIP.IsValid() {
-			p.HostIP = n.HostBinding
-		}
+		p := PortMapping{Proto: r.Proto, HostIP: n.hostIP(r.HostIP), Port: r.Port}
 		if !p.HostIP.Is4() {
 			return nil, invalidf("cannot publish on %s: only IPv4 host addresses are supported", p.HostIP)
 		}
-		if !p.HostIP.IsUnspecified() {
-			ok, err := m.host.HasAddr(p.HostIP)
-			if err != nil {
-				return nil, err
-			}
-			if !ok {
-				return nil, invalidf("cannot publish on %s: not an address of this host", p.HostIP)
-			}
+		if err := m.checkHostIP(p.HostIP); err != nil {
+			return nil, fmt.Errorf("cannot publish: %w", err)
 		}
 		lo, hi := r.candidates()
-		var owner string
+		var taken error
 		for port := uint32(lo); port <= uint32(hi); port++ {
 			p.HostPort = uint16(port)
-			if owner = taken(p); owner == "" {
+			if taken = m.portTaken(p, out, ep); taken == nil {
 				break
 			}
 		}
-		if owner != "" {
-			if lo == hi {
-				return nil, conflictf("port %s is already published by %s", p, owner)
-			}
+		switch {
+		case taken != nil && lo == hi:
+			return nil, taken
+		case taken != nil:
 			return nil, conflictf("no free host port in %d-%d for %d/%s on %s", lo, hi, r.Port, r.Proto, p.HostIP)
 		}
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// hostIP is a published port's host address: the one given, else the
+// network's host_binding_ipv4.
+func (n *Network) hostIP(a netip.Addr) netip.Addr {
+	if a.IsValid() {
+		return a
+	}
+	return n.HostBinding
+}
+
+// checkHostIP refuses a host address of a published port that is not the
+// host's (the wildcard is always fine).
+func (m *Manager) checkHostIP(a netip.Addr) error {
+	if a.IsUnspecified() {
+		return nil
+	}
+	ok, err := m.host.HasAddr(a)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return invalidf("%s is not an address of this host", a)
+	}
+	return nil
+}
+
+// portTaken says whether p's host socket is one of chosen (the endpoint's
+// other ports) or another endpoint's than skip.
+func (m *Manager) portTaken(p PortMapping, chosen []PortMapping, skip *Endpoint) error {
+	for _, q := range chosen {
+		if p.Overlaps(q) {
+			return invalidf("%s is requested twice", q)
+		}
+	}
+	for _, o := range m.st.Endpoints {
+		if o == skip {
+			continue
+		}
+		for _, q := range o.Ports {
+			if p.Overlaps(q) {
+				return conflictf("%s is already published by endpoint %s", q, o.Name)
+			}
+		}
+	}
+	return nil
 }

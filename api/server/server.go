@@ -171,12 +171,22 @@ func (s *Server) endpointView(ep network.Endpoint, counters map[string]api.Endpo
 	return out
 }
 
+// listEndpoints lists the endpoints of ?network= (all without it). With
+// ?container=, only that container's, and without counters: a runtime's
+// lookup (every CNI verb) must not read every endpoint's counters, which
+// would make each pod start grow with the host's endpoints.
 func (s *Server) listEndpoints(w http.ResponseWriter, r *http.Request) {
 	eps, err := s.mgr.Endpoints(r.URL.Query().Get("network"))
+	container := r.URL.Query().Get("container")
+	var counters map[string]api.EndpointCounters
+	if container == "" {
+		counters = s.counts()
+	}
 	out := []api.Endpoint{}
-	counters := s.counts()
 	for _, ep := range eps {
-		out = append(out, s.endpointView(ep, counters))
+		if container == "" || ep.ContainerID == container {
+			out = append(out, s.endpointView(ep, counters))
+		}
 	}
 	reply(w, out, err)
 }

@@ -121,6 +121,19 @@ func TestNetworksAndEndpoints(t *testing.T) {
 	if err != nil || len(eps) != 1 || eps[0].Counters == nil || eps[0].Counters.FromContainer.Packets != 3 {
 		t.Errorf("endpoints of web: %+v (%v), want c1 with 3 packets sent", eps, err)
 	}
+	// A runtime's lookup by container: that container's only, without
+	// counters.
+	c9, err := cl.CreateEndpoint(ctx, api.CreateEndpointRequest{Network: "web", NetNS: netnsFile(t), Name: "c9", ContainerID: "ctr-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enf.Counters.Endpoints[c9.ID] = api.EndpointCounters{FromContainer: api.Counts{Packets: 1}}
+	if eps, err := cl.ContainerEndpoints(ctx, "web", "ctr-9"); err != nil || len(eps) != 1 || eps[0].Name != "c9" || eps[0].Counters != nil {
+		t.Errorf("endpoints of container ctr-9: %+v (%v), want c9 alone, without counters", eps, err)
+	}
+	if err := cl.RemoveEndpoint(ctx, "c9"); err != nil {
+		t.Fatal(err)
+	}
 	insp, err := cl.Network(ctx, "web")
 	if err != nil || len(insp.Containers) != 1 {
 		t.Errorf("inspect web: %+v (%v), want c1 among its containers", insp, err)

@@ -143,40 +143,6 @@ func arrivals(t *testing.T, ns *testnet.NS, d time.Duration, proto layers.IPProt
 	return n
 }
 
-// echoServer serves, in ns, a TCP echo on port: every line comes back;
-// conns receives each accepted connection (the server side).
-func echoServer(t *testing.T, ns *testnet.NS, port int, conns chan<- net.Conn) {
-	var l net.Listener
-	if err := ns.Do(func() (err error) {
-		l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			if conns != nil {
-				conns <- c
-			}
-			go func() {
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					c.Write([]byte(line))
-				}
-			}()
-		}
-	}()
-}
-
 func TestHostileTenant(t *testing.T) {
 	for _, dp := range hostileDatapaths {
 		t.Run(dp, func(t *testing.T) {
@@ -366,7 +332,7 @@ func TestHostileTenant(t *testing.T) {
 			// blind resets; the connection lives on past the reset timeout.
 			t.Run("flood and blind resets against an idle connection", func(t *testing.T) {
 				conns := make(chan net.Conn, 4)
-				echoServer(t, a.topo.Outside, 7100, conns)
+				a.topo.Outside.EchoServerConns(t, 7100, conns)
 				var vc net.Conn
 				if err := a.victim.Do(func() (err error) {
 					vc, err = net.DialTimeout("tcp4", netip.AddrPortFrom(testnet.OutsideAddr, 7100).String(), 3*time.Second)

@@ -222,6 +222,13 @@ func (n *NS) Ping(dst netip.Addr, timeout time.Duration) error {
 // the test ends.
 func (n *NS) EchoServer(t testing.TB, port int) {
 	t.Helper()
+	n.EchoServerConns(t, port, nil)
+}
+
+// EchoServerConns is EchoServer that also sends conns each connection it
+// accepts (the server's side), when conns is not nil.
+func (n *NS) EchoServerConns(t testing.TB, port int, conns chan<- net.Conn) {
+	t.Helper()
 	var ln net.Listener
 	if err := n.Do(func() (err error) { ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); return }); err != nil {
 		t.Fatal(err)
@@ -232,6 +239,9 @@ func (n *NS) EchoServer(t testing.TB, port int) {
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if conns != nil {
+				conns <- c
 			}
 			go func() {
 				defer c.Close()
