@@ -10,6 +10,11 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BINDIR  := $(PREFIX)/bin
 UNITDIR := $(PREFIX)/lib/systemd/system
+MANDIR  := $(PREFIX)/share/man/man1
+# Shell completion, where each shell looks for a command's script.
+BASHCOMPDIR := $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  := $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR := $(PREFIX)/share/fish/vendor_completions.d
 # CNI plugins live where runtimes look for them (CNI_PATH).
 CNIDIR  ?= /opt/cni/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -101,10 +106,15 @@ bench-ports: deps ## benchmark outside → published port: routed floor, Docker 
 	$(GO) test -count=1 -timeout 30m ./bench -run TestPublishedPortBench -ports -v -ports-report=$(CURDIR)/bench/ports-results.md
 
 .PHONY: install
-install: build ## install binaries, the CNI plugin (CNIDIR=/opt/cni/bin, as bpfnet), the systemd unit and a default config (PREFIX=/usr/local, DESTDIR)
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/bpfnet $(DESTDIR)$(CNIDIR)
+install: build ## install binaries, the CNI plugin (CNIDIR=/opt/cni/bin, as bpfnet), the systemd unit, a default config, man pages and shell completion (PREFIX=/usr/local, DESTDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/bpfnet $(DESTDIR)$(CNIDIR) $(DESTDIR)$(MANDIR) \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
 	install -m 0755 $(BIN)/bpfnetd $(BIN)/bpfnet $(DESTDIR)$(BINDIR)/
 	install -m 0755 $(BIN)/bpfnet-cni $(DESTDIR)$(CNIDIR)/bpfnet
+	$(BIN)/bpfnet gen-man $(DESTDIR)$(MANDIR)
+	$(BIN)/bpfnet completion bash > $(DESTDIR)$(BASHCOMPDIR)/bpfnet
+	$(BIN)/bpfnet completion zsh > $(DESTDIR)$(ZSHCOMPDIR)/_bpfnet
+	$(BIN)/bpfnet completion fish > $(DESTDIR)$(FISHCOMPDIR)/bpfnet.fish
 	sed 's|@BINDIR@|$(BINDIR)|g' deploy/systemd/bpfnetd.service > $(DESTDIR)$(UNITDIR)/bpfnetd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/bpfnetd.service
 	@if [ -e $(DESTDIR)/etc/bpfnet/bpfnetd.yaml ]; then echo "keeping existing $(DESTDIR)/etc/bpfnet/bpfnetd.yaml"; \
@@ -112,12 +122,15 @@ install: build ## install binaries, the CNI plugin (CNIDIR=/opt/cni/bin, as bpfn
 
 .PHONY: uninstall
 uninstall: ## remove what install put in place (a config you changed is kept)
-	rm -f $(DESTDIR)$(BINDIR)/bpfnetd $(DESTDIR)$(BINDIR)/bpfnet $(DESTDIR)$(UNITDIR)/bpfnetd.service $(DESTDIR)$(CNIDIR)/bpfnet
+	rm -f $(DESTDIR)$(BINDIR)/bpfnetd $(DESTDIR)$(BINDIR)/bpfnet $(DESTDIR)$(UNITDIR)/bpfnetd.service $(DESTDIR)$(CNIDIR)/bpfnet \
+		$(DESTDIR)$(MANDIR)/bpfnet.1 $(DESTDIR)$(MANDIR)/bpfnet-*.1 \
+		$(DESTDIR)$(BASHCOMPDIR)/bpfnet $(DESTDIR)$(ZSHCOMPDIR)/_bpfnet $(DESTDIR)$(FISHCOMPDIR)/bpfnet.fish
 	@if cmp -s deploy/bpfnetd.yaml $(DESTDIR)/etc/bpfnet/bpfnetd.yaml; then rm -f $(DESTDIR)/etc/bpfnet/bpfnetd.yaml; \
 	elif [ -e $(DESTDIR)/etc/bpfnet/bpfnetd.yaml ]; then echo "keeping changed $(DESTDIR)/etc/bpfnet/bpfnetd.yaml"; fi
 	@# Empty directories go: all of them up to DESTDIR when staging, only
 	@# /etc/bpfnet on a real system.
-	@if [ -n "$(DESTDIR)" ]; then for d in $(DESTDIR)/etc/bpfnet $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(CNIDIR); do \
+	@if [ -n "$(DESTDIR)" ]; then for d in $(DESTDIR)/etc/bpfnet $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(CNIDIR) \
+		$(DESTDIR)$(MANDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR); do \
 		while [ "$$d" != "$(DESTDIR)" ] && [ "$$d" != "/" ] && rmdir "$$d" 2>/dev/null; do d=$$(dirname "$$d"); done; done; \
 	else rmdir /etc/bpfnet 2>/dev/null || true; fi
 

@@ -153,6 +153,13 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return s, c.do(ctx, "GET", "/v1/status", nil, &s)
 }
 
+// Version is the daemon's build.
+func (c *Client) Version(ctx context.Context) (Version, error) {
+	var out Version
+	err := c.do(ctx, "GET", "/v1/version", nil, &out)
+	return out, err
+}
+
 // NAT lists the eBPF datapath's translations.
 func (c *Client) NAT(ctx context.Context) ([]NATEntry, error) {
 	var out []NATEntry

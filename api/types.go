@@ -15,48 +15,52 @@ const DefaultSocket = "/run/bpfnet/bpfnet.sock"
 
 // CreateNetworkRequest is what `network create` asks for.
 type CreateNetworkRequest struct {
-	Name     string `json:"name"`
-	Subnet   string `json:"subnet,omitempty"`
-	IPRange  string `json:"ip_range,omitempty"`
-	Gateway  string `json:"gateway,omitempty"`
-	Internal bool   `json:"internal,omitempty"`
+	Name     string `json:"Name"`
+	Subnet   string `json:"Subnet,omitempty"`
+	IPRange  string `json:"IPRange,omitempty"`
+	Gateway  string `json:"Gateway,omitempty"`
+	Internal bool   `json:"Internal,omitempty"`
 	// AuxAddresses are addresses of the subnet, by name, that are never
 	// given to an endpoint (`--aux-address`, as Docker's).
-	AuxAddresses map[string]string `json:"aux_addresses,omitempty"`
-	Options      map[string]string `json:"options,omitempty"`
+	AuxAddresses map[string]string `json:"AuxAddresses,omitempty"`
+	Options      map[string]string `json:"Options,omitempty"`
+	// Labels are metadata (`--label KEY=VALUE`); Attachable is recorded
+	// as Docker's flag is.
+	Labels     map[string]string `json:"Labels,omitempty"`
+	Attachable bool              `json:"Attachable,omitempty"`
 	// ID is the network's id when the caller has one (Docker's network
 	// id: 64 hex digits); empty, bpfnet makes one.
-	ID string `json:"id,omitempty"`
+	ID string `json:"ID,omitempty"`
 }
 
 // CreateEndpointRequest is what `endpoint create` asks for.
 type CreateEndpointRequest struct {
-	Network string `json:"network"`
-	NetNS   string `json:"netns,omitempty"`
-	PID     int    `json:"pid,omitempty"`
-	IP      string `json:"ip,omitempty"`
-	IfName  string `json:"ifname,omitempty"`
-	Name    string `json:"name,omitempty"`
+	Network string `json:"Network"`
+	NetNS   string `json:"NetNS,omitempty"`
+	PID     int    `json:"PID,omitempty"`
+	IP      string `json:"IP,omitempty"`
+	IfName  string `json:"IfName,omitempty"`
+	Name    string `json:"Name,omitempty"`
 	// Ports are -p specs: [HOSTIP:]HOSTPORT:PORT[/tcp|udp].
-	Ports []string `json:"ports,omitempty"`
+	Ports []string `json:"Ports,omitempty"`
 	// MAC is the container interface's MAC address; empty, it is derived
 	// from the address as Docker does (02:42 and the four address bytes).
-	MAC string `json:"mac,omitempty"`
+	MAC string `json:"MAC,omitempty"`
 	// ID is the endpoint's id when the caller has one (Docker's endpoint
 	// id); empty, bpfnet makes one.
-	ID string `json:"id,omitempty"`
+	ID string `json:"ID,omitempty"`
 	// ContainerID is the container engine's id of the container (CNI's
 	// CNI_CONTAINERID); Runtime names what attached it ("cni"), so that
 	// its garbage collection removes its own endpoints only; Labels
 	// describe the container (Kubernetes' pod namespace and name).
-	ContainerID string            `json:"container_id,omitempty"`
-	Runtime     string            `json:"runtime,omitempty"`
-	Labels      map[string]string `json:"labels,omitempty"`
+	ContainerID string            `json:"ContainerID,omitempty"`
+	Runtime     string            `json:"Runtime,omitempty"`
+	Labels      map[string]string `json:"Labels,omitempty"`
 	// HandOff leaves the container side of the veth pair in the daemon's
 	// namespace, down and unconfigured, named by the endpoint's IfName,
 	// for a caller that moves it into the container itself (Docker's
 	// engine does, after its Join); NetNS and PID are then empty.
-	HandOff bool `json:"handoff,omitempty"`
+	HandOff bool `json:"HandOff,omitempty"`
 }
 
 // NetworkInspect is a network shaped like `docker network inspect` output.
@@ -92,6 +96,8 @@ type IPAMConfig struct {
 	Subnet  string `json:"Subnet"`
 	IPRange string `json:"IPRange,omitempty"`
 	Gateway string `json:"Gateway"`
+	// AuxiliaryAddresses are the reserved addresses (`--aux-address`).
+	AuxiliaryAddresses map[string]string `json:"AuxiliaryAddresses,omitempty"`
 }
 
 // ConfigFrom is always empty (Docker's config-only networks do not exist here).
@@ -114,39 +120,39 @@ type ContainerInspect struct {
 // Endpoint is one container interface attached to a network, with its
 // network's name and addresses and its counters.
 type Endpoint struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	NetworkID string    `json:"network_id"`
-	Created   time.Time `json:"created"`
+	ID        string    `json:"Id"`
+	Name      string    `json:"Name"`
+	NetworkID string    `json:"NetworkID"`
+	Created   time.Time `json:"Created"`
 	// NetNS is the path of the container's network namespace.
-	NetNS string `json:"netns"`
+	NetNS string `json:"NetNS"`
 	// IfName is the interface name inside the container.
-	IfName string `json:"ifname"`
+	IfName string `json:"IfName"`
 	// HostIf is the host-side veth.
-	HostIf string     `json:"host_if"`
-	IP     netip.Addr `json:"ip"`
-	MAC    string     `json:"mac"`
+	HostIf string     `json:"HostIf"`
+	IP     netip.Addr `json:"IP"`
+	MAC    string     `json:"MAC"`
 	// DefaultRoute: the namespace's default route is this endpoint's.
-	DefaultRoute bool          `json:"default_route,omitempty"`
-	Ports        []PortMapping `json:"ports,omitempty"`
-	Network      string        `json:"network"`
-	Subnet       string        `json:"subnet"`
-	Gateway      string        `json:"gateway"`
+	DefaultRoute bool          `json:"DefaultRoute,omitempty"`
+	Ports        []PortMapping `json:"Ports,omitempty"`
+	Network      string        `json:"Network"`
+	Subnet       string        `json:"Subnet"`
+	Gateway      string        `json:"Gateway"`
 	// ContainerID, Runtime and Labels are as created (CreateEndpointRequest).
-	ContainerID string            `json:"container_id,omitempty"`
-	Runtime     string            `json:"runtime,omitempty"`
-	Labels      map[string]string `json:"labels,omitempty"`
+	ContainerID string            `json:"ContainerID,omitempty"`
+	Runtime     string            `json:"Runtime,omitempty"`
+	Labels      map[string]string `json:"Labels,omitempty"`
 	// Counters are the traffic of its host-side veth (nil if unknown).
-	Counters *EndpointCounters `json:"counters,omitempty"`
+	Counters *EndpointCounters `json:"Counters,omitempty"`
 }
 
 // PortMapping is one published port: HostIP:HostPort (any host address
 // when HostIP is 0.0.0.0) leads to the endpoint's Port.
 type PortMapping struct {
-	Proto    string     `json:"proto"` // "tcp" or "udp"
-	HostIP   netip.Addr `json:"host_ip"`
-	HostPort uint16     `json:"host_port"`
-	Port     uint16     `json:"port"`
+	Proto    string     `json:"Proto"` // "tcp" or "udp"
+	HostIP   netip.Addr `json:"HostIP"`
+	HostPort uint16     `json:"HostPort"`
+	Port     uint16     `json:"Port"`
 }
 
 // String prints the mapping as `docker ps` does: 0.0.0.0:8080->80/tcp.
@@ -156,119 +162,132 @@ func (p PortMapping) String() string {
 
 // EndpointCounters are an endpoint's counters in both directions.
 type EndpointCounters struct {
-	FromContainer Counts `json:"from_container"`
-	ToContainer   Counts `json:"to_container"`
+	FromContainer Counts `json:"FromContainer"`
+	ToContainer   Counts `json:"ToContainer"`
 }
 
 // Counts are packets, bytes and drops by reason of one direction.
 type Counts struct {
-	Packets uint64            `json:"packets"`
-	Bytes   uint64            `json:"bytes"`
-	Drops   map[string]uint64 `json:"drops,omitempty"`
+	Packets   uint64            `json:"Packets"`
+	Bytes     uint64            `json:"Bytes"`
+	Drops     map[string]uint64 `json:"Drops,omitempty"`     // dropped packets by reason
+	DropBytes map[string]uint64 `json:"DropBytes,omitempty"` // their bytes (frame lengths) by reason
 }
 
 // MonitorEvent is one dropped packet, as `bpfnet monitor` shows it.
 type MonitorEvent struct {
-	Time      time.Time `json:"time"`
-	Endpoint  string    `json:"endpoint,omitempty"`
-	Network   string    `json:"network,omitempty"`
-	Interface string    `json:"interface,omitempty"`
-	Direction string    `json:"direction"`
-	Reason    string    `json:"reason"`
-	Proto     string    `json:"proto,omitempty"`
-	Src       string    `json:"src,omitempty"`
-	Dst       string    `json:"dst,omitempty"`
+	Time      time.Time `json:"Time"`
+	Endpoint  string    `json:"Endpoint,omitempty"`
+	Network   string    `json:"Network,omitempty"`
+	Interface string    `json:"Interface,omitempty"`
+	Direction string    `json:"Direction"`
+	Reason    string    `json:"Reason"`
+	Proto     string    `json:"Proto,omitempty"`
+	Src       string    `json:"Src,omitempty"` // address, with :port for TCP and UDP
+	Dst       string    `json:"Dst,omitempty"`
+	ICMPType  string    `json:"ICMPType,omitempty"`
+	Length    int       `json:"Length,omitempty"` // frame length in bytes
 }
 
 // LocateRequest asks for the host side of a container interface.
 type LocateRequest struct {
-	NetNS  string `json:"netns,omitempty"`
-	PID    int    `json:"pid,omitempty"`
-	IfName string `json:"ifname,omitempty"`
+	NetNS  string `json:"NetNS,omitempty"`
+	PID    int    `json:"PID,omitempty"`
+	IfName string `json:"IfName,omitempty"`
 }
 
 // Location is the host side of a container interface.
 type Location struct {
 	// Container side.
-	IfName  string `json:"ifname"`
-	IfIndex int    `json:"ifindex"`
+	IfName  string `json:"IfName"`
+	IfIndex int    `json:"IfIndex"`
 	// Host side.
-	HostIf      string `json:"host_if"`
-	HostIfIndex int    `json:"host_ifindex"`
-	Bridge      string `json:"bridge,omitempty"`
+	HostIf      string `json:"HostIf"`
+	HostIfIndex int    `json:"HostIfIndex"`
+	Bridge      string `json:"Bridge,omitempty"`
 	// EndpointID is set when the interface is a bpfnet endpoint, with its
 	// name and its container engine's id (CNI's container id).
-	EndpointID  string `json:"endpoint_id,omitempty"`
-	Endpoint    string `json:"endpoint,omitempty"`
-	ContainerID string `json:"container_id,omitempty"`
+	EndpointID  string `json:"EndpointID,omitempty"`
+	Endpoint    string `json:"Endpoint,omitempty"`
+	ContainerID string `json:"ContainerID,omitempty"`
 }
 
 // Status describes the running daemon.
 type Status struct {
-	Version  string `json:"version"`
-	Datapath string `json:"datapath"`
+	Version  string `json:"Version"`
+	Datapath string `json:"Datapath"`
 	// DatapathReason says why this datapath runs (what auto found).
-	DatapathReason string `json:"datapath_reason,omitempty"`
+	DatapathReason string `json:"DatapathReason,omitempty"`
 	// Attach is the eBPF attach mode in use: tcx or tc.
-	Attach      string       `json:"attach,omitempty"`
-	BPFFS       string       `json:"bpffs,omitempty"`
-	Attachments []Attachment `json:"attachments,omitempty"`
+	Attach      string       `json:"Attach,omitempty"`
+	BPFFS       string       `json:"BPFFS,omitempty"`
+	Attachments []Attachment `json:"Attachments,omitempty"`
 	// Stats are the eBPF datapath's event counters (translations made,
 	// refused, expired; packets taking each fast path).
-	Stats       map[string]uint64 `json:"stats,omitempty"`
-	ChainPrefix string            `json:"chain_prefix,omitempty"`
+	Stats       map[string]uint64 `json:"Stats,omitempty"`
+	ChainPrefix string            `json:"ChainPrefix,omitempty"`
 	// Cgroup is the cgroup v2 directory of the socket programs that let
 	// the host's own sockets reach published ports (eBPF datapath; empty
 	// when they cannot).
-	Cgroup string `json:"cgroup,omitempty"`
+	Cgroup string `json:"Cgroup,omitempty"`
 	// Warnings are what the daemon could not do as an operator would
 	// expect (pins that end with the daemon, no cgroup v2, ...).
-	Warnings  []string `json:"warnings,omitempty"`
-	StateDir  string   `json:"state_dir"`
-	Uplinks   []string `json:"uplinks"`
-	Networks  int      `json:"networks"`
-	Endpoints int      `json:"endpoints"`
+	Warnings  []string `json:"Warnings,omitempty"`
+	StateDir  string   `json:"StateDir"`
+	Uplinks   []string `json:"Uplinks"`
+	Networks  int      `json:"Networks"`
+	Endpoints int      `json:"Endpoints"`
 	// EndpointsReleased counts endpoints released because their interface
 	// disappeared (their container's network namespace was deleted).
-	EndpointsReleased uint64 `json:"endpoints_released"`
+	EndpointsReleased uint64 `json:"EndpointsReleased"`
 }
 
 // Attachment is one eBPF program on an interface hook; Mode is empty when
 // it should be there and is not.
 type Attachment struct {
-	Interface string `json:"interface"`
-	Hook      string `json:"hook"`
-	Mode      string `json:"mode"`
-	Program   string `json:"program"`
-	ProgramID uint32 `json:"program_id"`
+	Interface string `json:"Interface"`
+	Hook      string `json:"Hook"`
+	Mode      string `json:"Mode"`
+	Program   string `json:"Program"`
+	ProgramID uint32 `json:"ProgramID"`
 }
 
 // NATEntry is one translation of the eBPF datapath.
 type NATEntry struct {
 	// Kind is "masquerade" or "published" (a connection to a published
 	// port; Translated is the host address and port the peer used).
-	Kind  string `json:"kind"`
-	Proto string `json:"proto"`
+	Kind  string `json:"Kind"`
+	Proto string `json:"Proto"`
 	// Container is the container's address and port (ICMP: identifier).
-	Container string `json:"container"`
+	Container string `json:"Container"`
 	// Translated is the address and port the outside sees.
-	Translated string `json:"translated"`
+	Translated string `json:"Translated"`
 	// Remote is the peer outside.
-	Remote  string  `json:"remote"`
-	State   string  `json:"state"`
-	AgeSec  float64 `json:"age_seconds"`
-	IdleSec float64 `json:"idle_seconds"`
+	Remote      string  `json:"Remote"`
+	State       string  `json:"State"`
+	AgeSeconds  float64 `json:"AgeSeconds"`
+	IdleSeconds float64 `json:"IdleSeconds"`
 }
 
 // NATStats are the eBPF datapath's translation numbers.
 type NATStats struct {
 	// Entries are the live translations.
-	Entries uint64 `json:"entries"`
+	Entries uint64 `json:"Entries"`
 	// Created, Exhausted (refused: no free port) and Expired count
 	// translations since the maps were created.
-	Created   uint64 `json:"created"`
-	Exhausted uint64 `json:"exhausted"`
-	Expired   uint64 `json:"expired"`
+	Created   uint64 `json:"Created"`
+	Exhausted uint64 `json:"Exhausted"`
+	Expired   uint64 `json:"Expired"`
+}
+
+// Version is a binary's build (`bpfnet version`, GET /v1/version).
+type Version struct {
+	Version   string
+	Commit    string
+	Built     string
+	GoVersion string
+	Os        string
+	Arch      string
 }
 
 // Error is the body of every non-2xx response.

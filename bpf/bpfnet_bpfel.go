@@ -47,22 +47,28 @@ const (
 
 type BpfnetDropCounts struct {
 	_       structs.HostLayout
-	Reasons [16]uint64
+	Packets [16]uint64
+	Bytes   [16]uint64
 }
 
 type BpfnetDropEvent struct {
-	_       structs.HostLayout
-	Ts      uint64
-	Ifindex uint32
-	Dir     uint8
-	Reason  uint8
-	Proto   uint8
-	Pad     uint8
-	Saddr   uint32
-	Daddr   uint32
-	Sport   uint16
-	Dport   uint16
-	_       [4]byte
+	_         structs.HostLayout
+	Ts        uint64
+	Ifindex   uint32
+	Dir       uint8
+	Reason    uint8
+	Proto     uint8
+	IcmpType  uint8
+	Saddr     uint32
+	Daddr     uint32
+	Sport     uint16
+	Dport     uint16
+	Ethertype uint16
+	Pad       uint16
+	Len       uint32
+	Pad2      uint32
+	Saddr6    [16]uint8
+	Daddr6    [16]uint8
 }
 
 type BpfnetDropKey struct {

@@ -299,16 +299,16 @@ static __always_inline int veth_frame(struct __sk_buff *skb, __u32 dir, struct e
 	__u32 ifindex = skb->ifindex;
 	*ep = bpf_map_lookup_elem(&ep_by_ifindex, &ifindex);
 	if (!*ep)
-		return drop(ifindex, dir, REASON_NO_ENDPOINT);
+		return drop(skb, ifindex, dir, REASON_NO_ENDPOINT);
 	count((*ep)->slot, dir, skb->len);
 	if (skb->vlan_present)
-		return drop(ifindex, dir, REASON_MALFORMED);
+		return drop(skb, ifindex, dir, REASON_MALFORMED);
 	pull(skb, ETH_HLEN);
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	*eth = data;
 	if ((void *)(*eth + 1) > end)
-		return drop(ifindex, dir, REASON_MALFORMED);
+		return drop(skb, ifindex, dir, REASON_MALFORMED);
 	return -1;
 }
 
@@ -323,7 +323,7 @@ int from_container(struct __sk_buff *skb)
 	if (rc >= 0)
 		return rc;
 	if (!mac_eq(eth->h_source, ep->mac))
-		return drop(ifindex, dir, REASON_SPOOF);
+		return drop(skb, ifindex, dir, REASON_SPOOF);
 
 	__u32 v;
 	switch (eth->h_proto) {
@@ -337,7 +337,7 @@ int from_container(struct __sk_buff *skb)
 		struct pkt p;
 		enum dest dest;
 		if (parse_ipv4(skb, &p) < 0)
-			return drop(ifindex, dir, REASON_MALFORMED);
+			return drop(skb, ifindex, dir, REASON_MALFORMED);
 		__u32 net_id = ep->net_id;
 		if ((ep->flags & EP_F_PUBLISHES) && p.saddr == ep->ip) {
 			rc = hairpin_reply(skb, ep, &p);
@@ -347,7 +347,7 @@ int from_container(struct __sk_buff *skb)
 		struct ip_endpoint *peer = 0;
 		v = judge_from_container(skb, ep, &p, &dest, &peer);
 		if (v != PASS)
-			return drop_pkt(ifindex, dir, v, &p);
+			return drop_pkt(skb, ifindex, dir, v, &p);
 		rc = -1;
 		if (dest == DEST_NETWORK && peer)
 			rc = fast_local(skb, ifindex, peer);
@@ -367,7 +367,7 @@ int from_container(struct __sk_buff *skb)
 		v = REASON_UNSUPPORTED;
 	}
 	if (v != PASS)
-		return drop(ifindex, dir, v);
+		return drop(skb, ifindex, dir, v);
 	return pass(skb);
 }
 
@@ -393,26 +393,26 @@ int to_container(struct __sk_buff *skb)
 		struct endpoint_info *src = in != ifindex ? bpf_map_lookup_elem(&ep_by_ifindex, &in) : 0;
 		if (v == PASS && src)
 			v = between(src->net_id, ep->net_id);
-		return v == PASS ? TC_ACT_OK : drop(ifindex, dir, v);
+		return v == PASS ? TC_ACT_OK : drop(skb, ifindex, dir, v);
 	}
 	case ETH_P_IP_BE:
 		break;
 	case ETH_P_8021Q_BE:
 	case ETH_P_8021AD_BE:
-		return drop(ifindex, dir, REASON_MALFORMED);
+		return drop(skb, ifindex, dir, REASON_MALFORMED);
 	default:
-		return drop(ifindex, dir, REASON_UNSUPPORTED);
+		return drop(skb, ifindex, dir, REASON_UNSUPPORTED);
 	}
 	struct pkt p;
 	if (parse_ipv4(skb, &p) < 0)
-		return drop(ifindex, dir, REASON_MALFORMED);
+		return drop(skb, ifindex, dir, REASON_MALFORMED);
 	/* Sources were checked at the sender's from_container, so an
 	 * endpoint address here is that endpoint. */
 	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p.saddr);
 	if (src && src->ifindex != ifindex) {
 		__u32 v = between(src->net_id, ep->net_id);
 		if (v != PASS)
-			return drop_pkt(ifindex, dir, v, &p);
+			return drop_pkt(skb, ifindex, dir, v, &p);
 	}
 	return TC_ACT_OK;
 }
@@ -516,7 +516,7 @@ static __always_inline __u32 judge_to_network(__u32 net_id, const struct pkt *p,
 
 /* drop_to_network drops a packet for network net_id, counted on the
  * endpoint it was meant for, else on the bridge. */
-static __always_inline int drop_to_network(__u32 net_id, const struct pkt *p, __u32 reason)
+static __always_inline int drop_to_network(struct __sk_buff *skb, __u32 net_id, const struct pkt *p, __u32 reason)
 {
 	__u32 at = net_id;
 	if (p) {
@@ -524,7 +524,7 @@ static __always_inline int drop_to_network(__u32 net_id, const struct pkt *p, __
 		if (dst && dst->net_id == net_id)
 			at = dst->ifindex;
 	}
-	return drop_pkt(at, DIR_TO_CONTAINER, reason, p);
+	return drop_pkt(skb, at, DIR_TO_CONTAINER, reason, p);
 }
 
 SEC("tc")
@@ -536,17 +536,17 @@ int to_network(struct __sk_buff *skb)
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
-		return drop(net_id, DIR_TO_CONTAINER, REASON_MALFORMED);
+		return drop(skb, net_id, DIR_TO_CONTAINER, REASON_MALFORMED);
 	if (eth->h_proto != ETH_P_IP_BE)
 		return TC_ACT_OK; /* ARP from the host; IPv6 is judged per endpoint */
 
 	struct pkt p;
 	if (parse_ipv4(skb, &p) < 0)
-		return drop(net_id, DIR_TO_CONTAINER, REASON_MALFORMED);
+		return drop(skb, net_id, DIR_TO_CONTAINER, REASON_MALFORMED);
 	__u32 v = judge_to_network(net_id, &p, skb->ingress_ifindex);
 	if (v == PASS)
 		return TC_ACT_OK;
-	return drop_to_network(net_id, &p, v);
+	return drop_to_network(skb, net_id, &p, v);
 }
 
 /* untranslate reverses the translation of a packet arriving on an uplink:
@@ -674,7 +674,7 @@ int from_uplink(struct __sk_buff *skb)
 	if (skb->pkt_type != PACKET_LOOPBACK && spoofed_outside(p.saddr)) {
 		stat_inc(STAT_UPLINK_SPOOFED);
 		__u32 *dnet = subnet_of(p.daddr);
-		return dnet ? drop_to_network(*dnet, &p, REASON_SPOOF) : TC_ACT_SHOT;
+		return dnet ? drop_to_network(skb, *dnet, &p, REASON_SPOOF) : TC_ACT_SHOT;
 	}
 	int rc = untranslate(skb, &p);
 	if (rc > 0)
@@ -687,7 +687,7 @@ int from_uplink(struct __sk_buff *skb)
 		if (b) {
 			__u32 v = dnat_open(&p, b, p.saddr, 0, 0, b->slot, p.saddr);
 			if (v != PASS)
-				return drop_pkt(b->ifindex, DIR_TO_CONTAINER, v, &p);
+				return drop_pkt(skb, b->ifindex, DIR_TO_CONTAINER, v, &p);
 			if (untranslate(skb, &p) < 0)
 				return TC_ACT_SHOT;
 		}
@@ -700,7 +700,7 @@ int from_uplink(struct __sk_buff *skb)
 	 * its source says: the kernel's martian check has not run yet. */
 	__u32 v = judge_from_outside(net_id, &p);
 	if (v != PASS)
-		return drop_to_network(net_id, &p, v);
+		return drop_to_network(skb, net_id, &p, v);
 	rc = fast_in(skb, &p);
 	if (rc >= 0)
 		return rc;
@@ -821,7 +821,7 @@ int to_uplink(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	/* Count on the container that sent it. */
 	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p.saddr);
-	return drop_pkt(src ? src->ifindex : net_id, DIR_FROM_CONTAINER, v, &p);
+	return drop_pkt(skb, src ? src->ifindex : net_id, DIR_FROM_CONTAINER, v, &p);
 }
 
 /*

@@ -42,7 +42,7 @@ func (e *Enforcer) Counts(v network.View) (network.Counts, error) {
 	for _, n := range v.Networks {
 		byBridge[n.Bridge] = n.ID
 	}
-	add := func(bridge, dir, reason string, pkts uint64) {
+	add := func(bridge, dir, reason string, pkts, bytes uint64) {
 		id, ok := byBridge[bridge]
 		if !ok {
 			return
@@ -53,9 +53,10 @@ func (e *Enforcer) Counts(v network.View) (network.Counts, error) {
 			d = &c.FromContainer
 		}
 		if d.Drops == nil {
-			d.Drops = map[string]uint64{}
+			d.Drops, d.DropBytes = map[string]uint64{}, map[string]uint64{}
 		}
 		d.Drops[reason] += pkts
+		d.DropBytes[reason] += bytes
 		out.Networks[id] = c
 	}
 	c := ChainNames(e.prefix)
@@ -70,20 +71,21 @@ func (e *Enforcer) Counts(v network.View) (network.Counts, error) {
 			if len(f) < 2 || f[len(f)-1] != "DROP" {
 				continue
 			}
-			in, outIf, negIn, pkts := fieldAfter(f, "-i"), fieldAfter(f, "-o"), strings.Contains(r, "! -i"), counter(f)
+			in, outIf, negIn := fieldAfter(f, "-i"), fieldAfter(f, "-o"), strings.Contains(r, "! -i")
+			pkts, bytes := counter(f)
 			switch {
 			case chain == "FORWARD" && in != "" && in == outIf:
-				add(in, "to_container", "icc", pkts)
+				add(in, "to_container", "icc", pkts, bytes)
 			case chain == c.Isolation2 && outIf != "":
-				add(outIf, "to_container", "isolation", pkts)
+				add(outIf, "to_container", "isolation", pkts, bytes)
 			case chain == c.Isolation1 && outIf != "" && strings.Contains(r, "! -s"):
-				add(outIf, "to_container", "internal", pkts)
+				add(outIf, "to_container", "internal", pkts, bytes)
 			case chain == c.Isolation1 && in != "" && !negIn && strings.Contains(r, "! -d"):
-				add(in, "from_container", "internal", pkts)
+				add(in, "from_container", "internal", pkts, bytes)
 			case table == "raw" && in != "" && negIn:
 				// -d ADDR ! -i BR: for a container, not through its
 				// bridge (from another network, or from outside).
-				add(in, "to_container", "isolation", pkts)
+				add(in, "to_container", "isolation", pkts, bytes)
 			}
 		}
 	}
@@ -99,13 +101,14 @@ func fieldAfter(f []string, flag string) string {
 	return ""
 }
 
-// counter returns the packets of "-c PACKETS BYTES".
-func counter(f []string) uint64 {
+// counter returns the packets and bytes of "-c PACKETS BYTES".
+func counter(f []string) (packets, bytes uint64) {
 	for i := 0; i+2 < len(f); i++ {
 		if f[i] == "-c" {
-			n, _ := strconv.ParseUint(f[i+1], 10, 64)
-			return n
+			packets, _ = strconv.ParseUint(f[i+1], 10, 64)
+			bytes, _ = strconv.ParseUint(f[i+2], 10, 64)
+			return packets, bytes
 		}
 	}
-	return 0
+	return 0, 0
 }

@@ -2,11 +2,9 @@ package datapath
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"time"
 
@@ -115,14 +113,15 @@ func addDrops(ec api.EndpointCounters, k bpf.BpfnetDropKey, per []bpf.BpfnetDrop
 		c = &ec.ToContainer
 	}
 	for _, v := range per {
-		for r, n := range v.Reasons {
+		for r, n := range v.Packets {
 			if n == 0 {
 				continue
 			}
 			if c.Drops == nil {
-				c.Drops = map[string]uint64{}
+				c.Drops, c.DropBytes = map[string]uint64{}, map[string]uint64{}
 			}
 			c.Drops[ReasonNames[r]] += n
+			c.DropBytes[ReasonNames[r]] += v.Bytes[r]
 		}
 	}
 	return ec
@@ -154,22 +153,11 @@ func (c *counters) drops(ctx context.Context) (<-chan network.DropEvent, error) 
 				return
 			}
 			var ev bpf.BpfnetDropEvent
-			if len(rec.RawSample) < binary.Size(ev) {
+			if decodeEvent(rec.RawSample, &ev) != nil {
 				continue
 			}
-			if _, err := binary.Decode(rec.RawSample, binary.NativeEndian, &ev); err != nil {
-				continue
-			}
-			x := network.DropEvent{Time: time.Unix(0, int64(ev.Ts)+wallOffset), Reason: ReasonNames[ev.Reason%uint8(len(ReasonNames))],
-				Direction: "from_container"}
-			if ev.Dir == uint8(bpf.BpfnetDirectionDIR_TO_CONTAINER) {
-				x.Direction = "to_container"
-			}
-			if ev.Proto != 0 {
-				x.Proto = protoName(ev.Proto)
-				x.Src = netip.AddrPortFrom(addrOf(ev.Saddr), port(ev.Sport))
-				x.Dst = netip.AddrPortFrom(addrOf(ev.Daddr), port(ev.Dport))
-			}
+			x := dropEvent(&ev)
+			x.Time = time.Unix(0, int64(ev.Ts)+wallOffset)
 			x.EndpointID, x.NetworkID = c.policy.ownerOf(ev.Ifindex)
 			select {
 			case out <- x:

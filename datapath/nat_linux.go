@@ -95,6 +95,8 @@ func protoName(p uint8) string {
 		return "udp"
 	case unix.IPPROTO_ICMP:
 		return "icmp"
+	case unix.IPPROTO_ICMPV6:
+		return "icmpv6"
 	}
 	return fmt.Sprint(p)
 }
@@ -144,14 +146,14 @@ func (n *natTable) entries() ([]api.NATEntry, error) {
 			kind = "published"
 		}
 		out = append(out, api.NATEntry{
-			Kind:       kind,
-			Proto:      protoName(k.Proto),
-			Container:  netip.AddrPortFrom(addrOf(k.Saddr), port(k.Sport)).String(),
-			Translated: netip.AddrPortFrom(addrOf(v.Addr), port(v.Port)).String(),
-			Remote:     netip.AddrPortFrom(addrOf(k.Daddr), port(k.Dport)).String(),
-			State:      stateName(k.Proto, v.Flags),
-			AgeSec:     time.Duration(since(now, v.Created)).Seconds(),
-			IdleSec:    time.Duration(since(now, v.LastSeen)).Seconds(),
+			Kind:        kind,
+			Proto:       protoName(k.Proto),
+			Container:   netip.AddrPortFrom(addrOf(k.Saddr), port(k.Sport)).String(),
+			Translated:  netip.AddrPortFrom(addrOf(v.Addr), port(v.Port)).String(),
+			Remote:      netip.AddrPortFrom(addrOf(k.Daddr), port(k.Dport)).String(),
+			State:       stateName(k.Proto, v.Flags),
+			AgeSeconds:  time.Duration(since(now, v.Created)).Seconds(),
+			IdleSeconds: time.Duration(since(now, v.LastSeen)).Seconds(),
 		})
 	}
 	return out, it.Err()

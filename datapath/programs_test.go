@@ -207,6 +207,7 @@ func (w *world) runData(t *testing.T, prog *ebpf.Program, ifindex int, frame []b
 type counts struct {
 	Packets, Bytes uint64
 	Drops          [bpf.BpfnetDropReasonREASON_MAX]uint64
+	DropBytes      [bpf.BpfnetDropReasonREASON_MAX]uint64
 }
 
 // counters returns the counters of (ifindex, dir): the traffic of the
@@ -228,8 +229,9 @@ func (w *world) counters(t *testing.T, ifindex int, dir bpf.BpfnetDirection) cou
 	var per []bpf.BpfnetDropCounts
 	if err := w.coll.Drops.Lookup(bpf.BpfnetDropKey{Ifindex: uint32(ifindex), Dir: uint32(dir)}, &per); err == nil {
 		for _, c := range per {
-			for i := range c.Reasons {
-				sum.Drops[i] += c.Reasons[i]
+			for i := range c.Packets {
+				sum.Drops[i] += c.Packets[i]
+				sum.DropBytes[i] += c.Bytes[i]
 			}
 		}
 	}
@@ -410,6 +412,9 @@ func (w *world) expect(t *testing.T, prog *ebpf.Program, ifindex, countAt int, d
 		d := after.Drops[r] - before.Drops[r]
 		if r == reason && d != 1 {
 			t.Errorf("drops[%d] +%d, want +1", r, d)
+		}
+		if b := after.DropBytes[r] - before.DropBytes[r]; r == reason && b != uint64(len(frame)) {
+			t.Errorf("drop bytes[%d] +%d, want +%d (the frame)", r, b, len(frame))
 		}
 		if r != reason && d != 0 {
 			t.Errorf("drops[%d] +%d, want 0", r, d)

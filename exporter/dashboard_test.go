@@ -4,61 +4,134 @@ import (
 	"encoding/json"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
-
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/bpfnet/bpfnet/network/networktest"
 )
 
-// The Grafana dashboard is valid JSON and every metric its queries use is
-// one the collector describes.
-func TestDashboardUsesExistingMetrics(t *testing.T) {
+// dashboard is the part of Grafana's dashboard model (schema version 39,
+// Grafana 10/11) the test reads.
+type dashboard struct {
+	SchemaVersion int
+	Templating    struct {
+		List []struct {
+			Name, Type, Definition string
+			Query                  any
+			Multi, IncludeAll      bool
+		}
+	}
+	Panels []struct {
+		Title, Type string
+		Datasource  struct{ UID string }
+		Targets     []struct{ Expr, LegendFormat string }
+		Options     map[string]any
+	}
+}
+
+// The Grafana dashboard loads as Grafana's model, picks job, instance and
+// network in variables that every query honours, uses $__rate_interval,
+// and queries only series the exporter really serves (a scrape over
+// hand-made state, as TestScrapeValues has it, with the Go and process
+// collectors).
+func TestDashboard(t *testing.T) {
 	b, err := os.ReadFile("../deploy/grafana/bpfnet-dashboard.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dash struct {
-		Panels []struct {
-			Title   string
-			Targets []struct{ Expr string }
-		}
-	}
-	if err := json.Unmarshal(b, &dash); err != nil {
+	var dash dashboard
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	if err := dec.Decode(&dash); err != nil {
 		t.Fatalf("dashboard is not valid JSON: %v", err)
 	}
-	known := map[string]bool{}
-	ch := make(chan *prometheus.Desc, 64)
-	NewCollector(fakeModel{}, &networktest.Enforcer{}, Options{PerEndpoint: true}).Describe(ch)
-	close(ch)
-	name := regexp.MustCompile(`fqName: "([a-z_]+)"`)
-	for d := range ch {
-		if m := name.FindStringSubmatch(d.String()); m != nil {
-			known[m[1]] = true
+	if dash.SchemaVersion != 39 {
+		t.Errorf("schemaVersion %d; the dashboard is written for 39 (Grafana 10.x)", dash.SchemaVersion)
+	}
+
+	// The series a real scrape has, and which of them carry a network label.
+	out := scrapeOfEverything(t)
+	series, withNetwork := map[string]bool{}, map[string]bool{}
+	for _, line := range strings.Split(out, "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name, labels, _ := strings.Cut(strings.Fields(line)[0], "{")
+		series[name] = true
+		if strings.Contains(labels, `network="`) {
+			withNetwork[name] = true
 		}
 	}
-	used := regexp.MustCompile(`bpfnet_[a-z_]+`)
+
+	vars := map[string]string{}
+	for _, v := range dash.Templating.List {
+		vars[v.Name] = v.Definition
+		if v.Type == "query" && (!v.Multi || !v.IncludeAll) {
+			t.Errorf("variable %s: want multi-value with All", v.Name)
+		}
+	}
+	labelValues := regexp.MustCompile(`^label_values\(([a-z_]+)(\{[^}]*\})?, ([a-z]+)\)$`)
+	for _, name := range []string{"job", "instance", "network"} {
+		m := labelValues.FindStringSubmatch(vars[name])
+		switch {
+		case m == nil:
+			t.Errorf("variable %s: %q, want label_values(metric, %s)", name, vars[name], name)
+		case !series[m[1]] || m[3] != name:
+			t.Errorf("variable %s lists %s of %s, which the exporter does not serve", name, m[3], m[1])
+		}
+	}
+	if _, ok := vars["datasource"]; !ok {
+		t.Error("no datasource variable")
+	}
+
+	selector := regexp.MustCompile(`([a-z_]+)\{([^}]*)\}`)
+	word := regexp.MustCompile(`[a-z_]+_[a-z_]+`)
 	n := 0
 	for _, p := range dash.Panels {
+		if p.Datasource.UID != "${datasource}" {
+			t.Errorf("panel %q: datasource %q, want ${datasource}", p.Title, p.Datasource.UID)
+		}
 		for _, tg := range p.Targets {
-			for _, m := range used.FindAllString(tg.Expr, -1) {
+			if strings.Contains(tg.Expr, "[") && !strings.Contains(tg.Expr, "[$__rate_interval]") {
+				t.Errorf("panel %q: %s has a fixed range; want [$__rate_interval]", p.Title, tg.Expr)
+			}
+			selected := map[string]bool{}
+			for _, m := range selector.FindAllStringSubmatch(tg.Expr, -1) {
+				name, matchers := m[1], strings.Split(m[2], ",")
+				selected[name] = true
 				n++
-				if !known[m] {
-					t.Errorf("panel %q uses %s, which the exporter does not have (it has %s)", p.Title, m, strings.Join(keys(known), ", "))
+				if !series[name] {
+					t.Errorf("panel %q uses %s, which the exporter does not serve", p.Title, name)
+				}
+				want := []string{`job=~"$job"`, `instance=~"$instance"`}
+				if withNetwork[name] {
+					want = append(want, `network=~"$network"`)
+				}
+				for _, w := range want {
+					if !slices.Contains(matchers, w) {
+						t.Errorf("panel %q: %s does not select %s", p.Title, m[0], w)
+					}
+				}
+			}
+			// Every metric name in the expression is inside a selector.
+			for _, w := range word.FindAllString(tg.Expr, -1) {
+				if series[w] && !selected[w] {
+					t.Errorf("panel %q: %s without job and instance matchers", p.Title, w)
 				}
 			}
 		}
 	}
 	if n == 0 {
-		t.Error("the dashboard queries no bpfnet metric")
+		t.Error("the dashboard queries no metric")
 	}
-}
 
-func keys(m map[string]bool) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
+	// The datapath panel shows the mode's name, not the info metric's 1.
+	for _, p := range dash.Panels {
+		if p.Title != "Datapath" {
+			continue
+		}
+		if p.Options["textMode"] != "name" || !strings.Contains(p.Targets[0].LegendFormat, "{{mode}}") {
+			t.Errorf("datapath panel: textMode %v, legend %q; want the series name showing {{mode}}", p.Options["textMode"], p.Targets[0].LegendFormat)
+		}
+		return
 	}
-	return out
+	t.Error("no Datapath panel")
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
@@ -51,6 +52,7 @@ type Collector struct {
 	model        Model
 	enf          network.Enforcer
 	opts         Options
+	perEndpoint  atomic.Bool // opts.PerEndpoint, changed by SetPerEndpoint
 	scrapeErrors atomic.Uint64
 
 	// labels caches the label pairs of per-endpoint series between
@@ -60,25 +62,29 @@ type Collector struct {
 	labels map[string][]*dto.LabelPair
 	used   map[string]bool
 
-	epPackets, epBytes, epDrops    *prometheus.Desc
-	netPackets, netBytes, netDrops *prometheus.Desc
-	natEntries, natTranslations    *prometheus.Desc
-	datapathInfo, buildInfo        *prometheus.Desc
-	released                       *prometheus.Desc
-	scrapeErrs, scrapeDuration     *prometheus.Desc
+	epPackets, epBytes, epDrops, epDropBytes     *prometheus.Desc
+	netPackets, netBytes, netDrops, netDropBytes *prometheus.Desc
+	natEntries, natTranslations                  *prometheus.Desc
+	datapathInfo, buildInfo                      *prometheus.Desc
+	released                                     *prometheus.Desc
+	scrapeErrs, scrapeDuration                   *prometheus.Desc
 }
 
 // NewCollector returns a collector reading m and enf.
 func NewCollector(m Model, enf network.Enforcer, opts Options) *Collector {
 	ep := []string{"network", "endpoint", "interface", "direction"}
 	nw := []string{"network", "direction"}
-	return &Collector{model: m, enf: enf, opts: opts, labels: map[string][]*dto.LabelPair{},
-		epPackets:  prometheus.NewDesc("bpfnet_endpoint_packets_total", "Packets an endpoint's host-side veth hooks saw, by direction.", ep, nil),
-		epBytes:    prometheus.NewDesc("bpfnet_endpoint_bytes_total", "Bytes (Ethernet frames) an endpoint's host-side veth hooks saw, by direction.", ep, nil),
-		epDrops:    prometheus.NewDesc("bpfnet_endpoint_drops_total", "Packets dropped for an endpoint, by direction and reason.", append(ep, "reason"), nil),
+	c := &Collector{model: m, enf: enf, opts: opts, labels: map[string][]*dto.LabelPair{},
+		epPackets: prometheus.NewDesc("bpfnet_endpoint_packets_total", "Packets an endpoint's host-side veth hooks saw, by direction.", ep, nil),
+		epBytes:   prometheus.NewDesc("bpfnet_endpoint_bytes_total", "Bytes (Ethernet frames) an endpoint's host-side veth hooks saw, by direction.", ep, nil),
+		epDrops:   prometheus.NewDesc("bpfnet_endpoint_drops_total", "Packets dropped for an endpoint, by direction and reason.", append(ep, "reason"), nil),
+		epDropBytes: prometheus.NewDesc("bpfnet_endpoint_drop_bytes_total",
+			"Bytes of the packets dropped for an endpoint (frame lengths; iptables datapath: IP lengths), by direction and reason.", append(ep, "reason"), nil),
 		netPackets: prometheus.NewDesc("bpfnet_network_packets_total", "Packets of a network's endpoints, by direction.", nw, nil),
 		netBytes:   prometheus.NewDesc("bpfnet_network_bytes_total", "Bytes of a network's endpoints, by direction.", nw, nil),
 		netDrops:   prometheus.NewDesc("bpfnet_network_drops_total", "Packets dropped in a network, by direction and reason.", append(nw, "reason"), nil),
+		netDropBytes: prometheus.NewDesc("bpfnet_network_drop_bytes_total",
+			"Bytes of the packets dropped in a network (frame lengths; iptables datapath: IP lengths), by direction and reason.", append(nw, "reason"), nil),
 		natEntries: prometheus.NewDesc("bpfnet_nat_entries", "Live source translations.", nil, nil),
 		natTranslations: prometheus.NewDesc("bpfnet_nat_translations_total",
 			"Source translations by outcome: created, exhausted (refused, no free port), expired.", []string{"outcome"}, nil),
@@ -89,11 +95,17 @@ func NewCollector(m Model, enf network.Enforcer, opts Options) *Collector {
 		scrapeErrs:     prometheus.NewDesc("bpfnet_scrape_errors_total", "Scrapes that could not read the datapath's counters.", nil, nil),
 		scrapeDuration: prometheus.NewDesc("bpfnet_scrape_duration_seconds", "Time the last scrape took to read the counters.", nil, nil),
 	}
+	c.perEndpoint.Store(opts.PerEndpoint)
+	return c
 }
+
+// SetPerEndpoint turns the bpfnet_endpoint_* series on or off from the
+// next scrape (a configuration reload).
+func (c *Collector) SetPerEndpoint(on bool) { c.perEndpoint.Store(on) }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.epPackets, c.epBytes, c.epDrops, c.netPackets, c.netBytes, c.netDrops,
+	for _, d := range []*prometheus.Desc{c.epPackets, c.epBytes, c.epDrops, c.epDropBytes, c.netPackets, c.netBytes, c.netDrops, c.netDropBytes,
 		c.natEntries, c.natTranslations, c.released, c.datapathInfo, c.buildInfo, c.scrapeErrs, c.scrapeDuration} {
 		ch <- d
 	}
@@ -146,14 +158,26 @@ func (c *Collector) collect(ch chan<- prometheus.Metric) error {
 			return err
 		}
 	}
+	perEndpoint := c.perEndpoint.Load()
 	type totals struct{ packets, bytes float64 }
 	names := map[string]string{}
 	nets := map[string]map[string]*totals{}
-	netDrops := map[string]map[string]map[string]float64{}
+	netDrops := map[string]map[string]map[string]*totals{}
+	addDrops := func(nw, dir string, cnt api.Counts) {
+		for r, n := range cnt.Drops {
+			t := netDrops[nw][dir][r]
+			if t == nil {
+				t = &totals{}
+				netDrops[nw][dir][r] = t
+			}
+			t.packets += float64(n)
+			t.bytes += float64(cnt.DropBytes[r])
+		}
+	}
 	for _, n := range v.Networks {
 		names[n.ID] = n.Name
 		nets[n.Name] = map[string]*totals{"from_container": {}, "to_container": {}}
-		netDrops[n.Name] = map[string]map[string]float64{"from_container": {}, "to_container": {}}
+		netDrops[n.Name] = map[string]map[string]*totals{"from_container": {}, "to_container": {}}
 	}
 	for _, ep := range v.Endpoints {
 		nw, ok := names[ep.NetworkID]
@@ -165,10 +189,8 @@ func (c *Collector) collect(ch chan<- prometheus.Metric) error {
 			dir := directions[i]
 			nets[nw][dir].packets += float64(cnt.Packets)
 			nets[nw][dir].bytes += float64(cnt.Bytes)
-			for r, n := range cnt.Drops {
-				netDrops[nw][dir][r] += float64(n)
-			}
-			if !c.opts.PerEndpoint {
+			addDrops(nw, dir, cnt)
+			if !perEndpoint {
 				continue
 			}
 			labels := endpointLabels{network: nw, endpoint: ep.Name, iface: ep.HostIf, direction: dir}
@@ -177,6 +199,7 @@ func (c *Collector) collect(ch chan<- prometheus.Metric) error {
 			for r, n := range cnt.Drops {
 				labels.reason = r
 				ch <- c.counter(c.epDrops, float64(n), labels)
+				ch <- c.counter(c.epDropBytes, float64(cnt.DropBytes[r]), labels)
 			}
 		}
 	}
@@ -186,17 +209,16 @@ func (c *Collector) collect(ch chan<- prometheus.Metric) error {
 			continue
 		}
 		for i, cnt := range []api.Counts{ec.FromContainer, ec.ToContainer} {
-			for r, n := range cnt.Drops {
-				netDrops[nw][directions[i]][r] += float64(n)
-			}
+			addDrops(nw, directions[i], cnt)
 		}
 	}
 	for nw, byDir := range nets {
 		for _, dir := range directions {
 			ch <- prometheus.MustNewConstMetric(c.netPackets, prometheus.CounterValue, byDir[dir].packets, nw, dir)
 			ch <- prometheus.MustNewConstMetric(c.netBytes, prometheus.CounterValue, byDir[dir].bytes, nw, dir)
-			for r, n := range netDrops[nw][dir] {
-				ch <- prometheus.MustNewConstMetric(c.netDrops, prometheus.CounterValue, n, nw, dir, r)
+			for r, t := range netDrops[nw][dir] {
+				ch <- prometheus.MustNewConstMetric(c.netDrops, prometheus.CounterValue, t.packets, nw, dir, r)
+				ch <- prometheus.MustNewConstMetric(c.netDropBytes, prometheus.CounterValue, t.bytes, nw, dir, r)
 			}
 		}
 	}
@@ -245,12 +267,13 @@ func (c *Collector) counter(desc *prometheus.Desc, v float64, l endpointLabels) 
 	return &endpointCounter{desc: desc, labels: labels, value: v}
 }
 
-// Handler returns the metrics mux: /metrics from a registry holding only
-// this collector, /healthz (the process answers) and /readyz (ready()
+// Handler returns the metrics mux: /metrics from a registry holding this
+// collector and the standard Go runtime and process collectors (go_*,
+// process_*, as every Go exporter has), /healthz (the process answers) and /readyz (ready()
 // reports true once the daemon has reconciled).
 func Handler(c *Collector, ready func() bool) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(c)
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })

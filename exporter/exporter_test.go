@@ -32,10 +32,8 @@ func get(t testing.TB, c *Collector) string {
 	return rec.Body.String()
 }
 
-// The values of a scrape, for a hand-made state and counters: every line
-// below is written from the metric contract (docs/metrics.md), not from
-// the collector.
-func TestScrapeValues(t *testing.T) {
+// handMade is a state and its counters, every kind of series present.
+func handMade() (fakeModel, *networktest.Observable) {
 	web := &network.Network{ID: "w1", Name: "web", Bridge: "br-w"}
 	quiet := &network.Network{ID: "q1", Name: "quiet", Bridge: "br-q"}
 	c1 := &network.Endpoint{ID: "e1", Name: "c1", NetworkID: "w1", HostIf: "veth1", IP: netip.MustParseAddr("10.0.0.2")}
@@ -43,17 +41,31 @@ func TestScrapeValues(t *testing.T) {
 	enf := &networktest.Observable{Enforcer: &networktest.Enforcer{Calls: &networktest.Calls{}}, Attach: "tcx",
 		Counters: network.Counts{
 			Endpoints: map[string]api.EndpointCounters{
-				"e1": {FromContainer: api.Counts{Packets: 10, Bytes: 1000, Drops: map[string]uint64{"spoof": 2}},
+				"e1": {FromContainer: api.Counts{Packets: 10, Bytes: 1000, Drops: map[string]uint64{"spoof": 2}, DropBytes: map[string]uint64{"spoof": 120}},
 					ToContainer: api.Counts{Packets: 7, Bytes: 700}},
 				"e2": {FromContainer: api.Counts{Packets: 5, Bytes: 500},
-					ToContainer: api.Counts{Packets: 1, Bytes: 100, Drops: map[string]uint64{"icc": 4}}},
+					ToContainer: api.Counts{Packets: 1, Bytes: 100, Drops: map[string]uint64{"icc": 4}, DropBytes: map[string]uint64{"icc": 240}}},
 			},
 			Networks: map[string]api.EndpointCounters{
-				"w1": {ToContainer: api.Counts{Drops: map[string]uint64{"no_endpoint": 3, "icc": 1}}},
+				"w1": {ToContainer: api.Counts{Drops: map[string]uint64{"no_endpoint": 3, "icc": 1}, DropBytes: map[string]uint64{"no_endpoint": 180, "icc": 60}}},
 			},
 		},
 		Stats: api.NATStats{Entries: 6, Created: 40, Exhausted: 2, Expired: 30}}
 	m := fakeModel{v: network.View{Networks: []*network.Network{web, quiet}, Endpoints: []*network.Endpoint{c1, c2}}, released: 5}
+	return m, enf
+}
+
+// scrapeOfEverything is a scrape with every series the exporter has.
+func scrapeOfEverything(t *testing.T) string {
+	m, enf := handMade()
+	return get(t, NewCollector(m, enf, Options{PerEndpoint: true, Version: "v9"}))
+}
+
+// The values of a scrape, for a hand-made state and counters: every line
+// below is written from the metric contract (docs/metrics.md), not from
+// the collector.
+func TestScrapeValues(t *testing.T) {
+	m, enf := handMade()
 	out := get(t, NewCollector(m, enf, Options{PerEndpoint: true, Version: "v9"}))
 	for _, want := range []string{
 		`bpfnet_datapath_info{attach="tcx",mode="fake"} 1`,
@@ -61,6 +73,8 @@ func TestScrapeValues(t *testing.T) {
 		`bpfnet_endpoint_bytes_total{direction="to_container",endpoint="c1",interface="veth1",network="web"} 700`,
 		`bpfnet_endpoint_drops_total{direction="from_container",endpoint="c1",interface="veth1",network="web",reason="spoof"} 2`,
 		`bpfnet_endpoint_drops_total{direction="to_container",endpoint="c2",interface="veth2",network="web",reason="icc"} 4`,
+		`bpfnet_endpoint_drop_bytes_total{direction="from_container",endpoint="c1",interface="veth1",network="web",reason="spoof"} 120`,
+		`bpfnet_endpoint_drop_bytes_total{direction="to_container",endpoint="c2",interface="veth2",network="web",reason="icc"} 240`,
 		// Network totals: the sum of its endpoints, plus the drops not
 		// tied to one (icc: 4 + 1).
 		`bpfnet_network_packets_total{direction="from_container",network="web"} 15`,
@@ -68,6 +82,9 @@ func TestScrapeValues(t *testing.T) {
 		`bpfnet_network_drops_total{direction="to_container",network="web",reason="icc"} 5`,
 		`bpfnet_network_drops_total{direction="to_container",network="web",reason="no_endpoint"} 3`,
 		`bpfnet_network_drops_total{direction="from_container",network="web",reason="spoof"} 2`,
+		`bpfnet_network_drop_bytes_total{direction="to_container",network="web",reason="icc"} 300`,
+		`bpfnet_network_drop_bytes_total{direction="to_container",network="web",reason="no_endpoint"} 180`,
+		`bpfnet_network_drop_bytes_total{direction="from_container",network="web",reason="spoof"} 120`,
 		// A network without endpoints still has its totals.
 		`bpfnet_network_packets_total{direction="to_container",network="quiet"} 0`,
 		`bpfnet_nat_entries 6`,
@@ -79,6 +96,12 @@ func TestScrapeValues(t *testing.T) {
 	} {
 		if !strings.Contains(out, "\n"+want+"\n") {
 			t.Errorf("missing %s", want)
+		}
+	}
+	// The standard collectors every Go exporter registers.
+	for _, want := range []string{"\ngo_goroutines ", "\ngo_memstats_alloc_bytes ", "\nprocess_cpu_seconds_total ", "\nprocess_resident_memory_bytes ", "\nprocess_open_fds "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing the series %s", strings.TrimSpace(want))
 		}
 	}
 	if t.Failed() {

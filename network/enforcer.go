@@ -95,8 +95,15 @@ type DropEvent struct {
 	NetworkID  string
 	Direction  string // from_container | to_container
 	Reason     string
-	Proto      string // empty when the packet was not IPv4
-	Src, Dst   netip.AddrPort
+	// What the datapath could read of the packet: its protocol (tcp,
+	// udp, icmp, icmpv6, arp, another IP protocol's number, or a frame's
+	// "ethertype 0x…"; empty when unknown), its addresses (ARP: sender
+	// and target) with ports for TCP and UDP, the ICMP type's name, and
+	// the frame's length.
+	Proto    string
+	Src, Dst netip.AddrPort
+	ICMPType string
+	Length   int
 }
 
 // NATTable is an enforcer that keeps its own translation table.

@@ -57,6 +57,12 @@ type Network struct {
 	// AuxAddresses are reserved addresses of the subnet, by name: never
 	// given to an endpoint.
 	AuxAddresses map[string]netip.Addr `json:"aux_addresses,omitempty"`
+	// Labels are the user's metadata (`--label`), shown by inspect and
+	// matched by `ls --filter label=`.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Attachable is recorded as given (Docker's flag; bridge networks are
+	// always attachable here).
+	Attachable bool `json:"attachable,omitempty"`
 }
 
 // reserved returns the addresses of n no endpoint may have besides the

@@ -54,10 +54,16 @@ func (m *Manager) planNetwork(req api.CreateNetworkRequest) (*Network, error) {
 	if err != nil {
 		return nil, invalid(err)
 	}
+	for k := range req.Labels {
+		if k == "" {
+			return nil, invalidf("invalid label: the key is empty")
+		}
+	}
 	n := &Network{
 		ID: id, Name: req.Name, Created: time.Now().UTC(), Internal: req.Internal,
 		ICC: opts.icc, Masquerade: opts.masquerade, HostBinding: opts.hostBinding,
 		HostIPv4: opts.hostIPv4, MTU: opts.mtu, Bridge: opts.bridge, Options: req.Options,
+		Labels: req.Labels, Attachable: req.Attachable,
 	}
 	if n.Bridge == "" {
 		n.Bridge = "br-" + n.ID[:12]

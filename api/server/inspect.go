@@ -12,11 +12,20 @@ func Inspect(n network.Network, eps []*network.Endpoint) api.NetworkInspect {
 	if n.IPRangeSet {
 		cfg.IPRange = n.IPRange.String()
 	}
+	if len(n.AuxAddresses) > 0 {
+		cfg.AuxiliaryAddresses = map[string]string{}
+		for name, a := range n.AuxAddresses {
+			cfg.AuxiliaryAddresses[name] = a.String()
+		}
+	}
 	out := api.NetworkInspect{
 		Name: n.Name, ID: n.ID, Created: n.Created, Scope: "local", Driver: "bridge",
 		IPAM:     api.IPAM{Driver: "default", Options: map[string]string{}, Config: []api.IPAMConfig{cfg}},
-		Internal: n.Internal, Containers: map[string]api.ContainerInspect{},
+		Internal: n.Internal, Attachable: n.Attachable, Containers: map[string]api.ContainerInspect{},
 		Options: map[string]string{}, Labels: map[string]string{}, Bridge: n.Bridge,
+	}
+	for k, v := range n.Labels {
+		out.Labels[k] = v
 	}
 	for k, v := range n.Options {
 		out.Options[k] = v

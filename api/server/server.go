@@ -12,9 +12,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 
 	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/internal/httpserve"
+	"github.com/bpfnet/bpfnet/internal/version"
 	"github.com/bpfnet/bpfnet/network"
 )
 
@@ -63,6 +65,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { reply(w, s.status(), nil) })
+	mux.HandleFunc("GET /v1/version", func(w http.ResponseWriter, r *http.Request) { reply(w, version.API(), nil) })
 	mux.HandleFunc("GET /v1/nat", s.nat)
 	mux.HandleFunc("GET /v1/networks", s.listNetworks)
 	mux.HandleFunc("POST /v1/networks", s.createNetwork)
@@ -271,10 +274,8 @@ func (s *Server) monitor(w http.ResponseWriter, r *http.Request) {
 
 // describe names the endpoint, network and interface of a drop event.
 func (s *Server) describe(ev network.DropEvent) api.MonitorEvent {
-	out := api.MonitorEvent{Time: ev.Time, Direction: ev.Direction, Reason: ev.Reason, Proto: ev.Proto}
-	if ev.Proto != "" {
-		out.Src, out.Dst = ev.Src.String(), ev.Dst.String()
-	}
+	out := api.MonitorEvent{Time: ev.Time, Direction: ev.Direction, Reason: ev.Reason, Proto: ev.Proto,
+		Src: hostPort(ev.Proto, ev.Src), Dst: hostPort(ev.Proto, ev.Dst), ICMPType: ev.ICMPType, Length: ev.Length}
 	if ep, err := s.mgr.Endpoint(ev.EndpointID); ev.EndpointID != "" && err == nil {
 		out.Endpoint, out.Interface = ep.Name, ep.HostIf
 		ev.NetworkID = ep.NetworkID
@@ -286,6 +287,18 @@ func (s *Server) describe(ev network.DropEvent) api.MonitorEvent {
 		}
 	}
 	return out
+}
+
+// hostPort is a drop's address as the monitor shows it: with its port
+// for TCP and UDP, alone otherwise, nothing when the packet had none.
+func hostPort(proto string, a netip.AddrPort) string {
+	switch {
+	case !a.Addr().IsValid():
+		return ""
+	case proto == "tcp" || proto == "udp":
+		return a.String()
+	}
+	return a.Addr().String()
 }
 
 // decode reads a JSON body, rejecting unknown fields.

@@ -33,7 +33,7 @@ func serve(t *testing.T, enf network.Enforcer) *api.Client {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(t.TempDir(), "api.sock")
-	l, err := server.Listen(sock)
+	l, err := server.Listen(sock, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func observable() *networktest.Observable {
 // may not.
 func TestSocketMode(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "api.sock")
-	l, err := server.Listen(sock)
+	l, err := server.Listen(sock, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestSocketMode(t *testing.T) {
 	if st.Mode().Perm() != 0o660 {
 		t.Errorf("socket mode %v, want 0660", st.Mode().Perm())
 	}
-	if _, err := server.Listen(sock); err == nil || !strings.Contains(err.Error(), "another bpfnetd") {
+	if _, err := server.Listen(sock, -1); err == nil || !strings.Contains(err.Error(), "another bpfnetd") {
 		t.Errorf("a second listener: %v, want refused", err)
 	}
 }

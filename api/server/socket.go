@@ -20,10 +20,11 @@ func CheckSocketFree(path string) error {
 }
 
 // Listen opens the unix socket at path with mode 0660 (owner and group
-// only: whoever can write to it controls the host's networking). A stale
-// socket file left by a dead daemon is replaced; a live one is an error.
-// Closing the listener removes the socket file.
-func Listen(path string) (net.Listener, error) {
+// only: whoever can write to it controls the host's networking), owned by
+// group gid when it is not -1. A stale socket file left by a dead daemon
+// is replaced; a live one is an error. Closing the listener removes the
+// socket file.
+func Listen(path string, gid int) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create socket dir: %w", err)
 	}
@@ -40,6 +41,12 @@ func Listen(path string) (net.Listener, error) {
 	if err := os.Chmod(path, 0o660); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	if gid != -1 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("give socket %s to group %d: %w", path, gid, err)
+		}
 	}
 	return l, nil
 }

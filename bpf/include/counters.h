@@ -20,8 +20,45 @@ static __always_inline void stat_inc(__u32 s)
 		*v += 1;
 }
 
+/* describe fills in what a drop event says of a packet the program did
+ * not parse (or parsed as IPv4: p), reading its headers again. */
+static __noinline void describe(struct __sk_buff *skb, struct drop_event *e, const struct pkt *p)
+{
+	__be16 type = 0;
+	bpf_skb_load_bytes(skb, 12, &type, sizeof(type));
+	e->ethertype = type;
+	if (p) {
+		e->proto = p->proto;
+		e->icmp_type = p->proto == IPPROTO_ICMP ? p->icmp_type : 0;
+		e->saddr = p->saddr;
+		e->daddr = p->daddr;
+		e->sport = p->sport;
+		e->dport = p->dport;
+		return;
+	}
+	/* Loaded straight into the record: next to nothing on the stack,
+	 * which the programs that drop have mostly used. */
+	if (type == bpf_htons(ETH_P_IP)) {
+		bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, protocol), &e->proto, 1);
+		bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, saddr), &e->saddr, 8); /* saddr, daddr */
+	} else if (type == bpf_htons(ETH_P_ARP)) {
+		/* Ethernet/IPv4 ARP: sender address at 14, target at 24. */
+		bpf_skb_load_bytes(skb, ETH_HLEN + 14, &e->saddr, 4);
+		bpf_skb_load_bytes(skb, ETH_HLEN + 24, &e->daddr, 4);
+	} else if (type == bpf_htons(ETH_P_IPV6)) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, nexthdr), &e->proto, 1) < 0)
+			return;
+		bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, saddr), e->saddr6, 32); /* saddr6, daddr6 */
+		__u32 l4 = ETH_HLEN + sizeof(struct ipv6hdr);
+		if (e->proto == IPPROTO_TCP || e->proto == IPPROTO_UDP)
+			bpf_skb_load_bytes(skb, l4, &e->sport, 4); /* sport, dport */
+		else if (e->proto == IPPROTO_ICMPV6)
+			bpf_skb_load_bytes(skb, l4, &e->icmp_type, 1);
+	}
+}
+
 /* emit sends a drop event, within this CPU's budget. */
-static __always_inline void emit(__u32 ifindex, __u32 dir, __u32 reason, const struct pkt *p)
+static __always_inline void emit(struct __sk_buff *skb, __u32 ifindex, __u32 dir, __u32 reason, const struct pkt *p)
 {
 	if (!events_per_sec)
 		return;
@@ -45,24 +82,13 @@ static __always_inline void emit(__u32 ifindex, __u32 dir, __u32 reason, const s
 		stat_inc(STAT_EVENTS_LOST);
 		return;
 	}
+	__builtin_memset(e, 0, sizeof(*e));
 	e->ts = now;
 	e->ifindex = ifindex;
 	e->dir = dir;
 	e->reason = reason;
-	e->pad = 0;
-	if (p) {
-		e->proto = p->proto;
-		e->saddr = p->saddr;
-		e->daddr = p->daddr;
-		e->sport = p->sport;
-		e->dport = p->dport;
-	} else {
-		e->proto = 0;
-		e->saddr = 0;
-		e->daddr = 0;
-		e->sport = 0;
-		e->dport = 0;
-	}
+	e->len = skb->len;
+	describe(skb, e, p);
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -77,26 +103,31 @@ static __always_inline void count(__u32 slot, __u32 dir, __u32 len)
 	}
 }
 
+/* zero_drops is a new drops entry's value (global data: too large for
+ * the stack of the programs that drop). Never written. */
+static struct drop_counts zero_drops;
+
 /* drop_pkt counts a drop (and sends its event) and returns TC_ACT_SHOT;
  * p, when not NULL, is the parsed packet. */
-static __always_inline int drop_pkt(__u32 ifindex, __u32 dir, __u32 reason, const struct pkt *p)
+static __always_inline int drop_pkt(struct __sk_buff *skb, __u32 ifindex, __u32 dir, __u32 reason, const struct pkt *p)
 {
 	struct drop_key k = {.ifindex = ifindex, .dir = dir};
 	struct drop_counts *c = bpf_map_lookup_elem(&drops, &k);
 	if (!c) {
-		struct drop_counts zero = {};
-		bpf_map_update_elem(&drops, &k, &zero, BPF_NOEXIST);
+		bpf_map_update_elem(&drops, &k, &zero_drops, BPF_NOEXIST);
 		c = bpf_map_lookup_elem(&drops, &k);
 	}
-	if (c && reason < REASON_MAX)
-		c->reasons[reason]++;
-	emit(ifindex, dir, reason, p);
+	if (c && reason < REASON_MAX) {
+		c->packets[reason]++;
+		c->bytes[reason] += skb->len;
+	}
+	emit(skb, ifindex, dir, reason, p);
 	return TC_ACT_SHOT;
 }
 
-static __always_inline int drop(__u32 ifindex, __u32 dir, __u32 reason)
+static __always_inline int drop(struct __sk_buff *skb, __u32 ifindex, __u32 dir, __u32 reason)
 {
-	return drop_pkt(ifindex, dir, reason, 0);
+	return drop_pkt(skb, ifindex, dir, reason, 0);
 }
 
 #endif

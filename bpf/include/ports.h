@@ -156,7 +156,7 @@ static __always_inline int hairpin(struct __sk_buff *skb, __u32 ifindex, const s
 		v = ((ep->net_flags | (dn ? dn->flags : 0)) & NET_F_INTERNAL) ? REASON_INTERNAL : REASON_ISOLATION;
 	}
 	if (v != PASS)
-		return drop_pkt(ifindex, DIR_FROM_CONTAINER, v, p);
+		return drop_pkt(skb, ifindex, DIR_FROM_CONTAINER, v, p);
 	if (to == ifindex)
 		flags |= NAT_F_SELF;
 	__be32 peer = (flags & NAT_F_SELF) ? gateway : p->saddr;
@@ -166,7 +166,7 @@ static __always_inline int hairpin(struct __sk_buff *skb, __u32 ifindex, const s
 	} else {
 		v = dnat_open(p, b, peer, ifindex, flags, ep->slot, 0);
 		if (v != PASS)
-			return drop_pkt(ifindex, DIR_FROM_CONTAINER, v, p);
+			return drop_pkt(skb, ifindex, DIR_FROM_CONTAINER, v, p);
 	}
 	if (rewrite(skb, p, 1, addr, port) < 0)
 		return TC_ACT_SHOT;

@@ -186,10 +186,12 @@ struct drop_key {
 	__u32 dir;     /* enum direction */
 };
 
-/* drops value: dropped packets by enum drop_reason (also counted in
- * traffic when an endpoint's hook dropped them). */
+/* drops value: dropped packets and their bytes (frame lengths) by enum
+ * drop_reason (also counted in traffic when an endpoint's hook dropped
+ * them). */
 struct drop_counts {
-	__u64 reasons[REASON_MAX];
+	__u64 packets[REASON_MAX];
+	__u64 bytes[REASON_MAX];
 };
 
 /* A flow's addresses and ports as seen on the wire in one direction; the
@@ -233,19 +235,28 @@ struct nat_entry {
 	struct tcp_track tcp;
 };
 
-/* events record: one dropped packet. The tuple is zero when the packet
- * was not IPv4 (or not parsable). */
+/* events record: one dropped packet, described as far as its headers
+ * could be read: the Ethernet type always; IPv4 addresses (also ARP's
+ * sender and target) or IPv6 addresses, the protocol (IPv6: the first
+ * next header), TCP and UDP ports (ICMP echo: the identifier as source
+ * port) and the ICMP type. Fields it does not have are zero. */
 struct drop_event {
-	__u64 ts;      /* bpf_ktime_get_ns() */
-	__u32 ifindex; /* where it was counted: a host-side veth, or a bridge */
-	__u8 dir;      /* enum direction */
-	__u8 reason;   /* enum drop_reason */
-	__u8 proto;
-	__u8 pad;
-	__be32 saddr;
-	__be32 daddr;
+	__u64 ts;        /* bpf_ktime_get_ns() */
+	__u32 ifindex;   /* where it was counted: a host-side veth, or a bridge */
+	__u8 dir;        /* enum direction */
+	__u8 reason;     /* enum drop_reason */
+	__u8 proto;      /* IPv4 protocol, IPv6 next header */
+	__u8 icmp_type;  /* ICMP or ICMPv6 type */
+	__be32 saddr;    /* IPv4, or ARP's sender address */
+	__be32 daddr;    /* IPv4, or ARP's target address */
 	__be16 sport;
 	__be16 dport;
+	__be16 ethertype;
+	__u16 pad;
+	__u32 len;       /* frame length */
+	__u32 pad2;
+	__u8 saddr6[16]; /* IPv6 */
+	__u8 daddr6[16];
 };
 
 /* ev_budget value: drop events sent by this CPU in the current second. */

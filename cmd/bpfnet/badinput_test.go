@@ -56,7 +56,7 @@ func TestBadInputLeavesNoResidue(t *testing.T) {
 		wants := []string{"0.0.0.0:8080->80/tcp", "127.0.0.1:9090->90/udp"}
 		if args[0] == "endpoint" && args[1] == "inspect" {
 			out = strings.Join(strings.Fields(out), "")
-			wants = []string{`{"proto":"udp","host_ip":"127.0.0.1","host_port":9090,"port":90}`}
+			wants = []string{`{"Proto":"udp","HostIP":"127.0.0.1","HostPort":9090,"Port":90}`}
 		}
 		for _, want := range wants {
 			if !strings.Contains(out, want) {

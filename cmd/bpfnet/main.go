@@ -56,7 +56,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		def = "unix://" + api.DefaultSocket
 	}
 	root.PersistentFlags().StringVarP(&c.host, "host", "H", def, "daemon socket (unix://PATH); also $BPFNET_HOST")
-	root.AddCommand(c.networkCmd(), c.endpointCmd(), c.locateCmd(), c.statusCmd(), c.natCmd(), c.monitorCmd(), c.compatCmd())
+	root.AddCommand(c.networkCmd(), c.endpointCmd(), c.locateCmd(), c.statusCmd(), c.natCmd(), c.monitorCmd(), c.compatCmd(),
+		c.versionCmd(), genManCmd(root))
 	return root
 }
 
@@ -67,89 +68,18 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func (c *cli) networkCmd() *cobra.Command {
-	cmd := group("network", "Manage networks")
-	var req api.CreateNetworkRequest
-	var opts []string
-	create := &cobra.Command{
-		Use:   "create [OPTIONS] NAME",
-		Short: "Create a network",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			req.Name = args[0]
-			req.Options = map[string]string{}
-			for _, o := range opts {
-				k, v, ok := strings.Cut(o, "=")
-				if !ok || k == "" {
-					return fmt.Errorf("invalid option %q: want KEY=VALUE", o)
-				}
-				req.Options[k] = v
-			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			n, err := cl.CreateNetwork(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(c.stdout, n.ID)
-			return nil
-		},
-	}
-	create.Flags().StringVar(&req.Subnet, "subnet", "", "subnet in CIDR form (default: next free Docker pool)")
-	create.Flags().StringVar(&req.IPRange, "ip-range", "", "allocate endpoint addresses from this sub-range")
-	create.Flags().StringVar(&req.Gateway, "gateway", "", "gateway address (default: first address of the range)")
-	create.Flags().BoolVar(&req.Internal, "internal", false, "restrict traffic to the network's subnet and the host")
-	create.Flags().StringArrayVarP(&opts, "opt", "o", nil, "driver option KEY=VALUE (repeatable)")
-
-	var quiet bool
-	ls := &cobra.Command{
-		Use:     "ls",
-		Aliases: []string{"list"},
-		Short:   "List networks",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			nets, err := cl.Networks(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if quiet {
-				for _, n := range nets {
-					fmt.Fprintln(c.stdout, n.ID[:12])
-				}
-				return nil
-			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "NETWORK ID\tNAME\tDRIVER\tSCOPE\tSUBNET\tBRIDGE")
-			for _, n := range nets {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.ID[:12], n.Name, n.Driver, n.Scope, n.IPAM.Config[0].Subnet, n.Bridge)
-			}
-			return tw.Flush()
-		},
-	}
-	ls.Flags().BoolVarP(&quiet, "quiet", "q", false, "only print network ids")
-
-	inspect := inspectCmd(c, "inspect NETWORK...", "Show networks in detail (JSON, as docker network inspect)",
-		func(ctx context.Context, cl *api.Client, ref string) (api.NetworkInspect, error) {
-			return cl.Network(ctx, ref)
-		})
-	rm := removeCmd(c, "rm NETWORK...", "Remove networks", (*api.Client).RemoveNetwork)
-	cmd.AddCommand(create, ls, inspect, rm)
-	return cmd
-}
-
-// inspectCmd is `X inspect REF...`: a JSON array of what get returns.
+// inspectCmd is `X inspect REF...`: a JSON array of what get returns,
+// or --format's template for each.
 func inspectCmd[T any](c *cli, use, short string, get func(context.Context, *api.Client, string) (T, error)) *cobra.Command {
-	return &cobra.Command{
+	var format string
+	cmd := &cobra.Command{
 		Use:   use,
 		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
 			cl, err := c.client()
 			if err != nil {
 				return err
@@ -162,9 +92,14 @@ func inspectCmd[T any](c *cli, use, short string, get func(context.Context, *api
 				}
 				return err
 			}, c.stderr)
-			return errors.Join(printJSON(c.stdout, out), err)
+			if len(out) == 0 && err != nil {
+				return err
+			}
+			return errors.Join(writeValue(c.stdout, format, out, true, nil), err)
 		},
 	}
+	cmd.Flags().StringVarP(&format, "format", "f", "", `format the output: "json" (the default) or a Go TEMPLATE run for each, e.g. '{{.Name}}'`)
+	return cmd
 }
 
 // removeCmd is `X rm REF...`: removes each and prints what was removed.
@@ -209,13 +144,32 @@ func eachArg(args []string, f func(string) error, stderr io.Writer) error {
 	return nil
 }
 
+// deprecatedJSON keeps a command's old --json flag working, as
+// --format json, with a warning.
+func deprecatedJSON(cmd *cobra.Command, asJSON *bool) {
+	cmd.Flags().BoolVar(asJSON, "json", false, "same as --format json")
+	mustFlag(cmd.Flags().MarkDeprecated("json", "use --format json"))
+}
+
+// mustFlag panics on an error of flag set-up, which only a programming
+// error (a flag name that does not exist) causes.
+func mustFlag(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
 func (c *cli) statusCmd() *cobra.Command {
 	var asJSON bool
+	var format string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the daemon's datapath, its attachments and the state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
 			cl, err := c.client()
 			if err != nil {
 				return err
@@ -225,45 +179,48 @@ func (c *cli) statusCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(c.stdout, s)
+				format = "json"
 			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "Version:\t%s\nDatapath:\t%s\n", s.Version, s.Datapath)
-			if s.DatapathReason != "" {
-				fmt.Fprintf(tw, "Chosen because:\t%s\n", s.DatapathReason)
-			}
-			if s.ChainPrefix != "" {
-				fmt.Fprintf(tw, "Chain prefix:\t%s\n", s.ChainPrefix)
-			}
-			if s.Attach != "" {
-				fmt.Fprintf(tw, "Attach mode:\t%s\nbpffs:\t%s\nHost sockets (cgroup):\t%s\n", s.Attach, s.BPFFS, or(s.Cgroup, "none"))
-			}
-			fmt.Fprintf(tw, "State dir:\t%s\nUplinks:\t%s\nNetworks:\t%d\nEndpoints:\t%d\nEndpoints released:\t%d\n",
-				s.StateDir, strings.Join(s.Uplinks, ", "), s.Networks, s.Endpoints, s.EndpointsReleased)
-			for _, w := range s.Warnings {
-				fmt.Fprintf(tw, "WARNING:\t%s\n", w)
-			}
-			if len(s.Stats) > 0 {
-				names := slices.Sorted(maps.Keys(s.Stats))
-				fmt.Fprintf(tw, "\nSTAT\tVALUE\n")
-				for _, n := range names {
-					fmt.Fprintf(tw, "%s\t%d\n", n, s.Stats[n])
+			return writeValue(c.stdout, format, []api.Status{s}, false, func() error {
+				tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(tw, "Version:\t%s\nDatapath:\t%s\n", s.Version, s.Datapath)
+				if s.DatapathReason != "" {
+					fmt.Fprintf(tw, "Chosen because:\t%s\n", s.DatapathReason)
 				}
-			}
-			if len(s.Attachments) > 0 {
-				fmt.Fprintf(tw, "\nINTERFACE\tHOOK\tPROGRAM\tMODE\tPROGRAM ID\n")
-				for _, a := range s.Attachments {
-					mode := a.Mode
-					if mode == "" {
-						mode = "MISSING"
+				if s.ChainPrefix != "" {
+					fmt.Fprintf(tw, "Chain prefix:\t%s\n", s.ChainPrefix)
+				}
+				if s.Attach != "" {
+					fmt.Fprintf(tw, "Attach mode:\t%s\nbpffs:\t%s\nHost sockets (cgroup):\t%s\n", s.Attach, s.BPFFS, or(s.Cgroup, "none"))
+				}
+				fmt.Fprintf(tw, "State dir:\t%s\nUplinks:\t%s\nNetworks:\t%d\nEndpoints:\t%d\nEndpoints released:\t%d\n",
+					s.StateDir, strings.Join(s.Uplinks, ", "), s.Networks, s.Endpoints, s.EndpointsReleased)
+				for _, w := range s.Warnings {
+					fmt.Fprintf(tw, "WARNING:\t%s\n", w)
+				}
+				if len(s.Stats) > 0 {
+					names := slices.Sorted(maps.Keys(s.Stats))
+					fmt.Fprintf(tw, "\nSTAT\tVALUE\n")
+					for _, n := range names {
+						fmt.Fprintf(tw, "%s\t%d\n", n, s.Stats[n])
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", a.Interface, a.Hook, a.Program, mode, a.ProgramID)
 				}
-			}
-			return tw.Flush()
+				if len(s.Attachments) > 0 {
+					fmt.Fprintf(tw, "\nINTERFACE\tHOOK\tPROGRAM\tMODE\tPROGRAM ID\n")
+					for _, a := range s.Attachments {
+						mode := a.Mode
+						if mode == "" {
+							mode = "MISSING"
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", a.Interface, a.Hook, a.Program, mode, a.ProgramID)
+					}
+				}
+				return tw.Flush()
+			})
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	cmd.Flags().StringVar(&format, "format", "", `"json", or a Go TEMPLATE such as '{{.Datapath}}'`)
+	deprecatedJSON(cmd, &asJSON)
 	return cmd
 }
 

@@ -14,7 +14,8 @@ func (c *cli) monitorCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "monitor",
 		Short: "Stream dropped packets as they happen (eBPF datapath)",
-		Long: "Stream dropped packets: time, endpoint, network, direction, reason, protocol, source and destination.\n" +
+		Long: "Stream dropped packets: time, endpoint, network, direction, reason, protocol (or the frame's type),\n" +
+			"length in bytes, source and destination (with ports for TCP and UDP; ARP: sender and target) and ICMP type.\n" +
 			"The datapath sends at most 1000 events per second per CPU; `bpfnet status` counts what it held back.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -38,12 +39,15 @@ func (c *cli) monitorCmd() *cobra.Command {
 				if where == "" {
 					where = "-"
 				}
-				proto, flow := ev.Proto, ev.Src+" → "+ev.Dst
-				if proto == "" {
-					proto, flow = "-", "-"
+				flow := "-"
+				if ev.Src != "" {
+					flow = ev.Src + " → " + ev.Dst
 				}
-				_, err := fmt.Fprintf(c.stdout, "%s  %-16s %-12s %-14s %-12s %-4s %s\n", ev.Time.Format("15:04:05.000"), where,
-					or(ev.Network, "-"), ev.Direction, ev.Reason, proto, flow)
+				if ev.ICMPType != "" {
+					flow += " " + ev.ICMPType
+				}
+				_, err := fmt.Fprintf(c.stdout, "%s  %-16s %-12s %-14s %-12s %-6s %5d  %s\n", ev.Time.Format("15:04:05.000"), where,
+					or(ev.Network, "-"), ev.Direction, ev.Reason, or(ev.Proto, "-"), ev.Length, flow)
 				return err
 			})
 		},

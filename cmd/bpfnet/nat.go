@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -11,11 +9,15 @@ import (
 func (c *cli) natCmd() *cobra.Command {
 	cmd := group("nat", "Translations of the eBPF datapath (masquerade and published ports)")
 	var asJSON bool
+	var format string
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "List current translations: original and translated tuple, age, state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
 			cl, err := c.client()
 			if err != nil {
 				return err
@@ -25,20 +27,25 @@ func (c *cli) natCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(c.stdout, entries)
+				format = "json"
 			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "KIND\tPROTO\tCONTAINER\tTRANSLATED\tREMOTE\tSTATE\tAGE\tIDLE")
-			for _, e := range entries {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Kind, e.Proto, e.Container, e.Translated, e.Remote, e.State,
-					seconds(e.AgeSec), seconds(e.IdleSec))
+			rows := make([]natRow, len(entries))
+			for i, e := range entries {
+				rows[i] = natRow{Kind: e.Kind, Proto: e.Proto, Container: e.Container, Translated: e.Translated, Remote: e.Remote,
+					State: e.State, Age: seconds(e.AgeSeconds), Idle: seconds(e.IdleSeconds)}
 			}
-			return tw.Flush()
+			return writeRows(c.stdout, format, `{{.Kind}}\t{{.Proto}}\t{{.Container}}\t{{.Translated}}\t{{.Remote}}\t{{.State}}\t{{.Age}}\t{{.Idle}}`, rows)
 		},
 	}
-	ls.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	ls.Flags().StringVar(&format, "format", "", formatFlagUsage+"; fields: "+fieldsOf[natRow]())
+	deprecatedJSON(ls, &asJSON)
 	cmd.AddCommand(ls)
 	return cmd
+}
+
+// natRow is a translation as `nat ls` prints it.
+type natRow struct {
+	Kind, Proto, Container, Translated, Remote, State, Age, Idle string
 }
 
 func seconds(s float64) string {

@@ -14,8 +14,13 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		err  string // "" means success
 	}{
-		{[]string{"network", "prune"}, `unknown command "prune" for "bpfnet network"`},
-		{[]string{"network", "connect", "web", "c1"}, `unknown command "connect" for "bpfnet network"`},
+		{[]string{"network", "frob"}, `unknown command "frob" for "bpfnet network"`},
+		{[]string{"network", "connect", "web"}, "accepts 2 arg(s), received 1"},
+		{[]string{"network", "ls", "--filter", "colour=red"}, "invalid filter 'colour=red'"},
+		{[]string{"network", "ls", "--format", "{{.Nope"}, "invalid --format template"},
+		{[]string{"network", "create", "--label", "=x", "web"}, `invalid --label "=x"`},
+		{[]string{"network", "create", "--driver", "overlay", "web"}, `driver "overlay" is not supported`},
+		{[]string{"network", "connect", "--alias", "db", "web", "c1"}, "no DNS"},
 		{[]string{"endpoint", "frob"}, `unknown command "frob" for "bpfnet endpoint"`},
 		{[]string{"nat", "flush"}, `unknown command "flush" for "bpfnet nat"`},
 		{[]string{"compat", "apply"}, `unknown command "apply" for "bpfnet compat"`},

@@ -82,7 +82,11 @@ func check(cfg Config, w io.Writer) error {
 	if err := server.CheckSocketFree(cfg.Socket); err != nil {
 		say(false, "socket: %v", err)
 	} else {
-		say(true, "socket: %s (mode 0660), created once the daemon serves", cfg.Socket)
+		owners := "root only"
+		if cfg.SocketGID != -1 {
+			owners = fmt.Sprintf("root and group %d", cfg.SocketGID)
+		}
+		say(true, "socket: %s (mode 0660, %s), created once the daemon serves", cfg.Socket, owners)
 	}
 	switch err := server.CheckSocketFree(cfg.DockerPlugin); {
 	case cfg.DockerPlugin == "":

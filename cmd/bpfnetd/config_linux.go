@@ -86,6 +86,18 @@ func scalar(v any) (string, error) {
 }
 
 // printConfig writes the effective configuration as a config file.
+// settings are the flags' effective values by name (actions and the
+// config file itself left out).
+func settings(fset *pflag.FlagSet) map[string]string {
+	out := map[string]string{}
+	fset.VisitAll(func(f *pflag.Flag) {
+		if !slices.Contains(notInFile, f.Name) {
+			out[f.Name] = f.Value.String()
+		}
+	})
+	return out
+}
+
 func printConfig(fset *pflag.FlagSet) string {
 	var b strings.Builder
 	b.WriteString("# effective bpfnetd configuration (flags over " + DefaultConfigFile + " or --config)\n")

@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,7 +82,7 @@ func TestRestartAndCleanup(t *testing.T) {
 		t.Errorf("locate c1 eth0 = %q, want %q", got, host)
 	}
 	c2eth1 := strings.TrimSpace(c2.MustRun(t, "cat", "/sys/class/net/eth1/iflink"))
-	if got := d.MustCLI("locate", "--netns", c2.Path, "--ifname", "eth1", "--json"); !strings.Contains(got, `"host_ifindex": `+c2eth1) {
+	if got := d.MustCLI("locate", "--netns", c2.Path, "--ifname", "eth1", "--format", "json"); !strings.Contains(got, `"HostIfIndex": `+c2eth1) {
 		t.Errorf("locate c2 eth1 = %s, want host_ifindex %s (its iflink)", got, c2eth1)
 	}
 	d.Stop()
@@ -149,4 +153,62 @@ func mustEndpoint(t *testing.T, d *testnet.Daemon, name string) api.Endpoint {
 
 func mustAddr(t *testing.T, d *testnet.Daemon, name string) netip.Addr {
 	return mustEndpoint(t, d, name).IP
+}
+
+// The API socket is 0660 root:root, so an unprivileged user cannot use
+// the CLI; with --group (the flag under test) its group's members can,
+// as dockerd's -G allows. The user is Debian's nobody, whose group is
+// nogroup (65534).
+func TestSocketGroup(t *testing.T) {
+	testnet.RequirePrivileges(t)
+	// nobody must reach the CLI binary and the sockets' directories.
+	bin := filepath.Join(t.TempDir(), "bpfnet")
+	b, err := os.ReadFile(filepath.Join(testnet.Binaries(t), "bpfnet"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	searchable := func(path string) {
+		for _, d := range []string{filepath.Dir(path), filepath.Dir(filepath.Dir(path))} {
+			if err := os.Chmod(d, 0o711); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	searchable(bin)
+	asNobody := func(d *testnet.Daemon) (string, error) {
+		cmd := exec.Command(bin, "-H", "unix://"+d.Socket, "status", "--format", "{{.Datapath}}")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	for _, tc := range []struct {
+		args    []string
+		gid     uint32
+		allowed bool
+	}{{nil, 0, false}, {[]string{"--group", "nogroup"}, 65534, true}} {
+		d := testnet.NewDaemon(t, testnet.NewTopology(t).Host, tc.args...)
+		searchable(d.Socket)
+		d.Start()
+		var st syscall.Stat_t
+		if err := syscall.Stat(d.Socket, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode&0o777 != 0o660 || st.Gid != tc.gid || st.Uid != 0 {
+			t.Errorf("%v: socket mode %o owner %d:%d, want 0660 0:%d", tc.args, st.Mode&0o777, st.Uid, st.Gid, tc.gid)
+		}
+		out, err := asNobody(d)
+		switch {
+		case tc.allowed && (err != nil || out != "ebpf"):
+			t.Errorf("%v: nobody's bpfnet status: %v: %s", tc.args, err, out)
+		case !tc.allowed && (err == nil || !strings.Contains(out, "permission denied")):
+			t.Errorf("%v: nobody's bpfnet status: %v: %s; want permission denied", tc.args, err, out)
+		}
+		d.Stop()
+	}
+	if _, err := parseFlags([]string{"--group", "no-such-group-here"}, io.Discard); err == nil || !strings.Contains(err.Error(), "invalid --group") {
+		t.Errorf("--group of an unknown group: %v", err)
+	}
 }

@@ -56,7 +56,7 @@ func TestEBPFRestart(t *testing.T) {
 			if err := testnet.RoundTrip(conn, r, "before"); err != nil {
 				t.Fatal(err)
 			}
-			before := d.MustCLI("status", "--json")
+			before := d.MustCLI("status", "--format", "json")
 
 			// 10 ms ping for the whole stop/start, and a forbidden flow
 			// probed all along.
@@ -108,8 +108,8 @@ func TestEBPFRestart(t *testing.T) {
 			if _, err := c1.UDP(c3addr, time.Second); err == nil {
 				t.Errorf("c1 → c3 allowed after restart")
 			}
-			after := d.MustCLI("status", "--json")
-			if strings.Count(after, `"mode": "`+mode+`"`) != strings.Count(before, `"mode": "`+mode+`"`) || !strings.Contains(after, `"attach": "`+mode+`"`) {
+			after := d.MustCLI("status", "--format", "json")
+			if strings.Count(after, `"Mode": "`+mode+`"`) != strings.Count(before, `"Mode": "`+mode+`"`) || !strings.Contains(after, `"Attach": "`+mode+`"`) {
 				t.Errorf("attachments changed mode across restart:\nbefore %s\nafter %s", before, after)
 			}
 		})
@@ -351,7 +351,7 @@ func pinnedDrops(t *testing.T, d *testnet.Daemon, host *testnet.NS, hostIf strin
 	}
 	var n uint64
 	for _, c := range per {
-		n += c.Reasons[reason]
+		n += c.Packets[reason]
 	}
 	return n
 }

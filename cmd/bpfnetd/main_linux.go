@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,16 +31,19 @@ import (
 
 // Config is bpfnetd's configuration, from flags.
 type Config struct {
-	Datapath       string
-	TCAttach       string
-	BPFFS          string
-	NATPorts       [2]uint16
-	ForwardRule    bool
-	Cgroup         string
-	MetricsAddr    string
-	PerEndpoint    bool
-	StateDir       string
-	Socket         string
+	Datapath    string
+	TCAttach    string
+	BPFFS       string
+	NATPorts    [2]uint16
+	ForwardRule bool
+	Cgroup      string
+	MetricsAddr string
+	PerEndpoint bool
+	StateDir    string
+	Socket      string
+	// SocketGID is the group that may use the API socket besides root
+	// (--group; -1: root's group only).
+	SocketGID      int
 	DockerPlugin   string
 	Uplinks        []string
 	ChainPrefix    string
@@ -52,6 +56,11 @@ type Config struct {
 	// PrintConfig is the effective configuration when --print-config was
 	// given ("" otherwise).
 	PrintConfig string
+	// Settings are the effective values by flag name (flags over the
+	// config file), which a reload compares; args is the command line it
+	// parses again.
+	Settings map[string]string
+	args     []string
 }
 
 // errVersion ends parsing when --version was given (it is printed).
@@ -73,6 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&cfg.PerEndpoint, "metrics-per-endpoint", true, "export per-endpoint series (bpfnet_endpoint_*); false keeps only the per-network totals, for hosts with very many endpoints")
 	fs.StringVar(&cfg.StateDir, "state-dir", network.DefaultStateDir, "directory of the persisted state")
 	fs.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "path of the API unix socket (created with mode 0660)")
+	group := fs.StringP("group", "G", "", "group owning the API socket, so that its members can use the CLI without root (as dockerd's -G); a name or a gid; empty: root only")
 	fs.StringVar(&cfg.DockerPlugin, "docker-plugin", dockerdriver.DefaultSocket, "unix socket of the Docker network driver (Docker finds plugins in /run/docker/plugins; the file name is the driver's name); empty turns it off")
 	fs.StringVar(&uplinks, "uplink", "", "comma-separated uplink interfaces (default: the interfaces of the default routes)")
 	fs.StringVar(&cfg.ChainPrefix, "chain-prefix", compat.DefaultPrefix, "prefix of the iptables chains (DOCKER reproduces Docker's rules exactly)")
@@ -106,6 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	if *printCfg {
 		cfg.PrintConfig = printConfig(fs)
 	}
+	cfg.Settings, cfg.args = settings(fs), args
 	for _, u := range strings.Split(uplinks, ",") {
 		if u = strings.TrimSpace(u); u != "" {
 			cfg.Uplinks = append(cfg.Uplinks, u)
@@ -140,6 +151,9 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	}
 	if !filepath.IsAbs(cfg.BPFFS) {
 		return cfg, fmt.Errorf("invalid --bpffs %q: want an absolute path", cfg.BPFFS)
+	}
+	if cfg.SocketGID, err = groupID(*group); err != nil {
+		return cfg, err
 	}
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return cfg, fmt.Errorf("invalid --log-format %q: want text or json", cfg.LogFormat)
@@ -183,4 +197,19 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bpfnetd:", err)
 		os.Exit(1)
 	}
+}
+
+// groupID resolves --group: a group name or a numeric gid; "" is -1.
+func groupID(g string) (int, error) {
+	if g == "" {
+		return -1, nil
+	}
+	if gid, err := strconv.Atoi(g); err == nil && gid >= 0 {
+		return gid, nil
+	}
+	grp, err := user.LookupGroup(g)
+	if err != nil {
+		return -1, fmt.Errorf("invalid --group %q: %w", g, err)
+	}
+	return strconv.Atoi(grp.Gid)
 }

@@ -204,6 +204,12 @@ func TestMetrics(t *testing.T) {
 	if len(changed) != 1 || changed[want] != 3 {
 		t.Errorf("drops that moved: %v; want only %s +3", changed, want)
 	}
+	// Their bytes: a default ping is 98 bytes on the wire (14 Ethernet,
+	// 20 IPv4, 8 ICMP, 56 data).
+	l := map[string]string{"endpoint": "c1", "direction": "from_container", "reason": "isolation"}
+	if got := sample(t, after, "bpfnet_endpoint_drop_bytes_total", l) - sampleOr(before, "bpfnet_endpoint_drop_bytes_total", l); got != 3*98 {
+		t.Errorf("c1's isolation drop bytes +%v, want +%v (3 pings of 98 bytes)", got, 3*98)
+	}
 
 	// promtool has no complaint about the exposition.
 	cmd := exec.Command("promtool", "check", "metrics")
@@ -221,7 +227,7 @@ func TestMetrics(t *testing.T) {
 	// Prometheus scrapes every second and background frames (ARP,
 	// neighbour discovery) still trickle in, so the query must return a
 	// value between our scrapes just before and just after it.
-	l := map[string]string{"endpoint": "c1", "direction": "from_container"}
+	l = map[string]string{"endpoint": "c1", "direction": "from_container"}
 	q := `bpfnet_endpoint_bytes_total{endpoint="c1",direction="from_container"}`
 	lo := sample(t, after, "bpfnet_endpoint_bytes_total", l) // before Prometheus started
 	deadline := time.Now().Add(30 * time.Second)
@@ -329,8 +335,9 @@ func TestMonitor(t *testing.T) {
 			go c1.Run("ping", "-n", "-c", "1", "-W", "1", c3addr.String())
 		case line := <-lines:
 			var ev struct {
-				Time                                       time.Time
-				Endpoint, Network, Reason, Proto, Src, Dst string
+				Time                                                 time.Time
+				Endpoint, Network, Reason, Proto, Src, Dst, ICMPType string
+				Length                                               int
 			}
 			if err := json.Unmarshal([]byte(line), &ev); err != nil {
 				t.Fatalf("monitor printed %q: %v", line, err)
@@ -342,8 +349,10 @@ func TestMonitor(t *testing.T) {
 			if late := time.Since(sent); late > time.Second {
 				t.Errorf("the event came %v after the ping", late)
 			}
-			if ev.Endpoint != "c1" || ev.Network != "web" || ev.Reason != "isolation" || !strings.HasPrefix(ev.Dst, c3addr.String()+":") {
-				t.Errorf("event %+v; want c1/web isolation icmp to %s", ev, c3addr)
+			// A default ping: 98 bytes on the wire (14 + 20 + 8 + 56).
+			if ev.Endpoint != "c1" || ev.Network != "web" || ev.Reason != "isolation" || ev.Dst != c3addr.String() ||
+				ev.ICMPType != "echo-request" || ev.Length != 98 {
+				t.Errorf("event %+v; want c1/web isolation, an icmp echo-request of 98 bytes to %s", ev, c3addr)
 			}
 		case <-deadline:
 			t.Fatal("no event of the forbidden pings within 15 s")
@@ -380,6 +389,11 @@ func TestMetricsIptables(t *testing.T) {
 		l := map[string]string{"network": c.network, "direction": c.dir, "reason": c.reason}
 		if got := sample(t, after, "bpfnet_network_drops_total", l) - sampleOr(before, "bpfnet_network_drops_total", l); got != c.want {
 			t.Errorf("%v: +%v, want +%v", l, got, c.want)
+		}
+		// iptables counts IP lengths: 84 bytes a default ping (20 IPv4,
+		// 8 ICMP, 56 data).
+		if got := sample(t, after, "bpfnet_network_drop_bytes_total", l) - sampleOr(before, "bpfnet_network_drop_bytes_total", l); got != c.want*84 {
+			t.Errorf("%v: +%v bytes, want +%v", l, got, c.want*84)
 		}
 	}
 	l := map[string]string{"endpoint": "c1", "direction": "from_container"}

@@ -1,28 +1,65 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
-	"net"
-	"os"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
 )
 
-// notifyReady tells systemd (Type=notify) that the daemon is serving: it
-// writes READY=1 to $NOTIFY_SOCKET when that is set.
-func notifyReady(log *slog.Logger) {
-	path := os.Getenv("NOTIFY_SOCKET")
-	if path == "" {
-		return
+// systemd's notify protocol (Type=notify): READY once the daemon serves,
+// STATUS lines saying what it does, RELOADING around a reload, STOPPING
+// when it stops, and WATCHDOG pings while it is healthy (WatchdogSec=).
+// Without $NOTIFY_SOCKET every call does nothing.
+
+// notify sends state lines to systemd, logging a failure to send.
+func notify(log *slog.Logger, state ...string) {
+	msg := ""
+	for i, s := range state {
+		if i > 0 {
+			msg += "\n"
+		}
+		msg += s
 	}
-	if path[0] == '@' {
-		path = "\x00" + path[1:] // abstract socket
-	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		log.Warn("notify systemd", "err", err)
-		return
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte("READY=1")); err != nil {
+	if _, err := daemon.SdNotify(false, msg); err != nil {
 		log.Warn("notify systemd", "err", err)
 	}
+}
+
+func statusLine(format string, args ...any) string {
+	return "STATUS=" + fmt.Sprintf(format, args...)
+}
+
+// watchdog pings systemd every half WatchdogSec for as long as healthy
+// answers within that time; a daemon that hangs (its model locked) stops
+// pinging and systemd restarts it.
+func watchdog(ctx context.Context, log *slog.Logger, healthy func() bool) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval <= 0 {
+		return
+	}
+	log.Info("systemd watchdog on", "interval", interval)
+	t := time.NewTicker(interval / 2)
+	go func() {
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			ok := make(chan bool, 1)
+			go func() { ok <- healthy() }()
+			select {
+			case h := <-ok:
+				if h {
+					notify(log, daemon.SdNotifyWatchdog)
+				}
+			case <-time.After(interval / 2):
+				log.Error("not answering systemd's watchdog: the network model did not respond", "within", interval/2)
+			}
+		}
+	}()
 }

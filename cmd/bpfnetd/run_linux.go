@@ -14,7 +14,6 @@ import (
 	"github.com/bpfnet/bpfnet/compat"
 	"github.com/bpfnet/bpfnet/datapath"
 	"github.com/bpfnet/bpfnet/dockerdriver"
-	"github.com/bpfnet/bpfnet/exporter"
 	"github.com/bpfnet/bpfnet/internal/version"
 	"github.com/bpfnet/bpfnet/network"
 )
@@ -56,11 +55,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 	defer sel.close(log)
 	mgr := network.NewManager(log, network.NetlinkHost{}, sel.enf, store)
 	var ready atomic.Bool
-	if cfg.MetricsAddr != "" {
-		col := exporter.NewCollector(mgr, sel.enf, exporter.Options{PerEndpoint: cfg.PerEndpoint, Version: version.Version})
-		if err := exporter.Serve(ctx, log, cfg.MetricsAddr, exporter.Handler(col, ready.Load)); err != nil {
-			return fmt.Errorf("metrics listener: %w", err)
-		}
+	lv := &live{ctx: ctx, log: log, cfg: cfg, model: mgr, enf: sel.enf, ready: ready.Load}
+	if err := lv.startMetrics(cfg.MetricsAddr, cfg.PerEndpoint); err != nil {
+		return err
 	}
 	def := network.DefaultNetworkConfig{Enabled: cfg.DefaultNetwork, Bridge: cfg.Bridge, BIP: cfg.BIP}
 	if err := mgr.Start(ctx, def); err != nil {
@@ -74,7 +71,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 			return err
 		}
 	}
-	l, err := server.Listen(cfg.Socket)
+	l, err := server.Listen(cfg.Socket, cfg.SocketGID)
 	if err != nil {
 		return err
 	}
@@ -86,20 +83,28 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 		}})
 	if cfg.DockerPlugin != "" {
 		// Docker's calls go to the same manager as the API's.
-		pl, err := server.Listen(cfg.DockerPlugin)
+		pl, err := server.Listen(cfg.DockerPlugin, -1) // Docker's engine runs as root
 		if err != nil {
 			return fmt.Errorf("docker plugin socket: %w", err)
 		}
 		defer pl.Close()
 		go func() {
-			if err := dockerdriver.New(log, mgr).Serve(ctx, pl); err != nil {
+			// At a stop the listener may close before Serve sees ctx end.
+			if err := dockerdriver.New(log, mgr).Serve(ctx, pl); err != nil && ctx.Err() == nil {
 				log.Error("docker plugin", "err", err)
 			}
 		}()
 		log.Info("serving the Docker network driver", "socket", cfg.DockerPlugin, "driver", strings.TrimSuffix(filepath.Base(cfg.DockerPlugin), ".sock"))
 	}
 	ready.Store(true)
-	notifyReady(log)
+	lv.handleReloads()
+	watchdog(ctx, log, func() bool { mgr.View(); return true })
+	go func() {
+		<-ctx.Done()
+		notify(log, "STOPPING=1", statusLine("stopping"))
+	}()
+	v := mgr.View()
+	notify(log, "READY=1", statusLine("serving %s: %d networks, %d endpoints", sel.enf.Name(), len(v.Networks), len(v.Endpoints)))
 	log.Info("bpfnetd ready", "version", version.Version, "datapath", sel.enf.Name(), "reason", sel.reason, "socket", cfg.Socket, "uplinks", uplinks)
 	err = srv.Serve(ctx, l)
 	if sel.pinsEnd() {

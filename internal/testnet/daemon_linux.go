@@ -298,6 +298,17 @@ type ExitedError struct{ Err error }
 
 func (e *ExitedError) Error() string { return fmt.Sprintf("bpfnetd exited while starting: %v", e.Err) }
 
+// Signal sends sig to the running daemon.
+func (d *Daemon) Signal(sig os.Signal) {
+	d.t.Helper()
+	if d.cmd == nil {
+		d.t.Fatal("bpfnetd is not running")
+	}
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
 // Stop sends SIGTERM and waits for a clean exit.
 func (d *Daemon) Stop() {
 	d.t.Helper()

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/bpfnet/bpfnet/api"
 )
 
 // Set at build time: -X github.com/bpfnet/bpfnet/internal/version.Version=...
@@ -42,4 +44,9 @@ func String(binary string) string {
 		return s
 	}
 	return fmt.Sprintf("%s %s (commit %s, built %s, %s %s/%s)", binary, Version, or(Commit), or(Date), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// API is this build as the API and `bpfnet version` report it.
+func API() api.Version {
+	return api.Version{Version: Version, Commit: Commit, Built: Date, GoVersion: runtime.Version(), Os: runtime.GOOS, Arch: runtime.GOARCH}
 }
