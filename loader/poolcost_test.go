@@ -1,0 +1,128 @@
+package loader
+
+import (
+	"flag"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/bpfnet/bpfnet/internal/testnet"
+)
+
+var poolCost = flag.Bool("poolcost", false, "run TestPoolCost (issue 16: what a pool of pre-attached veth pairs would save)")
+
+// TestPoolCost measures the idea issue 16 suggests for container start-up
+// with TCX: keep veth pairs whose host side is already attached, and only
+// hand the container side over when an endpoint takes one. Interleaved,
+// it times (a) today's path: a veth pair created with its peer inside the
+// container's namespace, then the host side's two TCX attachments, and
+// (b) the pooled path: a pair created and attached beforehand, the clock
+// running only for moving the peer into the namespace, renaming it and
+// setting it up. Run: go test ./loader -run TestPoolCost -poolcost -v
+func TestPoolCost(t *testing.T) {
+	if !*poolCost {
+		t.Skip("run with -poolcost")
+	}
+	testnet.RequirePrivileges(t)
+	host, ctr := testnet.NewNS(t, "host"), testnet.NewNS(t, "ctr")
+	root := testnet.MountBPFFS(t, t.TempDir())
+	c, err := Load(Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a := &Attacher{Root: root, Mode: ModeTCX, QdiscLedger: t.TempDir()}
+	ctrNS, err := netns.GetFromPath(ctr.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctrNS.Close()
+	in, err := netlink.NewHandleAt(ctrNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	attach := func(name string) error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		ifc := Iface{Name: name, Index: l.Attrs().Index}
+		if _, err := a.Attach(ifc, Ingress, c.FromContainer); err != nil {
+			return err
+		}
+		_, err = a.Attach(ifc, Egress, c.ToContainer)
+		return err
+	}
+	const n = 30
+	var today, pooled, moves []time.Duration
+	err = host.Do(func() error {
+		for i := range n {
+			// (a) today's path.
+			start := time.Now()
+			v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("va%d", i)}, PeerName: fmt.Sprintf("eth%d", 2*i),
+				PeerNamespace: netlink.NsFd(int(ctrNS))}
+			if err := netlink.LinkAdd(v); err != nil {
+				return err
+			}
+			if err := attach(v.Name); err != nil {
+				return err
+			}
+			today = append(today, time.Since(start))
+
+			// (b) pooled: made and attached before the clock starts.
+			p := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("vb%d", i)}, PeerName: fmt.Sprintf("pool%d", i)}
+			if err := netlink.LinkAdd(p); err != nil {
+				return err
+			}
+			if err := attach(p.Name); err != nil {
+				return err
+			}
+			start = time.Now()
+			peer, err := netlink.LinkByName(p.PeerName)
+			if err != nil {
+				return err
+			}
+			moveStart := time.Now()
+			if err := netlink.LinkSetNsFd(peer, int(ctrNS)); err != nil {
+				return err
+			}
+			moves = append(moves, time.Since(moveStart))
+			moved, err := in.LinkByName(p.PeerName)
+			if err != nil {
+				return err
+			}
+			if err := in.LinkSetName(moved, fmt.Sprintf("eth%d", 2*i+1)); err != nil {
+				return err
+			}
+			if err := in.LinkSetUp(moved); err != nil {
+				return err
+			}
+			pooled = append(pooled, time.Since(start))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	med := func(d []time.Duration) time.Duration { s := slices.Clone(d); slices.Sort(s); return s[len(s)/2] }
+	t.Logf("median of %d interleaved: today's create+attach %v, pooled hand-over %v (of which the move to the namespace %v): %.1f× less with a pool",
+		n, med(today), med(pooled), med(moves), float64(med(today))/float64(med(pooled)))
+	// Detach before the namespaces go, so no pin outlives the test.
+	host.Do(func() error {
+		for i := range n {
+			for _, name := range []string{fmt.Sprintf("va%d", i), fmt.Sprintf("vb%d", i)} {
+				if l, err := netlink.LinkByName(name); err == nil {
+					ifc := Iface{Name: name, Index: l.Attrs().Index}
+					a.Detach(ifc, Ingress)
+					a.Detach(ifc, Egress)
+				}
+			}
+		}
+		return nil
+	})
+}
