@@ -102,9 +102,11 @@ func inspectCmd[T any](c *cli, use, short string, get func(context.Context, *api
 	return cmd
 }
 
-// removeCmd is `X rm REF...`: removes each and prints what was removed.
+// removeCmd is `X rm [-f] REF...`: removes each and prints what was
+// removed; -f does not fail on what does not exist.
 func removeCmd(c *cli, use, short string, remove func(*api.Client, context.Context, string) error) *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:     use,
 		Aliases: []string{"remove"},
 		Short:   short,
@@ -115,7 +117,11 @@ func removeCmd(c *cli, use, short string, remove func(*api.Client, context.Conte
 				return err
 			}
 			return eachArg(args, func(ref string) error {
-				if err := remove(cl, cmd.Context(), ref); err != nil {
+				err := remove(cl, cmd.Context(), ref)
+				switch {
+				case force && api.IsNotFound(err):
+					return nil
+				case err != nil:
 					return err
 				}
 				fmt.Fprintln(c.stdout, ref)
@@ -123,6 +129,8 @@ func removeCmd(c *cli, use, short string, remove func(*api.Client, context.Conte
 			}, c.stderr)
 		},
 	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not fail on what does not exist")
+	return cmd
 }
 
 // eachArg runs f for every argument, reporting failures on stderr and

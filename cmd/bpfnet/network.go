@@ -39,7 +39,7 @@ func (c *cli) networkCreateCmd() *cobra.Command {
 			}
 			req.Name = args[0]
 			var err error
-			if req.Options, err = keyValues("option", opts, false); err != nil {
+			if req.Options, err = keyValues("opt", opts, false); err != nil {
 				return err
 			}
 			if req.Labels, err = keyValues("label", labels, true); err != nil {
@@ -299,32 +299,8 @@ func (c *cli) networkInspectCmd() *cobra.Command {
 }
 
 func (c *cli) networkRmCmd() *cobra.Command {
-	var force bool
-	cmd := &cobra.Command{
-		Use:               "rm NETWORK...",
-		Aliases:           []string{"remove"},
-		Short:             "Remove networks",
-		Args:              cobra.MinimumNArgs(1),
-		ValidArgsFunction: c.completeNetworks,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			return eachArg(args, func(ref string) error {
-				err := cl.RemoveNetwork(cmd.Context(), ref)
-				switch {
-				case force && api.IsNotFound(err):
-					return nil
-				case err != nil:
-					return err
-				}
-				fmt.Fprintln(c.stdout, ref)
-				return nil
-			}, c.stderr)
-		},
-	}
-	cmd.Flags().BoolVarP(&force, "force", "f", false, "do not fail when a network does not exist")
+	cmd := removeCmd(c, "rm NETWORK...", "Remove networks", (*api.Client).RemoveNetwork)
+	cmd.ValidArgsFunction = c.completeNetworks
 	return cmd
 }
 
