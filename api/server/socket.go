@@ -43,10 +43,22 @@ func Listen(path string, gid int) (net.Listener, error) {
 		return nil, fmt.Errorf("chmod socket: %w", err)
 	}
 	if gid != -1 {
-		if err := os.Chown(path, -1, gid); err != nil {
+		if err := SetSocketGroup(path, gid); err != nil {
 			l.Close()
-			return nil, fmt.Errorf("give socket %s to group %d: %w", path, gid, err)
+			return nil, err
 		}
 	}
 	return l, nil
+}
+
+// SetSocketGroup gives the socket at path to group gid; -1 gives it back
+// to the daemon's own group.
+func SetSocketGroup(path string, gid int) error {
+	if gid == -1 {
+		gid = os.Getgid()
+	}
+	if err := os.Chown(path, -1, gid); err != nil {
+		return fmt.Errorf("give socket %s to group %d: %w", path, gid, err)
+	}
+	return nil
 }

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
+
+	"github.com/bpfnet/bpfnet/api"
 )
 
 // Shell completion (cobra's `bpfnet completion bash|zsh|fish|powershell`)
@@ -14,10 +17,29 @@ import (
 // come from the same command tree (`bpfnet gen-man DIR`, which `make
 // install` runs).
 
-// completeNetworks completes every argument with the daemon's network
-// names.
+// completeNetworks completes every argument (or a --network flag) with
+// the daemon's network names.
 func (c *cli) completeNetworks(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-	return c.networkNames(cmd, toComplete)
+	return c.completeNames(cmd, toComplete, func(ctx context.Context, cl *api.Client) ([]string, error) {
+		nets, err := cl.Networks(ctx)
+		var names []string
+		for _, n := range nets {
+			names = append(names, n.Name)
+		}
+		return names, err
+	})
+}
+
+// completeEndpoints completes every argument with endpoint names.
+func (c *cli) completeEndpoints(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	return c.completeNames(cmd, toComplete, func(ctx context.Context, cl *api.Client) ([]string, error) {
+		eps, err := cl.Endpoints(ctx, "")
+		var names []string
+		for _, ep := range eps {
+			names = append(names, ep.Name)
+		}
+		return names, err
+	})
 }
 
 // completeConnect completes NETWORK CONTAINER: a network name, then a
@@ -25,60 +47,37 @@ func (c *cli) completeNetworks(cmd *cobra.Command, args []string, toComplete str
 func (c *cli) completeConnect(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 	switch len(args) {
 	case 0:
-		return c.networkNames(cmd, toComplete)
+		return c.completeNetworks(cmd, args, toComplete)
 	case 1:
-		entries, _ := os.ReadDir("/run/netns")
-		var out []string
-		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), toComplete) {
-				out = append(out, e.Name())
+		return c.completeNames(cmd, toComplete, func(context.Context, *api.Client) ([]string, error) {
+			entries, _ := os.ReadDir("/run/netns") // none yet: nothing to offer
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
 			}
-		}
-		return out, cobra.ShellCompDirectiveNoFileComp
+			return names, nil
+		})
 	}
 	return nil, cobra.ShellCompDirectiveNoFileComp
 }
 
-func (c *cli) networkNames(cmd *cobra.Command, prefix string) ([]string, cobra.ShellCompDirective) {
+// completeNames offers the names list returns that start with prefix.
+func (c *cli) completeNames(cmd *cobra.Command, prefix string, list func(context.Context, *api.Client) ([]string, error)) ([]string, cobra.ShellCompDirective) {
 	cl, err := c.client()
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveError
 	}
-	nets, err := cl.Networks(cmd.Context())
+	names, err := list(cmd.Context(), cl)
 	if err != nil {
 		return nil, cobra.ShellCompDirectiveError
 	}
 	var out []string
-	for _, n := range nets {
-		if strings.HasPrefix(n.Name, prefix) {
-			out = append(out, n.Name)
+	for _, n := range names {
+		if strings.HasPrefix(n, prefix) {
+			out = append(out, n)
 		}
 	}
 	return out, cobra.ShellCompDirectiveNoFileComp
-}
-
-// completeEndpoints completes every argument with endpoint names.
-func (c *cli) completeEndpoints(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-	cl, err := c.client()
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveError
-	}
-	eps, err := cl.Endpoints(cmd.Context(), "")
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveError
-	}
-	var out []string
-	for _, ep := range eps {
-		if strings.HasPrefix(ep.Name, toComplete) {
-			out = append(out, ep.Name)
-		}
-	}
-	return out, cobra.ShellCompDirectiveNoFileComp
-}
-
-// completeNetworkFlag is the completion of a --network flag.
-func (c *cli) completeNetworkFlag(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
-	return c.networkNames(cmd, toComplete)
 }
 
 // genManCmd writes a man page for every command into a directory.

@@ -48,7 +48,7 @@ func (c *cli) endpointCmd() *cobra.Command {
 	f.StringArrayVarP(&req.Ports, "publish", "p", nil, "publish a port: [HOSTIP:]HOSTPORT:PORT[/tcp|udp], ports may be equal-length ranges (repeatable; HOSTIP defaults to the network's host_binding_ipv4)")
 
 	f.StringVar(&req.MAC, "mac-address", "", "MAC address (default: 02:42 and the IPv4 address, as Docker)")
-	mustFlag(create.RegisterFlagCompletionFunc("network", c.completeNetworkFlag))
+	mustFlag(create.RegisterFlagCompletionFunc("network", c.completeNetworks))
 
 	inspect := inspectCmd(c, "inspect ENDPOINT...", "Show endpoints in detail (JSON)",
 		func(ctx context.Context, cl *api.Client, ref string) (api.Endpoint, error) {
@@ -138,9 +138,6 @@ func (c *cli) endpointLsCmd() *cobra.Command {
 		Short:   "List endpoints",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(format); err != nil {
-				return err
-			}
 			fs, err := parseFilters(filters, endpointFilters)
 			if err != nil {
 				return err
@@ -172,7 +169,7 @@ func (c *cli) endpointLsCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&netFilter, "network", "", "only endpoints of this network (as --filter network=)")
-	mustFlag(cmd.RegisterFlagCompletionFunc("network", c.completeNetworkFlag))
+	mustFlag(cmd.RegisterFlagCompletionFunc("network", c.completeNetworks))
 	f.BoolVarP(&quiet, "quiet", "q", false, "only print endpoint ids")
 	f.BoolVar(&noTrunc, "no-trunc", false, "every column (MAC, host interface, namespace, counters), ids untruncated")
 	f.StringVar(&format, "format", "", formatFlagUsage+"; fields: "+fieldsOf[endpointRow]()+`, {{.Label "KEY"}}`)
@@ -182,16 +179,12 @@ func (c *cli) endpointLsCmd() *cobra.Command {
 
 func (c *cli) locateCmd() *cobra.Command {
 	var req api.LocateRequest
-	var asJSON bool
 	var format string
 	cmd := &cobra.Command{
 		Use:   "locate (--netns PATH | --pid PID) [--ifname eth0]",
 		Short: "Print the host-side veth of a container interface (any container, bpfnet's or not)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(format); err != nil {
-				return err
-			}
 			cl, err := c.client()
 			if err != nil {
 				return err
@@ -199,9 +192,6 @@ func (c *cli) locateCmd() *cobra.Command {
 			loc, err := cl.Locate(cmd.Context(), req)
 			if err != nil {
 				return err
-			}
-			if asJSON {
-				format = "json"
 			}
 			return writeValue(c.stdout, format, []api.Location{loc}, false, func() error {
 				_, err := fmt.Fprintln(c.stdout, loc.HostIf)
@@ -213,6 +203,6 @@ func (c *cli) locateCmd() *cobra.Command {
 	cmd.Flags().IntVar(&req.PID, "pid", 0, "pid of a process in the container")
 	cmd.Flags().StringVar(&req.IfName, "ifname", "eth0", "interface inside the container")
 	cmd.Flags().StringVar(&format, "format", "", `"json": both sides, ifindexes, bridge and the endpoint (id, name, container id); or a Go TEMPLATE such as '{{.Bridge}}'`)
-	deprecatedJSON(cmd, &asJSON)
+	deprecatedJSON(cmd, &format)
 	return cmd
 }

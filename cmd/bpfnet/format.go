@@ -115,16 +115,16 @@ func writeRows[R any](w io.Writer, format, defaultTable string, rows []R) error 
 	return nil
 }
 
-// fieldNames are a row type's exported string fields, those of embedded
-// structs included.
-func fieldNames[R any]() []string {
-	var out []string
+// fieldsOf lists a row type's template fields: its exported string
+// fields, those of embedded structs included.
+func fieldsOf[R any]() string {
+	var names []string
 	for _, f := range reflect.VisibleFields(reflect.TypeFor[R]()) {
 		if f.IsExported() && f.Type.Kind() == reflect.String {
-			out = append(out, f.Name)
+			names = append(names, "{{."+f.Name+"}}")
 		}
 	}
-	return out
+	return strings.Join(names, " ")
 }
 
 // headerOf is a row whose string fields are their column names (methods

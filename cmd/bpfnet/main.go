@@ -11,6 +11,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -49,6 +50,14 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Version:       version.Version,
 	}
 	root.SetVersionTemplate(version.String("bpfnet") + "\n")
+	// A --format that is no valid template is refused before anything
+	// asks the daemon.
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if f := cmd.Flags().Lookup("format"); f != nil {
+			return checkFormat(f.Value.String())
+		}
+		return nil
+	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	def := os.Getenv("BPFNET_HOST")
@@ -77,9 +86,6 @@ func inspectCmd[T any](c *cli, use, short string, get func(context.Context, *api
 		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(format); err != nil {
-				return err
-			}
 			cl, err := c.client()
 			if err != nil {
 				return err
@@ -152,12 +158,33 @@ func eachArg(args []string, f func(string) error, stderr io.Writer) error {
 	return nil
 }
 
-// deprecatedJSON keeps a command's old --json flag working, as
-// --format json, with a warning.
-func deprecatedJSON(cmd *cobra.Command, asJSON *bool) {
-	cmd.Flags().BoolVar(asJSON, "json", false, "same as --format json")
+// deprecatedJSON keeps a command's old --json flag working: it sets
+// --format to json, with a warning.
+func deprecatedJSON(cmd *cobra.Command, format *string) {
+	cmd.Flags().Var(jsonFlag{format}, "json", "same as --format json")
+	cmd.Flags().Lookup("json").NoOptDefVal = "true"
 	mustFlag(cmd.Flags().MarkDeprecated("json", "use --format json"))
 }
+
+// jsonFlag is the old --json: a boolean flag that sets a --format.
+type jsonFlag struct{ format *string }
+
+func (f jsonFlag) String() string {
+	if f.format != nil && *f.format == "json" {
+		return "true"
+	}
+	return "false"
+}
+
+func (f jsonFlag) Set(v string) error {
+	on, err := strconv.ParseBool(v)
+	if on {
+		*f.format = "json"
+	}
+	return err
+}
+
+func (jsonFlag) Type() string { return "bool" }
 
 // mustFlag panics on an error of flag set-up, which only a programming
 // error (a flag name that does not exist) causes.
@@ -168,16 +195,12 @@ func mustFlag(err error) {
 }
 
 func (c *cli) statusCmd() *cobra.Command {
-	var asJSON bool
 	var format string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the daemon's datapath, its attachments and the state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(format); err != nil {
-				return err
-			}
 			cl, err := c.client()
 			if err != nil {
 				return err
@@ -185,9 +208,6 @@ func (c *cli) statusCmd() *cobra.Command {
 			s, err := cl.Status(cmd.Context())
 			if err != nil {
 				return err
-			}
-			if asJSON {
-				format = "json"
 			}
 			return writeValue(c.stdout, format, []api.Status{s}, false, func() error {
 				tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
@@ -228,7 +248,7 @@ func (c *cli) statusCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "", `"json", or a Go TEMPLATE such as '{{.Datapath}}'`)
-	deprecatedJSON(cmd, &asJSON)
+	deprecatedJSON(cmd, &format)
 	return cmd
 }
 

@@ -8,16 +8,12 @@ import (
 
 func (c *cli) natCmd() *cobra.Command {
 	cmd := group("nat", "Translations of the eBPF datapath (masquerade and published ports)")
-	var asJSON bool
 	var format string
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "List current translations: original and translated tuple, age, state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(format); err != nil {
-				return err
-			}
 			cl, err := c.client()
 			if err != nil {
 				return err
@@ -25,9 +21,6 @@ func (c *cli) natCmd() *cobra.Command {
 			entries, err := cl.NAT(cmd.Context())
 			if err != nil {
 				return err
-			}
-			if asJSON {
-				format = "json"
 			}
 			rows := make([]natRow, len(entries))
 			for i, e := range entries {
@@ -38,7 +31,7 @@ func (c *cli) natCmd() *cobra.Command {
 		},
 	}
 	ls.Flags().StringVar(&format, "format", "", formatFlagUsage+"; fields: "+fieldsOf[natRow]())
-	deprecatedJSON(ls, &asJSON)
+	deprecatedJSON(ls, &format)
 	cmd.AddCommand(ls)
 	return cmd
 }

@@ -236,9 +236,6 @@ func (c *cli) networkLsCmd() *cobra.Command {
 		Short:   "List networks",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(format); err != nil {
-				return err
-			}
 			fs, err := parseFilters(filters, networkFilters)
 			if err != nil {
 				return err
@@ -278,15 +275,6 @@ func (c *cli) networks(ctx context.Context, fs filterSet, known map[string]func(
 	}
 	nets, err = filtered(fs, known, nets)
 	return cl, nets, err
-}
-
-// fieldsOf lists a row type's template fields.
-func fieldsOf[R any]() string {
-	var names []string
-	for _, h := range fieldNames[R]() {
-		names = append(names, "{{."+h+"}}")
-	}
-	return strings.Join(names, " ")
 }
 
 func (c *cli) networkInspectCmd() *cobra.Command {

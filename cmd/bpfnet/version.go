@@ -24,9 +24,6 @@ func (c *cli) versionCmd() *cobra.Command {
 		Short: "Show the version of the CLI and of the daemon",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(format); err != nil {
-				return err
-			}
 			v := versions{Client: version.API()}
 			var serverErr error
 			if cl, err := c.client(); err != nil {

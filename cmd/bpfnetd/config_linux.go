@@ -85,7 +85,6 @@ func scalar(v any) (string, error) {
 	return "", fmt.Errorf("unsupported value %v", v)
 }
 
-// printConfig writes the effective configuration as a config file.
 // settings are the flags' effective values by name (actions and the
 // config file itself left out).
 func settings(fset *pflag.FlagSet) map[string]string {
@@ -98,6 +97,7 @@ func settings(fset *pflag.FlagSet) map[string]string {
 	return out
 }
 
+// printConfig writes the effective configuration as a config file.
 func printConfig(fset *pflag.FlagSet) string {
 	var b strings.Builder
 	b.WriteString("# effective bpfnetd configuration (flags over " + DefaultConfigFile + " or --config)\n")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -16,14 +17,7 @@ import (
 
 // notify sends state lines to systemd, logging a failure to send.
 func notify(log *slog.Logger, state ...string) {
-	msg := ""
-	for i, s := range state {
-		if i > 0 {
-			msg += "\n"
-		}
-		msg += s
-	}
-	if _, err := daemon.SdNotify(false, msg); err != nil {
+	if _, err := daemon.SdNotify(false, strings.Join(state, "\n")); err != nil {
 		log.Warn("notify systemd", "err", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"syscall"
 
+	"github.com/bpfnet/bpfnet/api/server"
 	"github.com/bpfnet/bpfnet/exporter"
 	"github.com/bpfnet/bpfnet/internal/version"
 	"github.com/bpfnet/bpfnet/network"
@@ -114,11 +115,7 @@ func (l *live) apply(setting string, next Config) error {
 			l.col.SetPerEndpoint(next.PerEndpoint)
 		}
 	case "group":
-		gid := next.SocketGID
-		if gid == -1 {
-			gid = 0
-		}
-		if err := os.Chown(l.cfg.Socket, -1, gid); err != nil {
+		if err := server.SetSocketGroup(l.cfg.Socket, next.SocketGID); err != nil {
 			return err
 		}
 		l.cfg.SocketGID = next.SocketGID
