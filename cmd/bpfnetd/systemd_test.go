@@ -74,6 +74,17 @@ func (s *notifySocket) count(msg string, d time.Duration) int {
 	}
 }
 
+// logged returns the daemon's log once it holds want (at most 5 s): its
+// lines reach the test through a pipe, after a notify message that the
+// daemon sent later may already have arrived.
+func logged(d *testnet.Daemon, want string) string {
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(d.Log(), want) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return d.Log()
+}
+
 // The daemon speaks systemd's notify protocol (READY with a STATUS,
 // WATCHDOG pings at half WATCHDOG_USEC, RELOADING and READY around a
 // reload, STOPPING), and SIGHUP re-reads the config file: the metrics
@@ -139,7 +150,7 @@ func TestSystemdAndReload(t *testing.T) {
 	if err := syscall.Stat(d.Socket, &st); err != nil || st.Gid != 65534 {
 		t.Errorf("socket group %d (%v), want nogroup's 65534", st.Gid, err)
 	}
-	if log := d.Log(); !strings.Contains(log, "only take effect when the daemon restarts") || !strings.Contains(log, "datapath") {
+	if log := logged(d, "only take effect when the daemon restarts"); !strings.Contains(log, "only take effect when the daemon restarts") || !strings.Contains(log, "datapath") {
 		t.Errorf("the log does not say the datapath needs a restart:\n%s", log)
 	}
 	if got := d.MustCLI("status", "--format", "{{.Datapath}}"); got != "ebpf" {
@@ -152,7 +163,7 @@ func TestSystemdAndReload(t *testing.T) {
 	if m := ns.await(t, "READY=1", 10*time.Second); !strings.Contains(m, "reload failed") {
 		t.Errorf("after an invalid reload systemd was told %q", m)
 	}
-	if !strings.Contains(d.Log(), `unknown key \"no-such-setting\"`) {
+	if !strings.Contains(logged(d, `unknown key \"no-such-setting\"`), `unknown key \"no-such-setting\"`) {
 		t.Errorf("the log does not name the bad key:\n%s", d.Log())
 	}
 	if _, err := nsHTTP(topo.Host).Get("http://127.0.0.1:9478/metrics"); err != nil {

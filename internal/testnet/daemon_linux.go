@@ -155,7 +155,7 @@ type Daemon struct {
 	Env    []string
 	Client *api.Client
 	cmd    *exec.Cmd
-	log    *bytes.Buffer
+	log    *logBuffer
 	done   chan error
 }
 
@@ -262,7 +262,7 @@ func (d *Daemon) Start() {
 func (d *Daemon) StartOrExit() error {
 	d.t.Helper()
 	if d.log == nil {
-		d.log = &bytes.Buffer{}
+		d.log = &logBuffer{}
 	}
 	d.cmd = exec.Command("ip", d.command(d.flags()...)...)
 	d.cmd.Env = append(os.Environ(), d.Env...)
@@ -354,6 +354,25 @@ func (d *Daemon) RunOnce(extra ...string) (string, error) {
 
 // Log returns what the daemon printed so far.
 func (d *Daemon) Log() string { return d.log.String() }
+
+// logBuffer is the daemon's output, written by exec's copying goroutine
+// while the test reads it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
 
 // CLI runs the bpfnet CLI against this daemon and returns stdout, stderr
 // and the exit code.
