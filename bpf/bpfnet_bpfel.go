@@ -340,7 +340,6 @@ const (
 	BpfnetProgSockRecvmsg4      = "sock_recvmsg4"
 	BpfnetProgSockSendmsg4      = "sock_sendmsg4"
 	BpfnetProgToContainer       = "to_container"
-	BpfnetProgToNetwork         = "to_network"
 	BpfnetProgToUplink          = "to_uplink"
 	BpfnetVarCtTimeoutOther     = "ct_timeout_other"
 	BpfnetVarCtTimeoutTcpEst    = "ct_timeout_tcp_est"
@@ -421,7 +420,6 @@ type BpfnetProgramSpecs struct {
 	SockRecvmsg4  *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
 	SockSendmsg4  *ebpf.ProgramSpec `ebpf:"sock_sendmsg4"`
 	ToContainer   *ebpf.ProgramSpec `ebpf:"to_container"`
-	ToNetwork     *ebpf.ProgramSpec `ebpf:"to_network"`
 	ToUplink      *ebpf.ProgramSpec `ebpf:"to_uplink"`
 }
 
@@ -599,7 +597,6 @@ type BpfnetPrograms struct {
 	SockRecvmsg4  *ebpf.Program `ebpf:"sock_recvmsg4"`
 	SockSendmsg4  *ebpf.Program `ebpf:"sock_sendmsg4"`
 	ToContainer   *ebpf.Program `ebpf:"to_container"`
-	ToNetwork     *ebpf.Program `ebpf:"to_network"`
 	ToUplink      *ebpf.Program `ebpf:"to_uplink"`
 }
 
@@ -613,7 +610,6 @@ func (p *BpfnetPrograms) Close() error {
 		p.SockRecvmsg4,
 		p.SockSendmsg4,
 		p.ToContainer,
-		p.ToNetwork,
 		p.ToUplink,
 	)
 }

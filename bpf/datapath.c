@@ -17,17 +17,16 @@
  * to_container    TC egress of a host-side veth: what is about to enter the
  *                 container. Frames bridged from another endpoint are judged
  *                 by their source endpoint (icc, isolation, internal), which
- *                 catches broadcast and multicast; frames from the host
- *                 stack were judged by to_network.
- * to_network      TC egress of a network's bridge: what the host stack sends
- *                 into the network. Host-originated packets pass; into an
+ *                 catches broadcast and multicast. Packets the host stack
+ *                 sends into the network (there is no program on the bridge)
+ *                 are judged here too: host-originated packets pass; into an
  *                 internal network nothing else does (internal); from the
  *                 outside only replies to tracked flows and ICMP errors
  *                 about them pass (unsolicited, fragment).
  * from_uplink     TC ingress of an uplink: what arrives from the outside.
  *                 Replies to translated flows are translated back (nat.h);
  *                 packets for a managed subnet are judged as by
- *                 to_network and delivered straight into the container
+ *                 to_container and delivered straight into the container
  *                 (fastpath.h), or left to the host's stack with
  *                 forward_mark set. The host's own traffic is untouched.
  * to_uplink       TC egress of an uplink: what leaves to the outside.
@@ -371,52 +370,6 @@ int from_container(struct __sk_buff *skb)
 	return pass(skb);
 }
 
-SEC("tc")
-int to_container(struct __sk_buff *skb)
-{
-	__u32 ifindex = skb->ifindex;
-	const __u32 dir = DIR_TO_CONTAINER;
-	struct endpoint_info *ep;
-	struct ethhdr *eth;
-	int rc = veth_frame(skb, dir, &ep, &eth);
-	if (rc >= 0)
-		return rc;
-
-	switch (eth->h_proto) {
-	case ETH_P_ARP_BE:
-		return TC_ACT_OK;
-	case ETH_P_IPV6_BE: {
-		__u32 v = ipv6_control(skb, 0);
-		/* Bridged from another endpoint (the port it came in on): as
-		 * for IPv4, nothing crosses icc or isolation. */
-		__u32 in = skb->ingress_ifindex;
-		struct endpoint_info *src = in != ifindex ? bpf_map_lookup_elem(&ep_by_ifindex, &in) : 0;
-		if (v == PASS && src)
-			v = between(src->net_id, ep->net_id);
-		return v == PASS ? TC_ACT_OK : drop(skb, ifindex, dir, v);
-	}
-	case ETH_P_IP_BE:
-		break;
-	case ETH_P_8021Q_BE:
-	case ETH_P_8021AD_BE:
-		return drop(skb, ifindex, dir, REASON_MALFORMED);
-	default:
-		return drop(skb, ifindex, dir, REASON_UNSUPPORTED);
-	}
-	struct pkt p;
-	if (parse_ipv4(skb, &p) < 0)
-		return drop(skb, ifindex, dir, REASON_MALFORMED);
-	/* Sources were checked at the sender's from_container, so an
-	 * endpoint address here is that endpoint. */
-	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p.saddr);
-	if (src && src->ifindex != ifindex) {
-		__u32 v = between(src->net_id, ep->net_id);
-		if (v != PASS)
-			return drop_pkt(skb, ifindex, dir, v, &p);
-	}
-	return TC_ACT_OK;
-}
-
 /* Fragments: a datagram's later fragments carry no ports, so they follow
  * their first: frags remembers (and translates) what the first did, for
  * frag_timeout after the last fragment seen. A later fragment that arrives
@@ -527,26 +480,63 @@ static __always_inline int drop_to_network(struct __sk_buff *skb, __u32 net_id, 
 	return drop_pkt(skb, at, DIR_TO_CONTAINER, reason, p);
 }
 
+/* to_container judges what enters a container through its veth. A frame
+ * the bridge forwarded from an endpoint's veth was judged by its sender's
+ * from_container (icc and isolation again here: flooded frames reach every
+ * port). Anything else was sent into the network by the host stack (made
+ * by the host, or routed in from the bridge or another interface) and is
+ * judged as it enters, so a network needs no program on its bridge. */
 SEC("tc")
-int to_network(struct __sk_buff *skb)
+int to_container(struct __sk_buff *skb)
 {
-	__u32 net_id = skb->ifindex;
-	pull(skb, ETH_HLEN);
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end)
-		return drop(skb, net_id, DIR_TO_CONTAINER, REASON_MALFORMED);
-	if (eth->h_proto != ETH_P_IP_BE)
-		return TC_ACT_OK; /* ARP from the host; IPv6 is judged per endpoint */
-
+	__u32 ifindex = skb->ifindex;
+	const __u32 dir = DIR_TO_CONTAINER;
+	struct endpoint_info *ep;
+	struct ethhdr *eth;
+	int rc = veth_frame(skb, dir, &ep, &eth);
+	if (rc >= 0)
+		return rc;
+	switch (eth->h_proto) {
+	case ETH_P_ARP_BE:
+		return TC_ACT_OK;
+	case ETH_P_IPV6_BE: {
+		__u32 v = ipv6_control(skb, 0);
+		/* Bridged from another endpoint (the veth it came in on): as
+		 * for IPv4, nothing crosses icc or isolation. */
+		__u32 in = skb->ingress_ifindex;
+		struct endpoint_info *src = in != ifindex ? bpf_map_lookup_elem(&ep_by_ifindex, &in) : 0;
+		if (v == PASS && src)
+			v = between(src->net_id, ep->net_id);
+		return v == PASS ? TC_ACT_OK : drop(skb, ifindex, dir, v);
+	}
+	case ETH_P_IP_BE:
+		break;
+	case ETH_P_8021Q_BE:
+	case ETH_P_8021AD_BE:
+		return drop(skb, ifindex, dir, REASON_MALFORMED);
+	default:
+		return drop(skb, ifindex, dir, REASON_UNSUPPORTED);
+	}
 	struct pkt p;
 	if (parse_ipv4(skb, &p) < 0)
-		return drop(skb, net_id, DIR_TO_CONTAINER, REASON_MALFORMED);
-	__u32 v = judge_to_network(net_id, &p, skb->ingress_ifindex);
-	if (v == PASS)
-		return TC_ACT_OK;
-	return drop_to_network(skb, net_id, &p, v);
+		return drop(skb, ifindex, dir, REASON_MALFORMED);
+	/* Sources were checked at the sender's from_container, so a frame
+	 * bridged from an endpoint (or hairpinned back to this one) carries
+	 * its address and came in on its veth. Anything else the host stack
+	 * sent: made by the host, or routed in. */
+	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p.saddr);
+	__u32 in = skb->ingress_ifindex;
+	if (!src || src->ifindex != in) {
+		__u32 v = judge_to_network(ep->net_id, &p, in);
+		if (v != PASS)
+			return drop_pkt(skb, ifindex, dir, v, &p);
+	}
+	if (src && src->ifindex != ifindex) {
+		__u32 v = between(src->net_id, ep->net_id);
+		if (v != PASS)
+			return drop_pkt(skb, ifindex, dir, v, &p);
+	}
+	return TC_ACT_OK;
 }
 
 /* untranslate reverses the translation of a packet arriving on an uplink:

@@ -48,16 +48,17 @@ func TestProgramCost(t *testing.T) {
 		ifindex int
 		frame   []byte
 		want    uint32
+		ingress int // skb->ingress_ifindex: a bridged frame's sender's veth
 	}{
-		{"from_container: same network, to the bridge", w.coll.FromContainer, e1.ifindex, w.from(t, "e1", e2.ip, tcp(40000, 80)), actOK},
-		{"from_container: same network, straight to the neighbour", w.coll.FromContainer, e1.ifindex, toNeighbour, actRedirect},
-		{"from_container: icc drop", w.coll.FromContainer, e3.ifindex, w.from(t, "e3", w.eps["e4"].ip, tcp(40000, 80)), actShot},
-		{"from_container: isolation drop", w.coll.FromContainer, e1.ifindex, w.from(t, "e1", e3.ip, tcp(40000, 80)), actShot},
-		{"from_container: to the outside (flow recorded)", w.coll.FromContainer, e1.ifindex, out, actOK},
-		{"to_container: bridged from a neighbour", w.coll.ToContainer, e2.ifindex, ipFrame(t, e1.ip, e2.ip, tcp(40000, 80)), actOK},
-		{"to_network: reply from the outside", w.coll.ToNetwork, w.nets["n1"], ipFrame(t, outsideAddr, e1.ip, tcpAck(80, 40000)), actOK},
-		{"to_uplink: masquerade, existing translation", w.coll.ToUplink, w.uplink, out, actUnspc},
-		{"from_uplink: reply translated back, into the container", w.coll.FromUplink, w.uplink, ipFrame(t, outsideAddr, uplinkAddr, tcpAck(80, 40000)), actRedirect},
+		{"from_container: same network, to the bridge", w.coll.FromContainer, e1.ifindex, w.from(t, "e1", e2.ip, tcp(40000, 80)), actOK, 0},
+		{"from_container: same network, straight to the neighbour", w.coll.FromContainer, e1.ifindex, toNeighbour, actRedirect, 0},
+		{"from_container: icc drop", w.coll.FromContainer, e3.ifindex, w.from(t, "e3", w.eps["e4"].ip, tcp(40000, 80)), actShot, 0},
+		{"from_container: isolation drop", w.coll.FromContainer, e1.ifindex, w.from(t, "e1", e3.ip, tcp(40000, 80)), actShot, 0},
+		{"from_container: to the outside (flow recorded)", w.coll.FromContainer, e1.ifindex, out, actOK, 0},
+		{"to_container: bridged from a neighbour", w.coll.ToContainer, e2.ifindex, ipFrame(t, e1.ip, e2.ip, tcp(40000, 80)), actOK, e1.ifindex},
+		{"to_container: reply from the outside, routed in", w.coll.ToContainer, e1.ifindex, ipFrame(t, outsideAddr, e1.ip, tcpAck(80, 40000)), actOK, 0},
+		{"to_uplink: masquerade, existing translation", w.coll.ToUplink, w.uplink, out, actUnspc, 0},
+		{"from_uplink: reply translated back, into the container", w.coll.FromUplink, w.uplink, ipFrame(t, outsideAddr, uplinkAddr, tcpAck(80, 40000)), actRedirect, 0},
 	}
 	// An empty program, measured the same way, shows what the harness
 	// itself costs per run.
@@ -73,10 +74,12 @@ func TestProgramCost(t *testing.T) {
 		ifindex int
 		frame   []byte
 		want    uint32
-	}{{"(an empty program: the measurement's own cost)", empty, e1.ifindex, out, actOK}}, cases...)
+		ingress int // skb->ingress_ifindex: a bridged frame's sender's veth
+	}{{"(an empty program: the measurement's own cost)", empty, e1.ifindex, out, actOK, 0}}, cases...)
 	var b strings.Builder
 	fmt.Fprintf(&b, "| program and packet | ns per packet, one run | ns per packet, %d runs in one call |\n|---|---|---|\n", batch)
 	for _, c := range cases {
+		w.ingress = c.ingress
 		runs, ret := runCost(t, w, c.prog, c.ifindex, c.frame, 1, 20000)
 		if ret != c.want {
 			t.Fatalf("%s: return %d, want %d", c.name, ret, c.want)
@@ -110,6 +113,7 @@ func median(v []uint32) uint32 {
 // the last return code.
 func runCost(t *testing.T, w *world, prog *ebpf.Program, ifindex int, frame []byte, repeat uint32, n int) ([]uint32, uint32) {
 	ctx := make([]byte, 192)
+	binary.NativeEndian.PutUint32(ctx[36:], uint32(w.ingress))
 	binary.NativeEndian.PutUint32(ctx[40:], uint32(ifindex))
 	out := make([]byte, len(frame)+256)
 	var durations []uint32

@@ -120,11 +120,13 @@ func (p *policy) reconcile(v network.View) error {
 		return err
 	}
 	wanted := map[string]bool{}
+	// Bridges have no program: to_container judges what the host sends
+	// into a network. Earlier builds attached one (to_network); an
+	// upgrade's first reconcile removes it, in either attach mode.
 	for _, ifc := range p.bridges {
-		if err := p.attach(ifc, loader.Egress, c.ToNetwork); err != nil {
+		if err := p.att.Detach(ifc, loader.Egress); err != nil {
 			return err
 		}
-		wanted[ifc.Name+":egress"] = true
 	}
 	for _, ifc := range p.veths {
 		if err := errors.Join(p.attach(ifc, loader.Ingress, c.FromContainer), p.attach(ifc, loader.Egress, c.ToContainer)); err != nil {
@@ -179,8 +181,10 @@ func (p *policy) removeStaleLinks(wanted map[string]bool) error {
 	return err
 }
 
-// addNetwork writes a network's entries in networks and subnets, then
-// attaches its bridge's program.
+// addNetwork writes a network's entries in networks and subnets. Its
+// bridge gets no program (to_container judges what enters a container), so
+// a network costs no attachment and no wait for the kernel's RCU grace
+// period that each TCX attachment takes.
 func (p *policy) addNetwork(n *network.Network) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -196,11 +200,10 @@ func (p *policy) addNetwork(n *network.Network) error {
 	if err := p.coll.Subnets.Put(subnetKey(n.Subnet), id); err != nil {
 		return fmt.Errorf("add subnet %s to map: %w", n.Subnet, err)
 	}
-	return p.attach(ifc, loader.Egress, p.coll.ToNetwork)
+	return nil
 }
 
-// removeNetwork detaches a network's bridge program and deletes its
-// entries.
+// removeNetwork deletes a network's entries.
 func (p *policy) removeNetwork(n *network.Network) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -209,8 +212,7 @@ func (p *policy) removeNetwork(n *network.Network) error {
 		return nil
 	}
 	id := uint32(ifc.Index)
-	err := errors.Join(p.att.Detach(ifc, loader.Egress),
-		del(p.coll.Subnets, subnetKey(n.Subnet)), del(p.coll.Networks, id), p.deleteDrops(id))
+	err := errors.Join(del(p.coll.Subnets, subnetKey(n.Subnet)), del(p.coll.Networks, id), p.deleteDrops(id))
 	if err == nil {
 		delete(p.bridges, n.ID)
 		delete(p.bridgeOwner, id)
@@ -351,9 +353,6 @@ func (p *policy) attachments() []api.Attachment {
 			add(ifc, loader.Ingress, "from_uplink")
 			add(ifc, loader.Egress, "to_uplink")
 		}
-	}
-	for _, ifc := range sortedIfaces(p.bridges) {
-		add(ifc, loader.Egress, "to_network")
 	}
 	for _, ifc := range sortedIfaces(p.veths) {
 		add(ifc, loader.Ingress, "from_container")

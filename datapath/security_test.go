@@ -201,13 +201,12 @@ func TestICMPErrorToItsFlowOnly(t *testing.T) {
 func TestFragmentStateExpires(t *testing.T) {
 	w := newWorld(t, map[string]any{"frag_timeout": uint64(50 * time.Millisecond)})
 	e7 := w.eps["e7"]
-	br := w.nets["n5"]
 	w.run(t, w.coll.FromContainer, e7.ifindex, w.from(t, "e7", outsideAddr, udp(40700, 53)))
 	// Routed into the network by the host (fragments take the slow path).
-	w.expect(t, w.coll.ToNetwork, br, e7.ifindex, toC, false, ipFrame(t, outsideAddr, e7.ip, udp(53, 40700), firstFragment(5)), none)
-	w.expect(t, w.coll.ToNetwork, br, e7.ifindex, toC, false, ipFrame(t, outsideAddr, e7.ip, udp(53, 40700), laterFragment(5)), none)
+	w.expect(t, w.coll.ToContainer, e7.ifindex, e7.ifindex, toC, true, ipFrame(t, outsideAddr, e7.ip, udp(53, 40700), firstFragment(5)), none)
+	w.expect(t, w.coll.ToContainer, e7.ifindex, e7.ifindex, toC, true, ipFrame(t, outsideAddr, e7.ip, udp(53, 40700), laterFragment(5)), none)
 	time.Sleep(120 * time.Millisecond)
-	w.expect(t, w.coll.ToNetwork, br, e7.ifindex, toC, false, ipFrame(t, outsideAddr, e7.ip, udp(53, 40700), laterFragment(5)), fragment)
+	w.expect(t, w.coll.ToContainer, e7.ifindex, e7.ifindex, toC, true, ipFrame(t, outsideAddr, e7.ip, udp(53, 40700), laterFragment(5)), fragment)
 }
 
 // An ICMP error about a masqueraded echo request, translated back: the

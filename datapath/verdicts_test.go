@@ -130,7 +130,7 @@ func TestFromContainer(t *testing.T) {
 }
 
 // TestToContainer: what is about to enter a container, judged at its
-// veth's egress by the source endpoint (frames bridged from neighbours).
+// veth's egress: frames bridged from neighbours by their source endpoint.
 func TestToContainer(t *testing.T) {
 	w := newWorld(t, nil)
 	for _, tc := range []struct {
@@ -146,10 +146,17 @@ func TestToContainer(t *testing.T) {
 		{"multicast from another network", "e1", "e3", "224.0.0.251", udp(5353, 5353), isolation},
 		{"from an internal network", "e1", "e5", "224.0.0.251", udp(5353, 5353), internal},
 		{"from the host", "e1", "gw1", "e1", tcp(40000, 22), none},
-		{"from the host stack, outside address (judged by to_network)", "e1", "outside", "e1", tcp(80, 40000), none},
+		{"from the outside, routed in (more in TestToNetwork)", "e1", "outside", "e1", tcp(80, 40000), unsolicited},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			i := w.eps[tc.to].ifindex
+			// A bridged frame comes in on its sender's veth; the host's
+			// own, on none.
+			w.ingress = 0
+			if src, ok := w.eps[tc.src]; ok {
+				w.ingress = src.ifindex
+			}
+			defer func() { w.ingress = 0 }()
 			w.expect(t, w.coll.ToContainer, i, i, toC, true, ipFrame(t, w.ip(tc.src), w.ip(tc.dst), tc.p), tc.reason)
 		})
 	}
@@ -170,15 +177,14 @@ func TestToContainer(t *testing.T) {
 }
 
 // TestToNetwork: what the host stack sends into a network (host-originated
-// or routed in from the outside), judged at the bridge's egress; drops
-// count on the endpoint they were meant for.
+// or routed in from the outside), judged by to_container: it came in on
+// no endpoint's veth (skb->ingress_ifindex 0 when the host made it).
 func TestToNetwork(t *testing.T) {
 	w := newWorld(t, map[string]any{"ct_timeout_udp": uint64(300 * time.Millisecond), "ct_timeout_udp_stream": uint64(300 * time.Millisecond)})
-	br1, br3 := w.nets["n1"], w.nets["n3"]
 	e1 := w.eps["e1"].ifindex
-	toNet := func(t *testing.T, bridge, countAt int, frame []byte, reason int) {
+	toNet := func(t *testing.T, to int, frame []byte, reason int) {
 		t.Helper()
-		w.expect(t, w.coll.ToNetwork, bridge, countAt, toC, false, frame, reason)
+		w.expect(t, w.coll.ToContainer, to, to, toC, true, frame, reason)
 	}
 	out := func(p l4, opts ...ipOpt) []byte { return ipFrame(t, outsideAddr, w.ip("e1"), p, opts...) }
 	// A flow e1 starts (judged and recorded by from_container).
@@ -187,11 +193,11 @@ func TestToNetwork(t *testing.T) {
 		w.expect(t, w.coll.FromContainer, e1, e1, fromC, true, w.from(t, "e1", outsideAddr, p), none)
 	}
 
-	t.Run("host → container", func(t *testing.T) { toNet(t, br1, e1, ipFrame(t, gw1, w.ip("e1"), tcp(40000, 22)), none) })
+	t.Run("host → container", func(t *testing.T) { toNet(t, e1, ipFrame(t, gw1, w.ip("e1"), tcp(40000, 22)), none) })
 	t.Run("host address, looped back → container", func(t *testing.T) {
 		w.ingress = 1 // lo
 		defer func() { w.ingress = 0 }()
-		toNet(t, br1, e1, ipFrame(t, gw1, w.ip("e1"), tcp(40000, 22)), none)
+		toNet(t, e1, ipFrame(t, gw1, w.ip("e1"), tcp(40000, 22)), none)
 	})
 	// Another bridge's container, masqueraded to a host address by that
 	// bridge's owner (Docker masquerades its networks' traffic to every
@@ -199,45 +205,42 @@ func TestToNetwork(t *testing.T) {
 	t.Run("host address routed in from another interface → container: unsolicited", func(t *testing.T) {
 		w.ingress = 4242 // not an interface of bpfnet's
 		defer func() { w.ingress = 0 }()
-		toNet(t, br1, e1, ipFrame(t, gw1, w.ip("e1"), tcp(40000, 22)), unsolicited)
+		toNet(t, e1, ipFrame(t, gw1, w.ip("e1"), tcp(40000, 22)), unsolicited)
 		// A reply to e1's own connection to a container there passes.
 		const foreign = "198.18.30.2"
 		w.expect(t, w.coll.FromContainer, e1, e1, fromC, true, w.from(t, "e1", foreign, tcp(40100, 7000)), none)
-		toNet(t, br1, e1, ipFrame(t, foreign, w.ip("e1"), tcpAck(7000, 40100)), none)
+		toNet(t, e1, ipFrame(t, foreign, w.ip("e1"), tcpAck(7000, 40100)), none)
 	})
 	t.Run("host (uplink address) → internal container", func(t *testing.T) {
-		toNet(t, br3, w.eps["e5"].ifindex, ipFrame(t, uplinkAddr, w.ip("e5"), tcp(40000, 22)), none)
+		toNet(t, w.eps["e5"].ifindex, ipFrame(t, uplinkAddr, w.ip("e5"), tcp(40000, 22)), none)
 	})
-	t.Run("outside → container, unsolicited tcp", func(t *testing.T) { toNet(t, br1, e1, out(tcp(80, 40000)), unsolicited) })
-	t.Run("outside → container, unsolicited udp", func(t *testing.T) { toNet(t, br1, e1, out(udp(53, 40001)), unsolicited) })
-	t.Run("outside → container, unsolicited ping", func(t *testing.T) { toNet(t, br1, e1, out(echo(5)), unsolicited) })
+	t.Run("outside → container, unsolicited tcp", func(t *testing.T) { toNet(t, e1, out(tcp(80, 40000)), unsolicited) })
+	t.Run("outside → container, unsolicited udp", func(t *testing.T) { toNet(t, e1, out(udp(53, 40001)), unsolicited) })
+	t.Run("outside → container, unsolicited ping", func(t *testing.T) { toNet(t, e1, out(echo(5)), unsolicited) })
 	t.Run("outside → internal container", func(t *testing.T) {
-		toNet(t, br3, w.eps["e5"].ifindex, ipFrame(t, outsideAddr, w.ip("e5"), udp(53, 40000)), internal)
-	})
-	t.Run("outside → unused address of a network: counted on the bridge", func(t *testing.T) {
-		toNet(t, br1, br1, ipFrame(t, outsideAddr, "198.18.1.77", udp(53, 40000)), unsolicited)
+		toNet(t, w.eps["e5"].ifindex, ipFrame(t, outsideAddr, w.ip("e5"), udp(53, 40000)), internal)
 	})
 	t.Run("tcp reply", func(t *testing.T) {
 		start(tcp(40000, 80))
-		toNet(t, br1, e1, out(tcpAck(80, 40000)), none)
-		toNet(t, br1, e1, out(tcpAck(81, 40000)), unsolicited)
-		toNet(t, br1, e1, out(tcpAck(80, 40002)), unsolicited)
-		toNet(t, br1, e1, ipFrame(t, "198.19.0.9", w.ip("e1"), tcpAck(80, 40000)), unsolicited)
+		toNet(t, e1, out(tcpAck(80, 40000)), none)
+		toNet(t, e1, out(tcpAck(81, 40000)), unsolicited)
+		toNet(t, e1, out(tcpAck(80, 40002)), unsolicited)
+		toNet(t, e1, ipFrame(t, "198.19.0.9", w.ip("e1"), tcpAck(80, 40000)), unsolicited)
 	})
 	t.Run("udp reply, then expiry", func(t *testing.T) {
 		start(udp(40010, 53))
-		toNet(t, br1, e1, out(udp(53, 40010)), none)
+		toNet(t, e1, out(udp(53, 40010)), none)
 		time.Sleep(500 * time.Millisecond) // past ct_timeout_udp_stream (300 ms) without traffic
-		toNet(t, br1, e1, out(udp(53, 40010)), unsolicited)
+		toNet(t, e1, out(udp(53, 40010)), unsolicited)
 		start(udp(40011, 53))
 		time.Sleep(500 * time.Millisecond) // past ct_timeout_udp: never answered
-		toNet(t, br1, e1, out(udp(53, 40011)), unsolicited)
+		toNet(t, e1, out(udp(53, 40011)), unsolicited)
 	})
 	t.Run("echo reply", func(t *testing.T) {
 		start(echo(4242))
-		toNet(t, br1, e1, out(echoReply(4242)), none)
-		toNet(t, br1, e1, out(echoReply(4243)), unsolicited)
-		toNet(t, br1, e1, out(echo(4242)), unsolicited) // a request is no reply
+		toNet(t, e1, out(echoReply(4242)), none)
+		toNet(t, e1, out(echoReply(4243)), unsolicited)
+		toNet(t, e1, out(echo(4242)), unsolicited) // a request is no reply
 	})
 	t.Run("ICMP error about a tracked flow", func(t *testing.T) {
 		start(udp(40020, 9999))
@@ -248,30 +251,30 @@ func TestToNetwork(t *testing.T) {
 		frame := serialize(t, eth(hostMAC, mac(w.eps["e1"].mac), layers.EthernetTypeIPv4),
 			&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.ParseIP(outsideAddr).To4(), DstIP: net.ParseIP(w.ip("e1")).To4()},
 			frag, gopacket.Payload(inner[:28]))
-		toNet(t, br1, e1, frame, none)
+		toNet(t, e1, frame, none)
 		// The same error about a flow nobody started.
 		other := serialize(t, ipPacket(t, w.ip("e1"), outsideAddr, udp(40021, 9999))...)
 		frame2 := serialize(t, eth(hostMAC, mac(w.eps["e1"].mac), layers.EthernetTypeIPv4),
 			&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.ParseIP(outsideAddr).To4(), DstIP: net.ParseIP(w.ip("e1")).To4()},
 			&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 3)}, gopacket.Payload(other[:28]))
-		toNet(t, br1, e1, frame2, unsolicited)
+		toNet(t, e1, frame2, unsolicited)
 	})
 	t.Run("fragmented reply", func(t *testing.T) {
 		start(udp(40030, 53))
-		toNet(t, br1, e1, out(udp(53, 40030), firstFragment(77)), none)
-		toNet(t, br1, e1, out(udp(53, 40030), laterFragment(77)), none)
+		toNet(t, e1, out(udp(53, 40030), firstFragment(77)), none)
+		toNet(t, e1, out(udp(53, 40030), laterFragment(77)), none)
 		// Another datagram's later fragment arriving before its first:
 		// the sender replied to e1 just now, so it is e1's.
-		toNet(t, br1, e1, out(udp(53, 40030), laterFragment(78)), none)
+		toNet(t, e1, out(udp(53, 40030), laterFragment(78)), none)
 		// From a sender that never replied to anyone here: unsolicited.
-		toNet(t, br1, e1, ipFrame(t, "198.19.0.77", w.ip("e1"), udp(53, 40030), laterFragment(79)), fragment)
+		toNet(t, e1, ipFrame(t, "198.19.0.77", w.ip("e1"), udp(53, 40030), laterFragment(79)), fragment)
 	})
 	t.Run("malformed from the outside", func(t *testing.T) {
 		frame := out(tcp(80, 40000))[:14+20]
 		frame[14] = 0x4f // header length 60 in a 20-byte packet
-		toNet(t, br1, br1, frame, malformed)
+		toNet(t, e1, frame, malformed)
 	})
 	t.Run("IP options do not hide an unsolicited packet", func(t *testing.T) {
-		toNet(t, br1, e1, out(tcp(80, 40099), withOptions), unsolicited)
+		toNet(t, e1, out(tcp(80, 40099), withOptions), unsolicited)
 	})
 }

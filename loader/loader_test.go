@@ -149,7 +149,7 @@ func TestVerifierHeadroom(t *testing.T) {
 	defer c.Close()
 	const limit = 250_000
 	for name, p := range map[string]*ebpf.Program{
-		"from_container": c.FromContainer, "to_container": c.ToContainer, "to_network": c.ToNetwork,
+		"from_container": c.FromContainer, "to_container": c.ToContainer,
 		"from_uplink": c.FromUplink, "to_uplink": c.ToUplink, "maintain": c.Maintain,
 		"sock_connect4": c.SockConnect4, "sock_sendmsg4": c.SockSendmsg4,
 	} {

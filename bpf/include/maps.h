@@ -106,7 +106,7 @@ struct {
 } conntrack SEC(".maps");
 
 /* fragmented datagrams whose first fragment was allowed (and how it was
- * translated); written by to_network, from_uplink and to_uplink. */
+ * translated); written by to_container, from_uplink and to_uplink. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);

@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -14,12 +16,14 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/bpfnet/bpfnet/bpf"
 	"github.com/bpfnet/bpfnet/internal/testnet"
+	"github.com/bpfnet/bpfnet/loader"
 )
 
 // echoServer accepts TCP connections in ns on port and echoes lines.
@@ -83,8 +87,12 @@ func TestEBPFRestart(t *testing.T) {
 					}
 				}
 			}()
+			bridge := strings.TrimSpace(d.MustCLI("network", "inspect", "web", "--format", "{{.Bridge}}"))
 			time.Sleep(500 * time.Millisecond)
 			d.Stop()
+			// Earlier builds had a program on each bridge's egress
+			// (to_network); the upgraded daemon's start removes it.
+			attachAsEarlierBuild(t, d.BPFFS, topo.Host, bridge, mode)
 			time.Sleep(time.Second) // no daemon at all
 			if err := testnet.RoundTrip(conn, r, "daemon stopped"); err != nil {
 				t.Errorf("TCP with the daemon stopped: %v", err)
@@ -108,11 +116,42 @@ func TestEBPFRestart(t *testing.T) {
 			if _, err := c1.UDP(c3addr, time.Second); err == nil {
 				t.Errorf("c1 → c3 allowed after restart")
 			}
+			if tcxPrograms(t, topo.Host, bridge, ebpf.AttachTCXEgress) != 0 || strings.Contains(topo.Host.MustRun(t, "tc", "filter", "show", "dev", bridge, "egress"), "bpfnet_") {
+				t.Errorf("the earlier build's program is still on %s's egress", bridge)
+			}
+			if _, err := os.Stat(filepath.Join(d.BPFFS, "links", bridge+":egress")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the earlier build's pin of %s is still there (%v)", bridge, err)
+			}
 			after := d.MustCLI("status", "--format", "json")
 			if strings.Count(after, `"Mode": "`+mode+`"`) != strings.Count(before, `"Mode": "`+mode+`"`) || !strings.Contains(after, `"Attach": "`+mode+`"`) {
 				t.Errorf("attachments changed mode across restart:\nbefore %s\nafter %s", before, after)
 			}
 		})
+	}
+}
+
+// attachAsEarlierBuild attaches a program named to_network to a bridge's
+// egress as bpfnet builds before the bridge lost its program did: a TCX
+// link pinned under the bpffs root, or a bpfnet tc filter.
+func attachAsEarlierBuild(t *testing.T, root string, host *testnet.NS, bridge, mode string) {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "to_network", Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}}) // TC_ACT_UNSPEC: no verdict
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	err = host.Do(func() error {
+		l, err := netlink.LinkByName(bridge)
+		if err != nil {
+			return err
+		}
+		att := &loader.Attacher{Root: root, Mode: mode}
+		_, err = att.Attach(loader.Iface{Name: bridge, Index: l.Attrs().Index}, loader.Egress, prog)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -641,9 +641,9 @@ func (w *world) checkEBPFSetup(t *testing.T, v variant) {
 	if st.Datapath != "ebpf" || st.Attach != v.attach {
 		t.Errorf("status: datapath %q attach %q, want ebpf %q", st.Datapath, st.Attach, v.attach)
 	}
-	// 2 hooks of the uplink + a hook per bridge (the default network's
-	// too) + 2 hooks × 14 veths + 4 socket hooks on the cgroup.
-	if want := 2 + len(scenarioNetworks) + 1 + 2*14 + 4; len(st.Attachments) != want {
+	// 2 hooks of the uplink + 2 hooks × 14 veths + 4 socket hooks on the
+	// cgroup; bridges have none.
+	if want := 2 + 2*14 + 4; len(st.Attachments) != want {
 		t.Errorf("status lists %d attachments, want %d", len(st.Attachments), want)
 	}
 	for _, a := range st.Attachments {
