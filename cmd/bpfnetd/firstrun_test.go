@@ -117,7 +117,7 @@ func TestNewcomer(t *testing.T) {
 	d := testnet.NewDaemon(t, topo.Host)
 	d.Start()
 	st := d.MustCLI("status")
-	for _, want := range []string{"Datapath:               ebpf", "Uplinks:                " + testnet.UplinkIf, "bpfnet0", "WARNING:"} {
+	for _, want := range []string{"Datapath:               ebpf", "Uplinks:                " + testnet.UplinkIf, "Networks:               1", "WARNING:"} {
 		if !strings.Contains(st, want) {
 			t.Errorf("status lacks %q:\n%s", want, st)
 		}
