@@ -249,6 +249,10 @@ type world struct {
 	addrs      map[string]netip.Addr // "container@network" → address
 	primary    map[string]string     // container → its eth0 network
 	gateways   map[string]netip.Addr
+	// The IPv6 side of a dual-stack scenario (ipv6_test.go): addresses
+	// and gateways, and whether the rows being checked are IPv6's.
+	addrs6, gateways6 map[string]netip.Addr
+	v6, dualStack     bool
 }
 
 // clients are the front-ends that make the scenario: bpfnet's API (what
@@ -257,7 +261,8 @@ var clients = flag.String("clients", "api,docker,cni", "comma-separated front-en
 
 func newWorld(t *testing.T) *world {
 	return &world{topo: testnet.NewTopology(t), containers: map[string]*testnet.NS{},
-		addrs: map[string]netip.Addr{}, primary: map[string]string{}, gateways: map[string]netip.Addr{}}
+		addrs: map[string]netip.Addr{}, primary: map[string]string{}, gateways: map[string]netip.Addr{},
+		addrs6: map[string]netip.Addr{}, gateways6: map[string]netip.Addr{}}
 }
 
 func build(t *testing.T, v variant, client string) *world {
@@ -420,6 +425,11 @@ func (w *world) dockerScenario(t *testing.T, driver string, keep func(scenarioEn
 		// given: give the one its IPAM would pick, the first address.
 		gw := netip.MustParsePrefix(req.Subnet).Addr().Next()
 		args := []string{"network", "create", "-d", driver, "--subnet", req.Subnet, "--gateway", gw.String()}
+		if sub6, ok := w.subnets6()[req.Name]; ok {
+			gw6 := sub6.Addr().Next()
+			args = append(args, "--ipv6", "--subnet", sub6.String(), "--gateway", gw6.String())
+			w.gateways6[req.Name] = gw6
+		}
 		if req.Internal {
 			args = append(args, "--internal")
 		}
@@ -449,6 +459,9 @@ func (w *world) dockerScenario(t *testing.T, driver string, keep func(scenarioEn
 		w.primary[c.container] = c.networks[0]
 		for _, netName := range c.networks {
 			w.addrs[c.container+"@"+netName] = w.docker.ContainerAddr(t, name, netName)
+			if w.gateways6[netName].IsValid() {
+				w.addrs6[c.container+"@"+netName] = w.docker.ContainerAddr6(t, name, netName)
+			}
 		}
 		ns.Serve(t)
 	}
@@ -456,6 +469,9 @@ func (w *world) dockerScenario(t *testing.T, driver string, keep func(scenarioEn
 
 // resolve turns a row's address notation into an address.
 func (w *world) resolve(t *testing.T, s, from string) netip.Addr {
+	if w.v6 {
+		return w.resolve6(t, s)
+	}
 	switch {
 	case s == "uplink":
 		return testnet.UplinkAddr
@@ -483,11 +499,17 @@ func (w *world) sender(t *testing.T, from, to string) (*testnet.NS, netip.Addr) 
 	case "host":
 		return w.topo.Host, netip.Addr{}
 	case "outside":
+		if w.v6 {
+			return w.topo.Outside, testnet.OutsideAddr6
+		}
 		return w.topo.Outside, testnet.OutsideAddr
 	}
 	name, netName, ok := strings.Cut(from, "@")
 	if !ok {
 		netName = w.primary[name]
+	}
+	if w.v6 {
+		return w.containers[name], w.addrs6[name+"@"+netName]
 	}
 	return w.containers[name], w.addrs[name+"@"+netName]
 }

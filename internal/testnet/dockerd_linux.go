@@ -245,7 +245,18 @@ func (d *Dockerd) AttachNS(t testing.TB, container string) *NS {
 // ContainerAddr is a container's address on a network (docker inspect).
 func (d *Dockerd) ContainerAddr(t testing.TB, container, network string) netip.Addr {
 	t.Helper()
-	out := strings.TrimSpace(d.Docker(t, 30*time.Second, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+network+`").IPAddress}}`, container))
+	return d.containerAddr(t, container, network, "IPAddress")
+}
+
+// ContainerAddr6 is a container's IPv6 address on a network.
+func (d *Dockerd) ContainerAddr6(t testing.TB, container, network string) netip.Addr {
+	t.Helper()
+	return d.containerAddr(t, container, network, "GlobalIPv6Address")
+}
+
+func (d *Dockerd) containerAddr(t testing.TB, container, network, field string) netip.Addr {
+	t.Helper()
+	out := strings.TrimSpace(d.Docker(t, 30*time.Second, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+network+`").`+field+`}}`, container))
 	a, err := netip.ParseAddr(out)
 	if err != nil {
 		t.Fatalf("address of %s on %s: %q", container, network, out)

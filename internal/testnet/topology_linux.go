@@ -15,6 +15,14 @@ var (
 	OutsideAddr = netip.MustParseAddr("198.19.0.2") // the outside namespace
 )
 
+// IPv6 addresses of a topology (AddIPv6): the uplink link is in
+// 2001:db8::/32 (RFC 3849, documentation), containers' networks in
+// fd00::/8 (unique local addresses, RFC 4193).
+var (
+	UplinkAddr6  = netip.MustParseAddr("2001:db8:19::1")
+	OutsideAddr6 = netip.MustParseAddr("2001:db8:19::2")
+)
+
 // UplinkIf is the host namespace's uplink interface.
 const UplinkIf = "up0"
 
@@ -45,4 +53,20 @@ func NewTopology(t testing.TB) *Topology {
 		t.Fatalf("outside namespace has a default route: %s", out)
 	}
 	return topo
+}
+
+// AddIPv6 makes the topology dual-stack: IPv6 addresses on the uplink
+// link, a default route over IPv6 into the outside namespace, and a route
+// back from there for the containers' unique local addresses only.
+// Addresses skip duplicate address detection, so they work at once.
+func (topo *Topology) AddIPv6(t testing.TB) {
+	t.Helper()
+	h, o := topo.Host, topo.Outside
+	h.MustRun(t, "ip", "-6", "addr", "add", UplinkAddr6.String()+"/64", "dev", UplinkIf, "nodad")
+	o.MustRun(t, "ip", "-6", "addr", "add", OutsideAddr6.String()+"/64", "dev", "eth0", "nodad")
+	h.MustRun(t, "ip", "-6", "route", "add", "default", "via", OutsideAddr6.String())
+	o.MustRun(t, "ip", "-6", "route", "add", "fd00::/8", "via", UplinkAddr6.String())
+	if out := o.MustRun(t, "ip", "-6", "route", "show", "default"); strings.TrimSpace(out) != "" {
+		t.Fatalf("outside namespace has an IPv6 default route: %s", out)
+	}
 }

@@ -16,64 +16,118 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // ServicePort is where Serve listens for TCP and UDP.
 const ServicePort = 7000
 
 // Serve starts, inside the namespace, a TCP and a UDP server on
-// ServicePort (all addresses) that answer every connection or datagram
-// with "src=<address the server saw>", so a probe learns whether and how
-// its source was translated. They stop when the test ends.
+// ServicePort (all addresses, IPv4 and, where the namespace has it, IPv6)
+// that answer every connection or datagram with "src=<address the server
+// saw>", so a probe learns whether and how its source was translated.
+// They stop when the test ends.
 func (n *NS) Serve(t testing.TB) {
 	t.Helper()
-	var tl net.Listener
-	var ul net.PacketConn
+	var tl4, tl6 net.Listener
+	var ul4, ul6 net.PacketConn
 	err := n.Do(func() error {
 		var err error
-		if tl, err = net.Listen("tcp4", fmt.Sprintf(":%d", ServicePort)); err != nil {
+		if tl4, err = net.Listen("tcp4", fmt.Sprintf(":%d", ServicePort)); err != nil {
 			return err
 		}
-		ul, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", ServicePort))
-		return err
+		if ul4, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", ServicePort)); err != nil {
+			return err
+		}
+		// IPv6 only where the namespace has it (not disabled): a probe
+		// over IPv6 is then refused, which a test expecting IPv6 reports.
+		if tl6, err = net.Listen("tcp6", fmt.Sprintf("[::]:%d", ServicePort)); err != nil {
+			return nil
+		}
+		if ul6, err = net.ListenPacket("udp6", fmt.Sprintf("[::]:%d", ServicePort)); err != nil {
+			tl6.Close()
+			tl6 = nil
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatalf("serve in %s: %v", n.Name, err)
 	}
-	t.Cleanup(func() { tl.Close(); ul.Close() })
-	go func() {
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-			fmt.Fprintf(c, "src=%s\n", host)
-			c.Close()
+	for _, l := range []net.Listener{tl4, tl6} {
+		if l == nil {
+			continue
 		}
-	}()
-	// Reply from the address the datagram was sent to: a wildcard-bound
-	// socket would otherwise answer from the route's preferred source, and
-	// the prober's connected socket would discard the reply.
-	pc := ipv4.NewPacketConn(ul)
-	if err := pc.SetControlMessage(ipv4.FlagDst, true); err != nil {
-		t.Fatal(err)
+		t.Cleanup(func() { l.Close() })
+		go serveTCP(l)
+	}
+	for _, c := range []net.PacketConn{ul4, ul6} {
+		if c == nil {
+			continue
+		}
+		t.Cleanup(func() { c.Close() })
+		if err := serveUDP(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func serveTCP(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+		fmt.Fprintf(c, "src=%s\n", host)
+		c.Close()
+	}
+}
+
+// serveUDP answers each datagram from the address it was sent to: a
+// wildcard-bound socket would otherwise answer from the route's preferred
+// source, and the prober's connected socket would discard the reply.
+func serveUDP(c net.PacketConn) error {
+	// read returns a datagram's sender and how to answer it.
+	var read func(buf []byte) (from net.Addr, reply func([]byte), err error)
+	if c.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
+		pc := ipv4.NewPacketConn(c)
+		if err := pc.SetControlMessage(ipv4.FlagDst, true); err != nil {
+			return err
+		}
+		read = func(buf []byte) (net.Addr, func([]byte), error) {
+			_, cm, from, err := pc.ReadFrom(buf)
+			var src *ipv4.ControlMessage
+			if cm != nil {
+				src = &ipv4.ControlMessage{Src: cm.Dst}
+			}
+			return from, func(b []byte) { pc.WriteTo(b, src, from) }, err
+		}
+	} else {
+		pc := ipv6.NewPacketConn(c)
+		if err := pc.SetControlMessage(ipv6.FlagDst, true); err != nil {
+			return err
+		}
+		read = func(buf []byte) (net.Addr, func([]byte), error) {
+			_, cm, from, err := pc.ReadFrom(buf)
+			var src *ipv6.ControlMessage
+			if cm != nil {
+				src = &ipv6.ControlMessage{Src: cm.Dst}
+			}
+			return from, func(b []byte) { pc.WriteTo(b, src, from) }, err
+		}
 	}
 	go func() {
 		buf := make([]byte, 1500)
 		for {
-			_, cm, from, err := pc.ReadFrom(buf)
+			from, reply, err := read(buf)
 			if err != nil {
 				return
 			}
 			host, _, _ := net.SplitHostPort(from.String())
-			var reply *ipv4.ControlMessage
-			if cm != nil {
-				reply = &ipv4.ControlMessage{Src: cm.Dst}
-			}
-			pc.WriteTo([]byte("src="+host+"\n"), reply, from)
+			reply([]byte("src=" + host + "\n"))
 		}
 	}()
+	return nil
 }
 
 // ErrBlocked is returned by probes that got no answer in time.
@@ -108,7 +162,7 @@ func (n *NS) TCPTo(dst netip.AddrPort, timeout time.Duration) (netip.Addr, error
 	var src netip.Addr
 	err := n.Do(func() error {
 		d := net.Dialer{Timeout: timeout}
-		c, err := d.Dial("tcp4", dst.String())
+		c, err := d.Dial(family("tcp", dst.Addr()), dst.String())
 		if err != nil {
 			return probeError(err)
 		}
@@ -146,7 +200,7 @@ func (n *NS) UDP(dst netip.Addr, timeout time.Duration) (netip.Addr, error) {
 func (n *NS) UDPTo(dst netip.AddrPort, timeout time.Duration) (netip.Addr, error) {
 	var src netip.Addr
 	err := n.Do(func() error {
-		c, err := net.Dial("udp4", dst.String())
+		c, err := net.Dial(family("udp", dst.Addr()), dst.String())
 		if err != nil {
 			return err
 		}
@@ -181,11 +235,25 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// Ping sends ICMP echo requests from the namespace to dst until one is
-// answered by dst or timeout passes.
+// family is network ("tcp", "udp") for dst's family: "tcp4" or "tcp6".
+func family(network string, dst netip.Addr) string {
+	if dst.Unmap().Is4() {
+		return network + "4"
+	}
+	return network + "6"
+}
+
+// Ping sends ICMP (ICMPv6 for an IPv6 dst) echo requests from the
+// namespace to dst until one is answered by dst or timeout passes.
 func (n *NS) Ping(dst netip.Addr, timeout time.Duration) error {
+	network, any, proto := "ip4:icmp", "0.0.0.0", 1
+	var request, reply icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
+	if !dst.Unmap().Is4() {
+		network, any, proto = "ip6:ipv6-icmp", "::", 58
+		request, reply = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
+	}
 	return n.Do(func() error {
-		c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		c, err := icmp.ListenPacket(network, any)
 		if err != nil {
 			return err
 		}
@@ -194,8 +262,8 @@ func (n *NS) Ping(dst netip.Addr, timeout time.Duration) error {
 		deadline := time.Now().Add(timeout)
 		buf := make([]byte, 1500)
 		for seq := 1; time.Now().Before(deadline); seq++ {
-			msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("bpfnet-probe")}}
-			b, _ := msg.Marshal(nil)
+			msg := icmp.Message{Type: request, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("bpfnet-probe")}}
+			b, _ := msg.Marshal(nil) // the kernel computes the ICMPv6 checksum
 			if _, err := c.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
 				return err
 			}
@@ -205,8 +273,8 @@ func (n *NS) Ping(dst netip.Addr, timeout time.Duration) error {
 				if err != nil {
 					break // resend
 				}
-				m, err := icmp.ParseMessage(1, buf[:k])
-				if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+				m, err := icmp.ParseMessage(proto, buf[:k])
+				if err != nil || m.Type != reply {
 					continue
 				}
 				if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && from.String() == dst.String() {
