@@ -120,7 +120,6 @@ func TestDockerBridgeReferenceIPv6(t *testing.T) {
 	testnet.RequirePrivileges(t)
 	w := newWorld(t)
 	w.dualStack = true
-	w.topo.AddIPv6(t)
 	w.startDocker(t, "--userland-proxy=false", "--experimental", "--ip6tables", "--ipv6", "--fixed-cidr-v6", fixedCIDRv6)
 	w.gateways[network.DefaultNetworkName] = hostAddr(t, w.topo.Host, "-4", "docker0")
 	w.gateways6[network.DefaultNetworkName] = hostAddr(t, w.topo.Host, "-6", "docker0")

@@ -15,7 +15,7 @@ var (
 	OutsideAddr = netip.MustParseAddr("198.19.0.2") // the outside namespace
 )
 
-// IPv6 addresses of a topology (AddIPv6): the uplink link is in
+// IPv6 addresses of a topology: the uplink link is in
 // 2001:db8::/32 (RFC 3849, documentation), containers' networks in
 // fd00::/8 (unique local addresses, RFC 4193).
 var (
@@ -27,8 +27,9 @@ var (
 const UplinkIf = "up0"
 
 // Topology is a host namespace with an uplink veth to an outside namespace.
-// The host's default route points at the outside namespace, which routes
-// only the container range back: no packet can leave the machine.
+// The host is dual-stack, as real hosts are: its default routes point at
+// the outside namespace, which routes only the container ranges back, so
+// no packet can leave the machine.
 type Topology struct {
 	Host    *NS
 	Outside *NS
@@ -52,14 +53,15 @@ func NewTopology(t testing.TB) *Topology {
 	if out := o.MustRun(t, "ip", "route", "show", "default"); strings.TrimSpace(out) != "" {
 		t.Fatalf("outside namespace has a default route: %s", out)
 	}
+	topo.addIPv6(t)
 	return topo
 }
 
-// AddIPv6 makes the topology dual-stack: IPv6 addresses on the uplink
+// addIPv6 makes the topology dual-stack: IPv6 addresses on the uplink
 // link, a default route over IPv6 into the outside namespace, and a route
 // back from there for the containers' unique local addresses only.
 // Addresses skip duplicate address detection, so they work at once.
-func (topo *Topology) AddIPv6(t testing.TB) {
+func (topo *Topology) addIPv6(t testing.TB) {
 	t.Helper()
 	h, o := topo.Host, topo.Outside
 	h.MustRun(t, "ip", "-6", "addr", "add", UplinkAddr6.String()+"/64", "dev", UplinkIf, "nodad")
