@@ -112,9 +112,7 @@ func median(v []uint32) uint32 {
 // times, and returns the kernel's duration per run of each call (ns) and
 // the last return code.
 func runCost(t *testing.T, w *world, prog *ebpf.Program, ifindex int, frame []byte, repeat uint32, n int) ([]uint32, uint32) {
-	ctx := make([]byte, 192)
-	binary.NativeEndian.PutUint32(ctx[36:], uint32(w.ingress))
-	binary.NativeEndian.PutUint32(ctx[40:], uint32(ifindex))
+	ctx := w.skb(ifindex)
 	out := make([]byte, len(frame)+256)
 	var durations []uint32
 	var ret uint32

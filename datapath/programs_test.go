@@ -179,14 +179,20 @@ func (w *world) run(t *testing.T, prog *ebpf.Program, ifindex int, frame []byte)
 	return ret, mark
 }
 
-// runData is run that also returns the packet as the program left it.
-func (w *world) runData(t *testing.T, prog *ebpf.Program, ifindex int, frame []byte) (uint32, uint32, []byte) {
-	t.Helper()
-	// struct __sk_buff: mark at offset 8, ingress_ifindex at 36, ifindex
-	// at 40; 192 bytes.
+// skb is the struct __sk_buff a run starts with (192 bytes: mark at
+// offset 8, ingress_ifindex at 36, ifindex at 40): the packet is on
+// ifindex and came in on w.ingress.
+func (w *world) skb(ifindex int) []byte {
 	ctx := make([]byte, 192)
 	binary.NativeEndian.PutUint32(ctx[36:], uint32(w.ingress))
 	binary.NativeEndian.PutUint32(ctx[40:], uint32(ifindex))
+	return ctx
+}
+
+// runData is run that also returns the packet as the program left it.
+func (w *world) runData(t *testing.T, prog *ebpf.Program, ifindex int, frame []byte) (uint32, uint32, []byte) {
+	t.Helper()
+	ctx := w.skb(ifindex)
 	out := make([]byte, 192)
 	data := make([]byte, len(frame)+256)
 	var ret uint32
