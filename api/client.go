@@ -233,8 +233,13 @@ func (c *Client) CheckEndpoint(ctx context.Context, ref string) error {
 	return c.do(ctx, "GET", "/v1/endpoints/"+url.PathEscape(ref)+"/check", nil, nil)
 }
 
-// CompatRender returns the iptables-save text of the compat rendering.
-func (c *Client) CompatRender(ctx context.Context) (string, error) {
+// CompatRender returns the iptables-save text of the compat rendering,
+// or with ipv6 its ip6tables-save text.
+func (c *Client) CompatRender(ctx context.Context, ipv6 bool) (string, error) {
 	var out string
-	return out, c.do(ctx, "GET", "/v1/compat/render", nil, &out)
+	path := "/v1/compat/render"
+	if ipv6 {
+		path += "?family=ipv6"
+	}
+	return out, c.do(ctx, "GET", path, nil, &out)
 }

@@ -20,6 +20,13 @@ type CreateNetworkRequest struct {
 	IPRange  string `json:"IPRange,omitempty"`
 	Gateway  string `json:"Gateway,omitempty"`
 	Internal bool   `json:"Internal,omitempty"`
+	// EnableIPv6 makes the network dual-stack (`--ipv6`): besides its
+	// IPv4 subnet it gets Subnet6 (a unique local /64 when empty), with
+	// IPRange6 and Gateway6 as their IPv4 counterparts.
+	EnableIPv6 bool   `json:"EnableIPv6,omitempty"`
+	Subnet6    string `json:"Subnet6,omitempty"`
+	IPRange6   string `json:"IPRange6,omitempty"`
+	Gateway6   string `json:"Gateway6,omitempty"`
 	// AuxAddresses are addresses of the subnet, by name, that are never
 	// given to an endpoint (`--aux-address`, as Docker's).
 	AuxAddresses map[string]string `json:"AuxAddresses,omitempty"`
@@ -39,8 +46,11 @@ type CreateEndpointRequest struct {
 	NetNS   string `json:"NetNS,omitempty"`
 	PID     int    `json:"PID,omitempty"`
 	IP      string `json:"IP,omitempty"`
-	IfName  string `json:"IfName,omitempty"`
-	Name    string `json:"Name,omitempty"`
+	// IP6 is the IPv6 address on a dual-stack network (default: the
+	// first free one of its IPv6 range).
+	IP6    string `json:"IP6,omitempty"`
+	IfName string `json:"IfName,omitempty"`
+	Name   string `json:"Name,omitempty"`
 	// Ports are -p specs: [HOSTIP:]HOSTPORT:PORT[/tcp|udp].
 	Ports []string `json:"Ports,omitempty"`
 	// MAC is the container interface's MAC address; empty, it is derived
@@ -131,13 +141,18 @@ type Endpoint struct {
 	// HostIf is the host-side veth.
 	HostIf string     `json:"HostIf"`
 	IP     netip.Addr `json:"IP"`
-	MAC    string     `json:"MAC"`
+	// IP6 is the IPv6 address on a dual-stack network.
+	IP6 netip.Addr `json:"IP6,omitzero"`
+	MAC string     `json:"MAC"`
 	// DefaultRoute: the namespace's default route is this endpoint's.
 	DefaultRoute bool          `json:"DefaultRoute,omitempty"`
 	Ports        []PortMapping `json:"Ports,omitempty"`
 	Network      string        `json:"Network"`
 	Subnet       string        `json:"Subnet"`
 	Gateway      string        `json:"Gateway"`
+	// Subnet6 and Gateway6 are the network's IPv6 ones (dual-stack only).
+	Subnet6  string `json:"Subnet6,omitempty"`
+	Gateway6 string `json:"Gateway6,omitempty"`
 	// ContainerID, Runtime and Labels are as created (CreateEndpointRequest).
 	ContainerID string            `json:"ContainerID,omitempty"`
 	Runtime     string            `json:"Runtime,omitempty"`

@@ -20,9 +20,18 @@ type client interface {
 }
 
 // ruleKey identifies a rule regardless of its placement.
-type ruleKey struct{ Table, Chain, Spec string }
+type ruleKey struct {
+	IPv6               bool `json:",omitempty"`
+	Table, Chain, Spec string
+}
 
-func keyOf(r Rule) ruleKey { return ruleKey{r.Table, r.Chain, r.Spec} }
+func keyOf(r Rule) ruleKey { return ruleKey{r.IPv6, r.Table, r.Chain, r.Spec} }
+
+// chainKey is a chain of a family's table.
+type chainKey struct {
+	ipv6         bool
+	table, chain string
+}
 
 // listSpecs returns the rules of a chain as specs (without "-A CHAIN").
 func listSpecs(ipt client, table, chain string) ([]string, error) {
@@ -134,12 +143,13 @@ func deleteRule(ipt client, k ruleKey) error {
 	return nil
 }
 
-// groups splits rules by (table, chain), in order of first appearance.
+// groups splits rules by chain (of a family's table), in order of first
+// appearance.
 func groups(rules []Rule) [][]Rule {
 	var out [][]Rule
-	at := map[[2]string]int{}
+	at := map[chainKey]int{}
 	for _, r := range rules {
-		k := [2]string{r.Table, r.Chain}
+		k := chainKey{r.IPv6, r.Table, r.Chain}
 		i, ok := at[k]
 		if !ok {
 			i = len(out)

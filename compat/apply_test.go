@@ -115,7 +115,7 @@ func (f *fakeIPT) save() string {
 	for k, specs := range f.chains {
 		table, chain, _ := strings.Cut(k, "/")
 		if !slices.Contains(builtin[table], chain) {
-			rs.Chains = append(rs.Chains, Chain{table, chain})
+			rs.Chains = append(rs.Chains, Chain{Table: table, Name: chain})
 		}
 		for _, s := range specs {
 			rs.Rules = append(rs.Rules, Rule{Table: table, Chain: chain, Spec: s})
@@ -128,7 +128,9 @@ func newFakeEnforcer(t *testing.T, ipt *fakeIPT, dir string) *Enforcer {
 	t.Helper()
 	sys := t.TempDir()
 	writeFile(t, filepath.Join(sys, "net/ipv4/ip_forward"), "0\n")
+	writeFile(t, filepath.Join(sys, "net/ipv6/conf/all/forwarding"), "0\n")
 	writeFile(t, filepath.Join(sys, "net/bridge/bridge-nf-call-iptables"), "1\n")
+	writeFile(t, filepath.Join(sys, "net/bridge/bridge-nf-call-ip6tables"), "0\n")
 	e := &Enforcer{log: slog.New(slog.NewTextHandler(io.Discard, nil)), ipt: ipt, prefix: "DOCKER", mode: UserlandProxy,
 		path: filepath.Join(dir, "iptables.json"), sysctl: sys}
 	if err := e.loadLedger(); err != nil {

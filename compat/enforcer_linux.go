@@ -31,6 +31,9 @@ type record struct {
 	// because it was off, set the FORWARD policy to DROP (Docker 20.10
 	// does both); --cleanup reverts them.
 	forwarding.Change
+	// IPv6Forwarding records the same for IPv6 (net.ipv6.conf.all.forwarding
+	// and the ip6tables FORWARD policy), once a network has IPv6.
+	IPv6Forwarding forwarding.Change `json:"ipv6_forwarding,omitzero"`
 	// RouteLocalnet lists the bridges on which we set route_localnet=1
 	// (hairpin mode); --cleanup sets it back on those still there.
 	RouteLocalnet []string `json:"route_localnet,omitempty"`
@@ -38,17 +41,24 @@ type record struct {
 
 // Enforcer is the iptables datapath.
 type Enforcer struct {
-	log    *slog.Logger
-	ipt    client
-	prefix string
-	mode   Mode
-	path   string // ledger file
-	led    record
+	log *slog.Logger
+	ipt client
+	// ipt6 is ip6tables; nil, with ipt6Err saying why, on a host without
+	// it (then no network may have IPv6).
+	ipt6    client
+	ipt6Err error
+	prefix  string
+	mode    Mode
+	path    string // ledger file
+	led     record
 	// sysctl is the root of the sysctl tree (/proc/sys); tests may change it.
 	sysctl string
 	// synced is the rendering the last sync applied, by (table, chain);
 	// nil until the first.
-	synced map[[2]string][]Rule
+	synced map[chainKey][]Rule
+	// chains are the chains of ours known to exist since the last
+	// Reconcile (the IPv6 ones come with the first dual-stack network).
+	chains map[Chain]bool
 }
 
 // New returns an iptables enforcer using the iptables binary in PATH (nft
@@ -63,10 +73,30 @@ func New(log *slog.Logger, prefix, stateDir string) (*Enforcer, error) {
 		return nil, fmt.Errorf("iptables: %w", err)
 	}
 	e := &Enforcer{log: log, ipt: ipt, prefix: prefix, path: ledgerPath(stateDir), sysctl: sysctl.Root}
+	if ipt6, err := iptables.New(iptables.IPFamily(iptables.ProtocolIPv6), iptables.Timeout(10)); err != nil {
+		e.ipt6Err = fmt.Errorf("ip6tables: %w", err)
+	} else {
+		e.ipt6 = ipt6
+	}
 	if err := e.loadLedger(); err != nil {
 		return nil, err
 	}
 	return e, nil
+}
+
+// EnforcesIPv6 implements network.IPv6Enforcer: with ip6tables, IPv6 is
+// held to Docker's ip6tables layout.
+func (e *Enforcer) EnforcesIPv6() bool { return e.ipt6 != nil }
+
+// client is the iptables of a family.
+func (e *Enforcer) client(ipv6 bool) (client, error) {
+	if !ipv6 {
+		return e.ipt, nil
+	}
+	if e.ipt6 == nil {
+		return nil, e.ipt6Err
+	}
+	return e.ipt6, nil
 }
 
 // Name implements network.Enforcer.
@@ -79,11 +109,18 @@ func (e *Enforcer) Close() error { return nil }
 func ledgerPath(stateDir string) string { return filepath.Join(stateDir, "iptables.json") }
 
 // ForwardPolicy is the FORWARD policy the iptables mode runs with on this
-// host, as its ledger in stateDir says: DROP when it turned IP forwarding
-// on (as Docker does), else ACCEPT (for Save).
-func ForwardPolicy(stateDir string) string {
+// host for a family, as its ledger in stateDir says: DROP when it turned
+// IP forwarding on (as Docker does), else ACCEPT (for Save and Save6).
+func ForwardPolicy(stateDir string, ipv6 bool) string {
 	var led record
-	if ledger.Load(ledgerPath(stateDir), &led) == nil && led.ForwardPolicySet {
+	if ledger.Load(ledgerPath(stateDir), &led) != nil {
+		return "ACCEPT"
+	}
+	c := led.Change
+	if ipv6 {
+		c = led.IPv6Forwarding
+	}
+	if c.ForwardPolicySet {
 		return "DROP"
 	}
 	return "ACCEPT"
@@ -100,7 +137,7 @@ func (e *Enforcer) writeSysctl(name, v string) error { return sysctl.Write(e.sys
 // prepareForwarding turns IP forwarding on as Docker 20.10 does: only if it
 // was off does it also set the FORWARD policy to DROP.
 func (e *Enforcer) prepareForwarding() error {
-	c, err := forwarding.Enable(e.sysctl, e.ipt, func(c forwarding.Change) error {
+	c, err := forwarding.Enable(e.sysctl, forwarding.IPv4, e.ipt, func(c forwarding.Change) error {
 		e.led.Change = c
 		return e.saveLedger()
 	})
@@ -110,12 +147,30 @@ func (e *Enforcer) prepareForwarding() error {
 	return err
 }
 
+// prepareIPv6Forwarding does the same for IPv6, once a network has it.
+func (e *Enforcer) prepareIPv6Forwarding() error {
+	if e.led.IPv6Forwarding.IPForwardSet {
+		return nil
+	}
+	c, err := forwarding.Enable(e.sysctl, forwarding.IPv6, e.ipt6, func(c forwarding.Change) error {
+		e.led.IPv6Forwarding = c
+		return e.saveLedger()
+	})
+	if c.IPForwardSet {
+		e.led.IPv6Forwarding = c
+		if links := forwarding.RouterAdvertised(); len(links) > 0 {
+			e.log.Warn("IPv6 forwarding is now on, with which an interface whose accept_ra is 1 stops taking router advertisements: its IPv6 default route will expire (set accept_ra to 2 on it, as for Docker's --ipv6)", "interfaces", links)
+		}
+	}
+	return err
+}
+
 // Reconcile implements network.Enforcer.
 func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 	if err := e.prepareForwarding(); err != nil {
 		return err
 	}
-	e.synced = nil
+	e.synced, e.chains = nil, nil
 	return e.sync(v)
 }
 
@@ -147,19 +202,28 @@ func (e *Enforcer) EndpointPortsChanged(ctx context.Context, v network.View, ep 
 // otherwise keep translating a peer's packets to the next endpoint given
 // its address (as Docker's bridge driver flushes them).
 func (e *Enforcer) EndpointRemoved(ctx context.Context, v network.View, ep *network.Endpoint) error {
-	if err := flushConntrack(ep.IP); err != nil {
-		e.log.Warn("flush connection tracking of a removed endpoint", "ip", ep.IP, "err", err)
+	for _, ip := range []netip.Addr{ep.IP, ep.IP6} {
+		if err := flushConntrack(ip); err != nil {
+			e.log.Warn("flush connection tracking of a removed endpoint", "ip", ip, "err", err)
+		}
 	}
 	return e.sync(v)
 }
 
 // flushConntrack deletes the conntrack entries with ip as any address.
 func flushConntrack(ip netip.Addr) error {
+	if !ip.IsValid() {
+		return nil
+	}
 	f := &netlink.ConntrackFilter{}
 	if err := f.AddIP(netlink.ConntrackNatAnyIP, ip.AsSlice()); err != nil {
 		return err
 	}
-	_, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f)
+	family := netlink.InetFamily(unix.AF_INET)
+	if ip.Is6() {
+		family = unix.AF_INET6
+	}
+	_, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, family, f)
 	return err
 }
 
@@ -194,6 +258,14 @@ func (e *Enforcer) ensureRouteLocalnet(v network.View) error {
 // exist, stale rules of ours are deleted, missing ones added in place.
 func (e *Enforcer) sync(v network.View) error {
 	rs := Render(v, e.prefix, e.mode)
+	if rs.HasIPv6() {
+		if e.ipt6 == nil {
+			return fmt.Errorf("a network has IPv6, which needs %w", e.ipt6Err)
+		}
+		if err := e.prepareIPv6Forwarding(); err != nil {
+			return err
+		}
+	}
 	if e.mode == Hairpin {
 		if err := e.ensureRouteLocalnet(v); err != nil {
 			return err
@@ -202,11 +274,16 @@ func (e *Enforcer) sync(v network.View) error {
 	for _, n := range v.Networks {
 		if !n.ICC {
 			// icc=false is enforced in FORWARD, which bridged frames only
-			// reach with bridge netfilter on; Docker sets it for such networks.
-			if err := e.ensureBridgeNetfilter(); err != nil {
+			// reach with bridge netfilter on; Docker sets it for such
+			// networks (for ip6tables too when they have IPv6).
+			if err := e.ensureBridgeNetfilter("iptables"); err != nil {
 				return err
 			}
-			break
+		}
+		if !n.ICC && n.DualStack() {
+			if err := e.ensureBridgeNetfilter("ip6tables"); err != nil {
+				return err
+			}
 		}
 	}
 	want := map[ruleKey]bool{}
@@ -234,22 +311,32 @@ func (e *Enforcer) sync(v network.View) error {
 	if err := e.saveLedger(); err != nil {
 		return err
 	}
-	if e.synced == nil { // the first sync since start: every chain
-		for _, ch := range rs.Chains {
-			ok, err := e.ipt.ChainExists(ch.Table, ch.Name)
-			if err != nil {
-				return fmt.Errorf("check chain %s: %w", ch.Name, err)
-			}
-			if !ok {
-				if err := e.ipt.NewChain(ch.Table, ch.Name); err != nil {
-					return fmt.Errorf("create chain %s %s: %w", ch.Table, ch.Name, err)
-				}
+	if e.chains == nil {
+		e.chains = map[Chain]bool{}
+	}
+	for _, ch := range rs.Chains {
+		if e.chains[ch] {
+			continue
+		}
+		ipt, _ := e.client(ch.IPv6) // rs.HasIPv6 checked ip6tables
+		ok, err := ipt.ChainExists(ch.Table, ch.Name)
+		if err != nil {
+			return fmt.Errorf("check chain %s: %w", ch.Name, err)
+		}
+		if !ok {
+			if err := ipt.NewChain(ch.Table, ch.Name); err != nil {
+				return fmt.Errorf("create chain %s %s: %w", ch.Table, ch.Name, err)
 			}
 		}
+		e.chains[ch] = true
 	}
 	for _, k := range union {
 		if !want[k] {
-			if err := deleteRule(e.ipt, k); err != nil {
+			ipt, err := e.client(k.IPv6)
+			if err == nil {
+				err = deleteRule(ipt, k)
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -257,14 +344,15 @@ func (e *Enforcer) sync(v network.View) error {
 	// Only chains whose rendering changed since the last sync are listed
 	// and repaired: a change touches a handful of chains, however many
 	// networks exist. The first sync since start checks them all.
-	synced := map[[2]string][]Rule{}
+	synced := map[chainKey][]Rule{}
 	for _, g := range groups(rs.Rules) {
-		at := [2]string{g[0].Table, g[0].Chain}
+		at := chainKey{g[0].IPv6, g[0].Table, g[0].Chain}
 		synced[at] = g
 		if e.synced != nil && slices.Equal(e.synced[at], g) {
 			continue
 		}
-		if err := syncChain(e.ipt, at[0], at[1], g); err != nil {
+		ipt, _ := e.client(at.ipv6)
+		if err := syncChain(ipt, at.table, at.chain, g); err != nil {
 			e.synced = nil
 			return err
 		}
@@ -277,8 +365,9 @@ func (e *Enforcer) sync(v network.View) error {
 	return e.saveLedger()
 }
 
-func (e *Enforcer) ensureBridgeNetfilter() error {
-	const name = "net/bridge/bridge-nf-call-iptables"
+// ensureBridgeNetfilter turns bridge-nf-call-<tables> on.
+func (e *Enforcer) ensureBridgeNetfilter(tables string) error {
+	name := "net/bridge/bridge-nf-call-" + tables
 	v, err := e.readSysctl(name)
 	if err != nil {
 		return fmt.Errorf("enable_icc=false needs bridge netfilter (br_netfilter): %w", err)
@@ -295,27 +384,44 @@ func (e *Enforcer) ensureBridgeNetfilter() error {
 func (e *Enforcer) Cleanup(ctx context.Context) error {
 	var errs []error
 	for _, k := range e.led.Rules {
-		errs = append(errs, deleteRule(e.ipt, k))
+		ipt, err := e.client(k.IPv6)
+		if err == nil {
+			err = deleteRule(ipt, k)
+		}
+		errs = append(errs, err)
 	}
 	user := ChainNames(e.prefix).User
 	for _, ch := range e.led.Chains {
-		ok, err := e.ipt.ChainExists(ch.Table, ch.Name)
+		ipt, err := e.client(ch.IPv6)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ok, err := ipt.ChainExists(ch.Table, ch.Name)
 		if err != nil || !ok {
 			errs = append(errs, err)
 			continue
 		}
-		if ch.Name == user {
-			specs, err := listSpecs(e.ipt, ch.Table, ch.Name)
+		if ch.Name == user && !ch.IPv6 {
+			specs, err := listSpecs(ipt, ch.Table, ch.Name)
 			if err == nil && len(specs) > 0 && (len(specs) != 1 || specs[0] != "-j RETURN") {
 				e.log.Warn("keeping user chain: it holds rules of yours", "chain", ch.Name, "rules", len(specs))
 				continue
 			}
 		}
-		if err := e.ipt.ClearAndDeleteChain(ch.Table, ch.Name); err != nil {
+		if err := ipt.ClearAndDeleteChain(ch.Table, ch.Name); err != nil {
 			errs = append(errs, fmt.Errorf("delete chain %s: %w", ch.Name, err))
 		}
 	}
-	errs = append(errs, forwarding.Restore(e.sysctl, e.ipt, e.led.Change))
+	errs = append(errs, forwarding.Restore(e.sysctl, forwarding.IPv4, e.ipt, e.led.Change))
+	if c := e.led.IPv6Forwarding; c.IPForwardSet {
+		// Without ip6tables nothing set the policy (Enable had no client).
+		var ipt6 forwarding.Policy
+		if e.ipt6 != nil {
+			ipt6 = e.ipt6
+		}
+		errs = append(errs, forwarding.Restore(e.sysctl, forwarding.IPv6, ipt6, c))
+	}
 	for _, br := range e.led.RouteLocalnet {
 		name := "net/ipv4/conf/" + br + "/route_localnet"
 		if _, err := e.readSysctl(name); err == nil {

@@ -6,6 +6,7 @@ package compat
 
 import (
 	"fmt"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -34,6 +35,8 @@ const (
 
 // Rule is one iptables rule in iptables-save's canonical form.
 type Rule struct {
+	// IPv6 rules are ip6tables'; the others iptables'.
+	IPv6  bool
 	Table string
 	Chain string
 	// Spec is the rule without "-A CHAIN", exactly as iptables-save prints it.
@@ -47,8 +50,11 @@ type Rule struct {
 // String is the rule as `iptables -S` and iptables-save print it.
 func (r Rule) String() string { return "-A " + r.Chain + " " + r.Spec }
 
-// Chain is a user-defined chain bpfnet owns.
-type Chain struct{ Table, Name string }
+// Chain is a user-defined chain bpfnet owns (in ip6tables when IPv6).
+type Chain struct {
+	Table, Name string
+	IPv6        bool `json:",omitempty"`
+}
 
 // Ruleset is the complete rendered rule set.
 type Ruleset struct {
@@ -93,25 +99,80 @@ const (
 	UserlandProxy
 )
 
+// family is what the rendering of one IP version takes from the model.
+type family struct {
+	ipv6 bool
+	// host is the prefix length of one address ("/32").
+	host string
+	// subnet is a network's subnet of this family (invalid: none).
+	subnet func(n *network.Network) netip.Prefix
+	// addr is an endpoint's address of this family (invalid: none).
+	addr func(ep *network.Endpoint) netip.Addr
+	// dnat is a DNAT target.
+	dnat func(a netip.Addr, port uint16) string
+}
+
+var (
+	ipv4 = family{host: "/32",
+		subnet: func(n *network.Network) netip.Prefix { return n.Subnet },
+		addr:   func(ep *network.Endpoint) netip.Addr { return ep.IP },
+		dnat:   func(a netip.Addr, port uint16) string { return fmt.Sprintf("%s:%d", a, port) }}
+	ipv6 = family{ipv6: true, host: "/128",
+		subnet: func(n *network.Network) netip.Prefix { return n.Subnet6 },
+		addr:   func(ep *network.Endpoint) netip.Addr { return ep.IP6 },
+		dnat:   func(a netip.Addr, port uint16) string { return netip.AddrPortFrom(a, port).String() }}
+)
+
 // Render returns the rules Docker 20.10 would have for the networks and
 // published ports of v (created oldest first), with the given chain prefix
-// and mode. It is a pure function of its input.
+// and mode: its iptables rules and, when a network is dual-stack, its
+// ip6tables rules (reference §A.8; Docker 20.10 with --ip6tables). It is a
+// pure function of its input.
 func Render(v network.View, prefix string, mode Mode) Ruleset {
-	c := ChainNames(prefix)
-	rs := Ruleset{Chains: []Chain{
-		{"filter", c.Prefix}, {"filter", c.Isolation1}, {"filter", c.Isolation2}, {"filter", c.User}, {"nat", c.Prefix},
-	}}
-	add := func(table, chain string, place Placement, format string, a ...any) {
-		rs.Rules = append(rs.Rules, Rule{Table: table, Chain: chain, Spec: fmt.Sprintf(format, a...), Place: place})
+	rs := render(v, prefix, mode, ipv4)
+	if slices.ContainsFunc(v.Networks, (*network.Network).DualStack) {
+		rs6 := render(v, prefix, mode, ipv6)
+		rs.Chains = append(rs.Chains, rs6.Chains...)
+		rs.Rules = append(rs.Rules, rs6.Rules...)
 	}
+	return rs
+}
+
+// render is Render for one family. Docker 20.10's ip6tables layout is its
+// iptables layout with the IPv6 subnets and addresses, except that it has
+// no user chain, a network's blocks are there only when it has IPv6 (its
+// isolation rules always are), host_ipv4 does not apply (IPv6 is
+// masqueraded), and a port published on a specific IPv4 address is not
+// published over IPv6 (ipv6-scenario.v6.rules).
+func render(v network.View, prefix string, mode Mode, f family) Ruleset {
+	c := ChainNames(prefix)
+	rs := Ruleset{Chains: []Chain{{"filter", c.Prefix, f.ipv6}, {"filter", c.Isolation1, f.ipv6}, {"filter", c.Isolation2, f.ipv6}}}
+	if !f.ipv6 {
+		rs.Chains = append(rs.Chains, Chain{"filter", c.User, false})
+	}
+	rs.Chains = append(rs.Chains, Chain{"nat", c.Prefix, f.ipv6})
+	add := func(table, chain string, place Placement, format string, a ...any) {
+		rs.Rules = append(rs.Rules, Rule{IPv6: f.ipv6, Table: table, Chain: chain, Spec: fmt.Sprintf(format, a...), Place: place})
+	}
+	addFix := func(fix, table, chain string, place Placement, format string, a ...any) {
+		add(table, chain, place, format, a...)
+		rs.Rules[len(rs.Rules)-1].Addition = fix
+	}
+	// has reports whether n has this family.
+	has := func(n *network.Network) bool { return f.subnet(n).IsValid() }
 	newest := slices.Clone(v.Networks)
 	slices.Reverse(newest)
 
 	// filter FORWARD: the two jumps, the network blocks (newest first), then
 	// the icc=false DROPs, which Docker appends (so oldest first).
-	add("filter", "FORWARD", Top, "-j %s", c.User)
+	if !f.ipv6 {
+		add("filter", "FORWARD", Top, "-j %s", c.User)
+	}
 	add("filter", "FORWARD", Top, "-j %s", c.Isolation1)
 	for _, n := range newest {
+		if !has(n) {
+			continue
+		}
 		br := n.Bridge
 		if !n.Internal {
 			add("filter", "FORWARD", Insert, "-o %s -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", br)
@@ -123,7 +184,7 @@ func Render(v network.View, prefix string, mode Mode) Ruleset {
 		}
 	}
 	for _, n := range v.Networks {
-		if !n.ICC {
+		if has(n) && !n.ICC {
 			add("filter", "FORWARD", Append, "-i %s -o %s -j DROP", n.Bridge, n.Bridge)
 		}
 	}
@@ -132,10 +193,17 @@ func Render(v network.View, prefix string, mode Mode) Ruleset {
 	// interface to stage 2, which drops it if it enters another bridge.
 	// Internal networks drop anything crossing their subnet's border.
 	for _, n := range newest {
-		if n.Internal {
-			add("filter", c.Isolation1, Insert, "! -s %s -o %s -j DROP", n.Subnet, n.Bridge)
-			add("filter", c.Isolation1, Insert, "! -d %s -i %s -j DROP", n.Subnet, n.Bridge)
-		} else {
+		switch {
+		case n.Internal && f.ipv6 && has(n):
+			// 20.10's rules without "! -i"/"! -o" also meet the
+			// containers' own neighbour discovery (link-local sources)
+			// through bridge netfilter; Docker 28 fixed that.
+			addFix(InternalFix, "filter", c.Isolation1, Insert, "! -s %s ! -i %s -o %s -j DROP", f.subnet(n), n.Bridge, n.Bridge)
+			addFix(InternalFix, "filter", c.Isolation1, Insert, "! -d %s -i %s ! -o %s -j DROP", f.subnet(n), n.Bridge, n.Bridge)
+		case n.Internal && has(n):
+			add("filter", c.Isolation1, Insert, "! -s %s -o %s -j DROP", f.subnet(n), n.Bridge)
+			add("filter", c.Isolation1, Insert, "! -d %s -i %s -j DROP", f.subnet(n), n.Bridge)
+		case !n.Internal:
 			add("filter", c.Isolation1, Insert, "-i %s ! -o %s -j %s", n.Bridge, n.Bridge, c.Isolation2)
 		}
 	}
@@ -146,8 +214,10 @@ func Render(v network.View, prefix string, mode Mode) Ruleset {
 		}
 	}
 	add("filter", c.Isolation2, Append, "-j RETURN")
-	// The user chain only gets its RETURN; its other rules are the user's.
-	add("filter", c.User, Append, "-j RETURN")
+	if !f.ipv6 {
+		// The user chain only gets its RETURN; its other rules are the user's.
+		add("filter", c.User, Append, "-j RETURN")
+	}
 
 	// nat: the jumps to the DNAT chain (published ports) and masquerade.
 	// In proxy mode the host's loopback connections are left to the proxy,
@@ -157,18 +227,20 @@ func Render(v network.View, prefix string, mode Mode) Ruleset {
 	// network's MASQUERADE.
 	add("nat", "PREROUTING", Insert, "-m addrtype --dst-type LOCAL -j %s", c.Prefix)
 	if mode == UserlandProxy {
-		add("nat", "OUTPUT", Insert, "! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j %s", c.Prefix)
+		add("nat", "OUTPUT", Insert, "! -d %s -m addrtype --dst-type LOCAL -j %s", loopback(f), c.Prefix)
 	} else {
 		add("nat", "OUTPUT", Insert, "-m addrtype --dst-type LOCAL -j %s", c.Prefix)
 	}
+	// hostIPv4 is a network's SNAT source: host_ipv4, for IPv4 only.
+	hostIPv4 := func(n *network.Network) bool { return n.HostIPv4.IsValid() && !f.ipv6 }
 	for _, n := range newest {
-		if n.Internal {
+		if n.Internal || !has(n) {
 			continue
 		}
 		if mode == Hairpin {
 			// With host_ipv4 the host's own packets into the bridge get
 			// that address too, masquerade on or off (captures 50, 51).
-			if n.HostIPv4.IsValid() {
+			if hostIPv4(n) {
 				add("nat", "POSTROUTING", Insert, "-o %s -m addrtype --src-type LOCAL -j SNAT --to-source %s", n.Bridge, n.HostIPv4)
 			} else {
 				add("nat", "POSTROUTING", Insert, "-o %s -m addrtype --src-type LOCAL -j MASQUERADE", n.Bridge)
@@ -177,15 +249,15 @@ func Render(v network.View, prefix string, mode Mode) Ruleset {
 		if !n.Masquerade {
 			continue
 		}
-		if n.HostIPv4.IsValid() {
-			add("nat", "POSTROUTING", Insert, "-s %s ! -o %s -j SNAT --to-source %s", n.Subnet, n.Bridge, n.HostIPv4)
+		if hostIPv4(n) {
+			add("nat", "POSTROUTING", Insert, "-s %s ! -o %s -j SNAT --to-source %s", f.subnet(n), n.Bridge, n.HostIPv4)
 		} else {
-			add("nat", "POSTROUTING", Insert, "-s %s ! -o %s -j MASQUERADE", n.Subnet, n.Bridge)
+			add("nat", "POSTROUTING", Insert, "-s %s ! -o %s -j MASQUERADE", f.subnet(n), n.Bridge)
 		}
 	}
 	if mode == UserlandProxy {
 		for _, n := range newest {
-			if !n.Internal && n.Masquerade {
+			if !n.Internal && n.Masquerade && has(n) {
 				add("nat", c.Prefix, Insert, "-i %s -j RETURN", n.Bridge)
 			}
 		}
@@ -196,28 +268,59 @@ func Render(v network.View, prefix string, mode Mode) Ruleset {
 	// reaching its own port, and the DNAT itself.
 	for _, ep := range v.Endpoints {
 		n := v.Network(ep.NetworkID)
-		if n == nil || n.Internal {
+		a := f.addr(ep)
+		if n == nil || n.Internal || !a.IsValid() {
 			continue
 		}
 		for _, p := range ep.Ports {
-			add("filter", c.Prefix, Append, "-d %s/32 ! -i %s -o %s -p %s -m %s --dport %d -j ACCEPT", ep.IP, n.Bridge, n.Bridge, p.Proto, p.Proto, p.Port)
-			add("nat", "POSTROUTING", Append, "-s %s/32 -d %s/32 -p %s -m %s --dport %d -j MASQUERADE", ep.IP, ep.IP, p.Proto, p.Proto, p.Port)
+			if f.ipv6 && !p.HostIP.IsUnspecified() {
+				continue
+			}
+			add("filter", c.Prefix, Append, "-d %s%s ! -i %s -o %s -p %s -m %s --dport %d -j ACCEPT", a, f.host, n.Bridge, n.Bridge, p.Proto, p.Proto, p.Port)
+			add("nat", "POSTROUTING", Append, "-s %s%s -d %s%s -p %s -m %s --dport %d -j MASQUERADE", a, f.host, a, f.host, p.Proto, p.Proto, p.Port)
 			var match string
 			if !p.HostIP.IsUnspecified() {
-				match += fmt.Sprintf("-d %s/32 ", p.HostIP)
+				match += fmt.Sprintf("-d %s%s ", p.HostIP, f.host)
 			}
 			if mode == UserlandProxy {
 				match += fmt.Sprintf("! -i %s ", n.Bridge)
 			}
-			add("nat", c.Prefix, Append, "%s-p %s -m %s --dport %d -j DNAT --to-destination %s:%d", match, p.Proto, p.Proto, p.HostPort, ep.IP, p.Port)
+			add("nat", c.Prefix, Append, "%s-p %s -m %s --dport %d -j DNAT --to-destination %s", match, p.Proto, p.Proto, p.HostPort, f.dnat(a, p.Port))
 		}
 	}
-	laterFixes(&rs, v)
+
+	// The later fixes in the raw table. Networks without masquerade get
+	// no direct-access drop: their containers are reached at their own
+	// addresses by design (replies come back to them routed).
+	for _, ep := range v.Endpoints {
+		n := v.Network(ep.NetworkID)
+		a := f.addr(ep)
+		if n == nil || n.Internal || !a.IsValid() {
+			continue
+		}
+		if n.Masquerade {
+			addFix(DirectAccessFix, "raw", "PREROUTING", Append, "-d %s%s ! -i %s -j DROP", a, f.host, n.Bridge)
+		}
+		for _, p := range ep.Ports {
+			if p.HostIP.IsLoopback() && !f.ipv6 {
+				addFix(LoopbackPortFix, "raw", "PREROUTING", Append, "-d %s%s ! -i lo -p %s -m %s --dport %d -j DROP", p.HostIP, f.host, p.Proto, p.Proto, p.HostPort)
+			}
+		}
+	}
 	return rs
 }
 
+// loopback is the family's loopback range, as Docker's rules write it.
+func loopback(f family) string {
+	if f.ipv6 {
+		return "::1/128"
+	}
+	return "127.0.0.0/8"
+}
+
 // The additions to Docker 20.10's layout: holes later Docker versions
-// closed with raw-table PREROUTING drops (moby pull request 49325).
+// closed with raw-table PREROUTING drops (moby pull request 49325), and
+// the IPv6 internal network fixed.
 const (
 	// DirectAccessFix drops packets to a container's address that did not
 	// arrive on its bridge: routed straight to a container's port, past
@@ -228,30 +331,12 @@ const (
 	// address that did not arrive on lo: the LAN reached them (moby issue
 	// 41872; Docker 28.0).
 	LoopbackPortFix = "Docker 28: loopback-published ports only from the host (moby#41872)"
+	// InternalFix replaces 20.10's two ip6tables rules of an internal
+	// network, which dropped its containers' neighbour discovery between
+	// each other (TestDockerBridgeReferenceIPv6), with rules for traffic
+	// crossing the bridge only.
+	InternalFix = "Docker 28: an internal network's containers reach each other over IPv6"
 )
-
-// laterFixes appends the additions for v's endpoints. Networks without
-// masquerade get no direct-access drop: their containers are reached at
-// their own addresses by design (replies come back to them routed).
-func laterFixes(rs *Ruleset, v network.View) {
-	add := func(fix, format string, a ...any) {
-		rs.Rules = append(rs.Rules, Rule{Table: "raw", Chain: "PREROUTING", Spec: fmt.Sprintf(format, a...), Place: Append, Addition: fix})
-	}
-	for _, ep := range v.Endpoints {
-		n := v.Network(ep.NetworkID)
-		if n == nil || n.Internal {
-			continue
-		}
-		if n.Masquerade {
-			add(DirectAccessFix, "-d %s/32 ! -i %s -j DROP", ep.IP, n.Bridge)
-		}
-		for _, p := range ep.Ports {
-			if p.HostIP.IsLoopback() {
-				add(LoopbackPortFix, "-d %s/32 ! -i lo -p %s -m %s --dport %d -j DROP", p.HostIP, p.Proto, p.Proto, p.HostPort)
-			}
-		}
-	}
-}
 
 // builtin lists the built-in chains of each table in iptables-save order.
 var builtin = map[string][]string{
@@ -264,13 +349,23 @@ var builtin = map[string][]string{
 // (raw only when it has rules).
 var Tables = []string{"filter", "nat", "raw"}
 
-// Save prints rs as iptables-save would print a namespace holding only
-// these rules (without counters and comments). forwardPolicy is the policy
-// of filter FORWARD ("ACCEPT" or "DROP").
-func Save(rs Ruleset, forwardPolicy string) string {
+// Save prints rs's iptables rules as iptables-save would print a
+// namespace holding only these rules (without counters and comments).
+// forwardPolicy is the policy of filter FORWARD ("ACCEPT" or "DROP").
+func Save(rs Ruleset, forwardPolicy string) string { return save(rs, forwardPolicy, false) }
+
+// Save6 prints rs's ip6tables rules as Save does its iptables rules.
+func Save6(rs Ruleset, forwardPolicy string) string { return save(rs, forwardPolicy, true) }
+
+// HasIPv6 reports whether rs has ip6tables rules.
+func (rs Ruleset) HasIPv6() bool {
+	return slices.ContainsFunc(rs.Rules, func(r Rule) bool { return r.IPv6 })
+}
+
+func save(rs Ruleset, forwardPolicy string, ipv6 bool) string {
 	var b strings.Builder
 	for _, table := range Tables {
-		if table == "raw" && !slices.ContainsFunc(rs.Rules, func(r Rule) bool { return r.Table == "raw" }) {
+		if table == "raw" && !slices.ContainsFunc(rs.Rules, func(r Rule) bool { return r.Table == "raw" && r.IPv6 == ipv6 }) {
 			continue
 		}
 		fmt.Fprintf(&b, "*%s\n", table)
@@ -283,7 +378,7 @@ func Save(rs Ruleset, forwardPolicy string) string {
 		}
 		var user []string
 		for _, ch := range rs.Chains {
-			if ch.Table == table {
+			if ch.Table == table && ch.IPv6 == ipv6 {
 				user = append(user, ch.Name)
 			}
 		}
@@ -293,7 +388,7 @@ func Save(rs Ruleset, forwardPolicy string) string {
 		}
 		for _, ch := range append(slices.Clone(builtin[table]), user...) {
 			for _, r := range rs.Rules {
-				if r.Table == table && r.Chain == ch {
+				if r.Table == table && r.Chain == ch && r.IPv6 == ipv6 {
 					fmt.Fprintln(&b, r.String())
 				}
 			}

@@ -59,7 +59,7 @@ func (f *forward) prepare() error {
 	if ipt != nil {
 		policy = ipt
 	}
-	c, err := forwarding.Enable(sysctl.Root, policy, func(c forwarding.Change) error {
+	c, err := forwarding.Enable(sysctl.Root, forwarding.IPv4, policy, func(c forwarding.Change) error {
 		f.led.Change = c
 		return f.save()
 	})
@@ -121,7 +121,7 @@ func restoreForwarding(path string) error {
 	if ipt != nil {
 		policy = ipt
 	}
-	if err := forwarding.Restore(sysctl.Root, policy, led.Change); err != nil {
+	if err := forwarding.Restore(sysctl.Root, forwarding.IPv4, policy, led.Change); err != nil {
 		return err
 	}
 	return ledger.Remove(path)

@@ -37,8 +37,10 @@ func (m *Manager) CheckSubnet(p netip.Prefix) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, n := range m.st.Networks {
-		if n.Subnet.Overlaps(p) {
-			return conflictf("subnet %s overlaps subnet %s of network %s", p, n.Subnet, n.Name)
+		for _, q := range []netip.Prefix{n.Subnet, n.Subnet6} {
+			if q.IsValid() && q.Overlaps(p) {
+				return conflictf("subnet %s overlaps subnet %s of network %s", p, q, n.Name)
+			}
 		}
 	}
 	return nil
@@ -47,18 +49,19 @@ func (m *Manager) CheckSubnet(p netip.Prefix) error {
 // FreeAddress returns the first address of subnet's range (the subnet
 // when the range is invalid) that is not its network's gateway, an aux
 // address or an endpoint's, nor in pending; with no network of that
-// subnet yet, only pending counts.
+// subnet yet, only pending counts. subnet may be a network's IPv4 or IPv6
+// one.
 func (m *Manager) FreeAddress(subnet, ipRange netip.Prefix, pending map[netip.Addr]bool) (netip.Addr, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n, used := m.usedIn(subnet)
+	p, used := m.usedIn(subnet)
 	if ipRange.IsValid() {
-		n.IPRange = ipRange
+		p.ipRange = ipRange
 	}
 	for a := range pending {
 		used[a] = true
 	}
-	a, err := firstFree(n, used)
+	a, err := firstFree(p, used)
 	if err != nil {
 		return a, conflictf("%v", err)
 	}
@@ -70,43 +73,50 @@ func (m *Manager) FreeAddress(subnet, ipRange netip.Prefix, pending map[netip.Ad
 func (m *Manager) AddressInUse(subnet netip.Prefix, a netip.Addr) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n, used := m.usedIn(subnet)
-	return used[a] || a == n.Gateway || !usable(subnet, a)
+	p, used := m.usedIn(subnet)
+	return used[a] || a == p.gateway || !usable(subnet, a)
 }
 
-// usedIn returns the network of subnet (a stand-in when there is none
-// yet) and the addresses its endpoints and aux addresses hold (callers
-// hold m.mu).
-func (m *Manager) usedIn(subnet netip.Prefix) (*Network, map[netip.Addr]bool) {
-	n := &Network{Name: subnet.String(), Subnet: subnet, IPRange: subnet}
+// usedIn returns the pool of the network with subnet (a stand-in when
+// there is none yet) and the addresses its endpoints and aux addresses
+// hold (callers hold m.mu).
+func (m *Manager) usedIn(subnet netip.Prefix) (pool, map[netip.Addr]bool) {
+	p := pool{name: subnet.String(), subnet: subnet, ipRange: subnet}
 	used := map[netip.Addr]bool{}
 	for _, o := range m.st.Networks {
-		if o.Subnet != subnet {
+		switch subnet {
+		case o.Subnet:
+			p.gateway = o.Gateway
+		case o.Subnet6:
+			p.gateway = o.Gateway6
+		default:
 			continue
 		}
-		n.Gateway, n.AuxAddresses = o.Gateway, o.AuxAddresses
 		for a := range o.reserved() {
 			used[a] = true
 		}
 		for _, ep := range m.st.Endpoints {
 			if ep.NetworkID == o.ID {
 				used[ep.IP] = true
+				if ep.IP6.IsValid() {
+					used[ep.IP6] = true
+				}
 			}
 		}
 	}
-	return n, used
+	return p, used
 }
 
 // FirstAddress is the first usable address of a range in subnet (a
 // gateway's, as libnetwork's IPAM picks it).
 func FirstAddress(subnet, ipRange netip.Prefix) (netip.Addr, error) {
-	n := &Network{Name: subnet.String(), Subnet: subnet, IPRange: subnet}
+	p := pool{name: subnet.String(), subnet: subnet, ipRange: subnet}
 	if ipRange.IsValid() {
-		n.IPRange = ipRange
+		p.ipRange = ipRange
 	}
-	a, err := firstFree(n, nil)
+	a, err := firstFree(p, nil)
 	if err != nil {
-		return a, fmt.Errorf("no usable address in %s", n.IPRange)
+		return a, fmt.Errorf("no usable address in %s", p.ipRange)
 	}
 	return a, nil
 }

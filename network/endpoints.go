@@ -79,6 +79,9 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req api.CreateEndpointRequ
 		}
 		if o.NetworkID == n.ID {
 			used[o.IP] = true
+			if o.IP6.IsValid() {
+				used[o.IP6] = true
+			}
 			if !ep.HandedOff() && o.NetNS == ep.NetNS && o.IfName == ep.IfName {
 				return Endpoint{}, conflictf("interface %s of netns %s is already endpoint %s", ep.IfName, ep.NetNS, o.Name)
 			}
@@ -87,11 +90,22 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req api.CreateEndpointRequ
 	if ep.Ports, err = m.planPorts(n, req.Ports); err != nil {
 		return Endpoint{}, err
 	}
-	if ep.IP, err = pickEndpointIP(n, req.IP, used); err != nil {
+	if ep.IP, err = pickEndpointIP(ipv4, n.pool4(), n.reserved(), req.IP, used); err != nil {
 		if req.IP == "" {
 			return Endpoint{}, conflictf("%v", err)
 		}
 		return Endpoint{}, invalid(err)
+	}
+	switch {
+	case n.DualStack():
+		if ep.IP6, err = pickEndpointIP(ipv6, n.pool6(), n.reserved(), req.IP6, used); err != nil {
+			if req.IP6 == "" {
+				return Endpoint{}, conflictf("%v", err)
+			}
+			return Endpoint{}, invalid(err)
+		}
+	case req.IP6 != "":
+		return Endpoint{}, invalidf("network %s has no IPv6 subnet: an IPv6 address needs a network created with --ipv6", n.Name)
 	}
 	if ep.MAC == "" {
 		ep.MAC = MACFromIP(ep.IP).String()
@@ -126,7 +140,11 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req api.CreateEndpointRequ
 	if err != nil {
 		return Endpoint{}, err
 	}
-	m.log.Info("endpoint created", "endpoint", ep.Name, "network", n.Name, "ip", ep.IP, "host_if", ep.HostIf)
+	attrs := []any{"endpoint", ep.Name, "network", n.Name, "ip", ep.IP, "host_if", ep.HostIf}
+	if ep.IP6.IsValid() {
+		attrs = append(attrs, "ip6", ep.IP6)
+	}
+	m.log.Info("endpoint created", attrs...)
 	return *ep, nil
 }
 

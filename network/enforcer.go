@@ -59,6 +59,13 @@ type Limits interface {
 	Limits() (networks, endpoints int)
 }
 
+// IPv6Enforcer is an enforcer that holds IPv6 traffic to the same
+// policy as IPv4. Without it, dual-stack networks are refused before the
+// host is touched, and a state holding one does not start.
+type IPv6Enforcer interface {
+	EnforcesIPv6() bool
+}
+
 // Runner is an enforcer with background work once the state is applied
 // (watching addresses, collecting expired entries): Run starts it, and it
 // stops when ctx ends.

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -40,7 +41,7 @@ func (NetlinkHost) Routes() ([]netip.Prefix, error) {
 	}
 	var out []netip.Prefix
 	for _, r := range routes {
-		if isDefaultRoute(r) {
+		if netlinksafe.IsDefaultRoute(r) {
 			continue
 		}
 		if p, ok := prefixFromIPNet(r.Dst); ok {
@@ -48,17 +49,6 @@ func (NetlinkHost) Routes() ([]netip.Prefix, error) {
 		}
 	}
 	return out, nil
-}
-
-// isDefaultRoute reports whether r is a default route. The netlink library
-// reports one with Dst nil or, depending on how it was added and read
-// back, Dst 0.0.0.0/0.
-func isDefaultRoute(r netlink.Route) bool {
-	if r.Dst == nil {
-		return true
-	}
-	ones, _ := r.Dst.Mask.Size()
-	return ones == 0
 }
 
 func prefixFromIPNet(n *net.IPNet) (netip.Prefix, bool) {
@@ -127,18 +117,41 @@ func (NetlinkHost) EnsureBridge(n *Network) (err error) {
 	if err = netlink.AddrReplace(l, gw); err != nil {
 		return fmt.Errorf("add gateway %s to %s: %w", n.Gateway, n.Bridge, err)
 	}
-	// Networks are IPv4-only: with IPv6 on, the host would take a
-	// container's router advertisement on the bridge (a default route, an
-	// address), as later Docker versions stopped doing. The bridge is
-	// ours, so deleting it undoes this.
-	name := "net/ipv6/conf/" + n.Bridge + "/disable_ipv6"
-	if _, statErr := os.Stat(filepath.Join(sysctl.Root, name)); statErr == nil {
-		if err = sysctl.Write(sysctl.Root, name, "1"); err != nil {
-			return err
-		}
+	if err = bridgeIPv6(n, l); err != nil {
+		return err
 	}
 	if err = netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("set %s up: %w", n.Bridge, err)
+	}
+	return nil
+}
+
+// bridgeIPv6 sets the bridge's IPv6 side. An IPv4-only network's bridge
+// has IPv6 off: with it on, the host would take a container's router
+// advertisement on the bridge (a default route, an address), as later
+// Docker versions stopped doing. A dual-stack bridge has IPv6 on, takes no
+// router advertisement either (accept_ra=0), and holds the IPv6 gateway,
+// usable at once (no duplicate address detection: the subnet is the
+// network's own). The bridge is ours, so deleting it undoes all of this.
+func bridgeIPv6(n *Network, l netlink.Link) error {
+	conf := "net/ipv6/conf/" + n.Bridge + "/"
+	if _, err := os.Stat(filepath.Join(sysctl.Root, conf)); err != nil {
+		if n.DualStack() {
+			return fmt.Errorf("network %s is dual-stack, but the host has no IPv6 on %s: %w", n.Name, n.Bridge, err)
+		}
+		return nil // a host without IPv6 at all
+	}
+	if !n.DualStack() {
+		return sysctl.Write(sysctl.Root, conf+"disable_ipv6", "1")
+	}
+	for _, w := range [][2]string{{"accept_ra", "0"}, {"disable_ipv6", "0"}} {
+		if err := sysctl.Write(sysctl.Root, conf+w[0], w[1]); err != nil {
+			return err
+		}
+	}
+	gw := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(n.Gateway6, n.Subnet6.Bits())), Flags: unix.IFA_F_NODAD}
+	if err := netlink.AddrReplace(l, gw); err != nil {
+		return fmt.Errorf("add gateway %s to %s: %w", n.Gateway6, n.Bridge, err)
 	}
 	return nil
 }
@@ -238,6 +251,19 @@ func (h NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
 	if err = in.AddrAdd(peer, &netlink.Addr{IPNet: ipNet(ep.Prefix(n))}); err != nil {
 		return fmt.Errorf("add %s to %s: %w", ep.IP, ep.IfName, err)
 	}
+	if ep.IP6.IsValid() {
+		// The container's IPv6 is configured here, not learnt: it takes
+		// no router advertisement (a neighbour's could reroute it), and
+		// its address needs no duplicate detection (bpfnet gave it out).
+		if err = inNetNS(nsh, func() error {
+			return sysctl.Write(sysctl.Root, "net/ipv6/conf/"+ep.IfName+"/accept_ra", "0")
+		}); err != nil {
+			return fmt.Errorf("turn router advertisements off on %s: %w", ep.IfName, err)
+		}
+		if err = in.AddrAdd(peer, &netlink.Addr{IPNet: ipNet(ep.Prefix6(n)), Flags: unix.IFA_F_NODAD}); err != nil {
+			return fmt.Errorf("add %s to %s: %w", ep.IP6, ep.IfName, err)
+		}
+	}
 	if err = in.LinkSetUp(peer); err != nil {
 		return fmt.Errorf("set %s up: %w", ep.IfName, err)
 	}
@@ -260,8 +286,42 @@ func (h NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
 			return fmt.Errorf("add default route via %s in %s: %w", n.Gateway, ep.NetNS, err)
 		}
 		ep.DefaultRoute = true
+		// As Docker's gateway endpoint, it holds the IPv6 default route
+		// too when its network has IPv6.
+		if ep.IP6.IsValid() {
+			def6 := &netlink.Route{LinkIndex: peer.Attrs().Index, Gw: n.Gateway6.AsSlice()}
+			if err = in.RouteAdd(def6); err != nil {
+				return fmt.Errorf("add default route via %s in %s: %w", n.Gateway6, ep.NetNS, err)
+			}
+		}
 	}
 	return nil
+}
+
+// inNetNS runs f on a thread in the namespace nsh (for what netlink
+// cannot do from outside: a sysctl). If the thread cannot return to its
+// namespace, it stays locked and Go discards it.
+func inNetNS(nsh netns.NsHandle, f func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(nsh); err != nil {
+			done <- err
+			return
+		}
+		err = f()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- err
+	}()
+	return <-done
 }
 
 // attachHostSide marks an endpoint's host-side veth as ours and makes it a
@@ -391,17 +451,37 @@ func (h NetlinkHost) CheckEndpoint(n *Network, ep *Endpoint) error {
 	if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IPNet.String() == want.String() }) {
 		return fmt.Errorf("%s lacks address %s", ep.IfName, want)
 	}
-	if ep.DefaultRoute {
-		routes, err := netlinksafe.RouteListFiltered(in, netlink.FAMILY_V4, &netlink.Route{LinkIndex: peer.Attrs().Index}, netlink.RT_FILTER_OIF)
+	if ep.IP6.IsValid() {
+		addrs, err := netlinksafe.AddrListAt(in, peer, netlink.FAMILY_V6)
 		if err != nil {
 			return err
 		}
-		isDefault := func(r netlink.Route) bool {
-			return (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(n.Gateway.AsSlice())
+		want := ep.Prefix6(n)
+		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IPNet.String() == want.String() }) {
+			return fmt.Errorf("%s lacks address %s", ep.IfName, want)
 		}
-		if !slices.ContainsFunc(routes, isDefault) {
-			return fmt.Errorf("no default route via %s on %s", n.Gateway, ep.IfName)
+	}
+	if ep.DefaultRoute {
+		if err := checkDefaultRoute(in, peer, netlink.FAMILY_V4, n.Gateway); err != nil {
+			return err
 		}
+		if ep.IP6.IsValid() {
+			return checkDefaultRoute(in, peer, netlink.FAMILY_V6, n.Gateway6)
+		}
+	}
+	return nil
+}
+
+// checkDefaultRoute reports an error unless peer has a default route of
+// family via gw.
+func checkDefaultRoute(in *netlink.Handle, peer netlink.Link, family int, gw netip.Addr) error {
+	routes, err := netlinksafe.RouteListFiltered(in, family, &netlink.Route{LinkIndex: peer.Attrs().Index}, netlink.RT_FILTER_OIF)
+	if err != nil {
+		return err
+	}
+	isDefault := func(r netlink.Route) bool { return netlinksafe.IsDefaultRoute(r) && r.Gw.Equal(gw.AsSlice()) }
+	if !slices.ContainsFunc(routes, isDefault) {
+		return fmt.Errorf("no default route via %s on %s", gw, peer.Attrs().Name)
 	}
 	return nil
 }
@@ -536,7 +616,7 @@ func DefaultRouteLinks() ([]string, error) {
 	}
 	var out []string
 	for _, r := range routes {
-		if !isDefaultRoute(r) {
+		if !netlinksafe.IsDefaultRoute(r) {
 			continue
 		}
 		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && !slices.Contains(out, l.Attrs().Name) {

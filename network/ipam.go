@@ -1,6 +1,7 @@
 package network
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -45,17 +46,35 @@ func overlapsAny(p netip.Prefix, list []netip.Prefix) bool {
 	return false
 }
 
-// parseSubnet parses an IPv4 CIDR that must be in canonical form.
-func parseSubnet(what, s string) (netip.Prefix, error) {
+// family is one IP version, for parsing and messages.
+type family struct {
+	name string // "IPv4", "IPv6"
+	is6  bool
+	// maxBits is the longest prefix that holds a gateway and an endpoint.
+	maxBits int
+}
+
+var (
+	ipv4 = family{name: "IPv4", maxBits: 30}
+	ipv6 = family{name: "IPv6", is6: true, maxBits: 126}
+)
+
+func (f family) has(a netip.Addr) bool { return a.IsValid() && a.Is6() == f.is6 && !a.Is4In6() }
+
+// parseSubnet parses a CIDR of family f that must be in canonical form.
+func parseSubnet(f family, what, s string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("invalid %s %q: %w", what, s, err)
 	}
-	if !p.Addr().Is4() {
-		return netip.Prefix{}, fmt.Errorf("invalid %s %q: only IPv4 is supported", what, s)
+	if !f.has(p.Addr()) {
+		return netip.Prefix{}, fmt.Errorf("invalid %s %q: want an %s prefix", what, s, f.name)
 	}
 	if p.Masked() != p {
 		return netip.Prefix{}, fmt.Errorf("invalid %s %q: host bits set, did you mean %s?", what, s, p.Masked())
+	}
+	if f.is6 && (p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast() || p.Addr().IsLoopback() || p.Bits() < 8) {
+		return netip.Prefix{}, fmt.Errorf("invalid %s %q: want a unicast prefix (a unique local fd00::/8 or a global one), not link-local, multicast or loopback", what, s)
 	}
 	return p, nil
 }
@@ -68,70 +87,136 @@ func Broadcast(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-// usable reports whether a is a host address of subnet (not the network or
-// broadcast address).
+// usable reports whether a is a host address of subnet: not the network
+// address (IPv6's subnet-router anycast) nor, for IPv4, the broadcast.
 func usable(subnet netip.Prefix, a netip.Addr) bool {
-	return subnet.Contains(a) && a != subnet.Addr() && a != Broadcast(subnet)
+	if !subnet.Contains(a) || a == subnet.Addr() {
+		return false
+	}
+	return a.Is6() || a != Broadcast(subnet)
 }
 
-// planAddresses fills Subnet, IPRange and Gateway of n from the request.
-// taken lists subnets already in use by other networks; routes lists the
-// host's routes, avoided only when the subnet is picked automatically.
-func planAddresses(n *Network, req api.CreateNetworkRequest, taken, routes []netip.Prefix) error {
-	var err error
-	if req.Subnet == "" {
-		if req.IPRange != "" || req.Gateway != "" {
-			return errors.New("an IP range or a gateway needs a subnet")
-		}
-		if n.Subnet, err = pickSubnet(append(append([]netip.Prefix{}, taken...), routes...)); err != nil {
-			return err
-		}
-	} else {
-		if n.Subnet, err = parseSubnet("subnet", req.Subnet); err != nil {
-			return err
-		}
-		if n.Subnet.Bits() > 30 {
-			return fmt.Errorf("invalid subnet %s: too small, need at least a /30 for a gateway and one endpoint", n.Subnet)
-		}
-		for _, t := range taken {
-			if n.Subnet.Overlaps(t) {
-				return fmt.Errorf("subnet %s overlaps subnet %s of another network", n.Subnet, t)
-			}
+// pool is one address family of a network: the subnet, the range its
+// endpoints' addresses come from, and the gateway.
+type pool struct {
+	name            string // the network's, for messages
+	subnet, ipRange netip.Prefix
+	gateway         netip.Addr
+}
+
+func (n *Network) pool4() pool { return pool{n.Name, n.Subnet, n.IPRange, n.Gateway} }
+func (n *Network) pool6() pool { return pool{n.Name, n.Subnet6, n.IPRange6, n.Gateway6} }
+
+// ula6 is the IPv6 subnet of a network created with IPv6 on and no IPv6
+// subnet: a unique local /64 (RFC 4193) whose global and subnet ids are
+// taken from the network's id, so that it is random across networks and
+// hosts, as the RFC asks, and the same whenever the network is planned.
+func ula6(id string, taken []netip.Prefix) (netip.Prefix, error) {
+	for i := 0; i < 16; i++ {
+		h := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", id, i)))
+		var b [16]byte
+		b[0] = 0xfd
+		copy(b[1:8], h[:7])
+		p := netip.PrefixFrom(netip.AddrFrom16(b), 64)
+		if !overlapsAny(p, taken) {
+			return p, nil
 		}
 	}
-	n.IPRange = n.Subnet
-	if req.IPRange != "" {
-		r, err := parseSubnet("ip-range", req.IPRange)
+	return netip.Prefix{}, errors.New("no free unique local IPv6 /64 found for the network; give an IPv6 subnet")
+}
+
+// planAddresses fills the addresses of n (both families when the request
+// asks for IPv6) from the request. taken lists subnets already in use by
+// other networks; routes lists the host's routes, avoided only when the
+// IPv4 subnet is picked automatically.
+func planAddresses(n *Network, req api.CreateNetworkRequest, taken, routes []netip.Prefix) error {
+	auto4 := func() (netip.Prefix, error) {
+		return pickSubnet(append(append([]netip.Prefix{}, taken...), routes...))
+	}
+	p, rangeSet, err := planPool(ipv4, n.Name, req.Subnet, req.IPRange, req.Gateway, taken, auto4)
+	if err != nil {
+		return err
+	}
+	n.Subnet, n.IPRange, n.IPRangeSet, n.Gateway = p.subnet, p.ipRange, rangeSet, p.gateway
+	switch {
+	case req.EnableIPv6:
+		auto6 := func() (netip.Prefix, error) { return ula6(n.ID, taken) }
+		p, rangeSet, err := planPool(ipv6, n.Name, req.Subnet6, req.IPRange6, req.Gateway6, taken, auto6)
 		if err != nil {
 			return err
 		}
-		if !n.Subnet.Contains(r.Addr()) || r.Bits() < n.Subnet.Bits() {
-			return fmt.Errorf("ip-range %s is not inside subnet %s", r, n.Subnet)
-		}
-		n.IPRange, n.IPRangeSet = r, true
-	}
-	if req.Gateway != "" {
-		gw, err := netip.ParseAddr(req.Gateway)
-		if err != nil || !gw.Is4() {
-			return fmt.Errorf("invalid gateway %q: want an IPv4 address", req.Gateway)
-		}
-		if !n.Subnet.Contains(gw) {
-			return fmt.Errorf("gateway %s is not inside subnet %s", gw, n.Subnet)
-		}
-		if !usable(n.Subnet, gw) {
-			return fmt.Errorf("gateway %s is the network or broadcast address of %s", gw, n.Subnet)
-		}
-		n.Gateway = gw
-	} else if n.Gateway, err = firstFree(n, nil); err != nil {
-		// As libnetwork's IPAM does, the gateway is the first free address
-		// of the allocation range.
-		return err
+		n.Subnet6, n.IPRange6, n.IPRange6Set, n.Gateway6 = p.subnet, p.ipRange, rangeSet, p.gateway
+	case req.Subnet6 != "" || req.IPRange6 != "" || req.Gateway6 != "":
+		return errors.New("an IPv6 subnet, range or gateway needs IPv6 on (--ipv6)")
 	}
 	return planAux(n, req.AuxAddresses)
 }
 
-// planAux checks the reserved addresses: IPv4, inside the subnet, not its
-// network or broadcast address, not the gateway, each once.
+// planPool plans one family of a network: the subnet asked for (checked
+// against taken) or auto's, the range and the gateway (by default the
+// first address of the range, as libnetwork's IPAM picks it).
+func planPool(f family, name, subnet, ipRange, gateway string, taken []netip.Prefix, auto func() (netip.Prefix, error)) (p pool, rangeSet bool, err error) {
+	p.name = name
+	what := func(s string) string {
+		if f.is6 {
+			return "IPv6 " + s
+		}
+		return s
+	}
+	if subnet == "" {
+		if ipRange != "" || gateway != "" {
+			if f.is6 {
+				return p, false, errors.New("an IPv6 range or gateway needs an IPv6 subnet")
+			}
+			return p, false, errors.New("an IP range or a gateway needs a subnet")
+		}
+		if p.subnet, err = auto(); err != nil {
+			return p, false, err
+		}
+	} else {
+		if p.subnet, err = parseSubnet(f, what("subnet"), subnet); err != nil {
+			return p, false, err
+		}
+		if p.subnet.Bits() > f.maxBits {
+			return p, false, fmt.Errorf("invalid %s %s: too small, need at least a /%d for a gateway and one endpoint", what("subnet"), p.subnet, f.maxBits)
+		}
+		for _, t := range taken {
+			if p.subnet.Overlaps(t) {
+				return p, false, fmt.Errorf("subnet %s overlaps subnet %s of another network", p.subnet, t)
+			}
+		}
+	}
+	p.ipRange = p.subnet
+	if ipRange != "" {
+		r, err := parseSubnet(f, what("ip-range"), ipRange)
+		if err != nil {
+			return p, false, err
+		}
+		if !p.subnet.Contains(r.Addr()) || r.Bits() < p.subnet.Bits() {
+			return p, false, fmt.Errorf("%s %s is not inside subnet %s", what("ip-range"), r, p.subnet)
+		}
+		p.ipRange, rangeSet = r, true
+	}
+	if gateway == "" {
+		p.gateway, err = firstFree(p, nil)
+		return p, rangeSet, err
+	}
+	gw, err := netip.ParseAddr(gateway)
+	if err != nil || !f.has(gw) {
+		return p, false, fmt.Errorf("invalid %s %q: want an %s address", what("gateway"), gateway, f.name)
+	}
+	if !p.subnet.Contains(gw) {
+		return p, false, fmt.Errorf("%s %s is not inside subnet %s", what("gateway"), gw, p.subnet)
+	}
+	if !usable(p.subnet, gw) {
+		return p, false, fmt.Errorf("%s %s is the network or broadcast address of %s", what("gateway"), gw, p.subnet)
+	}
+	p.gateway = gw
+	return p, rangeSet, nil
+}
+
+// planAux checks the reserved addresses: inside the IPv4 subnet or the
+// IPv6 one, not its network or broadcast address, not a gateway, each once.
 func planAux(n *Network, aux map[string]string) error {
 	if len(aux) == 0 {
 		return nil
@@ -140,16 +225,20 @@ func planAux(n *Network, aux map[string]string) error {
 	seen := map[netip.Addr]string{}
 	for name, s := range aux {
 		a, err := netip.ParseAddr(s)
+		subnet := n.Subnet
+		if err == nil && a.Is6() && n.DualStack() {
+			subnet = n.Subnet6
+		}
 		switch {
 		case name == "":
 			return fmt.Errorf("aux address %q has no name (want NAME=ADDRESS)", s)
-		case err != nil || !a.Is4():
-			return fmt.Errorf("invalid aux address %s=%q: want an IPv4 address", name, s)
-		case !n.Subnet.Contains(a):
-			return fmt.Errorf("aux address %s=%s is not inside subnet %s", name, a, n.Subnet)
-		case !usable(n.Subnet, a):
-			return fmt.Errorf("aux address %s=%s is the network or broadcast address of %s", name, a, n.Subnet)
-		case a == n.Gateway:
+		case err != nil || a.Zone() != "" || (!a.Is4() && !n.DualStack()):
+			return fmt.Errorf("invalid aux address %s=%q: want an IPv4 address%s", name, s, map[bool]string{true: " or an IPv6 one"}[n.DualStack()])
+		case !subnet.Contains(a):
+			return fmt.Errorf("aux address %s=%s is not inside subnet %s", name, a, subnet)
+		case !usable(subnet, a):
+			return fmt.Errorf("aux address %s=%s is the network or broadcast address of %s", name, a, subnet)
+		case a == n.Gateway || a == n.Gateway6:
 			return fmt.Errorf("aux address %s=%s is the gateway", name, a)
 		case seen[a] != "":
 			return fmt.Errorf("aux addresses %s and %s are both %s", seen[a], name, a)
@@ -160,42 +249,41 @@ func planAux(n *Network, aux map[string]string) error {
 	return nil
 }
 
-// firstFree returns the lowest usable address of n's IP range that is not
+// firstFree returns the lowest usable address of p's range that is not
 // the gateway and not in used.
-func firstFree(n *Network, used map[netip.Addr]bool) (netip.Addr, error) {
-	for a := n.IPRange.Masked().Addr(); n.IPRange.Contains(a); a = a.Next() {
-		if usable(n.Subnet, a) && a != n.Gateway && !used[a] {
+func firstFree(p pool, used map[netip.Addr]bool) (netip.Addr, error) {
+	for a := p.ipRange.Masked().Addr(); p.ipRange.Contains(a); a = a.Next() {
+		if usable(p.subnet, a) && a != p.gateway && !used[a] {
 			return a, nil
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("address pool of network %s exhausted: no free address in %s", n.Name, n.IPRange)
+	return netip.Addr{}, fmt.Errorf("address pool of network %s exhausted: no free address in %s", p.name, p.ipRange)
 }
 
-// pickEndpointIP returns the requested address after checking it, or the
-// first free one.
-func pickEndpointIP(n *Network, requested string, used map[netip.Addr]bool) (netip.Addr, error) {
-	reserved := n.reserved()
+// pickEndpointIP returns the requested address of family f after checking
+// it against p, or the first free one.
+func pickEndpointIP(f family, p pool, reserved map[netip.Addr]string, requested string, used map[netip.Addr]bool) (netip.Addr, error) {
 	if requested == "" {
 		for a := range reserved {
 			used[a] = true
 		}
-		return firstFree(n, used)
+		return firstFree(p, used)
 	}
 	a, err := netip.ParseAddr(requested)
-	if err != nil || !a.Is4() {
-		return netip.Addr{}, fmt.Errorf("invalid address %q: want an IPv4 address", requested)
+	if err != nil || !f.has(a) || a.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("invalid address %q: want an %s address", requested, f.name)
 	}
 	switch {
-	case !n.IPRange.Contains(a):
-		return netip.Addr{}, fmt.Errorf("address %s is outside the ip-range %s of network %s", a, n.IPRange, n.Name)
-	case !usable(n.Subnet, a):
-		return netip.Addr{}, fmt.Errorf("address %s is the network or broadcast address of %s", a, n.Subnet)
-	case a == n.Gateway:
-		return netip.Addr{}, fmt.Errorf("address %s is the gateway of network %s", a, n.Name)
+	case !p.ipRange.Contains(a):
+		return netip.Addr{}, fmt.Errorf("address %s is outside the ip-range %s of network %s", a, p.ipRange, p.name)
+	case !usable(p.subnet, a):
+		return netip.Addr{}, fmt.Errorf("address %s is the network or broadcast address of %s", a, p.subnet)
+	case a == p.gateway:
+		return netip.Addr{}, fmt.Errorf("address %s is the gateway of network %s", a, p.name)
 	case reserved[a] != "":
-		return netip.Addr{}, fmt.Errorf("address %s is reserved (aux address %s) in network %s", a, reserved[a], n.Name)
+		return netip.Addr{}, fmt.Errorf("address %s is reserved (aux address %s) in network %s", a, reserved[a], p.name)
 	case used[a]:
-		return netip.Addr{}, fmt.Errorf("address %s is already in use in network %s", a, n.Name)
+		return netip.Addr{}, fmt.Errorf("address %s is already in use in network %s", a, p.name)
 	}
 	return a, nil
 }

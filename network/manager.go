@@ -36,6 +36,10 @@ type DefaultNetworkConfig struct {
 	// BIP is the gateway address with the subnet's length (--bip), e.g.
 	// 172.17.0.1/16; empty picks a subnet from the default pools.
 	BIP string
+	// IPv6 makes it dual-stack (--ipv6), with FixedCIDRv6 as its IPv6
+	// subnet (--fixed-cidr-v6; empty: a unique local /64).
+	IPv6        bool
+	FixedCIDRv6 string
 }
 
 // DefaultBridgeName is the default network's bridge unless --bridge says otherwise.
@@ -62,6 +66,18 @@ func (m *Manager) limits() struct{ networks, endpoints int } {
 		l.networks, l.endpoints = e.Limits()
 	}
 	return l
+}
+
+// checkIPv6 refuses a dual-stack network the enforcer cannot hold to its
+// policy: its IPv6 traffic would flow unchecked, or not at all.
+func (m *Manager) checkIPv6(n *Network) error {
+	if !n.DualStack() || m.enf == nil { // no enforcer: planning only (preflight)
+		return nil
+	}
+	if e, ok := m.enf.(IPv6Enforcer); ok && e.EnforcesIPv6() {
+		return nil
+	}
+	return invalidf("network %s has IPv6 on, which the %s datapath does not enforce yet: IPv6 networks need bpfnetd --datapath=iptables", n.Name, m.enf.Name())
 }
 
 // logFailure logs a best-effort step that failed (an undo, a cleanup):
@@ -104,6 +120,11 @@ func (m *Manager) Start(ctx context.Context, def DefaultNetworkConfig) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for _, n := range m.st.Networks {
+		if err := m.checkIPv6(n); err != nil {
+			return err
+		}
+	}
 	if err := m.reconcileHost(); err != nil {
 		return err
 	}

@@ -211,3 +211,90 @@ func TestRestartRestores(t *testing.T) {
 		t.Errorf("c1 after restart: %+v (%v), want address %s", restored, err, ep.IP)
 	}
 }
+
+// A dual-stack network: addresses of both families for every endpoint,
+// the IPv6 ones as Docker 20.10's IPAM gives them (gateway ::1, then ::2,
+// ::3 in order; ipv6-scenario.v6.rules), a requested one checked, a freed
+// one given again, and all of it kept over a restart.
+func TestDualStackNetwork(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m := startManager(t, &networktest.Enforcer{Calls: &networktest.Calls{}, IPv6: true}, networktest.NewHost(&networktest.Calls{}), dir)
+	n, err := m.CreateNetwork(ctx, api.CreateNetworkRequest{Name: "dual", Subnet: "10.7.0.0/24", EnableIPv6: true, Subnet6: "fd00:7::/64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Gateway6.String() != "fd00:7::1" {
+		t.Errorf("IPv6 gateway %s, want fd00:7::1", n.Gateway6)
+	}
+	create := func(name, ip6 string) (network.Endpoint, error) {
+		return m.CreateEndpoint(ctx, api.CreateEndpointRequest{Network: "dual", NetNS: netnsFile(t), Name: name, IP6: ip6})
+	}
+	var got []string
+	for _, name := range []string{"c1", "c2"} {
+		ep, err := create(name, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ep.IP.String()+" "+ep.IP6.String())
+	}
+	ep, err := create("c3", "fd00:7::99")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, ep.IP.String()+" "+ep.IP6.String())
+	want := []string{"10.7.0.2 fd00:7::2", "10.7.0.3 fd00:7::3", "10.7.0.4 fd00:7::99"}
+	if !slices.Equal(got, want) {
+		t.Errorf("endpoints got %q, want %q", got, want)
+	}
+	for ip6, msg := range map[string]string{"fd00:7::99": "already in use", "fd00:7::1": "is the gateway", "fd00:8::5": "outside the ip-range", "10.7.0.9": "want an IPv6 address"} {
+		if _, err := create("bad", ip6); err == nil || !strings.Contains(err.Error(), msg) {
+			t.Errorf("--ip6 %s: %v, want %q", ip6, err, msg)
+		}
+	}
+	if err := m.RemoveEndpoint(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if ep, err := create("c4", ""); err != nil || ep.IP6.String() != "fd00:7::2" {
+		t.Errorf("after c1 went: %v %v, want fd00:7::2 again", ep.IP6, err)
+	}
+	again := startManager(t, &networktest.Enforcer{Calls: &networktest.Calls{}, IPv6: true}, networktest.NewHost(&networktest.Calls{}), dir)
+	if ep, err := again.Endpoint("c3"); err != nil || ep.IP6.String() != "fd00:7::99" {
+		t.Errorf("c3 after a restart: %v (%v)", ep.IP6, err)
+	}
+	if n, err := again.Network("dual"); err != nil || n.Subnet6.String() != "fd00:7::/64" || n.Gateway6.String() != "fd00:7::1" {
+		t.Errorf("network after a restart: %+v (%v)", n, err)
+	}
+}
+
+// An enforcer that does not hold IPv6 to the policy gets no dual-stack
+// network: the request is refused before the host is touched, and a
+// state that has one does not start with it.
+func TestIPv6NeedsAnEnforcerThatHoldsIt(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	calls := &networktest.Calls{}
+	m := startManager(t, &networktest.Enforcer{Calls: calls}, networktest.NewHost(calls), dir)
+	calls.Reset()
+	_, err := m.CreateNetwork(ctx, api.CreateNetworkRequest{Name: "dual", EnableIPv6: true})
+	if err == nil || !strings.Contains(err.Error(), "does not enforce") {
+		t.Errorf("dual-stack network on an IPv4-only enforcer: %v", err)
+	}
+	if got := calls.List(); len(got) != 0 {
+		t.Errorf("a refused network made calls %q", got)
+	}
+	// Made by a datapath with IPv6, then started with one without.
+	m2 := network.NewManager(slog.New(slog.NewTextHandler(io.Discard, nil)), networktest.NewHost(&networktest.Calls{}),
+		&networktest.Enforcer{Calls: &networktest.Calls{}, IPv6: true}, network.NewStore(dir))
+	if err := m2.Start(ctx, network.DefaultNetworkConfig{Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m2.CreateNetwork(ctx, api.CreateNetworkRequest{Name: "dual", EnableIPv6: true}); err != nil {
+		t.Fatal(err)
+	}
+	m3 := network.NewManager(slog.New(slog.NewTextHandler(io.Discard, nil)), networktest.NewHost(&networktest.Calls{}),
+		&networktest.Enforcer{Calls: &networktest.Calls{}}, network.NewStore(dir))
+	if err := m3.Start(ctx, network.DefaultNetworkConfig{Enabled: true}); err == nil || !strings.Contains(err.Error(), "does not enforce") {
+		t.Errorf("start of a dual-stack state on an IPv4-only enforcer: %v", err)
+	}
+}

@@ -40,7 +40,13 @@ type Network struct {
 	IPRange    netip.Prefix `json:"ip_range"`
 	IPRangeSet bool         `json:"ip_range_set,omitempty"`
 	Gateway    netip.Addr   `json:"gateway"`
-	Internal   bool         `json:"internal,omitempty"`
+	// Subnet6, IPRange6 and Gateway6 are the network's IPv6 side, valid
+	// only for a dual-stack network (`--ipv6`): as their IPv4 fields.
+	Subnet6     netip.Prefix `json:"subnet6,omitzero"`
+	IPRange6    netip.Prefix `json:"ip_range6,omitzero"`
+	IPRange6Set bool         `json:"ip_range6_set,omitempty"`
+	Gateway6    netip.Addr   `json:"gateway6,omitzero"`
+	Internal    bool         `json:"internal,omitempty"`
 	// Default is true for the daemon's default network ("bridge").
 	Default bool   `json:"default,omitempty"`
 	Bridge  string `json:"bridge"`
@@ -64,6 +70,9 @@ type Network struct {
 	// always attachable here).
 	Attachable bool `json:"attachable,omitempty"`
 }
+
+// DualStack reports whether n has an IPv6 subnet besides its IPv4 one.
+func (n *Network) DualStack() bool { return n.Subnet6.IsValid() }
 
 // reserved returns the addresses of n no endpoint may have besides the
 // gateway.
@@ -97,7 +106,9 @@ type Endpoint struct {
 	// HostIf is the host-side veth name (veth + 7 hex).
 	HostIf string     `json:"host_if"`
 	IP     netip.Addr `json:"ip"`
-	MAC    string     `json:"mac"`
+	// IP6 is the endpoint's IPv6 address on a dual-stack network.
+	IP6 netip.Addr `json:"ip6,omitzero"`
+	MAC string     `json:"mac"`
 	// DefaultRoute records whether we installed the namespace's default route.
 	DefaultRoute bool `json:"default_route,omitempty"`
 	// Ports are the endpoint's published ports, one per host port.
@@ -112,6 +123,15 @@ func (e *Endpoint) HandedOff() bool { return e.NetNS == "" }
 // Prefix returns the endpoint address with the network's prefix length.
 func (e *Endpoint) Prefix(n *Network) netip.Prefix {
 	return netip.PrefixFrom(e.IP, n.Subnet.Bits())
+}
+
+// Prefix6 returns the endpoint's IPv6 address with the network's IPv6
+// prefix length (invalid on an IPv4-only network).
+func (e *Endpoint) Prefix6(n *Network) netip.Prefix {
+	if !e.IP6.IsValid() {
+		return netip.Prefix{}
+	}
+	return netip.PrefixFrom(e.IP6, n.Subnet6.Bits())
 }
 
 // MACFromIP derives a container MAC from its IPv4 address as Docker does:

@@ -71,6 +71,9 @@ func (m *Manager) planNetwork(req api.CreateNetworkRequest) (*Network, error) {
 	var taken []netip.Prefix
 	for _, o := range m.st.Networks {
 		taken = append(taken, o.Subnet)
+		if o.DualStack() {
+			taken = append(taken, o.Subnet6)
+		}
 		if o.Bridge == n.Bridge {
 			return nil, conflictf("bridge name %s is already used by network %s", n.Bridge, o.Name)
 		}
@@ -88,6 +91,9 @@ func (m *Manager) planNetwork(req api.CreateNetworkRequest) (*Network, error) {
 	}
 	if err := planAddresses(n, req, taken, routes); err != nil {
 		return nil, invalid(err)
+	}
+	if err := m.checkIPv6(n); err != nil {
+		return nil, err
 	}
 	return n, nil
 }
@@ -118,7 +124,11 @@ func (m *Manager) addNetwork(ctx context.Context, n *Network) error {
 	if err != nil {
 		return err
 	}
-	m.log.Info("network created", "network", n.Name, "id", n.ID[:12], "subnet", n.Subnet, "bridge", n.Bridge)
+	attrs := []any{"network", n.Name, "id", n.ID[:12], "subnet", n.Subnet, "bridge", n.Bridge}
+	if n.DualStack() {
+		attrs = append(attrs, "subnet6", n.Subnet6)
+	}
+	m.log.Info("network created", attrs...)
 	return nil
 }
 
@@ -178,6 +188,10 @@ func defaultRequest(def DefaultNetworkConfig) (api.CreateNetworkRequest, netip.P
 		bip = p
 		req.Subnet, req.Gateway = p.Masked().String(), p.Addr().String()
 	}
+	if def.FixedCIDRv6 != "" && !def.IPv6 {
+		return req, bip, invalidf("--fixed-cidr-v6 needs --ipv6")
+	}
+	req.EnableIPv6, req.Subnet6 = def.IPv6, def.FixedCIDRv6
 	return req, bip, nil
 }
 
@@ -187,7 +201,8 @@ func (m *Manager) currentDefault(req api.CreateNetworkRequest, bip netip.Prefix)
 	for _, n := range m.st.Networks {
 		if n.Default {
 			same := n.Bridge == req.Options[OptBridgeName] &&
-				(!bip.IsValid() || (n.Gateway == bip.Addr() && n.Subnet.Bits() == bip.Bits()))
+				(!bip.IsValid() || (n.Gateway == bip.Addr() && n.Subnet.Bits() == bip.Bits())) &&
+				n.DualStack() == req.EnableIPv6 && (req.Subnet6 == "" || n.Subnet6.String() == req.Subnet6)
 			return n, same
 		}
 	}
@@ -238,7 +253,7 @@ func (m *Manager) ensureDefault(ctx context.Context, def DefaultNetworkConfig) e
 		return err
 	}
 	if old != nil {
-		m.log.Info("default network settings changed: recreating it", "bridge", req.Options[OptBridgeName], "bip", def.BIP)
+		m.log.Info("default network settings changed: recreating it", "bridge", req.Options[OptBridgeName], "bip", def.BIP, "ipv6", def.IPv6, "fixed_cidr_v6", def.FixedCIDRv6)
 		if err := m.removeNetwork(ctx, old); err != nil {
 			return err
 		}

@@ -30,8 +30,9 @@ type Info struct {
 	// Cgroup is the cgroup v2 directory of the socket programs, when the
 	// datapath has them.
 	Cgroup string
-	// Render is the iptables rendering of a state (compat render).
-	Render func(network.View) string
+	// Render is the iptables rendering of a state (compat render), or
+	// with ipv6 its ip6tables rendering.
+	Render func(v network.View, ipv6 bool) string
 }
 
 // Server serves the API of a manager and its enforcer.
@@ -85,9 +86,14 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/locate", s.locate)
 	mux.HandleFunc("GET /v1/monitor", s.monitor)
 	mux.HandleFunc("GET /v1/compat/render", func(w http.ResponseWriter, r *http.Request) {
+		family := r.URL.Query().Get("family")
+		if family != "" && family != "ipv4" && family != "ipv6" {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("invalid family %q: want ipv4 or ipv6", family))
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if s.info.Render != nil {
-			fmt.Fprint(w, s.info.Render(s.mgr.View()))
+			fmt.Fprint(w, s.info.Render(s.mgr.View(), family == "ipv6"))
 		}
 	})
 	return mux

@@ -3,11 +3,13 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +40,9 @@ func serve(t *testing.T, enf network.Enforcer) *api.Client {
 		t.Fatal(err)
 	}
 	srv := server.New(discard, mgr, enf, server.Info{Version: "v-test", StateDir: "/state", Uplinks: []string{"up0"},
-		Render: func(v network.View) string { return "rules for " + v.Networks[0].Name + "\n" }})
+		Render: func(v network.View, ipv6 bool) string {
+			return fmt.Sprintf("rules for %s (IPv6 %v)\n", v.Networks[0].Name, ipv6)
+		}})
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, l) }()
 	t.Cleanup(func() {
@@ -171,8 +175,11 @@ func TestStatusAndNAT(t *testing.T) {
 	if err != nil || len(entries) != 1 || entries[0].Translated != "192.0.2.1:40000" {
 		t.Errorf("nat: %+v (%v)", entries, err)
 	}
-	if rules, err := cl.CompatRender(ctx); err != nil || rules != "rules for bridge\n" {
+	if rules, err := cl.CompatRender(ctx, false); err != nil || rules != "rules for bridge (IPv6 false)\n" {
 		t.Errorf("compat render: %q (%v)", rules, err)
+	}
+	if rules, err := cl.CompatRender(ctx, true); err != nil || rules != "rules for bridge (IPv6 true)\n" {
+		t.Errorf("compat render --ipv6: %q (%v)", rules, err)
 	}
 
 	plain := serve(t, &networktest.Enforcer{Calls: &networktest.Calls{}})
@@ -225,5 +232,32 @@ func TestMonitor(t *testing.T) {
 			return
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// A dual-stack network shows as Docker's inspect shows one: EnableIPv6, a
+// second IPAM config with the IPv6 subnet and gateway (and the aux
+// addresses of each family in its own), and every container's
+// IPv6Address with the prefix length.
+func TestInspectDualStack(t *testing.T) {
+	n := network.Network{ID: "n1", Name: "dual", Subnet: netip.MustParsePrefix("10.7.0.0/24"), IPRange: netip.MustParsePrefix("10.7.0.0/24"),
+		Gateway: netip.MustParseAddr("10.7.0.1"), Subnet6: netip.MustParsePrefix("fd00:7::/64"), IPRange6: netip.MustParsePrefix("fd00:7::/80"),
+		IPRange6Set: true, Gateway6: netip.MustParseAddr("fd00:7::1"),
+		AuxAddresses: map[string]netip.Addr{"a": netip.MustParseAddr("10.7.0.9"), "b": netip.MustParseAddr("fd00:7::9")}}
+	ep := &network.Endpoint{ID: "e1", Name: "c1", NetworkID: "n1", IP: netip.MustParseAddr("10.7.0.2"), IP6: netip.MustParseAddr("fd00:7::2")}
+	got := server.Inspect(n, []*network.Endpoint{ep})
+	want := []api.IPAMConfig{
+		{Subnet: "10.7.0.0/24", Gateway: "10.7.0.1", AuxiliaryAddresses: map[string]string{"a": "10.7.0.9"}},
+		{Subnet: "fd00:7::/64", IPRange: "fd00:7::/80", Gateway: "fd00:7::1", AuxiliaryAddresses: map[string]string{"b": "fd00:7::9"}},
+	}
+	if !got.EnableIPv6 || !reflect.DeepEqual(got.IPAM.Config, want) {
+		t.Errorf("EnableIPv6 %v, IPAM %+v; want true, %+v", got.EnableIPv6, got.IPAM.Config, want)
+	}
+	if c := got.Containers["e1"]; c.IPv4Address != "10.7.0.2/24" || c.IPv6Address != "fd00:7::2/64" {
+		t.Errorf("container %+v", c)
+	}
+	e := server.EndpointOf(*ep, n)
+	if e.IP6 != ep.IP6 || e.Subnet6 != "fd00:7::/64" || e.Gateway6 != "fd00:7::1" {
+		t.Errorf("endpoint %+v", e)
 	}
 }

@@ -43,6 +43,7 @@ func (c *cli) endpointCmd() *cobra.Command {
 	f.StringVar(&req.NetNS, "netns", "", "path of the container's network namespace, e.g. /run/netns/NAME")
 	f.IntVar(&req.PID, "pid", 0, "pid of a process in the container's network namespace")
 	f.StringVar(&req.IP, "ip", "", "IPv4 address (default: first free in the network's range)")
+	f.StringVar(&req.IP6, "ip6", "", "IPv6 address on a dual-stack network (default: first free in its IPv6 range)")
 	f.StringVar(&req.IfName, "ifname", "eth0", "interface name inside the container")
 	f.StringVar(&req.Name, "name", "", "endpoint name, e.g. the container's (default: its short id)")
 	f.StringArrayVarP(&req.Ports, "publish", "p", nil, "publish a port: [HOSTIP:]HOSTPORT:PORT[/tcp|udp], ports may be equal-length ranges (repeatable; HOSTIP defaults to the network's host_binding_ipv4)")
@@ -69,6 +70,7 @@ type endpointRow struct {
 	Name        string
 	Network     string
 	IP          string
+	IP6         string
 	MAC         string
 	HostIf      string `header:"HOST IF"`
 	NetNS       string
@@ -85,10 +87,13 @@ type endpointRow struct {
 }
 
 func endpointRowOf(ep api.Endpoint, noTrunc bool) endpointRow {
-	r := endpointRow{ID: shortID(ep.ID, noTrunc), Name: ep.Name, Network: ep.Network, IP: ep.IP.String(), MAC: ep.MAC,
+	r := endpointRow{ID: shortID(ep.ID, noTrunc), Name: ep.Name, Network: ep.Network, IP: ep.IP.String(), IP6: "-", MAC: ep.MAC,
 		HostIf: ep.HostIf, NetNS: or(ep.NetNS, "-"), IfName: ep.IfName, ContainerID: or(shortID(ep.ContainerID, noTrunc), "-"),
 		Runtime: or(ep.Runtime, "-"), meta: metaOf(ep.Labels, ep.Created),
 		RxPackets: "-", RxBytes: "-", TxPackets: "-", TxBytes: "-", Drops: "-"}
+	if ep.IP6.IsValid() {
+		r.IP6 = ep.IP6.String()
+	}
 	if c := ep.Counters; c != nil {
 		r.RxPackets, r.RxBytes = fmt.Sprint(c.ToContainer.Packets), fmt.Sprint(c.ToContainer.Bytes)
 		r.TxPackets, r.TxBytes = fmt.Sprint(c.FromContainer.Packets), fmt.Sprint(c.FromContainer.Bytes)
@@ -124,7 +129,7 @@ var endpointFilters = map[string]func(ep api.Endpoint, v string) (bool, error){
 // The default view fits 80 columns; --no-trunc shows every column.
 const (
 	endpointTable     = `{{.ID}}\t{{.Name}}\t{{.Network}}\t{{.IP}}\t{{.Ports}}`
-	endpointWideTable = `{{.ID}}\t{{.Name}}\t{{.Network}}\t{{.IP}}\t{{.MAC}}\t{{.HostIf}}\t{{.NetNS}}\t{{.IfName}}\t{{.Ports}}\t` +
+	endpointWideTable = `{{.ID}}\t{{.Name}}\t{{.Network}}\t{{.IP}}\t{{.IP6}}\t{{.MAC}}\t{{.HostIf}}\t{{.NetNS}}\t{{.IfName}}\t{{.Ports}}\t` +
 		`{{.RxPackets}}\t{{.RxBytes}}\t{{.TxPackets}}\t{{.TxBytes}}\t{{.Drops}}`
 )
 

@@ -254,7 +254,8 @@ func (c *cli) statusCmd() *cobra.Command {
 
 func (c *cli) compatCmd() *cobra.Command {
 	cmd := group("compat", "iptables compatibility mode")
-	cmd.AddCommand(&cobra.Command{
+	var ipv6 bool
+	render := &cobra.Command{
 		Use:   "render",
 		Short: "Print the iptables rules (iptables-save format) the compat mode emits for the current state",
 		Args:  cobra.NoArgs,
@@ -263,11 +264,13 @@ func (c *cli) compatCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out, err := cl.CompatRender(cmd.Context())
+			out, err := cl.CompatRender(cmd.Context(), ipv6)
 			fmt.Fprint(c.stdout, out)
 			return err
 		},
-	})
+	}
+	render.Flags().BoolVar(&ipv6, "ipv6", false, "print the ip6tables rules (ip6tables-save format) of the dual-stack networks instead")
+	cmd.AddCommand(render)
 	return cmd
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -27,7 +28,7 @@ func (c *cli) networkCmd() *cobra.Command {
 
 func (c *cli) networkCreateCmd() *cobra.Command {
 	var req api.CreateNetworkRequest
-	var opts, labels, aux []string
+	var opts, labels, aux, subnets, ranges, gateways []string
 	var driver string
 	cmd := &cobra.Command{
 		Use:   "create NAME",
@@ -39,6 +40,20 @@ func (c *cli) networkCreateCmd() *cobra.Command {
 			}
 			req.Name = args[0]
 			var err error
+			for _, f := range []struct {
+				flag     string
+				values   []string
+				v4, v6   *string
+				isPrefix bool
+			}{
+				{"subnet", subnets, &req.Subnet, &req.Subnet6, true},
+				{"ip-range", ranges, &req.IPRange, &req.IPRange6, true},
+				{"gateway", gateways, &req.Gateway, &req.Gateway6, false},
+			} {
+				if *f.v4, *f.v6, err = byFamily(f.flag, f.values, f.isPrefix); err != nil {
+					return err
+				}
+			}
 			if req.Options, err = keyValues("opt", opts, false); err != nil {
 				return err
 			}
@@ -61,9 +76,10 @@ func (c *cli) networkCreateCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Subnet, "subnet", "", "subnet in CIDR form (default: next free Docker pool)")
-	f.StringVar(&req.IPRange, "ip-range", "", "allocate endpoint addresses from this sub-range")
-	f.StringVar(&req.Gateway, "gateway", "", "gateway address (default: first address of the range)")
+	f.StringArrayVar(&subnets, "subnet", nil, "subnet in CIDR form (default: next free Docker pool); with --ipv6 give it again for the IPv6 subnet (default: a unique local /64)")
+	f.StringArrayVar(&ranges, "ip-range", nil, "allocate endpoint addresses from this sub-range (one per family)")
+	f.StringArrayVar(&gateways, "gateway", nil, "gateway address (default: first address of the range; one per family)")
+	f.BoolVar(&req.EnableIPv6, "ipv6", false, "make the network dual-stack: an IPv6 subnet besides the IPv4 one")
 	f.StringArrayVar(&aux, "aux-address", nil, "reserve an address of the subnet, NAME=IP: never given to an endpoint (repeatable)")
 	f.BoolVar(&req.Internal, "internal", false, "restrict traffic to the network's subnet and the host")
 	f.BoolVar(&req.Attachable, "attachable", false, "accepted as Docker's flag is (bridge networks are always attachable); shown by inspect")
@@ -71,6 +87,28 @@ func (c *cli) networkCreateCmd() *cobra.Command {
 	f.StringArrayVar(&labels, "label", nil, "metadata KEY=VALUE or KEY (repeatable), shown by inspect, matched by ls --filter label=")
 	f.StringVarP(&driver, "driver", "d", "bridge", "network driver: bridge, the only one")
 	return cmd
+}
+
+// byFamily splits a flag given once per address family (Docker's --subnet,
+// --ip-range, --gateway) into its IPv4 and its IPv6 value. A value that is
+// neither is passed on as the IPv4 one, for the daemon's error message.
+func byFamily(flag string, values []string, isPrefix bool) (v4, v6 string, err error) {
+	for _, v := range values {
+		addr := v
+		if isPrefix {
+			addr, _, _ = strings.Cut(v, "/")
+		}
+		a, perr := netip.ParseAddr(addr)
+		target, fam := &v4, "IPv4"
+		if perr == nil && a.Is6() && !a.Is4In6() {
+			target, fam = &v6, "IPv6"
+		}
+		if *target != "" {
+			return "", "", fmt.Errorf("invalid --%s %q: an %s --%s is given already (%s); give one per family", flag, v, fam, flag, *target)
+		}
+		*target = v
+	}
+	return v4, v6, nil
 }
 
 // keyValues parses KEY=VALUE flags into a map; bare KEY is allowed (with
@@ -411,6 +449,7 @@ func (c *cli) networkConnectCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.IP, "ip", "", "IPv4 address (default: first free in the network's range)")
+	f.StringVar(&req.IP6, "ip6", "", "IPv6 address on a dual-stack network (default: first free in its IPv6 range)")
 	f.StringVar(&req.MAC, "mac-address", "", "MAC address (default: 02:42 and the IPv4 address, as Docker)")
 	f.StringArrayVar(&aliases, "alias", nil, "not supported: bpfnet networks have no DNS")
 	return cmd

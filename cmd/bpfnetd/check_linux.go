@@ -69,7 +69,7 @@ func check(cfg Config, w io.Writer) error {
 		say(false, "state dir %s: %v", cfg.StateDir, err)
 	}
 	if cfg.DefaultNetwork && err == nil {
-		n, exists, err := mgr.PlanDefault(network.DefaultNetworkConfig{Enabled: true, Bridge: cfg.Bridge, BIP: cfg.BIP})
+		n, exists, err := mgr.PlanDefault(cfg.defaultNetwork(true))
 		switch {
 		case err != nil:
 			say(false, "default network: %v", defaultNetworkError(err))

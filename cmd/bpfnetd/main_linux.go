@@ -50,6 +50,8 @@ type Config struct {
 	DefaultNetwork bool
 	Bridge         string
 	BIP            string
+	IPv6           bool
+	FixedCIDRv6    string
 	LogFormat      string
 	Check          bool
 	Cleanup        bool
@@ -89,6 +91,8 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&cfg.DefaultNetwork, "default-network", true, "create the default network \"bridge\"")
 	fs.StringVar(&cfg.Bridge, "bridge", network.DefaultBridgeName, "bridge name of the default network")
 	fs.StringVar(&cfg.BIP, "bip", "", "gateway address and prefix of the default network, e.g. 172.17.0.1/16 (default: first free Docker pool)")
+	fs.BoolVar(&cfg.IPv6, "ipv6", false, "make the default network dual-stack (needs --datapath=iptables until the eBPF datapath enforces IPv6)")
+	fs.StringVar(&cfg.FixedCIDRv6, "fixed-cidr-v6", "", "IPv6 subnet of the default network with --ipv6, e.g. fd00:d0c::/64 (default: a unique local /64)")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
 	fs.BoolVar(&cfg.Check, "check", false, "check that the daemon can run here, print what it would do, and exit (0 ok, 1 not)")
 	fs.BoolVar(&cfg.Cleanup, "cleanup", false, "remove every bridge, veth, rule and state file bpfnet created, and exit")
@@ -135,6 +139,14 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 			return cfg, fmt.Errorf("invalid --bip %q: want the gateway address with the prefix length, e.g. 172.17.0.1/16", cfg.BIP)
 		}
 	}
+	if cfg.FixedCIDRv6 != "" {
+		if !cfg.IPv6 {
+			return cfg, fmt.Errorf("--fixed-cidr-v6 needs --ipv6")
+		}
+		if p, err := netip.ParsePrefix(cfg.FixedCIDRv6); err != nil || !p.Addr().Is6() || p.Addr().Is4In6() {
+			return cfg, fmt.Errorf("invalid --fixed-cidr-v6 %q: want an IPv6 subnet, e.g. fd00:d0c::/64", cfg.FixedCIDRv6)
+		}
+	}
 	if cfg.NATPorts, err = parsePortRange(*natPorts); err != nil {
 		return cfg, err
 	}
@@ -165,6 +177,11 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 }
 
 // parsePortRange parses MIN-MAX with 1 ≤ MIN ≤ MAX ≤ 65535.
+// defaultNetwork is the default network's configuration (enabled or not).
+func (cfg Config) defaultNetwork(enabled bool) network.DefaultNetworkConfig {
+	return network.DefaultNetworkConfig{Enabled: enabled, Bridge: cfg.Bridge, BIP: cfg.BIP, IPv6: cfg.IPv6, FixedCIDRv6: cfg.FixedCIDRv6}
+}
+
 func parsePortRange(s string) ([2]uint16, error) {
 	lo, hi, ok := strings.Cut(s, "-")
 	a, err1 := strconv.ParseUint(lo, 10, 16)

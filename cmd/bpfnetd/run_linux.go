@@ -59,7 +59,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 	if err := lv.startMetrics(cfg.MetricsAddr, cfg.PerEndpoint); err != nil {
 		return err
 	}
-	def := network.DefaultNetworkConfig{Enabled: cfg.DefaultNetwork, Bridge: cfg.Bridge, BIP: cfg.BIP}
+	def := cfg.defaultNetwork(cfg.DefaultNetwork)
 	if err := mgr.Start(ctx, def); err != nil {
 		return defaultNetworkError(err)
 	}
@@ -78,8 +78,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 	defer l.Close()
 	srv := server.New(log, mgr, sel.enf, server.Info{Version: version.Version, DatapathReason: sel.reason, StateDir: cfg.StateDir,
 		Uplinks: uplinks, Warnings: sel.warnings, Cgroup: sel.cgroup,
-		Render: func(v network.View) string {
-			return compat.Save(compat.Render(v, cfg.ChainPrefix, compat.Hairpin), compat.ForwardPolicy(cfg.StateDir))
+		Render: func(v network.View, ipv6 bool) string {
+			rs := compat.Render(v, cfg.ChainPrefix, compat.Hairpin)
+			if ipv6 {
+				return compat.Save6(rs, compat.ForwardPolicy(cfg.StateDir, true))
+			}
+			return compat.Save(rs, compat.ForwardPolicy(cfg.StateDir, false))
 		}})
 	if cfg.DockerPlugin != "" {
 		// Docker's calls go to the same manager as the API's.
@@ -176,7 +180,7 @@ func preflight(cfg Config, log *slog.Logger) error {
 	if !cfg.DefaultNetwork {
 		return nil
 	}
-	_, _, err := mgr.PlanDefault(network.DefaultNetworkConfig{Enabled: true, Bridge: cfg.Bridge, BIP: cfg.BIP})
+	_, _, err := mgr.PlanDefault(cfg.defaultNetwork(true))
 	if err != nil {
 		return fmt.Errorf("default network: %w", defaultNetworkError(err))
 	}

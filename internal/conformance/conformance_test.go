@@ -265,16 +265,22 @@ func newWorld(t *testing.T) *world {
 		addrs6: map[string]netip.Addr{}, gateways6: map[string]netip.Addr{}}
 }
 
-func build(t *testing.T, v variant, client string) *world {
+func build(t *testing.T, v variant, client string, dualStack bool) *world {
 	t.Helper()
 	w := newWorld(t)
+	w.dualStack = dualStack
 	if v.prepare != nil {
 		v.prepare(t, w.topo)
 	}
 	// The daemon runs with its defaults (the default network, the uplink
 	// of the default route, its own bpffs and cgroup2 mounts) plus the
-	// variant's flags.
-	w.daemon = testnet.NewDaemon(t, w.topo.Host, v.args...)
+	// variant's flags, and a dual-stack world's default network as
+	// Docker's IPv6 reference had it.
+	args := v.args
+	if dualStack {
+		args = append(slices.Clone(args), "--ipv6", "--fixed-cidr-v6", fixedCIDRv6)
+	}
+	w.daemon = testnet.NewDaemon(t, w.topo.Host, args...)
 	w.daemon.Wrap = v.wrap
 	driver := ""
 	if client == "docker" {
@@ -290,6 +296,12 @@ func build(t *testing.T, v variant, client string) *world {
 		t.Fatalf("no default network: %v", err)
 	}
 	w.gateways[def.Name] = netip.MustParseAddr(def.IPAM.Config[0].Gateway)
+	if dualStack {
+		if len(def.IPAM.Config) != 2 || def.IPAM.Config[1].Subnet != fixedCIDRv6 {
+			t.Fatalf("default network's IPAM %+v: want a second subnet %s", def.IPAM.Config, fixedCIDRv6)
+		}
+		w.gateways6[def.Name] = netip.MustParseAddr(def.IPAM.Config[1].Gateway)
+	}
 	switch client {
 	case "docker":
 		// Docker's engine with its defaults: its own rules and docker0 in
@@ -387,11 +399,18 @@ func (w *world) apiScenario(t *testing.T, networks bool, keep func(scenarioEndpo
 		if !networks {
 			break
 		}
+		sub6, dual := w.subnets6()[req.Name]
+		if dual {
+			req.EnableIPv6, req.Subnet6 = true, sub6.String()
+		}
 		n, err := w.daemon.Client.CreateNetwork(ctx, req)
 		if err != nil {
 			t.Fatalf("create network %s: %v", req.Name, err)
 		}
 		w.gateways[req.Name] = netip.MustParseAddr(n.IPAM.Config[0].Gateway)
+		if dual {
+			w.gateways6[req.Name] = netip.MustParseAddr(n.IPAM.Config[1].Gateway)
+		}
 	}
 	for _, c := range scenarioEndpoints {
 		if !keep(c) {
@@ -410,6 +429,9 @@ func (w *world) apiScenario(t *testing.T, networks bool, keep func(scenarioEndpo
 				t.Fatalf("create endpoint %s on %s: %v", c.container, netName, err)
 			}
 			w.addrs[c.container+"@"+netName] = ep.IP
+			if ep.IP6.IsValid() {
+				w.addrs6[c.container+"@"+netName] = ep.IP6
+			}
 		}
 		ns.Serve(t)
 	}
@@ -580,18 +602,29 @@ func TestConformance(t *testing.T) {
 			if client != "api" && client != "docker" && client != "cni" {
 				t.Fatalf("unknown client %q", client)
 			}
+			// The iptables datapath holds IPv6 too (issue 18): its
+			// world is dual-stack, made through the API.
+			dualStack := v.datapath == "iptables" && v.wrap == nil && client == "api"
 			t.Run(name+"/"+client, func(t *testing.T) {
-				w := build(t, v, client)
+				w := build(t, v, client, dualStack)
 				if v.ebpf {
 					w.checkEBPFSetup(t, v)
 				}
 				t.Run("policy", func(t *testing.T) { w.check(t, table) })
 				t.Run("default network", func(t *testing.T) { w.check(t, defaultTable) })
 				t.Run("published ports", func(t *testing.T) { w.check(t, portTable) })
+				if dualStack {
+					w.checkIPv6(t, false)
+				}
 				w.checkConntrack(t, v)
 				w.daemon.Stop()
 				w.daemon.Start()
 				t.Run("default network after a restart", func(t *testing.T) { w.check(t, defaultTable) })
+				if dualStack {
+					w.v6 = true
+					t.Run("IPv6/default network after a restart", func(t *testing.T) { w.check(t, ipv6Rows(defaultTable, false)) })
+					w.v6 = false
+				}
 			})
 		}
 	}

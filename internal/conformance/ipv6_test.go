@@ -88,8 +88,9 @@ func (w *world) resolve6(t *testing.T, s string) netip.Addr {
 //     subnet, and bridge netfilter puts the containers' neighbour
 //     discovery (link-local sources) through them. Docker 28 fixed this
 //     (the rules gained `! -i`/`! -o` of the bridge); bpfnet's IPv6
-//     follows the fix (issue 18), so this row is 20.10's, not bpfnet's.
-func ipv6Rows(rows []row) []row {
+//     follows the fix (compat.InternalFix), so docker2010 says which of
+//     the two the rows are for.
+func ipv6Rows(rows []row, docker2010 bool) []row {
 	var out []row
 	for _, r := range rows {
 		switch {
@@ -101,7 +102,7 @@ func ipv6Rows(rows []row) []row {
 		case strings.HasPrefix(r.to, "loopback:"):
 			r.want, r.seen = refused, ""
 			r.name = r.name[:strings.LastIndex(r.name, "→")] + "→ refused over IPv6 (published on 127.0.0.1 only)"
-		case r.from == "i1" && r.to == "i2":
+		case r.from == "i1" && r.to == "i2" && docker2010:
 			r.want, r.seen = drop, ""
 			r.name = "internal, same network → drop over IPv6 (Docker 20.10: neighbour discovery is isolated; fixed in 28)"
 		}
@@ -126,19 +127,12 @@ func TestDockerBridgeReferenceIPv6(t *testing.T) {
 	w.dockerScenario(t, "bridge", func(scenarioEndpoint) bool { return true })
 	w.topo.Host.Serve(t)
 	w.topo.Outside.Serve(t)
-	for _, v6 := range []bool{false, true} {
-		name, conv := "IPv4", func(r []row) []row { return r }
-		if v6 {
-			name, conv = "IPv6", ipv6Rows
-		}
-		t.Run(name, func(t *testing.T) {
-			w.v6 = v6
-			defer func() { w.v6 = false }()
-			t.Run("policy", func(t *testing.T) { w.check(t, conv(table)) })
-			t.Run("default network", func(t *testing.T) { w.check(t, conv(defaultTable)) })
-			t.Run("published ports", func(t *testing.T) { w.check(t, conv(portTable)) })
-		})
-	}
+	t.Run("IPv4", func(t *testing.T) {
+		t.Run("policy", func(t *testing.T) { w.check(t, table) })
+		t.Run("default network", func(t *testing.T) { w.check(t, defaultTable) })
+		t.Run("published ports", func(t *testing.T) { w.check(t, portTable) })
+	})
+	w.checkIPv6(t, true)
 	got := normalizeRules(w.topo.Host.MustRun(t, "ip6tables-save"), w.bridgeNames(t))
 	const golden = "../../compat/testdata/docker-20.10/ipv6-scenario.v6.rules"
 	if *updateReference {
@@ -153,6 +147,18 @@ func TestDockerBridgeReferenceIPv6(t *testing.T) {
 	if got != string(want) {
 		t.Errorf("Docker's ip6tables rules differ from %s (-update-reference rewrites it):\n%s", golden, testnet.DiffLines(string(want), got))
 	}
+}
+
+// checkIPv6 runs every table over IPv6, with Docker 20.10's verdicts or,
+// for bpfnet, with the internal network fixed.
+func (w *world) checkIPv6(t *testing.T, docker2010 bool) {
+	w.v6 = true
+	defer func() { w.v6 = false }()
+	t.Run("IPv6", func(t *testing.T) {
+		t.Run("policy", func(t *testing.T) { w.check(t, ipv6Rows(table, docker2010)) })
+		t.Run("default network", func(t *testing.T) { w.check(t, ipv6Rows(defaultTable, docker2010)) })
+		t.Run("published ports", func(t *testing.T) { w.check(t, ipv6Rows(portTable, docker2010)) })
+	})
 }
 
 // hostAddr is the global address of family ("-4", "-6") on ifname.

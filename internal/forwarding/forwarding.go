@@ -1,5 +1,6 @@
-// Package forwarding turns the host's IPv4 forwarding on as Docker's bridge
-// driver does, for both datapaths, and undoes exactly what it changed.
+// Package forwarding turns the host's IP forwarding on as Docker's bridge
+// driver does, for both datapaths and both IP versions, and undoes exactly
+// what it changed.
 package forwarding
 
 import (
@@ -8,9 +9,23 @@ import (
 	"github.com/bpfnet/bpfnet/internal/sysctl"
 )
 
+// Family is an IP version's forwarding switch.
+type Family struct {
+	// Sysctl is the switch below the sysctl root.
+	Sysctl string
+}
+
+var (
+	// IPv4 is net.ipv4.ip_forward.
+	IPv4 = Family{Sysctl: "net/ipv4/ip_forward"}
+	// IPv6 is net.ipv6.conf.all.forwarding (which sets every
+	// interface's, as Docker's --ipv6 does).
+	IPv6 = Family{Sysctl: "net/ipv6/conf/all/forwarding"}
+)
+
 // Change records what Enable changed, for a datapath's ledger.
 type Change struct {
-	// IPForwardSet: net.ipv4.ip_forward was 0 and is now 1.
+	// IPForwardSet: the family's forwarding was 0 and is now 1.
 	IPForwardSet bool `json:"ip_forward_set,omitempty"`
 	// ForwardPolicySet: the filter FORWARD policy was set to DROP.
 	ForwardPolicySet bool `json:"forward_policy_set,omitempty"`
@@ -22,16 +37,17 @@ type Policy interface {
 	ChangePolicy(table, chain, target string) error
 }
 
-// Enable turns net.ipv4.ip_forward on below sysctl root. Only if it was off
-// does it also set the FORWARD policy to DROP, as Docker does: a host that
-// did not forward before must not start forwarding between its other
-// interfaces because bpfnet needed forwarding. record is called with what
-// will change before it changes, so a crash leaves a ledger that covers it;
+// Enable turns f's forwarding on below sysctl root. Only if it was off
+// does it also set the FORWARD policy (of ipt: iptables for IPv4,
+// ip6tables for IPv6) to DROP, as Docker does: a host that did not
+// forward before must not start forwarding between its other interfaces
+// because bpfnet needed forwarding. record is called with what will
+// change before it changes, so a crash leaves a ledger that covers it;
 // ipt may be nil on a host without iptables (nothing filters there).
-func Enable(root string, ipt Policy, record func(Change) error) (Change, error) {
-	v, err := sysctl.Read(root, "net/ipv4/ip_forward")
+func Enable(root string, f Family, ipt Policy, record func(Change) error) (Change, error) {
+	v, err := sysctl.Read(root, f.Sysctl)
 	if err != nil {
-		return Change{}, fmt.Errorf("read net.ipv4.ip_forward: %w", err)
+		return Change{}, fmt.Errorf("read %s: %w", f.Sysctl, err)
 	}
 	if v != "0" {
 		return Change{}, nil
@@ -45,19 +61,19 @@ func Enable(root string, ipt Policy, record func(Change) error) (Change, error) 
 			return c, fmt.Errorf("set FORWARD policy: %w", err)
 		}
 	}
-	return c, sysctl.Write(root, "net/ipv4/ip_forward", "1")
+	return c, sysctl.Write(root, f.Sysctl, "1")
 }
 
-// Restore undoes c: forwarding off again, the FORWARD policy back to
+// Restore undoes c: f's forwarding off again, the FORWARD policy back to
 // ACCEPT.
-func Restore(root string, ipt Policy, c Change) error {
+func Restore(root string, f Family, ipt Policy, c Change) error {
 	if c.ForwardPolicySet && ipt != nil {
 		if err := ipt.ChangePolicy("filter", "FORWARD", "ACCEPT"); err != nil {
 			return fmt.Errorf("restore FORWARD policy: %w", err)
 		}
 	}
 	if c.IPForwardSet {
-		return sysctl.Write(root, "net/ipv4/ip_forward", "0")
+		return sysctl.Write(root, f.Sysctl, "0")
 	}
 	return nil
 }

@@ -63,3 +63,14 @@ func AddrListAt(h *netlink.Handle, link netlink.Link, family int) ([]netlink.Add
 func RouteListFiltered(h *netlink.Handle, family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error) {
 	return retry(func() ([]netlink.Route, error) { return h.RouteListFiltered(family, filter, filterMask) }) //nolint:forbidigo // the wrapper
 }
+
+// IsDefaultRoute reports whether r is a default route. The netlink library
+// reports one with Dst nil or, depending on how it was added and read
+// back, Dst 0.0.0.0/0 (::/0).
+func IsDefaultRoute(r netlink.Route) bool {
+	if r.Dst == nil {
+		return true
+	}
+	ones, _ := r.Dst.Mask.Size()
+	return ones == 0
+}

@@ -163,11 +163,12 @@ func (h *Host) WatchEndpointLinks(ctx context.Context, gone func(string)) error 
 // its calls: "reconcile", "network-added NET", "network-removed NET",
 // "endpoint-added EP", "endpoint-removed EP", "ports EP", "cleanup". Fail makes the
 // call of that name fail; MaxNetworks and MaxEndpoints, when set, are its
-// limits.
+// limits; IPv6 says whether it enforces IPv6 (network.IPv6Enforcer).
 type Enforcer struct {
 	Calls                     *Calls
 	Fail                      string
 	MaxNetworks, MaxEndpoints int
+	IPv6                      bool
 }
 
 func (e *Enforcer) Name() string { return "fake" }
@@ -198,6 +199,7 @@ func (e *Enforcer) EndpointPortsChanged(ctx context.Context, v network.View, ep 
 }
 func (e *Enforcer) Cleanup(ctx context.Context) error { return e.do("cleanup", "") }
 func (e *Enforcer) Limits() (int, int)                { return e.MaxNetworks, e.MaxEndpoints }
+func (e *Enforcer) EnforcesIPv6() bool                { return e.IPv6 }
 
 // Observable is an Enforcer with the abilities a datapath may offer for
 // observing it, answering with what its fields hold.
