@@ -18,9 +18,15 @@ import (
 // configurations spell them. The conf's name is the bpfnet network.
 type NetConf struct {
 	types.PluginConf
-	Subnet   string            `json:"subnet,omitempty"`
-	IPRange  string            `json:"ipRange,omitempty"`
-	Gateway  string            `json:"gateway,omitempty"`
+	Subnet  string `json:"subnet,omitempty"`
+	IPRange string `json:"ipRange,omitempty"`
+	Gateway string `json:"gateway,omitempty"`
+	// IPv6 makes the network dual-stack, with Subnet6 (a unique local
+	// /64 when empty), IPRange6 and Gateway6 as their IPv4 fields.
+	IPv6     bool              `json:"ipv6,omitempty"`
+	Subnet6  string            `json:"subnet6,omitempty"`
+	IPRange6 string            `json:"ipRange6,omitempty"`
+	Gateway6 string            `json:"gateway6,omitempty"`
 	Internal *bool             `json:"internal,omitempty"`
 	Options  map[string]string `json:"options,omitempty"`
 	// Socket is bpfnetd's API socket (default api.DefaultSocket).
@@ -110,7 +116,8 @@ func parseConf(stdin []byte) (*NetConf, error) {
 // networkRequest is the request the conf makes the network from when it
 // does not exist yet.
 func (c *NetConf) networkRequest() api.CreateNetworkRequest {
-	req := api.CreateNetworkRequest{Name: c.Name, Subnet: c.Subnet, IPRange: c.IPRange, Gateway: c.Gateway, Options: c.Options}
+	req := api.CreateNetworkRequest{Name: c.Name, Subnet: c.Subnet, IPRange: c.IPRange, Gateway: c.Gateway, Options: c.Options,
+		EnableIPv6: c.IPv6, Subnet6: c.Subnet6, IPRange6: c.IPRange6, Gateway6: c.Gateway6}
 	if c.Internal != nil {
 		req.Internal = *c.Internal
 	}
@@ -130,18 +137,22 @@ var optionDefaults = map[string]string{
 // does not have; what the conf leaves out is not compared.
 func (c *NetConf) differences(n api.NetworkInspect) []string {
 	var diff []string
-	cfg := api.IPAMConfig{}
-	if len(n.IPAM.Config) > 0 {
-		cfg = n.IPAM.Config[0]
+	cfgs := [2]api.IPAMConfig{}
+	copy(cfgs[:], n.IPAM.Config)
+	if c.IPv6 != n.EnableIPv6 {
+		diff = append(diff, fmt.Sprintf("ipv6 %v (the network has %v)", c.IPv6, n.EnableIPv6))
 	}
-	if c.Subnet != "" && c.Subnet != cfg.Subnet {
-		diff = append(diff, fmt.Sprintf("subnet %s (the network has %s)", c.Subnet, cfg.Subnet))
-	}
-	if c.IPRange != "" && c.IPRange != cfg.IPRange {
-		diff = append(diff, fmt.Sprintf("ipRange %s (the network has %s)", c.IPRange, or(cfg.IPRange, "none")))
-	}
-	if c.Gateway != "" && c.Gateway != cfg.Gateway {
-		diff = append(diff, fmt.Sprintf("gateway %s (the network has %s)", c.Gateway, cfg.Gateway))
+	for i, f := range []struct{ suffix, subnet, ipRange, gateway string }{{"", c.Subnet, c.IPRange, c.Gateway}, {"6", c.Subnet6, c.IPRange6, c.Gateway6}} {
+		cfg := cfgs[i]
+		if f.subnet != "" && f.subnet != cfg.Subnet {
+			diff = append(diff, fmt.Sprintf("subnet%s %s (the network has %s)", f.suffix, f.subnet, or(cfg.Subnet, "none")))
+		}
+		if f.ipRange != "" && f.ipRange != cfg.IPRange {
+			diff = append(diff, fmt.Sprintf("ipRange%s %s (the network has %s)", f.suffix, f.ipRange, or(cfg.IPRange, "none")))
+		}
+		if f.gateway != "" && f.gateway != cfg.Gateway {
+			diff = append(diff, fmt.Sprintf("gateway%s %s (the network has %s)", f.suffix, f.gateway, or(cfg.Gateway, "none")))
+		}
 	}
 	if c.Internal != nil && *c.Internal != n.Internal {
 		diff = append(diff, fmt.Sprintf("internal %v (the network has %v)", *c.Internal, n.Internal))
@@ -212,9 +223,9 @@ func labels(a envArgs) map[string]string {
 	return map[string]string{"io.kubernetes.pod.namespace": string(a.K8S_POD_NAMESPACE), "io.kubernetes.pod.name": string(a.K8S_POD_NAME)}
 }
 
-// requestedIP is the address asked for: the ips capability, the
-// conventions' args, or Podman's CNI_ARGS IP (one IPv4 address).
-func (c *NetConf) requestedIP(a envArgs) (string, error) {
+// requestedIPs are the addresses asked for, at most one per family: the
+// ips capability, the conventions' args, or Podman's CNI_ARGS IP.
+func (c *NetConf) requestedIPs(a envArgs) (ip, ip6 string, err error) {
 	ips := c.RuntimeConfig.IPs
 	if c.Args != nil && len(ips) == 0 {
 		ips = c.Args.CNI.IPs
@@ -222,21 +233,25 @@ func (c *NetConf) requestedIP(a envArgs) (string, error) {
 	if len(ips) == 0 && a.IP != "" {
 		ips = []string{string(a.IP)}
 	}
-	switch len(ips) {
-	case 0:
-		return "", nil
-	case 1:
-	default:
-		return "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("%d addresses requested: a bpfnet endpoint has one", len(ips)), "")
+	for _, s := range ips {
+		addr := s
+		if i := strings.IndexByte(addr, '/'); i >= 0 {
+			addr = addr[:i] // the ips capability may carry a prefix length
+		}
+		p := net.ParseIP(addr)
+		target := &ip
+		switch {
+		case p == nil:
+			return "", "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid address %q", s), "")
+		case p.To4() == nil:
+			target = &ip6
+		}
+		if *target != "" {
+			return "", "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("addresses %s and %s requested: a bpfnet endpoint has one per family", *target, addr), "")
+		}
+		*target = addr
 	}
-	ip := ips[0]
-	if i := strings.IndexByte(ip, '/'); i >= 0 {
-		ip = ip[:i] // the ips capability may carry a prefix length
-	}
-	if p := net.ParseIP(ip); p == nil || p.To4() == nil {
-		return "", types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("invalid address %q: bpfnet endpoints are IPv4", ips[0]), "")
-	}
-	return ip, nil
+	return ip, ip6, nil
 }
 
 // requestedMAC is the MAC asked for: the mac capability, the conventions'

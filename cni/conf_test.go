@@ -59,6 +59,7 @@ func TestDifferences(t *testing.T) {
 		{NetConf{Options: map[string]string{"com.docker.network.bridge.enable_icc": "false", "com.docker.network.bridge.enable_ip_masquerade": "true"}}, nil},
 		{NetConf{Subnet: "10.9.0.0/24"}, []string{"subnet 10.9.0.0/24 (the network has 10.231.1.0/24)"}},
 		{NetConf{Internal: &yes}, []string{"internal true (the network has false)"}},
+		{NetConf{IPv6: true, Subnet6: "fd00:1::/64"}, []string{"ipv6 true (the network has false)", "subnet6 fd00:1::/64 (the network has none)"}},
 		{NetConf{Options: map[string]string{"com.docker.network.bridge.enable_icc": "true"}}, []string{`option com.docker.network.bridge.enable_icc=true (the network has "false")`}},
 	} {
 		if got := tc.conf.differences(n); !slices.Equal(got, tc.want) {
@@ -81,15 +82,26 @@ func TestArgs(t *testing.T) {
 		t.Errorf("name %q", got)
 	}
 	conf := &NetConf{}
-	if ip, err := conf.requestedIP(a); err != nil || ip != "10.231.1.9" || conf.requestedMAC(a) != "02:00:00:00:00:09" {
-		t.Errorf("ip %q (%v), mac %q", ip, err, conf.requestedMAC(a))
+	if ip, ip6, err := conf.requestedIPs(a); err != nil || ip != "10.231.1.9" || ip6 != "" || conf.requestedMAC(a) != "02:00:00:00:00:09" {
+		t.Errorf("ip %q %q (%v), mac %q", ip, ip6, err, conf.requestedMAC(a))
 	}
 	if _, err := parseArgs("FOO=1"); err == nil {
 		t.Errorf("an unknown CNI_ARGS key without IgnoreUnknown was accepted")
 	}
 	conf.RuntimeConfig.IPs = []string{"10.231.1.7/24"}
-	if ip, err := conf.requestedIP(a); err != nil || ip != "10.231.1.7" {
+	if ip, _, err := conf.requestedIPs(a); err != nil || ip != "10.231.1.7" {
 		t.Errorf("ips capability: %q (%v)", ip, err)
+	}
+	// One address per family (a dual-stack network's endpoint), no more.
+	conf.RuntimeConfig.IPs = []string{"fd00:231::7/64", "10.231.1.7/24"}
+	if ip, ip6, err := conf.requestedIPs(a); err != nil || ip != "10.231.1.7" || ip6 != "fd00:231::7" {
+		t.Errorf("ips capability, both families: %q %q (%v)", ip, ip6, err)
+	}
+	for _, ips := range [][]string{{"10.231.1.7", "10.231.1.8"}, {"fd00::1", "fd00::2"}, {"banana"}} {
+		conf.RuntimeConfig.IPs = ips
+		if _, _, err := conf.requestedIPs(a); err == nil {
+			t.Errorf("ips %q accepted", ips)
+		}
 	}
 }
 
@@ -120,6 +132,27 @@ func TestResultVersions(t *testing.T) {
 		}
 		if v == "0.4.0" && ips["version"] != "4" {
 			t.Errorf("0.4.0 wants the address version: %s", b)
+		}
+	}
+}
+
+// A dual-stack endpoint's result has both addresses on the container
+// interface, each with its gateway, and both default routes.
+func TestResultDualStack(t *testing.T) {
+	ep := api.Endpoint{HostIf: "veth1234567", IfName: "eth0", MAC: "02:42:0a:e7:01:02", Subnet: "10.231.1.0/24", Gateway: "10.231.1.1",
+		Subnet6: "fd00:231::/64", Gateway6: "fd00:231::1", DefaultRoute: true,
+		IP: netip.MustParseAddr("10.231.1.2"), IP6: netip.MustParseAddr("fd00:231::2")}
+	conf := &NetConf{}
+	conf.CNIVersion = "1.0.0"
+	res, err := result(conf, ep, "/run/netns/p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(res)
+	for _, want := range []string{`{"address":"10.231.1.2/24","gateway":"10.231.1.1","interface":1}`, `{"address":"fd00:231::2/64","gateway":"fd00:231::1","interface":1}`,
+		`{"dst":"0.0.0.0/0","gw":"10.231.1.1"}`, `{"dst":"::/0","gw":"fd00:231::1"}`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("result %s lacks %s", b, want)
 		}
 	}
 }

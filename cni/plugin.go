@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -130,7 +131,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if args.Netns == "" {
 		return types.NewError(types.ErrInvalidNetNS, "no network namespace (CNI_NETNS)", "")
 	}
-	ip, err := conf.requestedIP(a)
+	ip, ip6, err := conf.requestedIPs(a)
 	if err != nil {
 		return err
 	}
@@ -147,7 +148,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		}
 	}
 	ep, err := cl.CreateEndpoint(ctx, api.CreateEndpointRequest{Network: conf.Name, NetNS: args.Netns, IfName: args.IfName,
-		Name: endpointName(a, args.ContainerID, args.IfName), IP: ip, MAC: conf.requestedMAC(a), Ports: conf.portSpecs(),
+		Name: endpointName(a, args.ContainerID, args.IfName), IP: ip, IP6: ip6, MAC: conf.requestedMAC(a), Ports: conf.portSpecs(),
 		ContainerID: args.ContainerID, Runtime: Runtime, Labels: labels(a)})
 	if err != nil {
 		return cniError("endpoint", err)
@@ -160,14 +161,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 }
 
 // result is the ADD's result: the host veth and the container interface,
-// the address with its gateway, the default route when the endpoint has
-// it, the conf's DNS; after what an earlier plugin in the chain gave.
+// the addresses with their gateways, the default routes when the endpoint
+// has them, the conf's DNS; after what an earlier plugin in the chain gave.
 func result(conf *NetConf, ep api.Endpoint, netns string) (types.Result, error) {
-	_, subnet, err := net.ParseCIDR(ep.Subnet)
-	if err != nil {
-		return nil, types.NewError(types.ErrInternal, "endpoint's subnet", err.Error())
-	}
-	gw := net.ParseIP(ep.Gateway)
 	res, err := prevResult(conf)
 	if err != nil {
 		return nil, err
@@ -178,11 +174,26 @@ func result(conf *NetConf, ep api.Endpoint, netns string) (types.Result, error) 
 	hostIdx := len(res.Interfaces)
 	res.Interfaces = append(res.Interfaces, &current.Interface{Name: ep.HostIf},
 		&current.Interface{Name: ep.IfName, Mac: ep.MAC, Sandbox: netns})
-	res.IPs = append(res.IPs, &current.IPConfig{Interface: current.Int(hostIdx + 1),
-		Address: net.IPNet{IP: ep.IP.AsSlice(), Mask: subnet.Mask}, Gateway: gw})
-	if ep.DefaultRoute {
-		_, def, _ := net.ParseCIDR("0.0.0.0/0")
-		res.Routes = append(res.Routes, &types.Route{Dst: *def, GW: gw})
+	families := []struct {
+		ip              netip.Addr
+		subnet, gateway string
+		def             string
+	}{{ep.IP, ep.Subnet, ep.Gateway, "0.0.0.0/0"}, {ep.IP6, ep.Subnet6, ep.Gateway6, "::/0"}}
+	for _, f := range families {
+		if !f.ip.IsValid() {
+			continue
+		}
+		_, subnet, err := net.ParseCIDR(f.subnet)
+		if err != nil {
+			return nil, types.NewError(types.ErrInternal, "endpoint's subnet", err.Error())
+		}
+		gw := net.ParseIP(f.gateway)
+		res.IPs = append(res.IPs, &current.IPConfig{Interface: current.Int(hostIdx + 1),
+			Address: net.IPNet{IP: f.ip.AsSlice(), Mask: subnet.Mask}, Gateway: gw})
+		if ep.DefaultRoute {
+			_, def, _ := net.ParseCIDR(f.def)
+			res.Routes = append(res.Routes, &types.Route{Dst: *def, GW: gw})
+		}
 	}
 	if len(conf.DNS.Nameservers) > 0 || len(conf.DNS.Search) > 0 {
 		res.DNS = conf.DNS
@@ -257,9 +268,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if prev != nil {
-		if !slices.ContainsFunc(prev.IPs, func(c *current.IPConfig) bool { return c.Address.IP.Equal(ep.IP.AsSlice()) }) {
-			return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("endpoint %s has %s, which prevResult does not list", ep.Name, ep.IP), "")
+	for _, ip := range []netip.Addr{ep.IP, ep.IP6} {
+		if prev != nil && ip.IsValid() && !slices.ContainsFunc(prev.IPs, func(c *current.IPConfig) bool { return c.Address.IP.Equal(ip.AsSlice()) }) {
+			return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("endpoint %s has %s, which prevResult does not list", ep.Name, ip), "")
 		}
 	}
 	return cniError("check endpoint "+ep.Name, cl.CheckEndpoint(ctx, ep.ID))

@@ -135,13 +135,13 @@ func (d *Driver) createNetwork(r *http.Request) (any, error) {
 // toNetworkRequest translates Docker's CreateNetwork into the model's
 // request: the pool Docker's IPAM gave, its gateway and aux addresses,
 // --internal, and the -o options (the bridge driver's keys, which the
-// model knows; any other is refused by it). IPv6 is refused.
+// model knows; any other is refused by it). With --ipv6, the IPv6 pool
+// too: the network is dual-stack.
 func toNetworkRequest(req createNetworkRequest) (api.CreateNetworkRequest, error) {
 	out := api.CreateNetworkRequest{ID: req.NetworkID, Name: NetworkName(req.NetworkID)}
-	if on, err := boolOption(req.Options, optEnableIPv6); err != nil {
+	on, err := boolOption(req.Options, optEnableIPv6)
+	if err != nil {
 		return out, err
-	} else if on || len(req.IPv6Data) > 0 {
-		return out, invalid("bpfnet networks are IPv4 only: create the network without --ipv6")
 	}
 	internal, err := boolOption(req.Options, optInternal)
 	if err != nil {
@@ -169,26 +169,44 @@ func toNetworkRequest(req createNetworkRequest) (api.CreateNetworkRequest, error
 	default:
 		return out, invalid("%d IPv4 pools: a bpfnet network has one subnet", len(req.IPv4Data))
 	}
-	pool := req.IPv4Data[0]
-	out.Subnet = pool.Pool
+	if out.Subnet, out.Gateway, err = poolOf(req.IPv4Data[0], &out.AuxAddresses); err != nil {
+		return out, err
+	}
+	switch {
+	case len(req.IPv6Data) > 1:
+		return out, invalid("%d IPv6 pools: a bpfnet network has one IPv6 subnet", len(req.IPv6Data))
+	case len(req.IPv6Data) == 1:
+		out.EnableIPv6 = true
+		if out.Subnet6, out.Gateway6, err = poolOf(req.IPv6Data[0], &out.AuxAddresses); err != nil {
+			return out, err
+		}
+	case on:
+		out.EnableIPv6 = true // bpfnet picks the IPv6 subnet
+	}
+	return out, nil
+}
+
+// poolOf reads one pool Docker's IPAM gave: its subnet, gateway and aux
+// addresses (added to aux).
+func poolOf(pool ipamData, aux *map[string]string) (subnet, gateway string, err error) {
 	if pool.Gateway != "" {
 		gw, err := addrOf(pool.Gateway)
 		if err != nil {
-			return out, invalid("gateway %q: %v", pool.Gateway, err)
+			return "", "", invalid("gateway %q: %v", pool.Gateway, err)
 		}
-		out.Gateway = gw.String()
+		gateway = gw.String()
 	}
 	for name, a := range pool.AuxAddresses {
 		addr, err := addrOf(a)
 		if err != nil {
-			return out, invalid("aux address %s=%q: %v", name, a, err)
+			return "", "", invalid("aux address %s=%q: %v", name, a, err)
 		}
-		if out.AuxAddresses == nil {
-			out.AuxAddresses = map[string]string{}
+		if *aux == nil {
+			*aux = map[string]string{}
 		}
-		out.AuxAddresses[name] = addr.String()
+		(*aux)[name] = addr.String()
 	}
-	return out, nil
+	return pool.Pool, gateway, nil
 }
 
 // addrOf reads an address Docker sends with or without a prefix length.
@@ -241,16 +259,15 @@ func (d *Driver) createEndpoint(r *http.Request) (any, error) {
 	if in == nil {
 		in = &endpointInterface{}
 	}
-	if in.AddressIPv6 != "" {
-		return nil, invalid("bpfnet networks are IPv4 only: no IPv6 address (%s) for the container", in.AddressIPv6)
-	}
 	cr := api.CreateEndpointRequest{ID: req.EndpointID, Network: req.NetworkID, HandOff: true, MAC: in.MacAddress}
-	if in.Address != "" {
-		a, err := addrOf(in.Address)
-		if err != nil {
-			return nil, invalid("address %q: %v", in.Address, err)
+	for _, a := range []struct{ in, out *string }{{&in.Address, &cr.IP}, {&in.AddressIPv6, &cr.IP6}} {
+		if *a.in != "" {
+			addr, err := addrOf(*a.in)
+			if err != nil {
+				return nil, invalid("address %q: %v", *a.in, err)
+			}
+			*a.out = addr.String()
 		}
-		cr.IP = a.String()
 	}
 	ep, err := d.mgr.CreateEndpoint(r.Context(), cr)
 	if err != nil {
@@ -261,12 +278,15 @@ func (d *Driver) createEndpoint(r *http.Request) (any, error) {
 	if in.MacAddress == "" {
 		out.MacAddress = ep.MAC
 	}
+	n, err := d.mgr.Network(ep.NetworkID)
+	if err != nil {
+		return nil, err
+	}
 	if in.Address == "" {
-		n, err := d.mgr.Network(ep.NetworkID)
-		if err != nil {
-			return nil, err
-		}
 		out.Address = ep.Prefix(&n).String()
+	}
+	if in.AddressIPv6 == "" && ep.IP6.IsValid() {
+		out.AddressIPv6 = ep.Prefix6(&n).String()
 	}
 	if *out == (endpointInterface{}) {
 		return createEndpointResponse{}, nil
@@ -307,7 +327,11 @@ func (d *Driver) join(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return joinResponse{InterfaceName: interfaceName{SrcName: ep.IfName, DstPrefix: "eth"}, Gateway: n.Gateway.String()}, nil
+	out := joinResponse{InterfaceName: interfaceName{SrcName: ep.IfName, DstPrefix: "eth"}, Gateway: n.Gateway.String()}
+	if n.DualStack() {
+		out.GatewayIPv6 = n.Gateway6.String()
+	}
+	return out, nil
 }
 
 func (d *Driver) endpointInfo(r *http.Request) (any, error) {

@@ -35,7 +35,7 @@ func newHarness(t *testing.T) *harness {
 	host := networktest.NewHost(calls)
 	host.Addrs = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	mgr := network.NewManager(log, host, &networktest.Enforcer{Calls: calls}, network.NewStore(t.TempDir()))
+	mgr := network.NewManager(log, host, &networktest.Enforcer{Calls: calls, IPv6: true}, network.NewStore(t.TempDir()))
 	if err := mgr.Start(context.Background(), network.DefaultNetworkConfig{}); err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,8 @@ func TestCreateNetwork(t *testing.T) {
 // Docker shows, and leaves nothing.
 func TestCreateNetworkRefused(t *testing.T) {
 	for _, tc := range []struct{ name, body, msg string }{
-		{"ipv6", strings.Replace(createBody, `"com.docker.network.enable_ipv6":false`, `"com.docker.network.enable_ipv6":true`, 1), "IPv4 only"},
+		{"two IPv6 pools", strings.Replace(createBody, `"IPv6Data":[]`, `"IPv6Data":[{"Pool":"fd00:1::/64"},{"Pool":"fd00:2::/64"}]`, 1), "2 IPv6 pools"},
+		{"an IPv4 pool as the IPv6 one", strings.Replace(createBody, `"IPv6Data":[]`, `"IPv6Data":[{"Pool":"10.78.0.0/24"}]`, 1), "want an IPv6 prefix"},
 		{"unknown option", strings.Replace(createBody, `enable_icc":"false"`, `enable_icc":"false","com.example.foo":"1"`, 1), `unknown network option "com.example.foo"`},
 		{"bad option value", strings.Replace(createBody, `enable_icc":"false"`, `enable_icc":"perhaps"`, 1), "enable_icc"},
 		{"two pools", strings.Replace(createBody, `"IPv4Data":[`, `"IPv4Data":[{"Pool":"10.78.0.0/24","Gateway":"10.78.0.1/24"},`, 1), "2 IPv4 pools"},
@@ -247,8 +248,8 @@ func TestIPAM(t *testing.T) {
 	if code, out := h.call("IpamDriver.RequestPool", `{"Pool":"172.17.5.0/24"}`); code != 400 || !strings.Contains(out["Err"].(string), "overlaps") {
 		t.Errorf("a pool overlapping a network: %d %v", code, out)
 	}
-	if code, out := h.call("IpamDriver.RequestPool", `{"Pool":"","V6":true}`); code != 400 || !strings.Contains(out["Err"].(string), "IPv4 only") {
-		t.Errorf("an IPv6 pool: %d %v", code, out)
+	if code, out := h.call("IpamDriver.RequestPool", `{"Pool":"fd00:1::/64","V6":false}`); code != 400 || !strings.Contains(out["Err"].(string), "want an IPv4 prefix") {
+		t.Errorf("an IPv6 pool as an IPv4 one: %d %v", code, out)
 	}
 	addr := func(body string) string {
 		t.Helper()
@@ -277,5 +278,63 @@ func TestIPAM(t *testing.T) {
 	h.ok("IpamDriver.ReleasePool", `{"PoolID":"bpfnet/172.19.0.0/16"}`)
 	if out := h.ok("IpamDriver.RequestPool", `{"Pool":""}`); out["Pool"] != "172.19.0.0/16" {
 		t.Errorf("a released pool: %v, want 172.19.0.0/16 again", out)
+	}
+}
+
+// docker network create -d bpfnet --ipv6 --subnet 10.77.0.0/24 --subnet
+// fd00:77::/64, then a container: the network is dual-stack with Docker's
+// IPv6 pool and gateway; an endpoint takes the IPv6 address Docker's IPAM
+// gave, or gets bpfnet's first free one (::2) when none was given, and
+// Join names the IPv6 gateway too.
+func TestDualStack(t *testing.T) {
+	h := newHarness(t)
+	body := strings.Replace(createBody, `"com.docker.network.enable_ipv6":false`, `"com.docker.network.enable_ipv6":true`, 1)
+	body = strings.Replace(body, `"com.docker.network.internal":true`, `"com.docker.network.internal":false`, 1)
+	body = strings.Replace(body, `"IPv6Data":[]`, `"IPv6Data":[{"AddressSpace":"LocalDefault","Pool":"fd00:77::/64","Gateway":"fd00:77::1/64"}]`, 1)
+	h.ok("NetworkDriver.CreateNetwork", body)
+	n, err := h.mgr.Network(netID)
+	if err != nil || n.Subnet6.String() != "fd00:77::/64" || n.Gateway6.String() != "fd00:77::1" {
+		t.Fatalf("network %+v (%v)", n, err)
+	}
+	out := h.ok("NetworkDriver.CreateEndpoint", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`","Interface":{"Address":"10.77.0.2/24","AddressIPv6":"fd00:77::5/64"},"Options":{}}`)
+	if iface, _ := out["Interface"].(map[string]any); iface == nil || iface["AddressIPv6"] != nil {
+		t.Errorf("create endpoint with Docker's IPv6 address answered %v", out)
+	}
+	if ep, err := h.mgr.Endpoint(epID); err != nil || ep.IP6.String() != "fd00:77::5" {
+		t.Errorf("endpoint %+v (%v)", ep, err)
+	}
+	out = h.ok("NetworkDriver.CreateEndpoint", `{"NetworkID":"`+netID+`","EndpointID":"`+ep2ID+`","Interface":{"Address":"10.77.0.3/24"},"Options":{}}`)
+	if iface, _ := out["Interface"].(map[string]any); iface == nil || iface["AddressIPv6"] != "fd00:77::2/64" {
+		t.Errorf("create endpoint without an IPv6 address answered %v, want fd00:77::2/64", out)
+	}
+	out = h.ok("NetworkDriver.Join", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`","SandboxKey":"/var/run/docker/netns/x","Options":{}}`)
+	if out["Gateway"] != "10.77.0.1" || out["GatewayIPv6"] != "fd00:77::1" {
+		t.Errorf("join answered %v", out)
+	}
+}
+
+// bpfnet's IPAM gives IPv6 pools too: a unique local /64 when none is
+// asked for, the one asked for unless a network has it, and its first
+// address as the gateway.
+func TestIPAMIPv6(t *testing.T) {
+	h := newHarness(t)
+	out := h.ok("IpamDriver.RequestPool", `{"Pool":"","V6":true}`)
+	pool, err := netip.ParsePrefix(out["Pool"].(string))
+	if err != nil || pool.Bits() != 64 || pool.Addr().As16()[0] != 0xfd || out["PoolID"] != "bpfnet/"+pool.String() {
+		t.Errorf("automatic IPv6 pool %v, want a unique local /64", out)
+	}
+	if out := h.ok("IpamDriver.RequestPool", `{"Pool":"fd00:9::/64","V6":true}`); out["Pool"] != "fd00:9::/64" {
+		t.Errorf("IPv6 pool asked for: %v", out)
+	}
+	if code, out := h.call("IpamDriver.RequestPool", `{"Pool":"fd00:9::/80","V6":true}`); code != 400 || !strings.Contains(out["Err"].(string), "overlaps") {
+		t.Errorf("a pool overlapping one handed out: %d %v", code, out)
+	}
+	if code, out := h.call("IpamDriver.RequestPool", `{"Pool":"10.1.0.0/24","V6":true}`); code != 400 || !strings.Contains(out["Err"].(string), "want an IPv6 prefix") {
+		t.Errorf("an IPv4 pool as an IPv6 one: %d %v", code, out)
+	}
+	gw := h.ok("IpamDriver.RequestAddress", `{"PoolID":"bpfnet/fd00:9::/64","Address":"","Options":{"RequestAddressType":"com.docker.network.gateway"}}`)
+	a := h.ok("IpamDriver.RequestAddress", `{"PoolID":"bpfnet/fd00:9::/64","Address":"","Options":{}}`)
+	if gw["Address"] != "fd00:9::1/64" || a["Address"] != "fd00:9::2/64" {
+		t.Errorf("gateway %v, first address %v; want fd00:9::1/64, fd00:9::2/64", gw, a)
 	}
 }

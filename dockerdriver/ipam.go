@@ -105,23 +105,28 @@ func (m *ipam) requestPool(r *http.Request) (any, error) {
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
+	family, example := "IPv4", "10.1.0.0/24"
 	if req.V6 {
-		return nil, invalid("bpfnet's IPAM is IPv4 only: create the network without --ipv6")
+		family, example = "IPv6", "fd00:1::/64"
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var pool, sub netip.Prefix
 	var err error
-	if req.Pool == "" {
-		if req.SubPool != "" {
-			return nil, invalid("an ip-range needs a subnet")
+	switch {
+	case req.Pool == "" && req.SubPool != "":
+		return nil, invalid("an ip-range needs a subnet")
+	case req.Pool == "" && req.V6:
+		if pool, err = m.mgr.FreeSubnet6(slicesOf(m.pools)); err != nil {
+			return nil, err
 		}
+	case req.Pool == "":
 		if pool, err = m.mgr.FreeSubnet(slicesOf(m.pools)); err != nil {
 			return nil, err
 		}
-	} else {
-		if pool, err = netip.ParsePrefix(req.Pool); err != nil || !pool.Addr().Is4() || pool != pool.Masked() {
-			return nil, invalid("invalid subnet %q: want an IPv4 prefix such as 10.1.0.0/24", req.Pool)
+	default:
+		if pool, err = netip.ParsePrefix(req.Pool); err != nil || pool.Addr().Is6() != req.V6 || pool.Addr().Is4In6() || pool != pool.Masked() {
+			return nil, invalid("invalid subnet %q: want an %s prefix such as %s", req.Pool, family, example)
 		}
 		for p := range m.pools {
 			if p.Overlaps(pool) {

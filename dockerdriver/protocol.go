@@ -90,6 +90,7 @@ type interfaceName struct {
 type joinResponse struct {
 	InterfaceName         interfaceName
 	Gateway               string
+	GatewayIPv6           string `json:",omitempty"`
 	DisableGatewayService bool
 }
 

@@ -3,6 +3,7 @@ package network
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // The allocator's view for an external IPAM front-end (Docker's
@@ -26,6 +27,24 @@ func (m *Manager) FreeSubnet(pending []netip.Prefix) (netip.Prefix, error) {
 		taken = append(taken, n.Subnet)
 	}
 	p, err := pickSubnet(taken)
+	if err != nil {
+		return p, conflictf("%v", err)
+	}
+	return p, nil
+}
+
+// FreeSubnet6 returns a unique local IPv6 /64 (RFC 4193, random) that
+// overlaps no network and none of pending.
+func (m *Manager) FreeSubnet6(pending []netip.Prefix) (netip.Prefix, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	taken := slices.Clone(pending)
+	for _, n := range m.st.Networks {
+		if n.DualStack() {
+			taken = append(taken, n.Subnet6)
+		}
+	}
+	p, err := ula6(newID(), taken)
 	if err != nil {
 		return p, conflictf("%v", err)
 	}

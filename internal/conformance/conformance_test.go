@@ -340,6 +340,11 @@ func (w *world) cniScenario(t *testing.T) {
 		if len(req.Options) > 0 {
 			conf["options"] = req.Options
 		}
+		if sub6, ok := w.subnets6()[req.Name]; ok {
+			conf["ipv6"], conf["subnet6"] = true, sub6.String()
+		} else if req.Name == network.DefaultNetworkName && w.dualStack {
+			conf["ipv6"] = true // the daemon made it dual-stack (--ipv6)
+		}
 		b, _ := json.Marshal(map[string]any{"cniVersion": "1.0.0", "name": req.Name, "plugins": []any{conf}})
 		list, err := libcni.ConfListFromBytes(b)
 		if err != nil {
@@ -367,12 +372,23 @@ func (w *world) cniScenario(t *testing.T) {
 				t.Fatalf("CNI ADD of %s to %s: %v", c.container, netName, err)
 			}
 			r, err := current.NewResultFromResult(res)
-			if err != nil || len(r.IPs) != 1 {
+			_, dual := w.subnets6()[netName]
+			dual = dual || (w.dualStack && netName == network.DefaultNetworkName)
+			if err != nil || len(r.IPs) != map[bool]int{false: 1, true: 2}[dual] {
 				t.Fatalf("CNI ADD of %s to %s: result %v (%v)", c.container, netName, res, err)
 			}
-			w.addrs[c.container+"@"+netName], _ = netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
-			if netName != network.DefaultNetworkName {
-				w.gateways[netName], _ = netip.AddrFromSlice(r.IPs[0].Gateway.To4())
+			for _, ipc := range r.IPs {
+				addr, _ := netip.AddrFromSlice(ipc.Address.IP)
+				gw, _ := netip.AddrFromSlice(ipc.Gateway)
+				addr, gw = addr.Unmap(), gw.Unmap()
+				addrs, gateways := w.addrs, w.gateways
+				if addr.Is6() {
+					addrs, gateways = w.addrs6, w.gateways6
+				}
+				addrs[c.container+"@"+netName] = addr
+				if netName != network.DefaultNetworkName {
+					gateways[netName] = gw
+				}
 			}
 		}
 		ns.Serve(t)
@@ -603,8 +619,8 @@ func TestConformance(t *testing.T) {
 				t.Fatalf("unknown client %q", client)
 			}
 			// The iptables datapath holds IPv6 too (issue 18): its
-			// world is dual-stack, made through the API.
-			dualStack := v.datapath == "iptables" && v.wrap == nil && client == "api"
+			// world is dual-stack, whichever front-end makes it.
+			dualStack := v.datapath == "iptables" && v.wrap == nil
 			t.Run(name+"/"+client, func(t *testing.T) {
 				w := build(t, v, client, dualStack)
 				if v.ebpf {
