@@ -2,6 +2,7 @@ package compat
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,7 +21,8 @@ import (
 // so is the raw table's `-d ADDR ! -i BR -j DROP` (Docker 28's rule for a
 // container's address reached other than through its bridge, which sees
 // packets from other networks first); the two DROPs of an internal network
-// in ISOLATION-STAGE-1 are internal (into it and out of it).
+// in ISOLATION-STAGE-1 are internal (into it and out of it). A dual-stack
+// network's ip6tables DROPs count the same way, into the same series.
 func (e *Enforcer) Counts(v network.View) (network.Counts, error) {
 	out := network.Counts{Endpoints: map[string]api.EndpointCounters{}, Networks: map[string]api.EndpointCounters{}}
 	for _, ep := range v.Endpoints {
@@ -31,12 +33,6 @@ func (e *Enforcer) Counts(v network.View) (network.Counts, error) {
 			c.ToContainer = api.Counts{Packets: s.TxPackets, Bytes: s.TxBytes}
 		}
 		out.Endpoints[ep.ID] = c
-	}
-	lc, ok := e.ipt.(interface {
-		ListWithCounters(table, chain string) ([]string, error)
-	})
-	if !ok {
-		return out, fmt.Errorf("iptables client cannot read counters")
 	}
 	byBridge := map[string]string{}
 	for _, n := range v.Networks {
@@ -59,12 +55,35 @@ func (e *Enforcer) Counts(v network.View) (network.Counts, error) {
 		d.DropBytes[reason] += bytes
 		out.Networks[id] = c
 	}
+	// A dual-stack network's IPv6 drops are its ip6tables rules' (the same
+	// layout), added to its IPv4 ones.
+	clients := []client{e.ipt}
+	if e.ipt6 != nil && slices.ContainsFunc(v.Networks, (*network.Network).DualStack) {
+		clients = append(clients, e.ipt6)
+	}
 	c := ChainNames(e.prefix)
+	for _, ipt := range clients {
+		lc, ok := ipt.(interface {
+			ListWithCounters(table, chain string) ([]string, error)
+		})
+		if !ok {
+			return out, fmt.Errorf("iptables client cannot read counters")
+		}
+		if err := dropCounts(lc.ListWithCounters, c, add); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// dropCounts reads the DROP rules' counters of one family's tables and
+// adds them to the network of their bridge, by direction and reason.
+func dropCounts(list func(table, chain string) ([]string, error), c Names, add func(bridge, dir, reason string, pkts, bytes uint64)) error {
 	for _, tc := range [][2]string{{"filter", "FORWARD"}, {"filter", c.Isolation1}, {"filter", c.Isolation2}, {"raw", "PREROUTING"}} {
 		table, chain := tc[0], tc[1]
-		rules, err := lc.ListWithCounters(table, chain)
+		rules, err := list(table, chain)
 		if err != nil {
-			return out, fmt.Errorf("read counters of %s: %w", chain, err)
+			return fmt.Errorf("read counters of %s: %w", chain, err)
 		}
 		for _, r := range rules {
 			f := strings.Fields(r)
@@ -89,7 +108,7 @@ func (e *Enforcer) Counts(v network.View) (network.Counts, error) {
 			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func fieldAfter(f []string, flag string) string {

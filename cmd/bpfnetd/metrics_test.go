@@ -365,13 +365,14 @@ func TestMonitor(t *testing.T) {
 
 // The iptables datapath reports under the same names what it has: packets
 // and bytes from the veths' statistics, drops per network from the
-// counters of the DROP rules.
+// counters of the DROP rules, those of ip6tables included for dual-stack
+// networks.
 func TestMetricsIptables(t *testing.T) {
 	topo := testnet.NewTopology(t)
 	d := testnet.NewDaemon(t, topo.Host, "--datapath=iptables")
 	d.Start()
-	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "web")
-	d.MustCLI("network", "create", "--subnet", "198.18.2.0/24", "other")
+	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "--ipv6", "--subnet", "fd00:18:1::/64", "web")
+	d.MustCLI("network", "create", "--subnet", "198.18.2.0/24", "--ipv6", "--subnet", "fd00:18:2::/64", "other")
 	d.MustCLI("network", "create", "--subnet", "198.18.3.0/24", "-o", "com.docker.network.bridge.enable_icc=false", "quiet")
 	c1, c3, q1, q2 := testnet.NewNS(t, "c1"), testnet.NewNS(t, "c3"), testnet.NewNS(t, "q1"), testnet.NewNS(t, "q2")
 	d.MustCLI("endpoint", "create", "--network", "web", "--netns", c1.Path, "--name", "c1")
@@ -381,19 +382,25 @@ func TestMetricsIptables(t *testing.T) {
 	before := scrape(t, topo.Host)
 	c1.Run("ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", mustAddr(t, d, "c3").String())
 	q1.Run("ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", mustAddr(t, d, "q2").String())
+	// Over IPv6 too (routed by the host, so the neighbour discovery
+	// between c1 and its gateway is not forwarded, and not counted).
+	c1.Run("ping", "-n", "-q", "-c", "4", "-i", "0.2", "-W", "1", mustEndpoint(t, d, "c3").IP6.String())
 	after := scrape(t, topo.Host)
 	for _, c := range []struct {
 		network, dir, reason string
-		want                 float64
-	}{{"other", "to_container", "isolation", 3}, {"quiet", "to_container", "icc", 2}} {
+		want, bytes          float64
+	}{
+		// iptables counts IP lengths: 84 bytes a default ping (20 IPv4,
+		// 8 ICMP, 56 data), 104 over IPv6 (a 40-byte header, 8 ICMPv6).
+		{"other", "to_container", "isolation", 3 + 4, 3*84 + 4*104},
+		{"quiet", "to_container", "icc", 2, 2 * 84},
+	} {
 		l := map[string]string{"network": c.network, "direction": c.dir, "reason": c.reason}
 		if got := sample(t, after, "bpfnet_network_drops_total", l) - sampleOr(before, "bpfnet_network_drops_total", l); got != c.want {
 			t.Errorf("%v: +%v, want +%v", l, got, c.want)
 		}
-		// iptables counts IP lengths: 84 bytes a default ping (20 IPv4,
-		// 8 ICMP, 56 data).
-		if got := sample(t, after, "bpfnet_network_drop_bytes_total", l) - sampleOr(before, "bpfnet_network_drop_bytes_total", l); got != c.want*84 {
-			t.Errorf("%v: +%v bytes, want +%v", l, got, c.want*84)
+		if got := sample(t, after, "bpfnet_network_drop_bytes_total", l) - sampleOr(before, "bpfnet_network_drop_bytes_total", l); got != c.bytes {
+			t.Errorf("%v: +%v bytes, want +%v", l, got, c.bytes)
 		}
 	}
 	l := map[string]string{"endpoint": "c1", "direction": "from_container"}
