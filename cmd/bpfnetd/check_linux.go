@@ -28,8 +28,17 @@ func check(cfg Config, w io.Writer) error {
 	}
 	note := func(format string, a ...any) { fmt.Fprintf(w, "note %s\n", fmt.Sprintf(format, a...)) }
 
+	store := network.NewStore(cfg.StateDir)
+	mgr := network.NewManager(slog.New(slog.NewTextHandler(io.Discard, nil)), network.NetlinkHost{}, nil, store)
+	loadErr := mgr.Load()
+	ipv6 := needsIPv6(cfg, mgr.View())
 	ebpf := false
-	if cfg.Datapath != "iptables" {
+	switch {
+	case ipv6 != "" && cfg.Datapath == "ebpf":
+		say(false, "datapath: ebpf: %s, which the eBPF datapath does not enforce yet (use --datapath=iptables, or auto)", ipv6)
+	case ipv6 != "" && cfg.Datapath == "auto":
+		say(true, "datapath: auto selects iptables: %s, which only the iptables datapath enforces so far", ipv6)
+	case cfg.Datapath != "iptables":
 		mode, err := loader.Probe(cfg.TCAttach)
 		if err == nil {
 			err = checkMounts(cfg, say, note)
@@ -43,7 +52,7 @@ func check(cfg Config, w io.Writer) error {
 		default:
 			say(false, "datapath: ebpf cannot run here: %v", err)
 		}
-	} else {
+	default:
 		say(true, "datapath: iptables")
 	}
 	if !ebpf {
@@ -57,9 +66,7 @@ func check(cfg Config, w io.Writer) error {
 	}
 	up, err := uplinks(cfg)
 	say(err == nil && len(up) > 0, "uplinks: %v %v", up, errText(err))
-	store := network.NewStore(cfg.StateDir)
-	mgr := network.NewManager(slog.New(slog.NewTextHandler(io.Discard, nil)), network.NetlinkHost{}, nil, store)
-	err = mgr.Load()
+	err = loadErr
 	if err == nil && !store.Exists() {
 		say(true, "state dir %s: none yet, start creates it", cfg.StateDir)
 	} else if err == nil {
@@ -74,9 +81,9 @@ func check(cfg Config, w io.Writer) error {
 		case err != nil:
 			say(false, "default network: %v", defaultNetworkError(err))
 		case exists:
-			say(true, "default network: keeps bridge %s, subnet %s, gateway %s", n.Bridge, n.Subnet, n.Gateway)
+			say(true, "default network: keeps bridge %s, %s", n.Bridge, addresses(n))
 		default:
-			say(true, "default network: creates bridge %s, subnet %s, gateway %s", n.Bridge, n.Subnet, n.Gateway)
+			say(true, "default network: creates bridge %s, %s", n.Bridge, addresses(n))
 		}
 	}
 	if err := server.CheckSocketFree(cfg.Socket); err != nil {
@@ -100,6 +107,15 @@ func check(cfg Config, w io.Writer) error {
 		return fmt.Errorf("check failed")
 	}
 	return nil
+}
+
+// addresses are a network's subnets and gateways, as check prints them.
+func addresses(n network.Network) string {
+	s := fmt.Sprintf("subnet %s, gateway %s", n.Subnet, n.Gateway)
+	if n.DualStack() {
+		s += fmt.Sprintf(", IPv6 subnet %s, gateway %s", n.Subnet6, n.Gateway6)
+	}
+	return s
 }
 
 // checkMounts predicts prepareEBPF: an error when the eBPF datapath could

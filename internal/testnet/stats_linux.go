@@ -43,14 +43,20 @@ func HostState(t testing.TB, ns *NS) string {
 	for _, l := range strings.Split(ns.MustRun(t, "ip", "-o", "link", "show"), "\n") {
 		lines = append(lines, linkState.ReplaceAllString(l, ""))
 	}
-	for _, l := range strings.Split(ns.MustRun(t, "ip", "-o", "-4", "addr", "show"), "\n") {
-		if f := strings.Fields(l); len(f) > 3 {
-			lines = append(lines, strings.Join(f[1:4], " "))
+	for _, family := range []string{"-4", "-6"} {
+		// Global addresses only: link-local ones come and go with links.
+		for _, l := range strings.Split(ns.MustRun(t, "ip", "-o", family, "addr", "show", "scope", "global"), "\n") {
+			if f := strings.Fields(l); len(f) > 3 {
+				lines = append(lines, strings.Join(f[1:4], " "))
+			}
 		}
 	}
 	// Interfaces listed by ifindex: a recreated veth moves to the end.
 	slices.Sort(lines)
 	lines = append(lines, IptablesRules(t, ns)...)
+	for _, l := range ip6tablesRules(t, ns) {
+		lines = append(lines, "ip6 "+l)
+	}
 	return strings.Join(lines, "\n")
 }
 
@@ -58,13 +64,18 @@ func HostState(t testing.TB, ns *NS) string {
 // Tables holding nothing but built-in chains with policy ACCEPT print as
 // nothing, so "as before the daemon ran" does not depend on whether
 // iptables-nft has instantiated an empty table.
-func IptablesRules(t testing.TB, ns *NS) []string {
+func IptablesRules(t testing.TB, ns *NS) []string { return rules(t, ns, "iptables-save") }
+
+// ip6tablesRules is IptablesRules for ip6tables.
+func ip6tablesRules(t testing.TB, ns *NS) []string { return rules(t, ns, "ip6tables-save") }
+
+func rules(t testing.TB, ns *NS, save string) []string {
 	t.Helper()
 	var out []string
 	for _, table := range []string{"filter", "nat", "raw"} {
 		var lines []string
 		empty := true
-		for _, l := range strings.Split(ns.MustRun(t, "iptables-save", "-t", table), "\n") {
+		for _, l := range strings.Split(ns.MustRun(t, save, "-t", table), "\n") {
 			if l == "" || strings.HasPrefix(l, "#") || l == "COMMIT" || strings.HasPrefix(l, "*") {
 				continue
 			}
