@@ -238,3 +238,34 @@ func TestFirstIPv6NetworkAfterStart(t *testing.T) {
 		t.Errorf("ip6tables after the first dual-stack network:\n%s", lineDiff(want, got))
 	}
 }
+
+// Ports published on IPv6 host addresses (-p [ADDR]:H:C, -p [::]:H:C) are
+// published over IPv6 only, with the address matched when it is one; a
+// port published on 0.0.0.0 goes to both families, as with Docker.
+func TestPublishOnIPv6Addresses(t *testing.T) {
+	v := ipv6Scenario()
+	netA := v.Networks[1]
+	e := refEndpoint(netA, "198.18.1.9", port("tcp", "2001:db8:19::1", 9443, 443), port("udp", "::", 9053, 53), port("tcp", "0.0.0.0", 9080, 80))
+	e.IP6 = netip.MustParseAddr("fd42:d0c:0:11::9")
+	v.Endpoints = []*network.Endpoint{e}
+	rs := Render(v, "DOCKER", Hairpin)
+	var dnat4, dnat6 []string
+	for _, r := range rs.Rules {
+		if strings.Contains(r.Spec, "-j DNAT") {
+			if r.IPv6 {
+				dnat6 = append(dnat6, r.String())
+			} else {
+				dnat4 = append(dnat4, r.String())
+			}
+		}
+	}
+	want4 := []string{"-A DOCKER -p tcp -m tcp --dport 9080 -j DNAT --to-destination 198.18.1.9:80"}
+	want6 := []string{
+		"-A DOCKER -d 2001:db8:19::1/128 -p tcp -m tcp --dport 9443 -j DNAT --to-destination [fd42:d0c:0:11::9]:443",
+		"-A DOCKER -p udp -m udp --dport 9053 -j DNAT --to-destination [fd42:d0c:0:11::9]:53",
+		"-A DOCKER -p tcp -m tcp --dport 9080 -j DNAT --to-destination [fd42:d0c:0:11::9]:80",
+	}
+	if !slices.Equal(dnat4, want4) || !slices.Equal(dnat6, want6) {
+		t.Errorf("DNAT rules\niptables:  %q\nip6tables: %q\nwant %q and %q", dnat4, dnat6, want4, want6)
+	}
+}

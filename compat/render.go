@@ -110,17 +110,23 @@ type family struct {
 	addr func(ep *network.Endpoint) netip.Addr
 	// dnat is a DNAT target.
 	dnat func(a netip.Addr, port uint16) string
+	// publishes says whether a port published on host address a is
+	// published in this family.
+	publishes func(a netip.Addr) bool
 }
 
 var (
 	ipv4 = family{host: "/32",
-		subnet: func(n *network.Network) netip.Prefix { return n.Subnet },
-		addr:   func(ep *network.Endpoint) netip.Addr { return ep.IP },
-		dnat:   func(a netip.Addr, port uint16) string { return fmt.Sprintf("%s:%d", a, port) }}
+		subnet:    func(n *network.Network) netip.Prefix { return n.Subnet },
+		addr:      func(ep *network.Endpoint) netip.Addr { return ep.IP },
+		dnat:      func(a netip.Addr, port uint16) string { return fmt.Sprintf("%s:%d", a, port) },
+		publishes: func(a netip.Addr) bool { return a.Is4() }}
 	ipv6 = family{ipv6: true, host: "/128",
 		subnet: func(n *network.Network) netip.Prefix { return n.Subnet6 },
 		addr:   func(ep *network.Endpoint) netip.Addr { return ep.IP6 },
-		dnat:   func(a netip.Addr, port uint16) string { return netip.AddrPortFrom(a, port).String() }}
+		dnat:   func(a netip.Addr, port uint16) string { return netip.AddrPortFrom(a, port).String() },
+		// 0.0.0.0 is every address of both families, as with Docker.
+		publishes: func(a netip.Addr) bool { return a.Is6() || a == netip.IPv4Unspecified() }}
 )
 
 // Render returns the rules Docker 20.10 would have for the networks and
@@ -143,7 +149,8 @@ func Render(v network.View, prefix string, mode Mode) Ruleset {
 // no user chain, a network's blocks are there only when it has IPv6 (its
 // isolation rules always are), host_ipv4 does not apply (IPv6 is
 // masqueraded), and a port published on a specific IPv4 address is not
-// published over IPv6 (ipv6-scenario.v6.rules).
+// published over IPv6 (ipv6-scenario.v6.rules), nor one published on an
+// IPv6 address over IPv4.
 func render(v network.View, prefix string, mode Mode, f family) Ruleset {
 	c := ChainNames(prefix)
 	rs := Ruleset{Chains: []Chain{{"filter", c.Prefix, f.ipv6}, {"filter", c.Isolation1, f.ipv6}, {"filter", c.Isolation2, f.ipv6}}}
@@ -273,7 +280,7 @@ func render(v network.View, prefix string, mode Mode, f family) Ruleset {
 			continue
 		}
 		for _, p := range ep.Ports {
-			if f.ipv6 && !p.HostIP.IsUnspecified() {
+			if !f.publishes(p.HostIP) {
 				continue
 			}
 			add("filter", c.Prefix, Append, "-d %s%s ! -i %s -o %s -p %s -m %s --dport %d -j ACCEPT", a, f.host, n.Bridge, n.Bridge, p.Proto, p.Proto, p.Port)
@@ -302,7 +309,7 @@ func render(v network.View, prefix string, mode Mode, f family) Ruleset {
 			addFix(DirectAccessFix, "raw", "PREROUTING", Append, "-d %s%s ! -i %s -j DROP", a, f.host, n.Bridge)
 		}
 		for _, p := range ep.Ports {
-			if p.HostIP.IsLoopback() && !f.ipv6 {
+			if p.HostIP.IsLoopback() && p.HostIP.Is4() && !f.ipv6 {
 				addFix(LoopbackPortFix, "raw", "PREROUTING", Append, "-d %s%s ! -i lo -p %s -m %s --dport %d -j DROP", p.HostIP, f.host, p.Proto, p.Proto, p.HostPort)
 			}
 		}

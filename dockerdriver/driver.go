@@ -395,6 +395,15 @@ func portRequests(raw any) ([]network.PortRequest, error) {
 	if err := json.Unmarshal(b, &bindings); err != nil {
 		return nil, invalid("port map: %v", err)
 	}
+	// Docker lists a wildcard binding twice, for 0.0.0.0 and for ::;
+	// bpfnet's 0.0.0.0 already covers both families.
+	wildcard4 := map[portBinding]bool{}
+	for _, pb := range bindings {
+		if pb.HostIP == "" || pb.HostIP == "0.0.0.0" {
+			pb.HostIP, pb.IP = "", ""
+			wildcard4[pb] = true
+		}
+	}
 	var out []network.PortRequest
 	for _, pb := range bindings {
 		pr := network.PortRequest{Port: pb.Port, HostPort: pb.HostPort, HostPortEnd: pb.HostPortEnd}
@@ -411,11 +420,10 @@ func portRequests(raw any) ([]network.PortRequest, error) {
 			if err != nil {
 				return nil, invalid("host IP %q: %v", pb.HostIP, err)
 			}
-			if !a.Is4() {
-				if a.IsUnspecified() {
-					continue // the IPv6 twin of a wildcard binding
-				}
-				return nil, invalid("cannot publish on %s: bpfnet networks are IPv4 only", a)
+			twin := pb
+			twin.HostIP, twin.IP = "", ""
+			if a == netip.IPv6Unspecified() && wildcard4[twin] {
+				continue // the IPv6 twin of a wildcard binding
 			}
 			pr.HostIP = a
 		}

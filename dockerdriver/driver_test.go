@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -336,5 +337,28 @@ func TestIPAMIPv6(t *testing.T) {
 	a := h.ok("IpamDriver.RequestAddress", `{"PoolID":"bpfnet/fd00:9::/64","Address":"","Options":{}}`)
 	if gw["Address"] != "fd00:9::1/64" || a["Address"] != "fd00:9::2/64" {
 		t.Errorf("gateway %v, first address %v; want fd00:9::1/64, fd00:9::2/64", gw, a)
+	}
+}
+
+// Docker's port map on a dual-stack network: a wildcard binding comes
+// twice (0.0.0.0 and ::), which is one bpfnet mapping of both families;
+// :: alone is IPv6's wildcard, and an IPv6 address is published on.
+func TestPortMapIPv6(t *testing.T) {
+	reqs, err := portRequests([]any{
+		map[string]any{"Proto": 6, "Port": 80, "HostIP": "0.0.0.0", "HostPort": 8080, "HostPortEnd": 8080},
+		map[string]any{"Proto": 6, "Port": 80, "HostIP": "::", "HostPort": 8080, "HostPortEnd": 8080},
+		map[string]any{"Proto": 17, "Port": 53, "HostIP": "::", "HostPort": 5353, "HostPortEnd": 5353},
+		map[string]any{"Proto": 6, "Port": 443, "HostIP": "2001:db8::1", "HostPort": 8443, "HostPortEnd": 8443},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range reqs {
+		got = append(got, fmt.Sprintf("%s %v %d->%d", r.Proto, r.HostIP, r.HostPort, r.Port))
+	}
+	want := []string{"tcp 0.0.0.0 8080->80", "udp :: 5353->53", "tcp 2001:db8::1 8443->443"}
+	if !slices.Equal(got, want) {
+		t.Errorf("port requests %q, want %q", got, want)
 	}
 }

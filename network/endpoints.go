@@ -168,7 +168,7 @@ func (m *Manager) planPorts(n *Network, specs []string) ([]PortMapping, error) {
 		}
 		for _, p := range ports {
 			p.HostIP = n.hostIP(p.HostIP)
-			err := m.checkHostIP(p.HostIP)
+			err := m.checkHostIP(n, p.HostIP)
 			if err == nil {
 				err = m.portTaken(p, out, nil)
 			}

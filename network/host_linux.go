@@ -595,12 +595,16 @@ func (NetlinkHost) NetNSExists(path string) bool {
 
 // HasAddr reports whether ip is an address of an interface here.
 func (NetlinkHost) HasAddr(ip netip.Addr) (bool, error) {
-	addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_V4)
+	family := netlink.FAMILY_V4
+	if ip.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	addrs, err := netlinksafe.AddrList(nil, family)
 	if err != nil {
 		return false, fmt.Errorf("list addresses: %w", err)
 	}
 	for _, a := range addrs {
-		if got, ok := netip.AddrFromSlice(a.IP.To4()); ok && got == ip {
+		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
 			return true, nil
 		}
 	}

@@ -8,8 +8,9 @@ import (
 )
 
 // PortMapping is one published port: connections to HostIP:HostPort (any
-// host address when HostIP is 0.0.0.0) are forwarded to the endpoint's
-// address at Port.
+// host address when HostIP is 0.0.0.0, of both families on a dual-stack
+// network; any IPv6 one when it is ::) are forwarded to the endpoint's
+// address (of the connection's family) at Port.
 type PortMapping struct {
 	Proto    string     `json:"proto"` // "tcp" or "udp"
 	HostIP   netip.Addr `json:"host_ip"`
@@ -23,15 +24,20 @@ func (p PortMapping) String() string {
 }
 
 // Overlaps reports whether two mappings claim the same host socket: same
-// protocol and port, and the same host IP or either one the wildcard.
+// protocol and port, and the same host IP or either one a wildcard that
+// covers the other (0.0.0.0 covers both families, :: IPv6).
 func (p PortMapping) Overlaps(o PortMapping) bool {
+	covers := func(w, a netip.Addr) bool {
+		return w == netip.IPv4Unspecified() || (w == netip.IPv6Unspecified() && a.Is6())
+	}
 	return p.Proto == o.Proto && p.HostPort == o.HostPort &&
-		(p.HostIP == o.HostIP || p.HostIP.IsUnspecified() || o.HostIP.IsUnspecified())
+		(p.HostIP == o.HostIP || covers(p.HostIP, o.HostIP) || covers(o.HostIP, p.HostIP))
 }
 
 // ParsePortSpec parses one -p value, [HOSTIP:]HOSTPORT:PORT[/tcp|udp], where
 // both ports may be ranges of the same length (8000-8010:80-90), into one
-// mapping per port. An empty host IP stays invalid (the network's
+// mapping per port. An IPv6 host IP is in brackets ([2001:db8::1]:80:80),
+// as Docker writes it. An empty host IP stays invalid (the network's
 // host_binding_ipv4 applies).
 func ParsePortSpec(spec string) ([]PortMapping, error) {
 	bad := func(format string, a ...any) error {
@@ -44,14 +50,22 @@ func ParsePortSpec(spec string) ([]PortMapping, error) {
 			return nil, bad("protocol %q: want tcp or udp", proto)
 		}
 	}
-	parts := strings.Split(rest, ":")
 	var hostIP netip.Addr
-	switch len(parts) {
-	case 2:
-	case 3:
+	if strings.HasPrefix(rest, "[") {
+		addr, ports, ok := strings.Cut(rest[1:], "]:")
+		a, err := netip.ParseAddr(addr)
+		if !ok || err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" {
+			return nil, bad("host IP %q is not an IPv6 address in brackets", rest)
+		}
+		hostIP, rest = a, ports
+	}
+	parts := strings.Split(rest, ":")
+	switch {
+	case len(parts) == 2:
+	case len(parts) == 3 && !hostIP.IsValid():
 		a, err := netip.ParseAddr(parts[0])
 		if err != nil || !a.Is4() {
-			return nil, bad("host IP %q is not an IPv4 address", parts[0])
+			return nil, bad("host IP %q is not an IPv4 address (an IPv6 one goes in brackets)", parts[0])
 		}
 		hostIP, parts = a, parts[1:]
 	default:

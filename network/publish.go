@@ -64,10 +64,7 @@ func (m *Manager) choosePorts(n *Network, ep *Endpoint, reqs []PortRequest) ([]P
 			return nil, invalidf("cannot publish container port 0")
 		}
 		p := PortMapping{Proto: r.Proto, HostIP: n.hostIP(r.HostIP), Port: r.Port}
-		if !p.HostIP.Is4() {
-			return nil, invalidf("cannot publish on %s: only IPv4 host addresses are supported", p.HostIP)
-		}
-		if err := m.checkHostIP(p.HostIP); err != nil {
+		if err := m.checkHostIP(n, p.HostIP); err != nil {
 			return nil, fmt.Errorf("cannot publish: %w", err)
 		}
 		lo, hi := r.candidates()
@@ -99,9 +96,17 @@ func (n *Network) hostIP(a netip.Addr) netip.Addr {
 }
 
 // checkHostIP refuses a host address of a published port that is not the
-// host's (the wildcard is always fine).
-func (m *Manager) checkHostIP(a netip.Addr) error {
-	if a.IsUnspecified() {
+// host's (the wildcards are fine: 0.0.0.0 publishes on every address of
+// the network's families, :: on every IPv6 one), and IPv6 ones on a
+// network without IPv6. ::1 is refused: Linux routes no packet with a
+// loopback source out of lo over IPv6, so nothing could reach the port.
+func (m *Manager) checkHostIP(n *Network, a netip.Addr) error {
+	switch {
+	case a.Is6() && !n.DualStack():
+		return invalidf("network %s has no IPv6: publishing on %s needs a network created with --ipv6", n.Name, a)
+	case a == netip.IPv6Loopback():
+		return invalidf("cannot publish on ::1 (IPv6 has no route_localnet: a connection from ::1 cannot be forwarded to a container); publish on 127.0.0.1 or an address of the host")
+	case a.IsUnspecified():
 		return nil
 	}
 	ok, err := m.host.HasAddr(a)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -16,7 +17,9 @@ import (
 // the iptables datapath, the one that enforces IPv6 so far, and says why;
 // the default network is dual-stack with the --fixed-cidr-v6 subnet; a
 // container on it reaches its gateway and, masqueraded, the outside over
-// IPv6; --cleanup turns IPv6 forwarding off again.
+// IPv6; its ports published on 0.0.0.0 are reached over both families,
+// one published on the uplink's IPv6 address over IPv6 only; --cleanup
+// turns IPv6 forwarding off again.
 func TestIPv6DefaultNetwork(t *testing.T) {
 	topo := testnet.NewTopology(t)
 	if v := strings.TrimSpace(topo.Host.MustRun(t, "sysctl", "-n", "net.ipv6.conf.all.forwarding")); v != "0" {
@@ -34,7 +37,9 @@ func TestIPv6DefaultNetwork(t *testing.T) {
 		t.Fatalf("default network %+v (%v)", def, err)
 	}
 	c1 := testnet.NewNS(t, "c1")
-	d.MustCLI("endpoint", "create", "--network", network.DefaultNetworkName, "--netns", c1.Path, "--name", "c1")
+	d.MustCLI("endpoint", "create", "--network", network.DefaultNetworkName, "--netns", c1.Path, "--name", "c1",
+		"-p", fmt.Sprintf("8080:%d", testnet.ServicePort), "-p", fmt.Sprintf("[%s]:8443:%d", testnet.UplinkAddr6, testnet.ServicePort))
+	c1.Serve(t)
 	ep := mustEndpoint(t, d, "c1")
 	if ep.IP6.String() != "fd00:d0c::2" {
 		t.Errorf("c1 has IPv6 address %s, want fd00:d0c::2", ep.IP6)
@@ -49,6 +54,32 @@ func TestIPv6DefaultNetwork(t *testing.T) {
 	src, err := c1.TCPTo(netip.AddrPortFrom(testnet.OutsideAddr6, testnet.ServicePort), 3*time.Second)
 	if err != nil || src != testnet.UplinkAddr6 {
 		t.Errorf("c1 → the outside over IPv6: source %s (%v), want the uplink's %s", src, err, testnet.UplinkAddr6)
+	}
+	for _, tc := range []struct {
+		to   netip.AddrPort
+		want error // nil: answered
+	}{
+		{netip.AddrPortFrom(testnet.UplinkAddr, 8080), nil},
+		{netip.AddrPortFrom(testnet.UplinkAddr6, 8080), nil},
+		{netip.AddrPortFrom(testnet.UplinkAddr6, 8443), nil},
+		{netip.AddrPortFrom(testnet.UplinkAddr, 8443), testnet.ErrRefused},
+	} {
+		if _, err := topo.Outside.TCPTo(tc.to, 3*time.Second); !errors.Is(err, tc.want) {
+			t.Errorf("outside → %s: %v, want %v", tc.to, err, tc.want)
+		}
+	}
+	// IPv6 host addresses need a dual-stack network, and ::1 cannot be.
+	d.MustCLI("network", "create", "--subnet", "198.18.9.0/24", "v4only")
+	c2 := testnet.NewNS(t, "c2")
+	for spec, msg := range map[string]string{
+		"v4only:[" + testnet.UplinkAddr6.String() + "]:9443:80": "has no IPv6",
+		"bridge:[::1]:9443:80":            "cannot publish on ::1",
+		"bridge:[2001:db8:77::1]:9443:80": "not an address of this host",
+	} {
+		netName, p, _ := strings.Cut(spec, ":")
+		if _, stderr, code := d.CLI("endpoint", "create", "--network", netName, "--netns", c2.Path, "-p", p); code == 0 || !strings.Contains(stderr, msg) {
+			t.Errorf("-p %s on %s: exit %d, %s; want %q", p, netName, code, stderr, msg)
+		}
 	}
 	d.Stop()
 	if out, err := d.RunOnce("--cleanup"); err != nil {
