@@ -251,15 +251,21 @@ func (h NetlinkHost) CreateEndpoint(n *Network, ep *Endpoint) (err error) {
 	if err = in.AddrAdd(peer, &netlink.Addr{IPNet: ipNet(ep.Prefix(n))}); err != nil {
 		return fmt.Errorf("add %s to %s: %w", ep.IP, ep.IfName, err)
 	}
-	if ep.IP6.IsValid() {
-		// The container's IPv6 is configured here, not learnt: it takes
-		// no router advertisement (a neighbour's could reroute it), and
-		// its address needs no duplicate detection (bpfnet gave it out).
-		if err = inNetNS(nsh, func() error {
-			return sysctl.Write(sysctl.Root, "net/ipv6/conf/"+ep.IfName+"/accept_ra", "0")
-		}); err != nil {
-			return fmt.Errorf("turn router advertisements off on %s: %w", ep.IfName, err)
+	// The container's IPv6 is configured here, never learnt: its interface
+	// takes no router advertisement, which a neighbour could send to
+	// reroute it (CVE-2020-13401; Docker turns them off too), whether its
+	// network has IPv6 or only link-local addresses.
+	if err = inNetNS(nsh, func() error {
+		name := "net/ipv6/conf/" + ep.IfName + "/accept_ra"
+		if _, err := os.Stat(filepath.Join(sysctl.Root, name)); err != nil {
+			return nil // IPv6 is off in the namespace
 		}
+		return sysctl.Write(sysctl.Root, name, "0")
+	}); err != nil {
+		return fmt.Errorf("turn router advertisements off on %s: %w", ep.IfName, err)
+	}
+	if ep.IP6.IsValid() {
+		// Its address needs no duplicate detection: bpfnet gave it out.
 		if err = in.AddrAdd(peer, &netlink.Addr{IPNet: ipNet(ep.Prefix6(n)), Flags: unix.IFA_F_NODAD}); err != nil {
 			return fmt.Errorf("add %s to %s: %w", ep.IP6, ep.IfName, err)
 		}

@@ -227,6 +227,7 @@ func TestHostileTenant(t *testing.T) {
 			// Item 4: a router advertisement from mallory.
 			t.Run("container sends a router advertisement", func(t *testing.T) {
 				before := a.topo.Host.MustRun(t, "ip", "-6", "route", "show") + a.topo.Host.MustRun(t, "ip", "-6", "addr", "show", "scope", "global")
+				victimBefore := a.victim.MustRun(t, "ip", "-6", "route", "show") + a.victim.MustRun(t, "ip", "-6", "addr", "show", "scope", "global")
 				mac, err := a.mallory.MAC("eth0")
 				if err != nil {
 					t.Fatal(err)
@@ -260,6 +261,12 @@ func TestHostileTenant(t *testing.T) {
 				}
 				if ebpf && atVictim != 0 {
 					t.Errorf("mallory's router advertisement reached the victim %d times", atVictim)
+				}
+				// Where it reaches the victim (iptables: bridged, as with
+				// Docker), the victim takes nothing from it (CVE-2020-13401).
+				victimAfter := a.victim.MustRun(t, "ip", "-6", "route", "show") + a.victim.MustRun(t, "ip", "-6", "addr", "show", "scope", "global")
+				if victimAfter != victimBefore || strings.Contains(victimAfter, "2001:db8:bad0") || strings.Contains(victimAfter, "fe80::bad") {
+					t.Errorf("the victim's IPv6 routes or addresses changed (%d advertisements reached it):\n%s", atVictim, testnet.DiffLines(victimBefore, victimAfter))
 				}
 				if ebpf {
 					ep, err := a.d.Client.Endpoint(context.Background(), "mallory")
