@@ -113,6 +113,7 @@ type BpfnetEndpointInfo struct {
 	Broadcast uint32
 	NetFlags  uint32
 	Slot      uint32
+	Ip6       [4]uint32
 }
 
 type BpfnetEventBudget struct {
@@ -151,6 +152,11 @@ const (
 	BpfnetGcModeGC_EXPIRED BpfnetGcMode = 0
 	BpfnetGcModeGC_PURGE   BpfnetGcMode = 1
 )
+
+type BpfnetIn6Key struct {
+	_ structs.HostLayout
+	A [4]uint32
+}
 
 type BpfnetIpEndpoint struct {
 	_       structs.HostLayout
@@ -279,6 +285,12 @@ const (
 	BpfnetStatSTAT_MAX               BpfnetStat = 16
 )
 
+type BpfnetSubnet6Key struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Addr      [4]uint32
+}
+
 type BpfnetSubnetKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -315,12 +327,14 @@ const (
 	BpfnetMapDrops              = "drops"
 	BpfnetMapEpByIfindex        = "ep_by_ifindex"
 	BpfnetMapEpByIp             = "ep_by_ip"
+	BpfnetMapEpByIp6            = "ep_by_ip6"
 	BpfnetMapEpFlows            = "ep_flows"
 	BpfnetMapEvBudget           = "ev_budget"
 	BpfnetMapEvents             = "events"
 	BpfnetMapFrags              = "frags"
 	BpfnetMapGcArgs             = "gc_args"
 	BpfnetMapHostAddrs          = "host_addrs"
+	BpfnetMapHostAddrs6         = "host_addrs6"
 	BpfnetMapNatFwd             = "nat_fwd"
 	BpfnetMapNatRev             = "nat_rev"
 	BpfnetMapNetworks           = "networks"
@@ -330,6 +344,7 @@ const (
 	BpfnetMapSockRev            = "sock_rev"
 	BpfnetMapStats              = "stats"
 	BpfnetMapSubnets            = "subnets"
+	BpfnetMapSubnets6           = "subnets6"
 	BpfnetMapTraffic            = "traffic"
 	BpfnetMapUplinks            = "uplinks"
 	BpfnetProgFromContainer     = "from_container"
@@ -431,12 +446,14 @@ type BpfnetMapSpecs struct {
 	Drops       *ebpf.MapSpec `ebpf:"drops"`
 	EpByIfindex *ebpf.MapSpec `ebpf:"ep_by_ifindex"`
 	EpByIp      *ebpf.MapSpec `ebpf:"ep_by_ip"`
+	EpByIp6     *ebpf.MapSpec `ebpf:"ep_by_ip6"`
 	EpFlows     *ebpf.MapSpec `ebpf:"ep_flows"`
 	EvBudget    *ebpf.MapSpec `ebpf:"ev_budget"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Frags       *ebpf.MapSpec `ebpf:"frags"`
 	GcArgs      *ebpf.MapSpec `ebpf:"gc_args"`
 	HostAddrs   *ebpf.MapSpec `ebpf:"host_addrs"`
+	HostAddrs6  *ebpf.MapSpec `ebpf:"host_addrs6"`
 	NatFwd      *ebpf.MapSpec `ebpf:"nat_fwd"`
 	NatRev      *ebpf.MapSpec `ebpf:"nat_rev"`
 	Networks    *ebpf.MapSpec `ebpf:"networks"`
@@ -446,6 +463,7 @@ type BpfnetMapSpecs struct {
 	SockRev     *ebpf.MapSpec `ebpf:"sock_rev"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	Subnets     *ebpf.MapSpec `ebpf:"subnets"`
+	Subnets6    *ebpf.MapSpec `ebpf:"subnets6"`
 	Traffic     *ebpf.MapSpec `ebpf:"traffic"`
 	Uplinks     *ebpf.MapSpec `ebpf:"uplinks"`
 }
@@ -507,12 +525,14 @@ type BpfnetMaps struct {
 	Drops       *ebpf.Map `ebpf:"drops"`
 	EpByIfindex *ebpf.Map `ebpf:"ep_by_ifindex"`
 	EpByIp      *ebpf.Map `ebpf:"ep_by_ip"`
+	EpByIp6     *ebpf.Map `ebpf:"ep_by_ip6"`
 	EpFlows     *ebpf.Map `ebpf:"ep_flows"`
 	EvBudget    *ebpf.Map `ebpf:"ev_budget"`
 	Events      *ebpf.Map `ebpf:"events"`
 	Frags       *ebpf.Map `ebpf:"frags"`
 	GcArgs      *ebpf.Map `ebpf:"gc_args"`
 	HostAddrs   *ebpf.Map `ebpf:"host_addrs"`
+	HostAddrs6  *ebpf.Map `ebpf:"host_addrs6"`
 	NatFwd      *ebpf.Map `ebpf:"nat_fwd"`
 	NatRev      *ebpf.Map `ebpf:"nat_rev"`
 	Networks    *ebpf.Map `ebpf:"networks"`
@@ -522,6 +542,7 @@ type BpfnetMaps struct {
 	SockRev     *ebpf.Map `ebpf:"sock_rev"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 	Subnets     *ebpf.Map `ebpf:"subnets"`
+	Subnets6    *ebpf.Map `ebpf:"subnets6"`
 	Traffic     *ebpf.Map `ebpf:"traffic"`
 	Uplinks     *ebpf.Map `ebpf:"uplinks"`
 }
@@ -532,12 +553,14 @@ func (m *BpfnetMaps) Close() error {
 		m.Drops,
 		m.EpByIfindex,
 		m.EpByIp,
+		m.EpByIp6,
 		m.EpFlows,
 		m.EvBudget,
 		m.Events,
 		m.Frags,
 		m.GcArgs,
 		m.HostAddrs,
+		m.HostAddrs6,
 		m.NatFwd,
 		m.NatRev,
 		m.Networks,
@@ -547,6 +570,7 @@ func (m *BpfnetMaps) Close() error {
 		m.SockRev,
 		m.Stats,
 		m.Subnets,
+		m.Subnets6,
 		m.Traffic,
 		m.Uplinks,
 	)

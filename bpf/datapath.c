@@ -140,6 +140,32 @@ static __always_inline int ipv6_unspecified(const __be32 *a)
 	return (a[0] | a[1] | a[2] | a[3]) == 0;
 }
 
+/* nd_options checks the options of a neighbour solicitation or
+ * advertisement whose ICMPv6 header is at off: a link-layer address
+ * option must carry mac, the sender's own. */
+static __always_inline __u32 nd_options(struct __sk_buff *skb, __u32 off, const __u8 *mac)
+{
+	/* Options follow the type, code, checksum, flags and target (24 bytes). */
+	off += 24;
+#pragma unroll
+	for (int i = 0; i < ND_MAX_OPTS; i++) {
+		__u8 opt[2];
+		if (bpf_skb_load_bytes(skb, off, opt, 2) < 0)
+			return PASS; /* no more options */
+		if (opt[1] == 0)
+			return REASON_MALFORMED; /* RFC 4861 4.6: a zero length is invalid */
+		if (opt[0] == ND_OPT_SOURCE_LL || opt[0] == ND_OPT_TARGET_LL) {
+			__u8 ll[8] __attribute__((aligned(8))); /* mac_eq reads it as words */
+			if (bpf_skb_load_bytes(skb, off + 2, ll, 6) < 0)
+				return REASON_MALFORMED;
+			if (!mac_eq(ll, mac))
+				return REASON_SPOOF;
+		}
+		off += opt[1] * 8;
+	}
+	return PASS;
+}
+
 /* ipv6_control judges IPv6 on networks that are IPv4-only: only link-local
  * control traffic passes, i.e. ICMPv6 neighbour discovery (hop limit 255)
  * and multicast listener reports (hop limit 1, after a hop-by-hop header)
@@ -186,25 +212,186 @@ static __always_inline __u32 ipv6_control(struct __sk_buff *skb, const struct en
 		return REASON_ROUTER;
 	if (type != ICMPV6_NS && type != ICMPV6_NA)
 		return PASS;
-	/* Options follow the type, code, checksum, flags and target (24 bytes). */
-	off += 24;
+	return nd_options(skb, off, sender->mac);
+}
+
+/* IPv6 on dual-stack networks (issue 18). So far the programs judge what
+ * a container sends; until the rest lands (what containers receive, NAT66,
+ * published ports, the fast paths), the control plane refuses dual-stack
+ * networks on this datapath. */
+
+#define IPV6_MAX_EXT 6 /* extension headers walked before the verdict */
+
+/* A parsed IPv6 packet: its addresses, the upper-layer protocol after the
+ * extension headers and where it starts. */
+struct pkt6 {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__u32 l4_off;
+	__u8 proto;
+	__u8 hop_limit;
+	__u8 frag;      /* enum frag_kind */
+	__u8 icmp_type; /* ICMPv6 with its header (not a later fragment) */
+};
+
+struct ipv6_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off; /* offset in 8-byte units << 3, M flag in bit 0 */
+	__be32 id;
+};
+
+/* parse_ipv6 walks the IPv6 header and up to IPV6_MAX_EXT extension
+ * headers (hop-by-hop, routing, destination options, fragment) to the
+ * upper layer. Returns -1 for a packet too short for its headers, a bad
+ * version or more extension headers than that. */
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt6 *p)
+{
+	struct ipv6hdr ip6;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
+		return -1;
+	__builtin_memcpy(p->saddr, ip6.saddr.in6_u.u6_addr32, 16);
+	__builtin_memcpy(p->daddr, ip6.daddr.in6_u.u6_addr32, 16);
+	p->hop_limit = ip6.hop_limit;
+	p->frag = FRAG_NONE;
+	p->icmp_type = 0;
+	__u8 next = ip6.nexthdr;
+	__u32 off = ETH_HLEN + sizeof(ip6);
 #pragma unroll
-	for (int i = 0; i < ND_MAX_OPTS; i++) {
-		__u8 opt[2];
-		if (bpf_skb_load_bytes(skb, off, opt, 2) < 0)
-			return PASS; /* no more options */
-		if (opt[1] == 0)
-			return REASON_MALFORMED; /* RFC 4861 4.6: a zero length is invalid */
-		if (opt[0] == ND_OPT_SOURCE_LL || opt[0] == ND_OPT_TARGET_LL) {
-			__u8 ll[8] __attribute__((aligned(8))); /* mac_eq reads it as words */
-			if (bpf_skb_load_bytes(skb, off + 2, ll, 6) < 0)
-				return REASON_MALFORMED;
-			if (!mac_eq(ll, sender->mac))
-				return REASON_SPOOF;
+	for (int i = 0; i < IPV6_MAX_EXT; i++) {
+		if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS) {
+			__u8 h[2];
+			if (bpf_skb_load_bytes(skb, off, h, 2) < 0)
+				return -1;
+			next = h[0];
+			off += (h[1] + 1) * 8;
+		} else if (next == IPPROTO_FRAGMENT) {
+			struct ipv6_frag_hdr fh;
+			if (bpf_skb_load_bytes(skb, off, &fh, sizeof(fh)) < 0)
+				return -1;
+			next = fh.nexthdr;
+			off += sizeof(fh);
+			__u16 fo = bpf_ntohs(fh.frag_off);
+			if (fo & 0xfff8) {
+				/* A later fragment: no upper-layer header here. */
+				p->frag = FRAG_LATER;
+				p->proto = next;
+				p->l4_off = off;
+				return 0;
+			}
+			if (fo & 1)
+				p->frag = FRAG_FIRST;
+		} else {
+			p->proto = next;
+			p->l4_off = off;
+			if (next == IPPROTO_ICMPV6 && bpf_skb_load_bytes(skb, off, &p->icmp_type, 1) < 0)
+				return -1;
+			return 0;
 		}
-		off += opt[1] * 8;
 	}
-	return PASS;
+	return -1;
+}
+
+static __always_inline int ip6_eq(const __be32 *a, const __be32 *b)
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+static __always_inline int ip6_link_local(const __be32 *a)
+{
+	return (bpf_ntohl(a[0]) & 0xffc00000) == 0xfe800000;
+}
+
+static __always_inline int ip6_multicast(const __be32 *a)
+{
+	return (bpf_ntohl(a[0]) >> 24) == 0xff;
+}
+
+/* own_link_local reports whether a is the link-local address the kernel
+ * gives an interface with mac (fe80::/64 and the modified EUI-64 of the
+ * MAC, RFC 4291 appendix A; addr_gen_mode eui64, every namespace's
+ * default). */
+static __always_inline int own_link_local(const __be32 *a, const __u8 *mac)
+{
+	if (a[0] != bpf_htonl(0xfe800000) || a[1] != 0)
+		return 0;
+	__u32 hi = (__u32)(mac[0] ^ 2) << 24 | (__u32)mac[1] << 16 | (__u32)mac[2] << 8 | 0xff;
+	__u32 lo = 0xfe000000 | (__u32)mac[3] << 16 | (__u32)mac[4] << 8 | mac[5];
+	return a[2] == bpf_htonl(hi) && a[3] == bpf_htonl(lo);
+}
+
+static __always_inline int own_ip6(const struct endpoint_info *ep, const __be32 *a)
+{
+	return ip6_eq(a, ep->ip6) || own_link_local(a, ep->mac);
+}
+
+static __always_inline __u32 *subnet6_of(const __be32 *a)
+{
+	struct subnet6_key k = {.prefixlen = 128};
+	__builtin_memcpy(k.addr, a, 16);
+	return bpf_map_lookup_elem(&subnets6, &k);
+}
+
+/* nd6_from_container judges the neighbour and multicast listener
+ * discovery a container of a dual-stack network sends: from its own
+ * addresses (the unspecified one for duplicate address detection), to a
+ * link-local, link-scope multicast or own-network destination, never a
+ * router's message, and advertising only its own addresses and MAC. */
+static __always_inline __u32 nd6_from_container(struct __sk_buff *skb, const struct endpoint_info *ep, const struct pkt6 *p)
+{
+	__u8 type = p->icmp_type;
+	if (type == ICMPV6_RA || type == ICMPV6_REDIRECT || type == ICMPV6_MLD_QUERY)
+		return REASON_ROUTER;
+	int nd = type >= ICMPV6_RS && type <= ICMPV6_REDIRECT;
+	if (p->hop_limit != (nd ? 255 : 1))
+		return REASON_UNSUPPORTED;
+	if (!own_ip6(ep, p->saddr) && !(ipv6_unspecified(p->saddr) && type != ICMPV6_NA))
+		return REASON_SPOOF;
+	__u32 *dnet = subnet6_of(p->daddr);
+	if (!ip6_link_local(p->daddr) && (bpf_ntohl(p->daddr[0]) >> 16) != 0xff02 && !(dnet && *dnet == ep->net_id))
+		return REASON_UNSUPPORTED;
+	if (type == ICMPV6_NA) {
+		struct in6_key target;
+		if (bpf_skb_load_bytes(skb, p->l4_off + 8, &target, sizeof(target)) < 0)
+			return REASON_MALFORMED;
+		if (!own_ip6(ep, target.a))
+			return REASON_SPOOF;
+	}
+	if (type != ICMPV6_NS && type != ICMPV6_NA)
+		return PASS;
+	return nd_options(skb, p->l4_off, ep->mac);
+}
+
+/* judge6_from_container returns the verdict for an IPv6 packet an
+ * endpoint of a dual-stack network sent: the IPv4 verdicts (icc,
+ * isolation, internal; host addresses reachable) with its IPv6 address
+ * as the only source, or its link-local one towards the link. */
+static __always_inline __u32 judge6_from_container(struct __sk_buff *skb, const struct endpoint_info *ep)
+{
+	struct pkt6 p;
+	if (parse_ipv6(skb, &p) < 0)
+		return REASON_MALFORMED;
+	if (p.proto == IPPROTO_ICMPV6 && p.frag == FRAG_NONE &&
+	    ((p.icmp_type >= ICMPV6_MLD_QUERY && p.icmp_type <= ICMPV6_REDIRECT) || p.icmp_type == ICMPV6_MLD2_REPORT))
+		return nd6_from_container(skb, ep, &p);
+	int to_link = ip6_link_local(p.daddr) || ip6_multicast(p.daddr);
+	if (!ip6_eq(p.saddr, ep->ip6) && !(to_link && own_link_local(p.saddr, ep->mac)))
+		return REASON_SPOOF;
+	if (ip6_multicast(p.daddr))
+		return PASS;
+	if (ip6_link_local(p.daddr)) /* on the link: a neighbour, as far as anyone can tell */
+		return between(ep->net_id, ep->net_id);
+	struct ip_endpoint *peer = bpf_map_lookup_elem(&ep_by_ip6, p.daddr);
+	if (peer)
+		return between(ep->net_id, peer->net_id);
+	if (bpf_map_lookup_elem(&host_addrs6, p.daddr))
+		return PASS;
+	__u32 *dnet = subnet6_of(p.daddr);
+	if (dnet) /* an address of a managed subnet nobody has yet */
+		return between(ep->net_id, *dnet);
+	if (ep->net_flags & NET_F_INTERNAL)
+		return REASON_INTERNAL;
+	return REASON_UNSUPPORTED; /* the outside, until NAT66 lands */
 }
 
 /* ARP for Ethernet/IPv4 whose sender is the endpoint (or 0.0.0.0 for an
@@ -330,7 +517,10 @@ int from_container(struct __sk_buff *skb)
 		v = check_arp(skb, ep);
 		break;
 	case ETH_P_IPV6_BE:
-		v = ipv6_control(skb, ep);
+		if (ep->ip6[0] | ep->ip6[1] | ep->ip6[2] | ep->ip6[3])
+			v = judge6_from_container(skb, ep);
+		else
+			v = ipv6_control(skb, ep);
 		break;
 	case ETH_P_IP_BE: {
 		struct pkt p;

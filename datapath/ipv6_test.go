@@ -2,10 +2,14 @@ package datapath
 
 import (
 	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/vishvananda/netlink"
+
+	"github.com/bpfnet/bpfnet/network"
 )
 
 // ndOption is an NDP option (RFC 4861 §4.6): type, length in units of 8
@@ -110,6 +114,182 @@ func TestIPv6Control(t *testing.T) {
 			w.ingress = tc.ingress
 			defer func() { w.ingress = 0 }()
 			w.expect(t, w.coll.ToContainer, tc.to.ifindex, tc.to.ifindex, toC, true, tc.frame, tc.reason)
+		})
+	}
+}
+
+// The dual-stack part of the world (issue 18): three networks with an
+// IPv6 subnet besides their IPv4 one, and their endpoints.
+//
+//	n6 198.18.6.0/24 fd00:6::/64 icc       e8 fd00:6::2  e9 fd00:6::3
+//	n7 198.18.7.0/24 fd00:7::/64 no icc    e10 fd00:7::2
+//	n8 198.18.8.0/24 fd00:8::/64 internal  e11 fd00:8::2
+//
+// Their gateways (::1) and the uplink's 2001:db8:19::1 are host addresses.
+func (w *world) addDualStack(t *testing.T) {
+	t.Helper()
+	nets := []*network.Network{
+		{Name: "n6", Subnet: netip.MustParsePrefix("198.18.6.0/24"), Subnet6: netip.MustParsePrefix("fd00:6::/64"), ICC: true, Masquerade: true},
+		{Name: "n7", Subnet: netip.MustParsePrefix("198.18.7.0/24"), Subnet6: netip.MustParsePrefix("fd00:7::/64"), Masquerade: true},
+		{Name: "n8", Subnet: netip.MustParsePrefix("198.18.8.0/24"), Subnet6: netip.MustParsePrefix("fd00:8::/64"), ICC: true, Internal: true},
+	}
+	eps := []*testEP{
+		{name: "e8", ip: "198.18.6.2", mac: "02:42:c6:12:06:02", net: "n6"},
+		{name: "e9", ip: "198.18.6.3", mac: "02:42:c6:12:06:03", net: "n6"},
+		{name: "e10", ip: "198.18.7.2", mac: "02:42:c6:12:07:02", net: "n7"},
+		{name: "e11", ip: "198.18.8.2", mac: "02:42:c6:12:08:02", net: "n8"},
+	}
+	ip6 := map[string]string{"e8": "fd00:6::2", "e9": "fd00:6::3", "e10": "fd00:7::2", "e11": "fd00:8::2"}
+	err := w.ns.Do(func() error {
+		for _, n := range nets {
+			if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br-" + n.Name}}); err != nil {
+				return err
+			}
+			l, err := netlink.LinkByName("br-" + n.Name)
+			if err != nil {
+				return err
+			}
+			w.nets[n.Name] = l.Attrs().Index
+		}
+		for _, ep := range eps {
+			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "v" + ep.name}, PeerName: "p" + ep.name}); err != nil {
+				return err
+			}
+			l, err := netlink.LinkByName("v" + ep.name)
+			if err != nil {
+				return err
+			}
+			ep.ifindex = l.Attrs().Index
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*network.Network{}
+	for _, n := range nets {
+		id := uint32(w.nets[n.Name])
+		byName[n.Name] = n
+		must(t, w.coll.Networks.Put(id, networkInfo(n, bridgeMAC)))
+		must(t, w.coll.Subnets.Put(subnetKey(n.Subnet), id))
+		must(t, w.coll.Subnets6.Put(subnet6Key(n.Subnet6), id))
+		must(t, w.coll.HostAddrs6.Put(in6(n.Subnet6.Addr().Next()), uint32(1)))
+	}
+	must(t, w.coll.HostAddrs6.Put(in6(netip.MustParseAddr("2001:db8:19::1")), uint32(1)))
+	for i, ep := range eps {
+		ep.slot = uint32(len(w.eps) + 1 + i)
+		w.eps[ep.name] = ep
+		id := uint32(w.nets[ep.net])
+		info, ipEntry, err := endpointInfo(&network.Endpoint{Name: ep.name, IP: netip.MustParseAddr(ep.ip), IP6: netip.MustParseAddr(ip6[ep.name]), MAC: ep.mac},
+			byName[ep.net], id, uint32(ep.ifindex), ep.slot)
+		must(t, err)
+		must(t, w.coll.EpByIfindex.Put(uint32(ep.ifindex), info))
+		must(t, w.coll.EpByIp.Put(be32(netip.MustParseAddr(ep.ip)), ipEntry))
+		must(t, w.coll.EpByIp6.Put(in6(netip.MustParseAddr(ip6[ep.name])), ipEntry))
+	}
+}
+
+// frame6 is an Ethernet/IPv6 frame whose payload (extension headers and
+// the upper layer) is given as bytes, next naming the first of them.
+func frame6(t *testing.T, srcMAC net.HardwareAddr, src, dst string, next layers.IPProtocol, payload ...[]byte) []byte {
+	t.Helper()
+	ip := &layers.IPv6{Version: 6, NextHeader: next, HopLimit: 64, SrcIP: net.ParseIP(src), DstIP: net.ParseIP(dst)}
+	var b []byte
+	for _, p := range payload {
+		b = append(b, p...)
+	}
+	return serialize(t, eth(srcMAC, bridgeMAC, layers.EthernetTypeIPv6), ip, gopacket.Payload(b))
+}
+
+// Upper layers and extension headers (RFC 8200 §4), byte by byte.
+var (
+	echo6   = []byte{128, 0, 0, 0, 0, 7, 0, 1} // ICMPv6 echo request, id 7, seq 1
+	tcpSyn6 = []byte{0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0}
+)
+
+// extHeader is a hop-by-hop, routing or destination options header of
+// 8 bytes followed by next (padded with a PadN option).
+func extHeader(next layers.IPProtocol) []byte { return []byte{byte(next), 0, 1, 4, 0, 0, 0, 0} }
+
+// fragHeader is a fragment header before next: offset in 8-byte units,
+// more fragments or not.
+func fragHeader(next layers.IPProtocol, offset uint16, more bool) []byte {
+	fo := offset << 3
+	if more {
+		fo |= 1
+	}
+	return []byte{byte(next), 0, byte(fo >> 8), byte(fo), 0, 0, 0x12, 0x34}
+}
+
+// TestIPv6FromContainer: on a dual-stack network, what a container sends
+// over IPv6 gets the IPv4 verdicts (icc, isolation, internal, host
+// addresses reachable), from its own IPv6 address only (its link-local
+// one, the modified EUI-64 of its MAC, towards the link), whatever
+// extension headers precede the upper layer; its neighbour discovery
+// advertises its own addresses and MAC only, and router messages stay
+// its neighbours'. The outside is unsupported until NAT66 lands.
+func TestIPv6FromContainer(t *testing.T) {
+	w := newWorld(t, nil)
+	w.addDualStack(t)
+	e8, e10, e11 := w.eps["e8"], w.eps["e10"], w.eps["e11"]
+	own := mac(e8.mac)
+	// RFC 4291 appendix A: 02:42:c6:12:06:02 → interface id 0042:c6ff:fe12:0602.
+	const ll8, ll9 = "fe80::42:c6ff:fe12:602", "fe80::42:c6ff:fe12:603"
+	mld2 := make([]byte, 4)
+	icmp := layers.IPProtocolICMPv6
+	for _, tc := range []struct {
+		name   string
+		from   *testEP
+		frame  []byte
+		reason int
+	}{
+		{"echo to a neighbour", e8, frame6(t, own, "fd00:6::2", "fd00:6::3", icmp, echo6), none},
+		{"TCP to a neighbour", e8, frame6(t, own, "fd00:6::2", "fd00:6::3", layers.IPProtocolTCP, tcpSyn6), none},
+		{"to its gateway", e8, frame6(t, own, "fd00:6::2", "fd00:6::1", icmp, echo6), none},
+		{"to the uplink's address", e8, frame6(t, own, "fd00:6::2", "2001:db8:19::1", icmp, echo6), none},
+		{"to a container of another network", e8, frame6(t, own, "fd00:6::2", "fd00:7::2", icmp, echo6), isolation},
+		{"to a container of an internal network", e8, frame6(t, own, "fd00:6::2", "fd00:8::2", icmp, echo6), internal},
+		{"to an address of another network nobody has", e8, frame6(t, own, "fd00:6::2", "fd00:7::99", icmp, echo6), isolation},
+		{"internal → another network's gateway (host input)", e11, frame6(t, mac(e11.mac), "fd00:8::2", "fd00:6::1", icmp, echo6), none},
+		{"internal → outside", e11, frame6(t, mac(e11.mac), "fd00:8::2", "2001:db8:19::2", icmp, echo6), internal},
+		{"to the outside (until NAT66)", e8, frame6(t, own, "fd00:6::2", "2001:db8:19::2", icmp, echo6), unsupported},
+		{"icc off: to its network's address nobody has", e10, frame6(t, mac(e10.mac), "fd00:7::2", "fd00:7::9", icmp, echo6), icc},
+		{"a neighbour's source", e8, frame6(t, own, "fd00:6::3", "fd00:6::1", icmp, echo6), spoof},
+		{"another network's source", e8, frame6(t, own, "fd00:7::2", "fd00:6::1", icmp, echo6), spoof},
+		{"a link-local source not its own", e8, frame6(t, own, "fe80::1", ll9, icmp, echo6), spoof},
+		{"its link-local source to a link-local neighbour", e8, frame6(t, own, ll8, ll9, icmp, echo6), none},
+		{"its link-local source to a global address", e8, frame6(t, own, ll8, "fd00:6::3", icmp, echo6), spoof},
+		{"another MAC", e8, frame6(t, mac(w.eps["e9"].mac), "fd00:6::2", "fd00:6::3", icmp, echo6), spoof},
+		{"hop-by-hop and destination options before TCP", e8,
+			frame6(t, own, "fd00:6::2", "fd00:6::3", layers.IPProtocolIPv6HopByHop, extHeader(layers.IPProtocolIPv6Destination), extHeader(layers.IPProtocolTCP), tcpSyn6), none},
+		{"extension headers before TCP to another network", e8,
+			frame6(t, own, "fd00:6::2", "fd00:7::2", layers.IPProtocolIPv6HopByHop, extHeader(layers.IPProtocolIPv6Routing), extHeader(layers.IPProtocolTCP), tcpSyn6), isolation},
+		{"first fragment to another network", e8, frame6(t, own, "fd00:6::2", "fd00:7::2", layers.IPProtocolIPv6Fragment, fragHeader(icmp, 0, true), echo6), isolation},
+		{"later fragment to a neighbour", e8, frame6(t, own, "fd00:6::2", "fd00:6::3", layers.IPProtocolIPv6Fragment, fragHeader(icmp, 8, false), make([]byte, 16)), none},
+		{"later fragment to another network", e8, frame6(t, own, "fd00:6::2", "fd00:7::2", layers.IPProtocolIPv6Fragment, fragHeader(icmp, 8, false), make([]byte, 16)), isolation},
+		{"later fragment with a neighbour's source", e8, frame6(t, own, "fd00:6::3", "fd00:6::1", layers.IPProtocolIPv6Fragment, fragHeader(icmp, 8, false), make([]byte, 16)), spoof},
+		{"seven extension headers", e8, frame6(t, own, "fd00:6::2", "fd00:6::3", layers.IPProtocolIPv6Destination,
+			extHeader(layers.IPProtocolIPv6Destination), extHeader(layers.IPProtocolIPv6Destination), extHeader(layers.IPProtocolIPv6Destination),
+			extHeader(layers.IPProtocolIPv6Destination), extHeader(layers.IPProtocolIPv6Destination), extHeader(layers.IPProtocolIPv6Destination),
+			extHeader(icmp), echo6), malformed},
+		{"an extension header longer than the packet", e8, frame6(t, own, "fd00:6::2", "fd00:6::3", layers.IPProtocolIPv6Destination, []byte{58, 8, 1, 4, 0, 0, 0, 0}), malformed},
+		{"solicitation for a neighbour", e8, icmp6(t, own, "fd00:6::2", "ff02::1:ff00:3", 255, 135, nsBody("fd00:6::3", ndOption(1, own)), false), none},
+		{"solicitation for its gateway, unicast", e8, icmp6(t, own, "fd00:6::2", "fd00:6::1", 255, 135, nsBody("fd00:6::1", ndOption(1, own)), false), none},
+		{"duplicate address detection from ::", e8, icmp6(t, own, "::", "ff02::1:ff00:2", 255, 135, nsBody("fd00:6::2"), false), none},
+		{"advertisement of its own address", e8, icmp6(t, own, "fd00:6::2", "ff02::1", 255, 136, nsBody("fd00:6::2", ndOption(2, own)), false), none},
+		{"advertisement of its own link-local address", e8, icmp6(t, own, ll8, "ff02::1", 255, 136, nsBody(ll8, ndOption(2, own)), false), none},
+		{"advertisement of a neighbour's address", e8, icmp6(t, own, "fd00:6::2", "ff02::1", 255, 136, nsBody("fd00:6::3", ndOption(2, own)), false), spoof},
+		{"advertisement of a neighbour's link-local address", e8, icmp6(t, own, ll8, "ff02::1", 255, 136, nsBody(ll9, ndOption(2, own)), false), spoof},
+		{"advertisement with another MAC", e8, icmp6(t, own, "fd00:6::2", "ff02::1", 255, 136, nsBody("fd00:6::2", ndOption(2, mac(w.eps["e9"].mac))), false), spoof},
+		{"advertisement from ::", e8, icmp6(t, own, "::", "ff02::1", 255, 136, nsBody("fd00:6::2", ndOption(2, own)), false), spoof},
+		{"solicitation from a neighbour's address", e8, icmp6(t, own, "fd00:6::3", "ff02::1:ff00:1", 255, 135, nsBody("fd00:6::1", ndOption(1, own)), false), spoof},
+		{"solicitation into another network", e8, icmp6(t, own, "fd00:6::2", "fd00:7::2", 255, 135, nsBody("fd00:7::2", ndOption(1, own)), false), unsupported},
+		{"router advertisement", e8, icmp6(t, own, ll8, "ff02::1", 255, 134, make([]byte, 12), false), router},
+		{"redirect", e8, icmp6(t, own, ll8, ll9, 255, 137, make([]byte, 36), false), router},
+		{"MLDv2 report", e8, icmp6(t, own, ll8, "ff02::16", 1, 143, mld2, true), none},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w.expect(t, w.coll.FromContainer, tc.from.ifindex, tc.from.ifindex, fromC, true, tc.frame, tc.reason)
 		})
 	}
 }

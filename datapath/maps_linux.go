@@ -52,6 +52,24 @@ func subnetKey(p netip.Prefix) bpf.BpfnetSubnetKey {
 	return bpf.BpfnetSubnetKey{Prefixlen: uint32(p.Bits()), Addr: be32(p.Masked().Addr())}
 }
 
+// in6 is an IPv6 address as the maps hold it (four words in network byte
+// order in memory); the zero key for an invalid address.
+func in6(a netip.Addr) bpf.BpfnetIn6Key {
+	var k bpf.BpfnetIn6Key
+	if !a.Is6() {
+		return k
+	}
+	b := a.As16()
+	for i := range k.A {
+		k.A[i] = binary.NativeEndian.Uint32(b[4*i:])
+	}
+	return k
+}
+
+func subnet6Key(p netip.Prefix) bpf.BpfnetSubnet6Key {
+	return bpf.BpfnetSubnet6Key{Prefixlen: uint32(p.Bits()), Addr: in6(p.Masked().Addr()).A}
+}
+
 // endpointInfo is an endpoint's entries in ep_by_ifindex (with its
 // network's subnet and flags copied in) and ep_by_ip; netID is its
 // bridge's ifindex, ifindex its host-side veth's, slot its traffic slot.
@@ -64,7 +82,8 @@ func endpointInfo(ep *network.Endpoint, n *network.Network, netID, ifindex, slot
 	var mask [4]byte
 	binary.BigEndian.PutUint32(mask[:], ^uint32(0)<<(32-n.Subnet.Bits()))
 	info := bpf.BpfnetEndpointInfo{Ip: be32(ep.IP), NetId: netID, Subnet: be32(n.Subnet.Masked().Addr()),
-		Mask: be32(netip.AddrFrom4(mask)), Broadcast: nw.Broadcast, NetFlags: nw.Flags, Flags: endpointFlags(ep), Slot: slot}
+		Mask: be32(netip.AddrFrom4(mask)), Broadcast: nw.Broadcast, NetFlags: nw.Flags, Flags: endpointFlags(ep), Slot: slot,
+		Ip6: in6(ep.IP6).A}
 	copy(info.Mac[:], mac)
 	ipEntry := bpf.BpfnetIpEndpoint{Ifindex: ifindex, NetId: netID, Slot: slot}
 	copy(ipEntry.Mac[:], mac)

@@ -39,6 +39,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ep_by_ip SEC(".maps");
 
+/* endpoint IPv6 address (dual-stack networks) → veth and network; written
+ * by the control plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENDPOINTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct in6_key);
+	__type(value, struct ip_endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ep_by_ip6 SEC(".maps");
+
 /* network id (bridge ifindex) → flags; written by the control plane. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -57,6 +68,28 @@ struct {
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } subnets SEC(".maps");
+
+/* managed IPv6 subnet (dual-stack networks) → network id; written by the
+ * control plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_NETWORKS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct subnet6_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} subnets6 SEC(".maps");
+
+/* global IPv6 address of the host namespace → 1; written by the control
+ * plane from the kernel's address list. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_HOST_ADDRS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct in6_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} host_addrs6 SEC(".maps");
 
 /* IPv4 address of the host namespace → 1; written by the control plane
  * from the kernel's address list. */

@@ -104,6 +104,9 @@ struct endpoint_info {
 	__be32 broadcast; /* the subnet's broadcast address */
 	__u32 net_flags;  /* enum network_flag */
 	__u32 slot;       /* its entries in traffic: slot * 2 + enum direction */
+	/* Its IPv6 address on a dual-stack network; all zero: none (the
+	 * network is IPv4-only, and only link-local control traffic passes). */
+	__be32 ip6[4];
 };
 
 /* ep_by_ip value: where an endpoint address lives, and what delivering
@@ -171,6 +174,17 @@ struct uplink_info {
 struct subnet_key {
 	__u32 prefixlen;
 	__be32 addr;
+};
+
+/* An IPv6 address: the key of ep_by_ip6 and host_addrs6. */
+struct in6_key {
+	__be32 a[4];
+};
+
+/* subnets6 key (LPM trie). */
+struct subnet6_key {
+	__u32 prefixlen;
+	__be32 addr[4];
 };
 
 /* traffic value (per-CPU array, index slot * 2 + enum direction): every
