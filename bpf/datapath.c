@@ -78,6 +78,9 @@ volatile const struct drop_event type_drop_event;
 #define ETH_P_8021Q_BE bpf_htons(ETH_P_8021Q)
 #define ETH_P_8021AD_BE bpf_htons(ETH_P_8021AD)
 
+/* The loopback interface's index in every network namespace. */
+#define LOOPBACK_IFINDEX 1
+
 static __always_inline int pass(struct __sk_buff *skb)
 {
 	skb->mark |= forward_mark;
@@ -394,6 +397,34 @@ static __always_inline __u32 judge6_from_container(struct __sk_buff *skb, const 
 	return REASON_UNSUPPORTED; /* the outside, until NAT66 lands */
 }
 
+/* judge6_to_container returns the verdict for an IPv6 packet on its way
+ * into an endpoint of a dual-stack network, that came in on interface in.
+ * A frame bridged from another endpoint's veth had its source checked by
+ * that endpoint's from_container: it gets the icc and isolation verdicts.
+ * Anything else the host stack sent: its own packets pass (a host address
+ * as source, made here or looped back), and what it routed in is the
+ * outside's, unsolicited until IPv6 connection tracking lands. */
+static __always_inline __u32 judge6_to_container(struct __sk_buff *skb, const struct endpoint_info *ep, __u32 in)
+{
+	struct pkt6 p;
+	if (parse_ipv6(skb, &p) < 0)
+		return REASON_MALFORMED;
+	if (in == skb->ifindex)
+		return PASS; /* its own frame, hairpinned back */
+	struct endpoint_info *src = bpf_map_lookup_elem(&ep_by_ifindex, &in);
+	if (src)
+		return between(src->net_id, ep->net_id);
+	if ((in == 0 || in == LOOPBACK_IFINDEX) && bpf_map_lookup_elem(&host_addrs6, p.saddr))
+		return PASS;
+	/* Router messages and the rest of the link's control traffic come
+	 * from the host's link-local addresses. */
+	if (in == 0 && ip6_link_local(p.saddr))
+		return PASS;
+	if (ep->net_flags & NET_F_INTERNAL)
+		return REASON_INTERNAL;
+	return REASON_UNSOLICITED;
+}
+
 /* ARP for Ethernet/IPv4 whose sender is the endpoint (or 0.0.0.0 for an
  * address probe, RFC 5227). */
 struct arp_eth_ipv4 {
@@ -638,8 +669,6 @@ static __always_inline __u32 judge_from_outside(__u32 net_id, const struct pkt *
 	return PASS;
 }
 
-/* The loopback interface's index in every network namespace. */
-#define LOOPBACK_IFINDEX 1
 
 /* judge_to_network judges a packet the host stack sends into network
  * net_id, that came in on interface in (0: made by the host). The host's
@@ -690,6 +719,10 @@ int to_container(struct __sk_buff *skb)
 	case ETH_P_ARP_BE:
 		return TC_ACT_OK;
 	case ETH_P_IPV6_BE: {
+		if (ep->ip6[0] | ep->ip6[1] | ep->ip6[2] | ep->ip6[3]) {
+			__u32 v = judge6_to_container(skb, ep, skb->ingress_ifindex);
+			return v == PASS ? TC_ACT_OK : drop(skb, ifindex, dir, v);
+		}
 		__u32 v = ipv6_control(skb, 0);
 		/* Bridged from another endpoint (the veth it came in on): as
 		 * for IPv4, nothing crosses icc or isolation. */
