@@ -96,21 +96,29 @@ func TestIPv6Control(t *testing.T) {
 	ns := func(from *testEP) []byte {
 		return icmp6(t, mac(from.mac), "fe80::1", "ff02::1:ff00:2", 255, 135, nsBody("fe80::2", ndOption(1, mac(from.mac))), false)
 	}
-	for _, tc := range []struct {
-		name    string
-		to      *testEP
-		ingress int
-		frame   []byte
-		reason  int
-	}{
+	w.checkTo(t, "to a container: ", []toCase{
 		{"router advertisement from the host", e1, 0, icmp6(t, hostMAC, "fe80::1", "ff02::1", 255, 134, make([]byte, 12), false), none},
 		{"MLD query from the host", e1, 0, icmp6(t, hostMAC, "fe80::1", "ff02::1", 1, 130, make([]byte, 20), true), none},
 		{"solicitation from a neighbour, icc on", e1, e2.ifindex, ns(e2), none},
 		{"solicitation from a neighbour, icc off", e4, e3.ifindex, ns(e3), icc},
 		{"solicitation from another network", e1, e3.ifindex, ns(e3), isolation},
 		{"echo from the host", e1, 0, icmp6(t, hostMAC, "fe80::1", "fe80::2", 64, 128, make([]byte, 4), false), unsupported},
-	} {
-		t.Run("to a container: "+tc.name, func(t *testing.T) {
+	})
+}
+
+// toCase is a frame into a container (to_container) that came in on
+// ingress (0: made by the host), and the drop reason it must get.
+type toCase struct {
+	name    string
+	to      *testEP
+	ingress int
+	frame   []byte
+	reason  int
+}
+
+func (w *world) checkTo(t *testing.T, prefix string, cases []toCase) {
+	for _, tc := range cases {
+		t.Run(prefix+tc.name, func(t *testing.T) {
 			w.ingress = tc.ingress
 			defer func() { w.ingress = 0 }()
 			w.expect(t, w.coll.ToContainer, tc.to.ifindex, tc.to.ifindex, toC, true, tc.frame, tc.reason)
@@ -306,13 +314,7 @@ func TestIPv6ToContainer(t *testing.T) {
 	e8, e9, e10, e11 := w.eps["e8"], w.eps["e9"], w.eps["e10"], w.eps["e11"]
 	icmp := layers.IPProtocolICMPv6
 	host := hostMAC
-	for _, tc := range []struct {
-		name    string
-		to      *testEP
-		ingress int
-		frame   []byte
-		reason  int
-	}{
+	w.checkTo(t, "", []toCase{
 		{"echo from a neighbour", e8, e9.ifindex, frame6(t, mac(e9.mac), "fd00:6::3", "fd00:6::2", icmp, echo6), none},
 		{"from a neighbour's link-local address", e8, e9.ifindex, frame6(t, mac(e9.mac), "fe80::42:c6ff:fe12:603", "fe80::42:c6ff:fe12:602", icmp, echo6), none},
 		{"solicitation from a neighbour's address", e8, e9.ifindex,
@@ -327,11 +329,5 @@ func TestIPv6ToContainer(t *testing.T) {
 		{"routed in with a host address as source", e8, w.uplink, frame6(t, host, "fd00:6::1", "fd00:6::2", icmp, echo6), unsolicited},
 		{"routed in to an internal network", e11, w.uplink, frame6(t, host, "2001:db8:19::2", "fd00:8::2", icmp, echo6), internal},
 		{"an extension header longer than the packet", e8, e9.ifindex, frame6(t, mac(e9.mac), "fd00:6::3", "fd00:6::2", layers.IPProtocolIPv6HopByHop, []byte{58, 8, 1, 4, 0, 0, 0, 0}), malformed},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			w.ingress = tc.ingress
-			defer func() { w.ingress = 0 }()
-			w.expect(t, w.coll.ToContainer, tc.to.ifindex, tc.to.ifindex, toC, true, tc.frame, tc.reason)
-		})
-	}
+	})
 }
