@@ -374,7 +374,9 @@ static __always_inline __u32 judge6_from_container(struct __sk_buff *skb, const 
 	struct pkt6 p;
 	if (parse_ipv6(skb, &p) < 0)
 		return REASON_MALFORMED;
-	if (p.proto == IPPROTO_ICMPV6 && p.frag == FRAG_NONE &&
+	/* A first fragment counts too: a router advertisement in fragments is
+	 * still one (RFC 6980 asks receivers to ignore it; not all may). */
+	if (p.proto == IPPROTO_ICMPV6 && p.frag != FRAG_LATER &&
 	    ((p.icmp_type >= ICMPV6_MLD_QUERY && p.icmp_type <= ICMPV6_REDIRECT) || p.icmp_type == ICMPV6_MLD2_REPORT))
 		return nd6_from_container(skb, ep, &p);
 	int to_link = ip6_link_local(p.daddr) || ip6_multicast(p.daddr);

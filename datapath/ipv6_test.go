@@ -293,6 +293,7 @@ func TestIPv6FromContainer(t *testing.T) {
 		{"solicitation from a neighbour's address", e8, icmp6(t, own, "fd00:6::3", "ff02::1:ff00:1", 255, 135, nsBody("fd00:6::1", ndOption(1, own)), false), spoof},
 		{"solicitation into another network", e8, icmp6(t, own, "fd00:6::2", "fd00:7::2", 255, 135, nsBody("fd00:7::2", ndOption(1, own)), false), unsupported},
 		{"router advertisement", e8, icmp6(t, own, ll8, "ff02::1", 255, 134, make([]byte, 12), false), router},
+		{"router advertisement in a first fragment", e8, frame6(t, own, ll8, "ff02::1", layers.IPProtocolIPv6Fragment, fragHeader(icmp, 0, true), []byte{134, 0, 0, 0}, make([]byte, 12)), router},
 		{"redirect", e8, icmp6(t, own, ll8, ll9, 255, 137, make([]byte, 36), false), router},
 		{"MLDv2 report", e8, icmp6(t, own, ll8, "ff02::16", 1, 143, mld2, true), none},
 	} {
