@@ -323,6 +323,12 @@ static __always_inline int own_link_local(const __be32 *a, const __u8 *mac)
 	return a[2] == bpf_htonl(hi) && a[3] == bpf_htonl(lo);
 }
 
+/* has_ip6 reports whether ep is on a dual-stack network. */
+static __always_inline int has_ip6(const struct endpoint_info *ep)
+{
+	return (ep->ip6[0] | ep->ip6[1] | ep->ip6[2] | ep->ip6[3]) != 0;
+}
+
 static __always_inline int own_ip6(const struct endpoint_info *ep, const __be32 *a)
 {
 	return ip6_eq(a, ep->ip6) || own_link_local(a, ep->mac);
@@ -550,7 +556,7 @@ int from_container(struct __sk_buff *skb)
 		v = check_arp(skb, ep);
 		break;
 	case ETH_P_IPV6_BE:
-		if (ep->ip6[0] | ep->ip6[1] | ep->ip6[2] | ep->ip6[3])
+		if (has_ip6(ep))
 			v = judge6_from_container(skb, ep);
 		else
 			v = ipv6_control(skb, ep);
@@ -721,7 +727,7 @@ int to_container(struct __sk_buff *skb)
 	case ETH_P_ARP_BE:
 		return TC_ACT_OK;
 	case ETH_P_IPV6_BE: {
-		if (ep->ip6[0] | ep->ip6[1] | ep->ip6[2] | ep->ip6[3]) {
+		if (has_ip6(ep)) {
 			__u32 v = judge6_to_container(skb, ep, skb->ingress_ifindex);
 			return v == PASS ? TC_ACT_OK : drop(skb, ifindex, dir, v);
 		}

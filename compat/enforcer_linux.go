@@ -134,40 +134,36 @@ func (e *Enforcer) readSysctl(name string) (string, error) { return sysctl.Read(
 
 func (e *Enforcer) writeSysctl(name, v string) error { return sysctl.Write(e.sysctl, name, v) }
 
-// prepareForwarding turns IP forwarding on as Docker 20.10 does: only if it
-// was off does it also set the FORWARD policy to DROP.
-func (e *Enforcer) prepareForwarding() error {
-	c, err := forwarding.Enable(e.sysctl, forwarding.IPv4, e.ipt, func(c forwarding.Change) error {
-		e.led.Change = c
+// enableForwarding turns a family's forwarding on as Docker 20.10 does
+// (only if it was off does it also set ipt's FORWARD policy to DROP),
+// recording the change in led; it reports whether it turned it on.
+func (e *Enforcer) enableForwarding(f forwarding.Family, ipt forwarding.Policy, led *forwarding.Change) (bool, error) {
+	c, err := forwarding.Enable(e.sysctl, f, ipt, func(c forwarding.Change) error {
+		*led = c
 		return e.saveLedger()
 	})
 	if c.IPForwardSet {
-		e.led.Change = c
+		*led = c
 	}
-	return err
+	return c.IPForwardSet, err
 }
 
-// prepareIPv6Forwarding does the same for IPv6, once a network has it.
+// prepareIPv6Forwarding does it for IPv6 once a network has IPv6, and
+// warns about interfaces that then stop taking router advertisements.
 func (e *Enforcer) prepareIPv6Forwarding() error {
 	if e.led.IPv6Forwarding.IPForwardSet {
 		return nil
 	}
-	c, err := forwarding.Enable(e.sysctl, forwarding.IPv6, e.ipt6, func(c forwarding.Change) error {
-		e.led.IPv6Forwarding = c
-		return e.saveLedger()
-	})
-	if c.IPForwardSet {
-		e.led.IPv6Forwarding = c
-		if links := forwarding.RouterAdvertised(); len(links) > 0 {
-			e.log.Warn("IPv6 forwarding is now on, with which an interface whose accept_ra is 1 stops taking router advertisements: its IPv6 default route will expire (set accept_ra to 2 on it, as for Docker's --ipv6)", "interfaces", links)
-		}
+	set, err := e.enableForwarding(forwarding.IPv6, e.ipt6, &e.led.IPv6Forwarding)
+	if links := forwarding.RouterAdvertised(); set && len(links) > 0 {
+		e.log.Warn("IPv6 forwarding is now on, with which an interface whose accept_ra is 1 stops taking router advertisements: its IPv6 default route will expire (set accept_ra to 2 on it, as for Docker's --ipv6)", "interfaces", links)
 	}
 	return err
 }
 
 // Reconcile implements network.Enforcer.
 func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
-	if err := e.prepareForwarding(); err != nil {
+	if _, err := e.enableForwarding(forwarding.IPv4, e.ipt, &e.led.Change); err != nil {
 		return err
 	}
 	e.synced, e.chains = nil, nil
@@ -271,19 +267,20 @@ func (e *Enforcer) sync(v network.View) error {
 			return err
 		}
 	}
+	// icc=false is enforced in FORWARD, which bridged frames only reach
+	// with bridge netfilter on; Docker sets it for such networks (for
+	// ip6tables too when they have IPv6).
+	noICC, noICC6 := false, false
 	for _, n := range v.Networks {
-		if !n.ICC {
-			// icc=false is enforced in FORWARD, which bridged frames only
-			// reach with bridge netfilter on; Docker sets it for such
-			// networks (for ip6tables too when they have IPv6).
-			if err := e.ensureBridgeNetfilter("iptables"); err != nil {
-				return err
-			}
+		noICC = noICC || !n.ICC
+		noICC6 = noICC6 || (!n.ICC && n.DualStack())
+	}
+	for tables, need := range map[string]bool{"iptables": noICC, "ip6tables": noICC6} {
+		if !need {
+			continue
 		}
-		if !n.ICC && n.DualStack() {
-			if err := e.ensureBridgeNetfilter("ip6tables"); err != nil {
-				return err
-			}
+		if err := e.ensureBridgeNetfilter(tables); err != nil {
+			return err
 		}
 	}
 	want := map[ruleKey]bool{}
@@ -413,15 +410,8 @@ func (e *Enforcer) Cleanup(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("delete chain %s: %w", ch.Name, err))
 		}
 	}
-	errs = append(errs, forwarding.Restore(e.sysctl, forwarding.IPv4, e.ipt, e.led.Change))
-	if c := e.led.IPv6Forwarding; c.IPForwardSet {
-		// Without ip6tables nothing set the policy (Enable had no client).
-		var ipt6 forwarding.Policy
-		if e.ipt6 != nil {
-			ipt6 = e.ipt6
-		}
-		errs = append(errs, forwarding.Restore(e.sysctl, forwarding.IPv6, ipt6, c))
-	}
+	errs = append(errs, forwarding.Restore(e.sysctl, forwarding.IPv4, e.ipt, e.led.Change),
+		forwarding.Restore(e.sysctl, forwarding.IPv6, e.ipt6, e.led.IPv6Forwarding))
 	for _, br := range e.led.RouteLocalnet {
 		name := "net/ipv4/conf/" + br + "/route_localnet"
 		if _, err := e.readSysctl(name); err == nil {

@@ -104,6 +104,8 @@ type family struct {
 	ipv6 bool
 	// host is the prefix length of one address ("/32").
 	host string
+	// loopback is the loopback range, as Docker's rules write it.
+	loopback string
 	// subnet is a network's subnet of this family (invalid: none).
 	subnet func(n *network.Network) netip.Prefix
 	// addr is an endpoint's address of this family (invalid: none).
@@ -116,12 +118,12 @@ type family struct {
 }
 
 var (
-	ipv4 = family{host: "/32",
+	ipv4 = family{host: "/32", loopback: "127.0.0.0/8",
 		subnet:    func(n *network.Network) netip.Prefix { return n.Subnet },
 		addr:      func(ep *network.Endpoint) netip.Addr { return ep.IP },
 		dnat:      func(a netip.Addr, port uint16) string { return fmt.Sprintf("%s:%d", a, port) },
 		publishes: func(a netip.Addr) bool { return a.Is4() }}
-	ipv6 = family{ipv6: true, host: "/128",
+	ipv6 = family{ipv6: true, host: "/128", loopback: "::1/128",
 		subnet: func(n *network.Network) netip.Prefix { return n.Subnet6 },
 		addr:   func(ep *network.Endpoint) netip.Addr { return ep.IP6 },
 		dnat:   func(a netip.Addr, port uint16) string { return netip.AddrPortFrom(a, port).String() },
@@ -234,7 +236,7 @@ func render(v network.View, prefix string, mode Mode, f family) Ruleset {
 	// network's MASQUERADE.
 	add("nat", "PREROUTING", Insert, "-m addrtype --dst-type LOCAL -j %s", c.Prefix)
 	if mode == UserlandProxy {
-		add("nat", "OUTPUT", Insert, "! -d %s -m addrtype --dst-type LOCAL -j %s", loopback(f), c.Prefix)
+		add("nat", "OUTPUT", Insert, "! -d %s -m addrtype --dst-type LOCAL -j %s", f.loopback, c.Prefix)
 	} else {
 		add("nat", "OUTPUT", Insert, "-m addrtype --dst-type LOCAL -j %s", c.Prefix)
 	}
@@ -309,20 +311,12 @@ func render(v network.View, prefix string, mode Mode, f family) Ruleset {
 			addFix(DirectAccessFix, "raw", "PREROUTING", Append, "-d %s%s ! -i %s -j DROP", a, f.host, n.Bridge)
 		}
 		for _, p := range ep.Ports {
-			if p.HostIP.IsLoopback() && p.HostIP.Is4() && !f.ipv6 {
+			if p.HostIP.IsLoopback() && f.publishes(p.HostIP) {
 				addFix(LoopbackPortFix, "raw", "PREROUTING", Append, "-d %s%s ! -i lo -p %s -m %s --dport %d -j DROP", p.HostIP, f.host, p.Proto, p.Proto, p.HostPort)
 			}
 		}
 	}
 	return rs
-}
-
-// loopback is the family's loopback range, as Docker's rules write it.
-func loopback(f family) string {
-	if f.ipv6 {
-		return "::1/128"
-	}
-	return "127.0.0.0/8"
 }
 
 // The additions to Docker 20.10's layout: holes later Docker versions
