@@ -13,6 +13,46 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type BpfnetAlloc struct {
+	_     structs.HostLayout
+	T     BpfnetTuple
+	Rev   BpfnetNatEntry
+	Ports struct {
+		_      structs.HostLayout
+		Lo     uint32
+		Hi     uint32
+		SkipLo uint32
+		SkipHi uint32
+		Span   uint32
+	}
+	_       [4]byte
+	Now     uint64
+	Start   uint32
+	Found   uint8
+	Adopted uint8
+	_       [2]byte
+}
+
+type BpfnetAlloc6 struct {
+	_     structs.HostLayout
+	T     BpfnetTuple6
+	Rev   BpfnetNatEntry6
+	Ports struct {
+		_      structs.HostLayout
+		Lo     uint32
+		Hi     uint32
+		SkipLo uint32
+		SkipHi uint32
+		Span   uint32
+	}
+	_       [4]byte
+	Now     uint64
+	Start   uint32
+	Found   uint8
+	Adopted uint8
+	_       [2]byte
+}
+
 type BpfnetCtEntry struct {
 	_        structs.HostLayout
 	Created  uint64
@@ -144,6 +184,7 @@ type BpfnetGcArgs struct {
 	Mode    uint32
 	Addr    uint32
 	Removed uint64
+	Addr6   BpfnetIn6Key
 }
 
 type BpfnetGcMode uint32
@@ -186,6 +227,27 @@ type BpfnetNatEntry struct {
 		Pad    [3]uint8
 	}
 	_ [4]byte
+}
+
+type BpfnetNatEntry6 struct {
+	_        structs.HostLayout
+	Addr     BpfnetIn6Key
+	Port     uint16
+	Pad      uint16
+	Flags    uint32
+	Created  uint64
+	LastSeen uint64
+	Ifindex  uint32
+	Slot     uint32
+	Remote   BpfnetIn6Key
+	Tcp      struct {
+		_      structs.HostLayout
+		Ack    uint32
+		Win    uint32
+		Wscale uint8
+		Pad    [3]uint8
+	}
+	Pad2 uint32
 }
 
 type BpfnetNatFlag uint32
@@ -313,17 +375,31 @@ type BpfnetTuple struct {
 	Pad   [3]uint8
 }
 
+type BpfnetTuple6 struct {
+	_     structs.HostLayout
+	Saddr BpfnetIn6Key
+	Daddr BpfnetIn6Key
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type BpfnetUplinkInfo struct {
-	_    structs.HostLayout
-	Addr uint32
-	Pad  uint32
+	_     structs.HostLayout
+	Addr  uint32
+	Pad   uint32
+	Addr6 BpfnetIn6Key
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	BpfnetMapAllocScratch       = "alloc_scratch"
+	BpfnetMapAllocScratch6      = "alloc_scratch6"
 	BpfnetMapConntrack          = "conntrack"
+	BpfnetMapConntrack6         = "conntrack6"
 	BpfnetMapDrops              = "drops"
 	BpfnetMapEpByIfindex        = "ep_by_ifindex"
 	BpfnetMapEpByIp             = "ep_by_ip"
@@ -336,11 +412,14 @@ const (
 	BpfnetMapHostAddrs          = "host_addrs"
 	BpfnetMapHostAddrs6         = "host_addrs6"
 	BpfnetMapNatFwd             = "nat_fwd"
+	BpfnetMapNatFwd6            = "nat_fwd6"
 	BpfnetMapNatRev             = "nat_rev"
+	BpfnetMapNatRev6            = "nat_rev6"
 	BpfnetMapNetworks           = "networks"
 	BpfnetMapPeers              = "peers"
 	BpfnetMapPorts              = "ports"
 	BpfnetMapRemoteFlows        = "remote_flows"
+	BpfnetMapRemoteFlows6       = "remote_flows6"
 	BpfnetMapSockRev            = "sock_rev"
 	BpfnetMapStats              = "stats"
 	BpfnetMapSubnets            = "subnets"
@@ -442,30 +521,36 @@ type BpfnetProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfnetMapSpecs struct {
-	Conntrack   *ebpf.MapSpec `ebpf:"conntrack"`
-	Drops       *ebpf.MapSpec `ebpf:"drops"`
-	EpByIfindex *ebpf.MapSpec `ebpf:"ep_by_ifindex"`
-	EpByIp      *ebpf.MapSpec `ebpf:"ep_by_ip"`
-	EpByIp6     *ebpf.MapSpec `ebpf:"ep_by_ip6"`
-	EpFlows     *ebpf.MapSpec `ebpf:"ep_flows"`
-	EvBudget    *ebpf.MapSpec `ebpf:"ev_budget"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	Frags       *ebpf.MapSpec `ebpf:"frags"`
-	GcArgs      *ebpf.MapSpec `ebpf:"gc_args"`
-	HostAddrs   *ebpf.MapSpec `ebpf:"host_addrs"`
-	HostAddrs6  *ebpf.MapSpec `ebpf:"host_addrs6"`
-	NatFwd      *ebpf.MapSpec `ebpf:"nat_fwd"`
-	NatRev      *ebpf.MapSpec `ebpf:"nat_rev"`
-	Networks    *ebpf.MapSpec `ebpf:"networks"`
-	Peers       *ebpf.MapSpec `ebpf:"peers"`
-	Ports       *ebpf.MapSpec `ebpf:"ports"`
-	RemoteFlows *ebpf.MapSpec `ebpf:"remote_flows"`
-	SockRev     *ebpf.MapSpec `ebpf:"sock_rev"`
-	Stats       *ebpf.MapSpec `ebpf:"stats"`
-	Subnets     *ebpf.MapSpec `ebpf:"subnets"`
-	Subnets6    *ebpf.MapSpec `ebpf:"subnets6"`
-	Traffic     *ebpf.MapSpec `ebpf:"traffic"`
-	Uplinks     *ebpf.MapSpec `ebpf:"uplinks"`
+	AllocScratch  *ebpf.MapSpec `ebpf:"alloc_scratch"`
+	AllocScratch6 *ebpf.MapSpec `ebpf:"alloc_scratch6"`
+	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
+	Conntrack6    *ebpf.MapSpec `ebpf:"conntrack6"`
+	Drops         *ebpf.MapSpec `ebpf:"drops"`
+	EpByIfindex   *ebpf.MapSpec `ebpf:"ep_by_ifindex"`
+	EpByIp        *ebpf.MapSpec `ebpf:"ep_by_ip"`
+	EpByIp6       *ebpf.MapSpec `ebpf:"ep_by_ip6"`
+	EpFlows       *ebpf.MapSpec `ebpf:"ep_flows"`
+	EvBudget      *ebpf.MapSpec `ebpf:"ev_budget"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	Frags         *ebpf.MapSpec `ebpf:"frags"`
+	GcArgs        *ebpf.MapSpec `ebpf:"gc_args"`
+	HostAddrs     *ebpf.MapSpec `ebpf:"host_addrs"`
+	HostAddrs6    *ebpf.MapSpec `ebpf:"host_addrs6"`
+	NatFwd        *ebpf.MapSpec `ebpf:"nat_fwd"`
+	NatFwd6       *ebpf.MapSpec `ebpf:"nat_fwd6"`
+	NatRev        *ebpf.MapSpec `ebpf:"nat_rev"`
+	NatRev6       *ebpf.MapSpec `ebpf:"nat_rev6"`
+	Networks      *ebpf.MapSpec `ebpf:"networks"`
+	Peers         *ebpf.MapSpec `ebpf:"peers"`
+	Ports         *ebpf.MapSpec `ebpf:"ports"`
+	RemoteFlows   *ebpf.MapSpec `ebpf:"remote_flows"`
+	RemoteFlows6  *ebpf.MapSpec `ebpf:"remote_flows6"`
+	SockRev       *ebpf.MapSpec `ebpf:"sock_rev"`
+	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	Subnets       *ebpf.MapSpec `ebpf:"subnets"`
+	Subnets6      *ebpf.MapSpec `ebpf:"subnets6"`
+	Traffic       *ebpf.MapSpec `ebpf:"traffic"`
+	Uplinks       *ebpf.MapSpec `ebpf:"uplinks"`
 }
 
 // BpfnetVariableSpecs contains global variables before they are loaded into the kernel.
@@ -521,35 +606,44 @@ func (o *BpfnetObjects) Close() error {
 //
 // It can be passed to LoadBpfnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfnetMaps struct {
-	Conntrack   *ebpf.Map `ebpf:"conntrack"`
-	Drops       *ebpf.Map `ebpf:"drops"`
-	EpByIfindex *ebpf.Map `ebpf:"ep_by_ifindex"`
-	EpByIp      *ebpf.Map `ebpf:"ep_by_ip"`
-	EpByIp6     *ebpf.Map `ebpf:"ep_by_ip6"`
-	EpFlows     *ebpf.Map `ebpf:"ep_flows"`
-	EvBudget    *ebpf.Map `ebpf:"ev_budget"`
-	Events      *ebpf.Map `ebpf:"events"`
-	Frags       *ebpf.Map `ebpf:"frags"`
-	GcArgs      *ebpf.Map `ebpf:"gc_args"`
-	HostAddrs   *ebpf.Map `ebpf:"host_addrs"`
-	HostAddrs6  *ebpf.Map `ebpf:"host_addrs6"`
-	NatFwd      *ebpf.Map `ebpf:"nat_fwd"`
-	NatRev      *ebpf.Map `ebpf:"nat_rev"`
-	Networks    *ebpf.Map `ebpf:"networks"`
-	Peers       *ebpf.Map `ebpf:"peers"`
-	Ports       *ebpf.Map `ebpf:"ports"`
-	RemoteFlows *ebpf.Map `ebpf:"remote_flows"`
-	SockRev     *ebpf.Map `ebpf:"sock_rev"`
-	Stats       *ebpf.Map `ebpf:"stats"`
-	Subnets     *ebpf.Map `ebpf:"subnets"`
-	Subnets6    *ebpf.Map `ebpf:"subnets6"`
-	Traffic     *ebpf.Map `ebpf:"traffic"`
-	Uplinks     *ebpf.Map `ebpf:"uplinks"`
+	AllocScratch  *ebpf.Map `ebpf:"alloc_scratch"`
+	AllocScratch6 *ebpf.Map `ebpf:"alloc_scratch6"`
+	Conntrack     *ebpf.Map `ebpf:"conntrack"`
+	Conntrack6    *ebpf.Map `ebpf:"conntrack6"`
+	Drops         *ebpf.Map `ebpf:"drops"`
+	EpByIfindex   *ebpf.Map `ebpf:"ep_by_ifindex"`
+	EpByIp        *ebpf.Map `ebpf:"ep_by_ip"`
+	EpByIp6       *ebpf.Map `ebpf:"ep_by_ip6"`
+	EpFlows       *ebpf.Map `ebpf:"ep_flows"`
+	EvBudget      *ebpf.Map `ebpf:"ev_budget"`
+	Events        *ebpf.Map `ebpf:"events"`
+	Frags         *ebpf.Map `ebpf:"frags"`
+	GcArgs        *ebpf.Map `ebpf:"gc_args"`
+	HostAddrs     *ebpf.Map `ebpf:"host_addrs"`
+	HostAddrs6    *ebpf.Map `ebpf:"host_addrs6"`
+	NatFwd        *ebpf.Map `ebpf:"nat_fwd"`
+	NatFwd6       *ebpf.Map `ebpf:"nat_fwd6"`
+	NatRev        *ebpf.Map `ebpf:"nat_rev"`
+	NatRev6       *ebpf.Map `ebpf:"nat_rev6"`
+	Networks      *ebpf.Map `ebpf:"networks"`
+	Peers         *ebpf.Map `ebpf:"peers"`
+	Ports         *ebpf.Map `ebpf:"ports"`
+	RemoteFlows   *ebpf.Map `ebpf:"remote_flows"`
+	RemoteFlows6  *ebpf.Map `ebpf:"remote_flows6"`
+	SockRev       *ebpf.Map `ebpf:"sock_rev"`
+	Stats         *ebpf.Map `ebpf:"stats"`
+	Subnets       *ebpf.Map `ebpf:"subnets"`
+	Subnets6      *ebpf.Map `ebpf:"subnets6"`
+	Traffic       *ebpf.Map `ebpf:"traffic"`
+	Uplinks       *ebpf.Map `ebpf:"uplinks"`
 }
 
 func (m *BpfnetMaps) Close() error {
 	return _BpfnetClose(
+		m.AllocScratch,
+		m.AllocScratch6,
 		m.Conntrack,
+		m.Conntrack6,
 		m.Drops,
 		m.EpByIfindex,
 		m.EpByIp,
@@ -562,11 +656,14 @@ func (m *BpfnetMaps) Close() error {
 		m.HostAddrs,
 		m.HostAddrs6,
 		m.NatFwd,
+		m.NatFwd6,
 		m.NatRev,
+		m.NatRev6,
 		m.Networks,
 		m.Peers,
 		m.Ports,
 		m.RemoteFlows,
+		m.RemoteFlows6,
 		m.SockRev,
 		m.Stats,
 		m.Subnets,

@@ -28,6 +28,8 @@ func TestSharedStructLayouts(t *testing.T) {
 		"traffic_counts": BpfnetTrafficCounts{},
 		"tuple":          BpfnetTuple{},
 		"nat_entry":      BpfnetNatEntry{},
+		"tuple6":         BpfnetTuple6{},
+		"nat_entry6":     BpfnetNatEntry6{},
 		"frag_entry":     BpfnetFragEntry{},
 		"frag_key":       BpfnetFragKey{},
 		"uplink_info":    BpfnetUplinkInfo{},

@@ -35,6 +35,8 @@
  *                 (nat_exhausted when none is left); the host's own flows
  *                 from that address are recorded so containers never
  *                 collide with them.
+ *                 IPv6 likewise on the uplinks (NAT66 to the uplink's IPv6
+ *                 address; no IPv6 fast path or fragments yet).
  *
  * Passed packets leave with forward_mark set in skb->mark. Every hook on a
  * veth counts packets and bytes per direction and drops per reason.
@@ -223,83 +225,6 @@ static __always_inline __u32 ipv6_control(struct __sk_buff *skb, const struct en
  * published ports, the fast paths), the control plane refuses dual-stack
  * networks on this datapath. */
 
-#define IPV6_MAX_EXT 6 /* extension headers walked before the verdict */
-
-/* A parsed IPv6 packet: its addresses, the upper-layer protocol after the
- * extension headers and where it starts. */
-struct pkt6 {
-	__be32 saddr[4];
-	__be32 daddr[4];
-	__u32 l4_off;
-	__u8 proto;
-	__u8 hop_limit;
-	__u8 frag;      /* enum frag_kind */
-	__u8 icmp_type; /* ICMPv6 with its header (not a later fragment) */
-};
-
-struct ipv6_frag_hdr {
-	__u8 nexthdr;
-	__u8 reserved;
-	__be16 frag_off; /* offset in 8-byte units << 3, M flag in bit 0 */
-	__be32 id;
-};
-
-/* parse_ipv6 walks the IPv6 header and up to IPV6_MAX_EXT extension
- * headers (hop-by-hop, routing, destination options, fragment) to the
- * upper layer. Returns -1 for a packet too short for its headers, a bad
- * version or more extension headers than that. */
-static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt6 *p)
-{
-	struct ipv6hdr ip6;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
-		return -1;
-	__builtin_memcpy(p->saddr, ip6.saddr.in6_u.u6_addr32, 16);
-	__builtin_memcpy(p->daddr, ip6.daddr.in6_u.u6_addr32, 16);
-	p->hop_limit = ip6.hop_limit;
-	p->frag = FRAG_NONE;
-	p->icmp_type = 0;
-	__u8 next = ip6.nexthdr;
-	__u32 off = ETH_HLEN + sizeof(ip6);
-#pragma unroll
-	for (int i = 0; i < IPV6_MAX_EXT; i++) {
-		if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS) {
-			__u8 h[2];
-			if (bpf_skb_load_bytes(skb, off, h, 2) < 0)
-				return -1;
-			next = h[0];
-			off += (h[1] + 1) * 8;
-		} else if (next == IPPROTO_FRAGMENT) {
-			struct ipv6_frag_hdr fh;
-			if (bpf_skb_load_bytes(skb, off, &fh, sizeof(fh)) < 0)
-				return -1;
-			next = fh.nexthdr;
-			off += sizeof(fh);
-			__u16 fo = bpf_ntohs(fh.frag_off);
-			if (fo & 0xfff8) {
-				/* A later fragment: no upper-layer header here. */
-				p->frag = FRAG_LATER;
-				p->proto = next;
-				p->l4_off = off;
-				return 0;
-			}
-			if (fo & 1)
-				p->frag = FRAG_FIRST;
-		} else {
-			p->proto = next;
-			p->l4_off = off;
-			if (next == IPPROTO_ICMPV6 && bpf_skb_load_bytes(skb, off, &p->icmp_type, 1) < 0)
-				return -1;
-			return 0;
-		}
-	}
-	return -1;
-}
-
-static __always_inline int ip6_eq(const __be32 *a, const __be32 *b)
-{
-	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
-}
-
 static __always_inline int ip6_link_local(const __be32 *a)
 {
 	return (bpf_ntohl(a[0]) & 0xffc00000) == 0xfe800000;
@@ -354,10 +279,10 @@ static __always_inline __u32 nd6_from_container(struct __sk_buff *skb, const str
 	int nd = type >= ICMPV6_RS && type <= ICMPV6_REDIRECT;
 	if (p->hop_limit != (nd ? 255 : 1))
 		return REASON_UNSUPPORTED;
-	if (!own_ip6(ep, p->saddr) && !(ipv6_unspecified(p->saddr) && type != ICMPV6_NA))
+	if (!own_ip6(ep, p->saddr.a) && !(ipv6_unspecified(p->saddr.a) && type != ICMPV6_NA))
 		return REASON_SPOOF;
-	__u32 *dnet = subnet6_of(p->daddr);
-	if (!ip6_link_local(p->daddr) && (bpf_ntohl(p->daddr[0]) >> 16) != 0xff02 && !(dnet && *dnet == ep->net_id))
+	__u32 *dnet = subnet6_of(p->daddr.a);
+	if (!ip6_link_local(p->daddr.a) && (bpf_ntohl(p->daddr.a[0]) >> 16) != 0xff02 && !(dnet && *dnet == ep->net_id))
 		return REASON_UNSUPPORTED;
 	if (type == ICMPV6_NA) {
 		struct in6_key target;
@@ -385,24 +310,37 @@ static __always_inline __u32 judge6_from_container(struct __sk_buff *skb, const 
 	if (p.proto == IPPROTO_ICMPV6 && p.frag != FRAG_LATER &&
 	    ((p.icmp_type >= ICMPV6_MLD_QUERY && p.icmp_type <= ICMPV6_REDIRECT) || p.icmp_type == ICMPV6_MLD2_REPORT))
 		return nd6_from_container(skb, ep, &p);
-	int to_link = ip6_link_local(p.daddr) || ip6_multicast(p.daddr);
-	if (!ip6_eq(p.saddr, ep->ip6) && !(to_link && own_link_local(p.saddr, ep->mac)))
+	int to_link = ip6_link_local(p.daddr.a) || ip6_multicast(p.daddr.a);
+	if (!ip6_eq(p.saddr.a, ep->ip6) && !(to_link && own_link_local(p.saddr.a, ep->mac)))
 		return REASON_SPOOF;
-	if (ip6_multicast(p.daddr))
+	if (ip6_multicast(p.daddr.a))
 		return PASS;
-	if (ip6_link_local(p.daddr)) /* on the link: a neighbour, as far as anyone can tell */
+	if (ip6_link_local(p.daddr.a)) /* on the link: a neighbour, as far as anyone can tell */
 		return between(ep->net_id, ep->net_id);
-	struct ip_endpoint *peer = bpf_map_lookup_elem(&ep_by_ip6, p.daddr);
+	struct ip_endpoint *peer = bpf_map_lookup_elem(&ep_by_ip6, p.daddr.a);
 	if (peer)
 		return between(ep->net_id, peer->net_id);
-	if (bpf_map_lookup_elem(&host_addrs6, p.daddr))
+	if (bpf_map_lookup_elem(&host_addrs6, p.daddr.a))
 		return PASS;
-	__u32 *dnet = subnet6_of(p.daddr);
+	__u32 *dnet = subnet6_of(p.daddr.a);
 	if (dnet) /* an address of a managed subnet nobody has yet */
 		return between(ep->net_id, *dnet);
 	if (ep->net_flags & NET_F_INTERNAL)
 		return REASON_INTERNAL;
-	return REASON_UNSUPPORTED; /* the outside, until NAT66 lands */
+	return ct_outbound6(skb, &p, ep->slot); /* the outside */
+}
+
+/* judge6_from_outside judges an IPv6 packet from outside the host (routed
+ * in, already translated back) for network net_id: only replies to
+ * tracked flows and ICMPv6 errors about them enter, and nothing enters an
+ * internal network. Later fragments are not followed yet. */
+static __always_inline __u32 judge6_from_outside(__u32 net_id, const struct pkt6 *p)
+{
+	if (net_flags(net_id) & NET_F_INTERNAL)
+		return REASON_INTERNAL;
+	if (p->frag == FRAG_LATER)
+		return REASON_FRAGMENT;
+	return ct_reply6(p) ? PASS : REASON_UNSOLICITED;
 }
 
 /* judge6_to_container returns the verdict for an IPv6 packet on its way
@@ -411,7 +349,7 @@ static __always_inline __u32 judge6_from_container(struct __sk_buff *skb, const 
  * that endpoint's from_container: it gets the icc and isolation verdicts.
  * Anything else the host stack sent: its own packets pass (a host address
  * as source, made here or looped back), and what it routed in is the
- * outside's, unsolicited until IPv6 connection tracking lands. */
+ * outside's (judge6_from_outside). */
 static __always_inline __u32 judge6_to_container(struct __sk_buff *skb, const struct endpoint_info *ep, __u32 in)
 {
 	struct pkt6 p;
@@ -422,15 +360,13 @@ static __always_inline __u32 judge6_to_container(struct __sk_buff *skb, const st
 	struct endpoint_info *src = bpf_map_lookup_elem(&ep_by_ifindex, &in);
 	if (src)
 		return between(src->net_id, ep->net_id);
-	if ((in == 0 || in == LOOPBACK_IFINDEX) && bpf_map_lookup_elem(&host_addrs6, p.saddr))
+	if ((in == 0 || in == LOOPBACK_IFINDEX) && bpf_map_lookup_elem(&host_addrs6, p.saddr.a))
 		return PASS;
 	/* Router messages and the rest of the link's control traffic come
 	 * from the host's link-local addresses. */
-	if (in == 0 && ip6_link_local(p.saddr))
+	if (in == 0 && ip6_link_local(p.saddr.a))
 		return PASS;
-	if (ep->net_flags & NET_F_INTERNAL)
-		return REASON_INTERNAL;
-	return REASON_UNSOLICITED;
+	return judge6_from_outside(ep->net_id, &p);
 }
 
 /* ARP for Ethernet/IPv4 whose sender is the endpoint (or 0.0.0.0 for an
@@ -770,103 +706,50 @@ int to_container(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-/* untranslate reverses the translation of a packet arriving on an uplink:
- * a reply to a container's translated flow, a packet of a connection to a
- * published port, an ICMP error about either (sent to the flow's own
- * translated address), or a later fragment of one; p is updated to the
- * packet as translated back. Returns -1 if the packet belongs to no
- * translation, 1 for a flow of the host's (left alone). */
-static __always_inline int untranslate(struct __sk_buff *skb, struct pkt *p)
+/* masq_addr is the source the flows of masquerading network n get on
+ * uplink ifindex: its host_ipv4, else the uplink's address; -1 if there is
+ * none. */
+static __always_inline int masq_addr(const struct network_info *n, __u32 ifindex, __be32 *addr)
 {
-	__u64 now = bpf_ktime_get_ns();
-	if (p->frag == FRAG_LATER) {
-		struct frag_entry *fe = frag_of(p, now);
-		__be32 to = fe ? fe->new_daddr : 0;
-		if (!fe) {
-			to = early_fragment(p, now);
-			if (to && to != p->daddr)
-				frag_first(p, 0, to, now);
-		}
-		if (!to || to == p->daddr || rewrite(skb, p, 1, to, 0) < 0)
-			return -1;
-		p->daddr = to;
+	*addr = n->snat_ip;
+	if (*addr)
 		return 0;
-	}
-	if (p->has_inner) {
-		/* The quoted packet is one a container sent, as translated; the
-		 * error must be addressed to its (translated) source. */
-		if (p->daddr != p->inner_saddr)
-			return -1;
-		struct tuple q = {.saddr = p->inner_saddr, .daddr = p->inner_daddr, .sport = p->inner_sport,
-				  .dport = p->inner_dport, .proto = p->inner_proto};
-		struct tuple r = reply_of(&q);
-		struct nat_entry *e = bpf_map_lookup_elem(&nat_rev, &r);
-		if (!e || !nat_live(&r, e, now))
-			return -1;
-		if (e->flags & NAT_F_HOST)
-			return 1;
-		__be32 addr = e->addr;
-		__be16 port = e->port;
-		if (rewrite_icmp_error(skb, p, 1, addr, addr, port) < 0)
-			return -1;
-		p->daddr = addr;
-		p->inner_saddr = addr;
-		p->inner_sport = port;
-		return 0;
-	}
-	struct tuple r = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
-	if (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY)
+	struct uplink_info *u = bpf_map_lookup_elem(&uplinks, &ifindex);
+	if (!u || !u->addr)
 		return -1;
-	struct nat_entry *e = bpf_map_lookup_elem(&nat_rev, &r);
-	if (!e || !nat_live(&r, e, now))
-		return -1;
-	if (e->flags & NAT_F_HOST) {
-		e->last_seen = now;
-		return 1;
-	}
-	/* A pure SYN starts a connection: it is never a reply to a container's
-	 * translated flow (the peer would answer with SYN-ACK). */
-	if (!(e->flags & NAT_F_DNAT) && tcp_syn_only(p))
-		return -1;
-	__be32 addr = e->addr;
-	__be16 port = e->port;
-	/* Packets to a published port start the connection: no reply. */
-	__u32 replied = (e->flags & NAT_F_DNAT) ? 0 : CT_F_REPLIED;
-	struct tuple k = fwd_key_of(&r, e);
-	struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &k);
-	__u32 close = 0;
-	if (f) {
-		/* A RST or FIN from this side ends the flow only inside the
-		 * window the container advertised. */
-		close = remote_flags(&f->tcp, f->flags, p);
-		f->last_seen = now;
-		f->flags |= replied | close;
-	}
-	e->last_seen = now;
-	e->flags |= replied | close;
-	if (rewrite(skb, p, 1, addr, port) < 0)
-		return -1;
-	if (p->frag == FRAG_FIRST)
-		frag_first(p, 0, addr, now);
-	peer_replied(p->saddr, p->daddr, addr, p->proto, now);
-	p->daddr = addr;
-	p->dport = port;
-	if (p->proto == IPPROTO_ICMP)
-		p->sport = port;
+	*addr = u->addr;
 	return 0;
 }
 
-/* uplink_ipv4 parses an IPv4 packet on an uplink; anything else (and a
- * malformed packet) is the host's business: -1. */
-static __always_inline int uplink_ipv4(struct __sk_buff *skb, struct pkt *p)
+/* masq_addr6 is masq_addr for IPv6: the uplink's IPv6 address (IPv6 has
+ * no host_ipv4 counterpart here). */
+static __always_inline int masq_addr6(const struct network_info *n, __u32 ifindex, struct in6_key *addr)
+{
+	struct uplink_info *u = bpf_map_lookup_elem(&uplinks, &ifindex);
+	if (!u || !(u->addr6.a[0] | u->addr6.a[1] | u->addr6.a[2] | u->addr6.a[3]))
+		return -1;
+	*addr = u->addr6;
+	return 0;
+}
+
+#define FAMILY 4
+#include "translate_family.h"
+#undef FAMILY
+#define FAMILY 6
+#include "translate_family.h"
+#undef FAMILY
+
+/* uplink_proto returns the Ethernet type of a frame on an uplink, 0 for
+ * one too short to have it. */
+static __always_inline __be16 uplink_proto(struct __sk_buff *skb)
 {
 	pull(skb, ETH_HLEN);
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end || eth->h_proto != ETH_P_IP_BE)
-		return -1;
-	return parse_ipv4(skb, p);
+	if ((void *)(eth + 1) > end)
+		return 0;
+	return eth->h_proto;
 }
 
 static __always_inline int is_loopback(__be32 a)
@@ -884,12 +767,64 @@ static __always_inline int spoofed_outside(__be32 s)
 	return is_host_addr(s) || is_loopback(s) || is_multi(s) || subnet_of(s);
 }
 
+static __always_inline int is_host_addr6(const struct in6_key *a)
+{
+	return bpf_map_lookup_elem(&host_addrs6, a) != 0;
+}
+
+/* spoofed_outside6 is spoofed_outside for IPv6: a host address, ::1,
+ * multicast or a managed subnet. */
+static __always_inline int spoofed_outside6(const struct in6_key *s)
+{
+	int loopback = !(s->a[0] | s->a[1] | s->a[2]) && s->a[3] == bpf_htonl(1);
+	return loopback || ip6_multicast(s->a) || is_host_addr6(s) || subnet6_of(s->a);
+}
+
+/* drop_to_network6 is drop_to_network for IPv6. */
+static __always_inline int drop_to_network6(struct __sk_buff *skb, __u32 net_id, const struct pkt6 *p, __u32 reason)
+{
+	__u32 at = net_id;
+	struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip6, &p->daddr);
+	if (dst && dst->net_id == net_id)
+		at = dst->ifindex;
+	return drop(skb, at, DIR_TO_CONTAINER, reason);
+}
+
+/* from_uplink6 is from_uplink for IPv6: replies to translated flows are
+ * translated back, and what is for a managed subnet is judged and left to
+ * the host's stack (no IPv6 fast path yet). */
+static __always_inline int from_uplink6(struct __sk_buff *skb)
+{
+	struct pkt6 p;
+	if (parse_ipv6(skb, &p) < 0)
+		return TC_ACT_UNSPEC;
+	if (skb->pkt_type != PACKET_LOOPBACK && spoofed_outside6(&p.saddr)) {
+		stat_inc(STAT_UPLINK_SPOOFED);
+		__u32 *dnet = subnet6_of(p.daddr.a);
+		return dnet ? drop_to_network6(skb, *dnet, &p, REASON_SPOOF) : TC_ACT_SHOT;
+	}
+	if (untranslate6(skb, &p) > 0)
+		return TC_ACT_UNSPEC; /* a reply to the host */
+	__u32 *dnet = subnet6_of(p.daddr.a);
+	if (!dnet)
+		return TC_ACT_UNSPEC;
+	__u32 net_id = *dnet;
+	__u32 v = judge6_from_outside(net_id, &p);
+	if (v != PASS)
+		return drop_to_network6(skb, net_id, &p, v);
+	skb->mark |= forward_mark;
+	return TC_ACT_UNSPEC;
+}
+
 SEC("tc")
 int from_uplink(struct __sk_buff *skb)
 {
+	__be16 proto = uplink_proto(skb);
+	if (proto == ETH_P_IPV6_BE)
+		return from_uplink6(skb);
 	struct pkt p;
-	if (uplink_ipv4(skb, &p) < 0)
-		return TC_ACT_UNSPEC;
+	if (proto != ETH_P_IP_BE || parse_ipv4(skb, &p) < 0)
+		return TC_ACT_UNSPEC; /* the host's business */
 	/* The host's own multicast and broadcast, looped back, come in here
 	 * with its own source: the kernel's business. */
 	if (skb->pkt_type != PACKET_LOOPBACK && spoofed_outside(p.saddr)) {
@@ -929,79 +864,6 @@ int from_uplink(struct __sk_buff *skb)
 	return TC_ACT_UNSPEC;
 }
 
-/* translate applies (or creates) the translation of a packet a container
- * of network n sends out of uplink ifindex: the reverse of a connection to
- * a published port, else masquerade or host_ipv4 SNAT when the network has
- * it (masq). */
-static __always_inline __u32 translate(struct __sk_buff *skb, struct pkt *p, const struct network_info *n, __u32 ifindex,
-				       int masq)
-{
-	__u64 now = bpf_ktime_get_ns();
-	if (p->frag == FRAG_LATER) {
-		struct frag_entry *fe = frag_of(p, now);
-		if (!fe || !fe->new_saddr)
-			return masq ? REASON_FRAGMENT : PASS;
-		return rewrite(skb, p, 0, fe->new_saddr, 0) < 0 ? REASON_MALFORMED : PASS;
-	}
-	if (p->has_inner) {
-		/* An ICMP error about a packet the container got: the quoted
-		 * packet went remote → container, as translated back, and the
-		 * error must come from its destination. */
-		if (p->saddr != p->inner_daddr)
-			return masq ? REASON_SPOOF : PASS;
-		struct tuple q = {.saddr = p->inner_daddr, .daddr = p->inner_saddr, .sport = p->inner_dport,
-				  .dport = p->inner_sport, .proto = p->inner_proto};
-		struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &q);
-		if (!f || !nat_live(&q, f, now))
-			return masq ? REASON_UNSOLICITED : PASS; /* never leak a masqueraded address */
-		return rewrite_icmp_error(skb, p, 0, f->addr, f->addr, f->port) < 0 ? REASON_MALFORMED : PASS;
-	}
-	if (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO && p->icmp_type != ICMP_ECHOREPLY)
-		return masq ? REASON_UNSUPPORTED : PASS;
-	struct tuple k = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
-	struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &k);
-	__be32 addr = 0;
-	__be16 port = 0;
-	if (f && (f->flags & NAT_F_DNAT) && nat_live(&k, f, now)) {
-		/* A reply on a connection to a published port. */
-		if (nat_refresh(skb, &k, f, p, CT_F_REPLIED, now) < 0)
-			return REASON_UNSOLICITED;
-		addr = f->addr;
-		port = f->port;
-		goto out;
-	}
-	if (!masq)
-		return PASS;
-	addr = n->snat_ip;
-	if (!addr) {
-		struct uplink_info *u = bpf_map_lookup_elem(&uplinks, &ifindex);
-		if (!u || !u->addr)
-			return REASON_NAT_EXHAUSTED; /* no address to masquerade to */
-		addr = u->addr;
-	}
-	/* The flow's translation, refreshed (and revived, or its reply half
-	 * restored, as needed); stale (another address, or its reply tuple
-	 * taken over) it is replaced. */
-	if (f && (f->addr != addr || (f->flags & NAT_F_DNAT) || nat_refresh(skb, &k, f, p, 0, now) < 0)) {
-		nat_pair_delete(&k, f);
-		f = 0;
-	}
-	if (f) {
-		port = f->port;
-	} else {
-		struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p->saddr);
-		__u32 v = nat_alloc(skb, &k, addr, src ? src->ifindex : 0, src ? src->slot : 0, p, &port);
-		if (v != PASS)
-			return v;
-	}
-out:
-	if (rewrite(skb, p, 0, addr, port) < 0)
-		return REASON_MALFORMED;
-	if (p->frag == FRAG_FIRST)
-		frag_first(p, addr, 0, now);
-	return PASS;
-}
-
 /* host_error translates, in an ICMP error the host itself sends out of an
  * uplink about a packet it forwarded to a container (already translated
  * back), the quoted packet's container address and port to what the
@@ -1018,11 +880,38 @@ static __always_inline void host_error(struct __sk_buff *skb, const struct pkt *
 		rewrite_icmp_error(skb, p, 0, p->saddr, f->addr, f->port);
 }
 
-SEC("tc")
-int to_uplink(struct __sk_buff *skb)
+/* to_uplink6 is to_uplink for IPv6: packets of containers on
+ * masquerading networks get the uplink's IPv6 address and a free port.
+ * A function of its own (as is to_uplink4): the two versions' stack
+ * frames together would exceed BPF's 512 bytes. */
+static __noinline int to_uplink6(struct __sk_buff *skb)
+{
+	struct pkt6 p;
+	if (parse_ipv6(skb, &p) < 0)
+		return TC_ACT_UNSPEC;
+	__u32 ifindex = skb->ifindex;
+	__u32 *snet = subnet6_of(p.saddr.a);
+	if (!snet) {
+		struct uplink_info *u = bpf_map_lookup_elem(&uplinks, &ifindex);
+		if (u && ip6_eq(u->addr6.a, p.saddr.a))
+			nat_host6(&p);
+		return TC_ACT_UNSPEC;
+	}
+	__u32 net_id = *snet;
+	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
+	if (!n)
+		return TC_ACT_UNSPEC;
+	__u32 v = translate6(skb, &p, n, ifindex, n->flags & NET_F_MASQUERADE);
+	if (v == PASS)
+		return TC_ACT_UNSPEC;
+	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip6, &p.saddr);
+	return drop(skb, src ? src->ifindex : net_id, DIR_FROM_CONTAINER, v);
+}
+
+static __noinline int to_uplink4(struct __sk_buff *skb)
 {
 	struct pkt p;
-	if (uplink_ipv4(skb, &p) < 0)
+	if (parse_ipv4(skb, &p) < 0)
 		return TC_ACT_UNSPEC;
 	__u32 ifindex = skb->ifindex;
 	__u32 *snet = subnet_of(p.saddr);
@@ -1043,6 +932,17 @@ int to_uplink(struct __sk_buff *skb)
 	/* Count on the container that sent it. */
 	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p.saddr);
 	return drop_pkt(skb, src ? src->ifindex : net_id, DIR_FROM_CONTAINER, v, &p);
+}
+
+SEC("tc")
+int to_uplink(struct __sk_buff *skb)
+{
+	__be16 proto = uplink_proto(skb);
+	if (proto == ETH_P_IP_BE)
+		return to_uplink4(skb);
+	if (proto == ETH_P_IPV6_BE)
+		return to_uplink6(skb);
+	return TC_ACT_UNSPEC;
 }
 
 /*

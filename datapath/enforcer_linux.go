@@ -224,7 +224,7 @@ func (e *Enforcer) EndpointRemoved(ctx context.Context, v network.View, ep *netw
 	if err != nil || !known {
 		return err
 	}
-	if err := e.nat.purge(be32(ep.IP)); err != nil {
+	if err := e.nat.purge(ep.IP, ep.IP6); err != nil {
 		return err
 	}
 	return e.policy.detachEndpoint(ep)

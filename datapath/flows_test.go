@@ -170,7 +170,7 @@ func TestPurgeEndpoint(t *testing.T) {
 	for it := w.coll.Ports.Iterate(); it.Next(&pk, &pb); {
 		must(t, w.coll.Ports.Delete(pk))
 	}
-	must(t, w.nat().purge(be32(netip.MustParseAddr(e1.ip))))
+	must(t, w.nat().purge(netip.MustParseAddr(e1.ip), netip.Addr{}))
 	fwd, rev, ct = w.tables(t)
 	if fwd != 1 || rev != 1 || ct != 1 {
 		t.Errorf("after: %d forward, %d reply halves, %d tracked flows; want e2's 1, 1, 1", fwd, rev, ct)

@@ -18,11 +18,11 @@ import (
 	"github.com/bpfnet/bpfnet/loader"
 )
 
-// hostAddrs keeps two maps in step with the host namespace's addresses:
-// host_addrs (every IPv4 address of the host, which containers may only
-// reach as the policy allows) and uplinks (each uplink's masquerade
-// address). mu serialises the address watcher against start-up and
-// network changes.
+// hostAddrs keeps three maps in step with the host namespace's addresses:
+// host_addrs and host_addrs6 (every IPv4 address of the host, and every
+// IPv6 one but link-local, which containers may only reach as the policy
+// allows) and uplinks (each uplink's masquerade addresses). mu serialises
+// the address watcher against start-up and network changes.
 type hostAddrs struct {
 	log     *slog.Logger
 	coll    *loader.Collection
@@ -36,8 +36,15 @@ func netipAddr(ip net.IP) (netip.Addr, bool) {
 	return a, ok && ip.To4() != nil
 }
 
-// sync makes host_addrs hold the host's IPv4 addresses and uplinks the
-// uplinks' masquerade addresses.
+// hostAddr6 returns an IPv6 address for host_addrs6: any but link-local
+// ones, which the programs recognise by their prefix.
+func hostAddr6(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	return a, ok && ip.To4() == nil && a.Is6() && !a.IsLinkLocalUnicast()
+}
+
+// sync makes host_addrs and host_addrs6 hold the host's addresses and
+// uplinks the uplinks' masquerade addresses.
 func (h *hostAddrs) sync() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -45,17 +52,19 @@ func (h *hostAddrs) sync() error {
 }
 
 func (h *hostAddrs) syncLocked() error {
-	addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := netlinksafe.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("list host addresses: %w", err)
 	}
-	want := map[uint32]uint32{}
+	want, want6 := map[uint32]uint32{}, map[bpf.BpfnetIn6Key]uint32{}
 	for _, a := range addrs {
 		if ip, ok := netipAddr(a.IP); ok {
 			want[be32(ip)] = 1
+		} else if ip, ok := hostAddr6(a.IP); ok {
+			want6[in6(ip)] = 1
 		}
 	}
-	return errors.Join(syncMap(h.coll.HostAddrs, want), h.syncUplinks())
+	return errors.Join(syncMap(h.coll.HostAddrs, want), syncMap(h.coll.HostAddrs6, want6), h.syncUplinks())
 }
 
 // add makes one address a host address now (a new network's gateway):
@@ -71,8 +80,9 @@ func (h *hostAddrs) add(ip netip.Addr) error {
 	return nil
 }
 
-// syncUplinks puts each uplink's primary IPv4 address (the masquerade
-// source, as MASQUERADE picks it) in the uplinks map (callers hold h.mu).
+// syncUplinks puts each uplink's masquerade addresses in the uplinks map
+// (callers hold h.mu): its primary IPv4 address, as MASQUERADE picks it,
+// and its first usable global IPv6 address.
 func (h *hostAddrs) syncUplinks() error {
 	want := map[uint32]bpf.BpfnetUplinkInfo{}
 	for _, name := range h.uplinks {
@@ -80,15 +90,19 @@ func (h *hostAddrs) syncUplinks() error {
 		if err != nil {
 			continue
 		}
-		addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_V4)
+		addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_ALL)
 		if err != nil {
 			return fmt.Errorf("addresses of uplink %s: %w", name, err)
 		}
 		info := bpf.BpfnetUplinkInfo{}
+		var have, have6 bool
 		for _, a := range addrs {
-			if ip, ok := netipAddr(a.IP); ok && a.Flags&unix.IFA_F_SECONDARY == 0 {
-				info.Addr = be32(ip)
-				break
+			if ip, ok := netipAddr(a.IP); ok && !have && a.Flags&unix.IFA_F_SECONDARY == 0 {
+				info.Addr, have = be32(ip), true
+			}
+			unusable := unix.IFA_F_DEPRECATED | unix.IFA_F_TENTATIVE | unix.IFA_F_DADFAILED
+			if ip, ok := hostAddr6(a.IP); ok && !have6 && ip.IsGlobalUnicast() && a.Flags&unusable == 0 {
+				info.Addr6, have6 = in6(ip), true
 			}
 		}
 		want[uint32(l.Attrs().Index)] = info
@@ -139,13 +153,21 @@ func (h *hostAddrs) watch(ctx context.Context, ch <-chan netlink.AddrUpdate) {
 				return
 			}
 			ip, v4 := netipAddr(u.LinkAddress.IP)
-			if !v4 {
+			ip6, v6 := hostAddr6(u.LinkAddress.IP)
+			if !v4 && !v6 {
 				continue
 			}
 			h.mu.Lock()
 			var err error
 			if u.NewAddr {
-				err = h.coll.HostAddrs.Put(be32(ip), uint32(1))
+				if v4 {
+					err = h.coll.HostAddrs.Put(be32(ip), uint32(1))
+				} else {
+					err = h.coll.HostAddrs6.Put(in6(ip6), uint32(1))
+				}
+				// An IPv6 address becomes usable (DAD done) in a later
+				// notification of the same address: the uplink is looked
+				// at again each time.
 				if h.isUplink(u.LinkIndex) {
 					err = errors.Join(err, h.syncUplinks())
 				}

@@ -9,6 +9,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/vishvananda/netlink"
 
+	"github.com/bpfnet/bpfnet/bpf"
 	"github.com/bpfnet/bpfnet/network"
 )
 
@@ -126,12 +127,16 @@ func (w *world) checkTo(t *testing.T, prefix string, cases []toCase) {
 	}
 }
 
-// The dual-stack part of the world (issue 18): three networks with an
+// The uplink's IPv6 address (the masquerade source) and a host outside.
+const uplinkAddr6, outsideAddr6 = "2001:db8:19::1", "2001:db8:19::2"
+
+// The dual-stack part of the world (issue 18): four networks with an
 // IPv6 subnet besides their IPv4 one, and their endpoints.
 //
-//	n6 198.18.6.0/24 fd00:6::/64 icc       e8 fd00:6::2  e9 fd00:6::3
-//	n7 198.18.7.0/24 fd00:7::/64 no icc    e10 fd00:7::2
-//	n8 198.18.8.0/24 fd00:8::/64 internal  e11 fd00:8::2
+//	n6 198.18.6.0/24 fd00:6::/64 icc            e8 fd00:6::2  e9 fd00:6::3
+//	n7 198.18.7.0/24 fd00:7::/64 no icc         e10 fd00:7::2
+//	n8 198.18.8.0/24 fd00:8::/64 internal       e11 fd00:8::2
+//	n9 198.18.9.0/24 fd00:9::/64 no masquerade  e12 fd00:9::2
 //
 // Their gateways (::1) and the uplink's 2001:db8:19::1 are host addresses.
 func (w *world) addDualStack(t *testing.T) {
@@ -140,14 +145,16 @@ func (w *world) addDualStack(t *testing.T) {
 		{Name: "n6", Subnet: netip.MustParsePrefix("198.18.6.0/24"), Subnet6: netip.MustParsePrefix("fd00:6::/64"), ICC: true, Masquerade: true},
 		{Name: "n7", Subnet: netip.MustParsePrefix("198.18.7.0/24"), Subnet6: netip.MustParsePrefix("fd00:7::/64"), Masquerade: true},
 		{Name: "n8", Subnet: netip.MustParsePrefix("198.18.8.0/24"), Subnet6: netip.MustParsePrefix("fd00:8::/64"), ICC: true, Internal: true},
+		{Name: "n9", Subnet: netip.MustParsePrefix("198.18.9.0/24"), Subnet6: netip.MustParsePrefix("fd00:9::/64"), ICC: true},
 	}
 	eps := []*testEP{
 		{name: "e8", ip: "198.18.6.2", mac: "02:42:c6:12:06:02", net: "n6"},
 		{name: "e9", ip: "198.18.6.3", mac: "02:42:c6:12:06:03", net: "n6"},
 		{name: "e10", ip: "198.18.7.2", mac: "02:42:c6:12:07:02", net: "n7"},
 		{name: "e11", ip: "198.18.8.2", mac: "02:42:c6:12:08:02", net: "n8"},
+		{name: "e12", ip: "198.18.9.2", mac: "02:42:c6:12:09:02", net: "n9"},
 	}
-	ip6 := map[string]string{"e8": "fd00:6::2", "e9": "fd00:6::3", "e10": "fd00:7::2", "e11": "fd00:8::2"}
+	ip6 := map[string]string{"e8": "fd00:6::2", "e9": "fd00:6::3", "e10": "fd00:7::2", "e11": "fd00:8::2", "e12": "fd00:9::2"}
 	err := w.ns.Do(func() error {
 		for _, n := range nets {
 			if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br-" + n.Name}}); err != nil {
@@ -183,7 +190,8 @@ func (w *world) addDualStack(t *testing.T) {
 		must(t, w.coll.Subnets6.Put(subnet6Key(n.Subnet6), id))
 		must(t, w.coll.HostAddrs6.Put(in6(n.Subnet6.Addr().Next()), uint32(1)))
 	}
-	must(t, w.coll.HostAddrs6.Put(in6(netip.MustParseAddr("2001:db8:19::1")), uint32(1)))
+	must(t, w.coll.HostAddrs6.Put(in6(netip.MustParseAddr(uplinkAddr6)), uint32(1)))
+	must(t, w.coll.Uplinks.Put(uint32(w.uplink), bpf.BpfnetUplinkInfo{Addr: be32(netip.MustParseAddr(uplinkAddr)), Addr6: in6(netip.MustParseAddr(uplinkAddr6))}))
 	for i, ep := range eps {
 		ep.slot = uint32(len(w.eps) + 1 + i)
 		w.eps[ep.name] = ep
@@ -235,7 +243,8 @@ func fragHeader(next layers.IPProtocol, offset uint16, more bool) []byte {
 // one, the modified EUI-64 of its MAC, towards the link), whatever
 // extension headers precede the upper layer; its neighbour discovery
 // advertises its own addresses and MAC only, and router messages stay
-// its neighbours'. The outside is unsupported until NAT66 lands.
+// its neighbours'. The outside is reachable (nat6_test.go follows those
+// flows).
 func TestIPv6FromContainer(t *testing.T) {
 	w := newWorld(t, nil)
 	w.addDualStack(t)
@@ -260,7 +269,7 @@ func TestIPv6FromContainer(t *testing.T) {
 		{"to an address of another network nobody has", e8, frame6(t, own, "fd00:6::2", "fd00:7::99", icmp, echo6), isolation},
 		{"internal → another network's gateway (host input)", e11, frame6(t, mac(e11.mac), "fd00:8::2", "fd00:6::1", icmp, echo6), none},
 		{"internal → outside", e11, frame6(t, mac(e11.mac), "fd00:8::2", "2001:db8:19::2", icmp, echo6), internal},
-		{"to the outside (until NAT66)", e8, frame6(t, own, "fd00:6::2", "2001:db8:19::2", icmp, echo6), unsupported},
+		{"to the outside (tracked)", e8, frame6(t, own, "fd00:6::2", "2001:db8:19::2", icmp, echo6), none},
 		{"icc off: to its network's address nobody has", e10, frame6(t, mac(e10.mac), "fd00:7::2", "fd00:7::9", icmp, echo6), icc},
 		{"a neighbour's source", e8, frame6(t, own, "fd00:6::3", "fd00:6::1", icmp, echo6), spoof},
 		{"another network's source", e8, frame6(t, own, "fd00:7::2", "fd00:6::1", icmp, echo6), spoof},
@@ -307,8 +316,8 @@ func TestIPv6FromContainer(t *testing.T) {
 // IPv6. A frame bridged from a neighbour's veth (its source checked there)
 // gets the icc and isolation verdicts; the host's own packets pass, from
 // its addresses or its link-local ones; what the host routes in from
-// elsewhere is the outside's: unsolicited (until IPv6 connection tracking
-// lands), and internal for an internal network.
+// elsewhere is the outside's: unsolicited unless it answers a tracked flow
+// (nat6_test.go), and internal for an internal network.
 func TestIPv6ToContainer(t *testing.T) {
 	w := newWorld(t, nil)
 	w.addDualStack(t)
@@ -329,6 +338,7 @@ func TestIPv6ToContainer(t *testing.T) {
 		{"routed in from the uplink", e8, w.uplink, frame6(t, host, "2001:db8:19::2", "fd00:6::2", layers.IPProtocolTCP, tcpSyn6), unsolicited},
 		{"routed in with a host address as source", e8, w.uplink, frame6(t, host, "fd00:6::1", "fd00:6::2", icmp, echo6), unsolicited},
 		{"routed in to an internal network", e11, w.uplink, frame6(t, host, "2001:db8:19::2", "fd00:8::2", icmp, echo6), internal},
+		{"routed in: a later fragment", e8, w.uplink, frame6(t, host, "2001:db8:19::2", "fd00:6::2", layers.IPProtocolIPv6Fragment, fragHeader(icmp, 8, false), make([]byte, 16)), fragment},
 		{"an extension header longer than the packet", e8, e9.ifindex, frame6(t, mac(e9.mac), "fd00:6::3", "fd00:6::2", layers.IPProtocolIPv6HopByHop, []byte{58, 8, 1, 4, 0, 0, 0, 0}), malformed},
 	})
 }

@@ -187,10 +187,11 @@ func (n *natTable) stats() (map[string]uint64, error) {
 }
 
 // maintain runs the maintenance program (bpf/include/gc.h) once in mode,
-// for addr when purging, and returns how many entries it removed
-// (callers hold n.mu).
-func (n *natTable) maintain(mode bpf.BpfnetGcMode, addr uint32) (uint64, error) {
-	if err := n.coll.GcArgs.Put(uint32(0), bpf.BpfnetGcArgs{Mode: uint32(mode), Addr: addr}); err != nil {
+// for the endpoint's addresses in args when purging, and returns how many
+// entries it removed (callers hold n.mu).
+func (n *natTable) maintain(mode bpf.BpfnetGcMode, args bpf.BpfnetGcArgs) (uint64, error) {
+	args.Mode = uint32(mode)
+	if err := n.coll.GcArgs.Put(uint32(0), args); err != nil {
 		return 0, fmt.Errorf("maintenance arguments: %w", err)
 	}
 	// BPF_PROG_TEST_RUN needs a frame; the program does not read it.
@@ -211,16 +212,21 @@ func (n *natTable) maintain(mode bpf.BpfnetGcMode, addr uint32) (uint64, error) 
 func (n *natTable) collectExpired() (int, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	removed, err := n.maintain(bpf.BpfnetGcModeGC_EXPIRED, 0)
+	removed, err := n.maintain(bpf.BpfnetGcModeGC_EXPIRED, bpf.BpfnetGcArgs{})
 	n.expired.Add(removed)
 	return int(removed), err
 }
 
-// purge removes every table entry that refers to an endpoint's address.
-func (n *natTable) purge(ip uint32) error {
+// purge removes every table entry that refers to one of an endpoint's
+// addresses (ip6 invalid: it has none over IPv6).
+func (n *natTable) purge(ip, ip6 netip.Addr) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	_, err := n.maintain(bpf.BpfnetGcModeGC_PURGE, ip)
+	args := bpf.BpfnetGcArgs{Addr: be32(ip)}
+	if ip6.IsValid() {
+		args.Addr6 = in6(ip6)
+	}
+	_, err := n.maintain(bpf.BpfnetGcModeGC_PURGE, args)
 	return err
 }
 

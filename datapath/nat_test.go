@@ -22,24 +22,26 @@ import (
 const actRedirect = 7
 
 // reframe decodes a frame and re-serialises it with recomputed checksums:
-// the frame as it must be if its checksums are right.
+// the frame as it must be if its checksums are right (IPv4 or IPv6).
 func reframe(t *testing.T, frame []byte) []byte {
 	t.Helper()
 	pkt := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
 	var ls []gopacket.SerializableLayer
-	var ip *layers.IPv4
+	var ip gopacket.NetworkLayer
 	for _, l := range pkt.Layers() {
 		switch l := l.(type) {
 		case *layers.IPv4:
 			ip = l
-			ls = append(ls, l)
+		case *layers.IPv6:
+			ip = l
 		case *layers.TCP:
-			l.SetNetworkLayerForChecksum(ip)
-			ls = append(ls, l)
+			must(t, l.SetNetworkLayerForChecksum(ip))
 		case *layers.UDP:
-			l.SetNetworkLayerForChecksum(ip)
-			ls = append(ls, l)
-		case gopacket.SerializableLayer:
+			must(t, l.SetNetworkLayerForChecksum(ip))
+		case *layers.ICMPv6:
+			must(t, l.SetNetworkLayerForChecksum(ip))
+		}
+		if l, ok := l.(gopacket.SerializableLayer); ok {
 			ls = append(ls, l)
 		}
 	}

@@ -372,18 +372,19 @@ func (w *world) ip(name string) string {
 
 // Drop reasons, from bpf/include/shared.h.
 const (
-	none        = -1
-	icc         = int(bpf.BpfnetDropReasonREASON_ICC)
-	isolation   = int(bpf.BpfnetDropReasonREASON_ISOLATION)
-	internal    = int(bpf.BpfnetDropReasonREASON_INTERNAL)
-	spoof       = int(bpf.BpfnetDropReasonREASON_SPOOF)
-	unsolicited = int(bpf.BpfnetDropReasonREASON_UNSOLICITED)
-	malformed   = int(bpf.BpfnetDropReasonREASON_MALFORMED)
-	unsupported = int(bpf.BpfnetDropReasonREASON_UNSUPPORTED)
-	fragment    = int(bpf.BpfnetDropReasonREASON_FRAGMENT)
-	noEndpoint  = int(bpf.BpfnetDropReasonREASON_NO_ENDPOINT)
-	router      = int(bpf.BpfnetDropReasonREASON_ROUTER)
-	flowLimit   = int(bpf.BpfnetDropReasonREASON_FLOW_LIMIT)
+	none         = -1
+	icc          = int(bpf.BpfnetDropReasonREASON_ICC)
+	isolation    = int(bpf.BpfnetDropReasonREASON_ISOLATION)
+	internal     = int(bpf.BpfnetDropReasonREASON_INTERNAL)
+	spoof        = int(bpf.BpfnetDropReasonREASON_SPOOF)
+	unsolicited  = int(bpf.BpfnetDropReasonREASON_UNSOLICITED)
+	malformed    = int(bpf.BpfnetDropReasonREASON_MALFORMED)
+	unsupported  = int(bpf.BpfnetDropReasonREASON_UNSUPPORTED)
+	fragment     = int(bpf.BpfnetDropReasonREASON_FRAGMENT)
+	noEndpoint   = int(bpf.BpfnetDropReasonREASON_NO_ENDPOINT)
+	router       = int(bpf.BpfnetDropReasonREASON_ROUTER)
+	flowLimit    = int(bpf.BpfnetDropReasonREASON_FLOW_LIMIT)
+	natExhausted = int(bpf.BpfnetDropReasonREASON_NAT_EXHAUSTED)
 )
 
 // expect runs prog on frame at ifindex and checks the verdict and the

@@ -55,15 +55,16 @@ static __always_inline void uncharge(__u32 slot)
 		__sync_fetch_and_add(n, (__u32)-1); /* XADD: what -mcpu=v1 has */
 }
 
-/* charge_remote charges one connection to remote source a; -1 (counted)
- * when its quota is used up. */
-static __always_inline int charge_remote(__be32 a)
+/* charge_remote charges one connection to remote source key in map
+ * (remote_flows or remote_flows6); -1 (counted) when its quota is used
+ * up. */
+static __always_inline int charge_remote(void *map, const void *key)
 {
-	__u32 *n = bpf_map_lookup_elem(&remote_flows, &a);
+	__u32 *n = bpf_map_lookup_elem(map, key);
 	if (!n) {
 		__u32 zero = 0;
-		bpf_map_update_elem(&remote_flows, &a, &zero, BPF_NOEXIST);
-		n = bpf_map_lookup_elem(&remote_flows, &a);
+		bpf_map_update_elem(map, key, &zero, BPF_NOEXIST);
+		n = bpf_map_lookup_elem(map, key);
 		if (!n)
 			return 0; /* no room to count: the endpoint's quota still bounds it */
 	}
@@ -75,11 +76,9 @@ static __always_inline int charge_remote(__be32 a)
 	return 0;
 }
 
-static __always_inline void uncharge_remote(__be32 a)
+static __always_inline void uncharge_remote(void *map, const void *key)
 {
-	if (!a)
-		return;
-	__u32 *n = bpf_map_lookup_elem(&remote_flows, &a);
+	__u32 *n = bpf_map_lookup_elem(map, key);
 	if (n && *n)
 		__sync_fetch_and_add(n, (__u32)-1); /* XADD: what -mcpu=v1 has */
 }

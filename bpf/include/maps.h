@@ -180,6 +180,35 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nat_rev SEC(".maps");
 
+/* conntrack, nat_fwd and nat_rev for IPv6 flows (dual-stack networks).
+ * Not preallocated: on IPv4-only hosts they stay empty. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tuple6);
+	__type(value, struct ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} conntrack6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tuple6);
+	__type(value, struct nat_entry6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nat_fwd6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FLOWS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tuple6);
+	__type(value, struct nat_entry6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nat_rev6 SEC(".maps");
+
 /* endpoint slot → entries of conntrack and translations charged to it;
  * written by the programs (atomically), zeroed by the control plane when it
  * hands out the slot. */
@@ -201,6 +230,15 @@ struct {
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } remote_flows SEC(".maps");
+
+/* remote_flows for IPv6 remote sources. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct in6_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} remote_flows6 SEC(".maps");
 
 /* 0 → what the maintenance program does next; written by the control
  * plane before it runs the program. */

@@ -17,6 +17,7 @@
 #include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "shared.h"
 
 /* From RFC 792 (linux/icmp.h pulls in libc headers). */
 #define ICMP_ECHOREPLY 0
@@ -191,6 +192,174 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 		return -1;
 	p->has_inner = 1;
 	return 0;
+}
+
+/*
+ * IPv6.
+ */
+
+/* From RFC 4443. */
+#define ICMPV6_DEST_UNREACH 1
+#define ICMPV6_PKT_TOOBIG 2
+#define ICMPV6_TIME_EXCEED 3
+#define ICMPV6_PARAMPROB 4
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY 129
+
+#define IPV6_HLEN 40
+#define IPV6_MAX_EXT 6 /* extension headers walked before the verdict */
+
+/* A parsed IPv6 packet: its addresses, the upper-layer protocol after the
+ * extension headers and where it starts, and the fields of struct pkt
+ * with the same names and meaning (ports, TCP, fragments, the packet an
+ * ICMPv6 error quotes). */
+struct pkt6 {
+	struct in6_key saddr;
+	struct in6_key daddr;
+	__u32 l4_off;
+	__u16 inner_off;
+	__u16 inner_l4_off;
+	__be32 frag_id; /* the fragment header's identification */
+	__be16 sport;   /* ICMPv6 echo: the identifier */
+	__be16 dport;
+	__u8 proto;
+	__u8 hop_limit;
+	__u8 frag;      /* enum frag_kind */
+	__u8 icmp_type; /* ICMPv6 with its header (not a later fragment) */
+	__u8 tcp_flags;
+	__u8 has_inner;
+	__u8 inner_proto;
+	__u8 pad;
+	__u16 tcp_win;
+	__u32 tcp_seq;
+	__u32 tcp_ack;
+	struct in6_key inner_saddr;
+	struct in6_key inner_daddr;
+	__be16 inner_sport;
+	__be16 inner_dport;
+};
+
+struct ipv6_frag_hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off; /* offset in 8-byte units << 3, M flag in bit 0 */
+	__be32 id;
+};
+
+static __always_inline int ip6_eq(const __be32 *a, const __be32 *b)
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+static __always_inline int icmp6_error(__u8 type)
+{
+	return type >= ICMPV6_DEST_UNREACH && type <= ICMPV6_PARAMPROB;
+}
+
+/* ports6 reads the ports (ICMPv6 echo: the identifier as source port) of
+ * the upper-layer header at off; -1 if it does not fit. */
+static __always_inline int ports6(struct __sk_buff *skb, __u32 off, __u8 proto, __be16 *sport, __be16 *dport)
+{
+	__be16 h[4];
+	*sport = 0;
+	*dport = 0;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMPV6)
+		return 0;
+	if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+		return -1;
+	if (proto != IPPROTO_ICMPV6) {
+		*sport = h[0];
+		*dport = h[1];
+	} else if (*(__u8 *)h == ICMPV6_ECHO_REQUEST || *(__u8 *)h == ICMPV6_ECHO_REPLY) {
+		*sport = h[2];
+	}
+	return 0;
+}
+
+/* parse_l4_6 reads the upper-layer header of a packet that has one. */
+static __always_inline int parse_l4_6(struct __sk_buff *skb, struct pkt6 *p)
+{
+	if (ports6(skb, p->l4_off, p->proto, &p->sport, &p->dport) < 0)
+		return -1;
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr th;
+		if (bpf_skb_load_bytes(skb, p->l4_off, &th, sizeof(th)) < 0)
+			return -1;
+		p->tcp_flags = ((__u8 *)&th)[TCP_FLAGS_OFF];
+		p->tcp_seq = bpf_ntohl(th.seq);
+		p->tcp_ack = bpf_ntohl(th.ack_seq);
+		p->tcp_win = bpf_ntohs(th.window);
+		return 0;
+	}
+	if (p->proto != IPPROTO_ICMPV6)
+		return 0;
+	if (bpf_skb_load_bytes(skb, p->l4_off, &p->icmp_type, 1) < 0)
+		return -1;
+	if (!icmp6_error(p->icmp_type))
+		return 0;
+	/* The quoted packet: its IPv6 header (extension headers in it are not
+	 * walked) and the first 8 bytes after it. */
+	struct ipv6hdr in;
+	p->inner_off = p->l4_off + 8;
+	p->inner_l4_off = p->inner_off + IPV6_HLEN;
+	if (bpf_skb_load_bytes(skb, p->inner_off, &in, sizeof(in)) < 0 || in.version != 6)
+		return -1;
+	__builtin_memcpy(&p->inner_saddr, &in.saddr, 16);
+	__builtin_memcpy(&p->inner_daddr, &in.daddr, 16);
+	p->inner_proto = in.nexthdr;
+	if (ports6(skb, p->inner_l4_off, in.nexthdr, &p->inner_sport, &p->inner_dport) < 0)
+		return -1;
+	p->has_inner = 1;
+	return 0;
+}
+
+/* parse_ipv6 walks the IPv6 header and up to IPV6_MAX_EXT extension
+ * headers (hop-by-hop, routing, destination options, fragment) to the
+ * upper layer, and reads that. Returns -1 for a packet too short for its
+ * headers, a bad version or more extension headers than that. */
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt6 *p)
+{
+	struct ipv6hdr ip6;
+	__builtin_memset(p, 0, sizeof(*p));
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
+		return -1;
+	__builtin_memcpy(&p->saddr, &ip6.saddr, 16);
+	__builtin_memcpy(&p->daddr, &ip6.daddr, 16);
+	p->hop_limit = ip6.hop_limit;
+	__u8 next = ip6.nexthdr;
+	__u32 off = ETH_HLEN + sizeof(ip6);
+#pragma unroll
+	for (int i = 0; i < IPV6_MAX_EXT; i++) {
+		if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS) {
+			__u8 h[2];
+			if (bpf_skb_load_bytes(skb, off, h, 2) < 0)
+				return -1;
+			next = h[0];
+			off += (h[1] + 1) * 8;
+		} else if (next == IPPROTO_FRAGMENT) {
+			struct ipv6_frag_hdr fh;
+			if (bpf_skb_load_bytes(skb, off, &fh, sizeof(fh)) < 0)
+				return -1;
+			next = fh.nexthdr;
+			off += sizeof(fh);
+			p->frag_id = fh.id;
+			__u16 fo = bpf_ntohs(fh.frag_off);
+			if (fo & 0xfff8) {
+				/* A later fragment: no upper-layer header here. */
+				p->frag = FRAG_LATER;
+				p->proto = next;
+				p->l4_off = off;
+				return 0;
+			}
+			if (fo & 1)
+				p->frag = FRAG_FIRST;
+		} else {
+			p->proto = next;
+			p->l4_off = off;
+			return parse_l4_6(skb, p);
+		}
+	}
+	return -1;
 }
 
 #endif

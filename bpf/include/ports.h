@@ -57,7 +57,7 @@ static __always_inline __u32 dnat_open(const struct pkt *p, const struct port_ba
 		nat_pair_delete(&out, old);
 	if (charge(slot) < 0)
 		return REASON_FLOW_LIMIT;
-	if (remote && charge_remote(remote) < 0) {
+	if (remote && charge_remote(&remote_flows, &remote) < 0) {
 		uncharge(slot);
 		return REASON_FLOW_LIMIT;
 	}
@@ -77,7 +77,8 @@ static __always_inline __u32 dnat_open(const struct pkt *p, const struct port_ba
 			bpf_map_delete_elem(&nat_rev, &in);
 	}
 	uncharge(slot);
-	uncharge_remote(remote);
+	if (remote)
+		uncharge_remote(&remote_flows, &remote);
 	if (rc == -E_EXIST)
 		return PASS; /* another CPU opened it first */
 	table_full();

@@ -164,21 +164,22 @@ struct sock_orig {
 	__u16 pad;
 };
 
+/* An IPv6 address: the key of ep_by_ip6 and host_addrs6. */
+struct in6_key {
+	__be32 a[4];
+};
+
 /* uplinks value. */
 struct uplink_info {
 	__be32 addr; /* masquerade source: the uplink's primary IPv4 address */
 	__u32 pad;
+	struct in6_key addr6; /* IPv6 masquerade source: its first global IPv6 address */
 };
 
 /* subnets key (LPM trie). */
 struct subnet_key {
 	__u32 prefixlen;
 	__be32 addr;
-};
-
-/* An IPv6 address: the key of ep_by_ip6 and host_addrs6. */
-struct in6_key {
-	__be32 a[4];
 };
 
 /* subnets6 key (LPM trie). */
@@ -220,6 +221,16 @@ struct tuple {
 	__u8 pad[3];
 };
 
+/* tuple for IPv6: the key of conntrack6, nat_fwd6 and nat_rev6. */
+struct tuple6 {
+	struct in6_key saddr;
+	struct in6_key daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
 /* What the programs keep of the container's side of a TCP flow: what it
  * acknowledged last and the window it advertised then, so that a RST or
  * FIN from the other side is believed only inside that window (RFC 5961
@@ -247,6 +258,21 @@ struct nat_entry {
 	__u32 slot;    /* endpoint charged for the pair (0: none) */
 	__be32 remote; /* remote source charged for the pair (0: none) */
 	struct tcp_track tcp;
+};
+
+/* nat_entry for IPv6: the value of nat_fwd6 and nat_rev6. */
+struct nat_entry6 {
+	struct in6_key addr;
+	__be16 port;
+	__u16 pad;
+	__u32 flags;
+	__u64 created;
+	__u64 last_seen;
+	__u32 ifindex;
+	__u32 slot;
+	struct in6_key remote;
+	struct tcp_track tcp;
+	__u32 pad2;
 };
 
 /* events record: one dropped packet, described as far as its headers
@@ -292,8 +318,9 @@ struct ct_entry {
 /* gc_args value: what the maintenance program does on its next run. */
 struct gc_args {
 	__u32 mode;     /* enum gc_mode */
-	__be32 addr;    /* GC_PURGE: the address */
+	__be32 addr;    /* GC_PURGE: the address (0: none) */
 	__u64 removed;  /* out: entries removed by the run */
+	struct in6_key addr6; /* GC_PURGE: the IPv6 address (all zero: none) */
 };
 
 /* frags key: a fragmented datagram whose first fragment was allowed. */

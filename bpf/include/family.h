@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Connection tracking, translation and their collection are written once
+ * for both IP versions, in the *_family.h headers: each is included twice,
+ * after `#define FAMILY 4` and after `#define FAMILY 6`, and this header
+ * (which they include first) gives the names and types of that version:
+ *
+ *   F(name)   the function or type name: name for IPv4, name##6 for IPv6
+ *   PKT       the parsed packet (struct pkt, struct pkt6: same field names)
+ *   TUPLE     the key of the flow maps; ADDR its address type
+ *   NAT       the value of nat_fwd/nat_rev
+ *   CT_MAP, FWD_MAP, REV_MAP, EP_MAP, REMOTE_MAP   the version's maps
+ *   ADDR_EQ(a, b), ADDR_SET(a)   address comparison and "not zero"
+ *   ICMP_PROTO, ECHO_REQUEST, ECHO_REPLY   ICMP or ICMPv6
+ *   GC_ADDR(c)   the address a purge removes (struct gc_ctx)
+ *
+ * No include guard: it redefines its names on every inclusion.
+ */
+#undef F
+#undef PKT
+#undef TUPLE
+#undef ADDR
+#undef NAT
+#undef CT_MAP
+#undef FWD_MAP
+#undef REV_MAP
+#undef EP_MAP
+#undef REMOTE_MAP
+#undef ADDR_EQ
+#undef ADDR_SET
+#undef ICMP_PROTO
+#undef ECHO_REQUEST
+#undef ECHO_REPLY
+#undef GC_ADDR
+
+#if FAMILY == 4
+#define F(name) name
+#define PKT struct pkt
+#define TUPLE struct tuple
+#define ADDR __be32
+#define NAT struct nat_entry
+#define CT_MAP conntrack
+#define FWD_MAP nat_fwd
+#define REV_MAP nat_rev
+#define EP_MAP ep_by_ip
+#define REMOTE_MAP remote_flows
+#define ADDR_EQ(x, y) ((x) == (y))
+#define ADDR_SET(x) ((x) != 0)
+#define ICMP_PROTO IPPROTO_ICMP
+#define ECHO_REQUEST ICMP_ECHO
+#define ECHO_REPLY ICMP_ECHOREPLY
+#define GC_ADDR(c) ((c)->addr)
+#elif FAMILY == 6
+#define F(name) name##6
+#define PKT struct pkt6
+#define TUPLE struct tuple6
+#define ADDR struct in6_key
+#define NAT struct nat_entry6
+#define CT_MAP conntrack6
+#define FWD_MAP nat_fwd6
+#define REV_MAP nat_rev6
+#define EP_MAP ep_by_ip6
+#define REMOTE_MAP remote_flows6
+#define ADDR_EQ(x, y) ip6_eq((x).a, (y).a)
+#define ADDR_SET(x) (((x).a[0] | (x).a[1] | (x).a[2] | (x).a[3]) != 0)
+#define ICMP_PROTO IPPROTO_ICMPV6
+#define ECHO_REQUEST ICMPV6_ECHO_REQUEST
+#define ECHO_REPLY ICMPV6_ECHO_REPLY
+#define GC_ADDR(c) ((c)->addr6)
+#else
+#error "FAMILY must be 4 or 6"
+#endif

@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * What the uplink programs do to containers' flows, for one IP version
+ * (family.h): datapath.c includes it for IPv4 and IPv6. IPv6 does not
+ * follow fragments yet: its later fragments are neither translated nor
+ * let in. No include guard.
+ */
+#include "family.h"
+
+/* untranslate reverses the translation of a packet arriving on an uplink:
+ * a reply to a container's translated flow, a packet of a connection to a
+ * published port, an ICMP error about either (sent to the flow's own
+ * translated address), or a later fragment of one; p is updated to the
+ * packet as translated back. Returns -1 if the packet belongs to no
+ * translation, 1 for a flow of the host's (left alone). */
+static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p)
+{
+	__u64 now = bpf_ktime_get_ns();
+	if (p->frag == FRAG_LATER) {
+#if FAMILY == 4
+		struct frag_entry *fe = frag_of(p, now);
+		__be32 to = fe ? fe->new_daddr : 0;
+		if (!fe) {
+			to = early_fragment(p, now);
+			if (to && to != p->daddr)
+				frag_first(p, 0, to, now);
+		}
+		if (!to || to == p->daddr || F(rewrite)(skb, p, 1, to, 0) < 0)
+			return -1;
+		p->daddr = to;
+		return 0;
+#else
+		return -1; /* IPv6 fragments are not followed yet */
+#endif
+	}
+	if (p->has_inner) {
+		/* The quoted packet is one a container sent, as translated; the
+		 * error must be addressed to its (translated) source. */
+		if (!ADDR_EQ(p->daddr, p->inner_saddr))
+			return -1;
+		TUPLE q = {.saddr = p->inner_saddr, .daddr = p->inner_daddr, .sport = p->inner_sport,
+				  .dport = p->inner_dport, .proto = p->inner_proto};
+		TUPLE r = F(reply_of)(&q);
+		NAT *e = bpf_map_lookup_elem(&REV_MAP, &r);
+		if (!e || !F(nat_live)(&r, e, now))
+			return -1;
+		if (e->flags & NAT_F_HOST)
+			return 1;
+		ADDR addr = e->addr;
+		__be16 port = e->port;
+		if (F(rewrite_icmp_error)(skb, p, 1, addr, addr, port) < 0)
+			return -1;
+		p->daddr = addr;
+		p->inner_saddr = addr;
+		p->inner_sport = port;
+		return 0;
+	}
+	TUPLE r = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
+	if (p->proto == ICMP_PROTO && p->icmp_type != ECHO_REPLY)
+		return -1;
+	NAT *e = bpf_map_lookup_elem(&REV_MAP, &r);
+	if (!e || !F(nat_live)(&r, e, now))
+		return -1;
+	if (e->flags & NAT_F_HOST) {
+		e->last_seen = now;
+		return 1;
+	}
+	/* A pure SYN starts a connection: it is never a reply to a container's
+	 * translated flow (the peer would answer with SYN-ACK). */
+	if (!(e->flags & NAT_F_DNAT) && F(tcp_syn_only)(p))
+		return -1;
+	ADDR addr = e->addr;
+	__be16 port = e->port;
+	/* Packets to a published port start the connection: no reply. */
+	__u32 replied = (e->flags & NAT_F_DNAT) ? 0 : CT_F_REPLIED;
+	TUPLE k = F(fwd_key_of)(&r, e);
+	NAT *f = bpf_map_lookup_elem(&FWD_MAP, &k);
+	__u32 close = 0;
+	if (f) {
+		/* A RST or FIN from this side ends the flow only inside the
+		 * window the container advertised. */
+		close = F(remote_flags)(&f->tcp, f->flags, p);
+		f->last_seen = now;
+		f->flags |= replied | close;
+	}
+	e->last_seen = now;
+	e->flags |= replied | close;
+	if (F(rewrite)(skb, p, 1, addr, port) < 0)
+		return -1;
+#if FAMILY == 4
+	if (p->frag == FRAG_FIRST)
+		frag_first(p, 0, addr, now);
+	peer_replied(p->saddr, p->daddr, addr, p->proto, now);
+#endif
+	p->daddr = addr;
+	p->dport = port;
+	if (p->proto == ICMP_PROTO)
+		p->sport = port;
+	return 0;
+}
+
+/* translate applies (or creates) the translation of a packet a container
+ * of network n sends out of uplink ifindex: the reverse of a connection to
+ * a published port, else masquerade or host_ipv4 SNAT when the network has
+ * it (masq). */
+static __always_inline __u32 F(translate)(struct __sk_buff *skb, PKT *p, const struct network_info *n, __u32 ifindex,
+				       int masq)
+{
+	__u64 now = bpf_ktime_get_ns();
+	if (p->frag == FRAG_LATER) {
+#if FAMILY == 4
+		struct frag_entry *fe = frag_of(p, now);
+		if (!fe || !fe->new_saddr)
+			return masq ? REASON_FRAGMENT : PASS;
+		return F(rewrite)(skb, p, 0, fe->new_saddr, 0) < 0 ? REASON_MALFORMED : PASS;
+#else
+		return masq ? REASON_FRAGMENT : PASS; /* not followed yet */
+#endif
+	}
+	if (p->has_inner) {
+		/* An ICMP error about a packet the container got: the quoted
+		 * packet went remote → container, as translated back, and the
+		 * error must come from its destination. */
+		if (!ADDR_EQ(p->saddr, p->inner_daddr))
+			return masq ? REASON_SPOOF : PASS;
+		TUPLE q = {.saddr = p->inner_daddr, .daddr = p->inner_saddr, .sport = p->inner_dport,
+				  .dport = p->inner_sport, .proto = p->inner_proto};
+		NAT *f = bpf_map_lookup_elem(&FWD_MAP, &q);
+		if (!f || !F(nat_live)(&q, f, now))
+			return masq ? REASON_UNSOLICITED : PASS; /* never leak a masqueraded address */
+		return F(rewrite_icmp_error)(skb, p, 0, f->addr, f->addr, f->port) < 0 ? REASON_MALFORMED : PASS;
+	}
+	if (p->proto == ICMP_PROTO && p->icmp_type != ECHO_REQUEST && p->icmp_type != ECHO_REPLY)
+		return masq ? REASON_UNSUPPORTED : PASS;
+	TUPLE k = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
+	NAT *f = bpf_map_lookup_elem(&FWD_MAP, &k);
+	ADDR addr = {};
+	__be16 port = 0;
+	if (f && (f->flags & NAT_F_DNAT) && F(nat_live)(&k, f, now)) {
+		/* A reply on a connection to a published port. */
+		if (F(nat_refresh)(skb, &k, f, p, CT_F_REPLIED, now) < 0)
+			return REASON_UNSOLICITED;
+		addr = f->addr;
+		port = f->port;
+		goto out;
+	}
+	if (!masq)
+		return PASS;
+	if (F(masq_addr)(n, ifindex, &addr) < 0)
+		return REASON_NAT_EXHAUSTED; /* no address to masquerade to */
+	/* The flow's translation, refreshed (and revived, or its reply half
+	 * restored, as needed); stale (another address, or its reply tuple
+	 * taken over) it is replaced. */
+	if (f && (!ADDR_EQ(f->addr, addr) || (f->flags & NAT_F_DNAT) || F(nat_refresh)(skb, &k, f, p, 0, now) < 0)) {
+		F(nat_pair_delete)(&k, f);
+		f = 0;
+	}
+	if (f) {
+		port = f->port;
+	} else {
+		struct ip_endpoint *src = bpf_map_lookup_elem(&EP_MAP, &p->saddr);
+		__u32 v = F(nat_alloc)(skb, &k, addr, src ? src->ifindex : 0, src ? src->slot : 0, p, &port);
+		if (v != PASS)
+			return v;
+	}
+out:
+	if (F(rewrite)(skb, p, 0, addr, port) < 0)
+		return REASON_MALFORMED;
+#if FAMILY == 4
+	if (p->frag == FRAG_FIRST)
+		frag_first(p, addr, 0, now);
+#endif
+	return PASS;
+}
+
