@@ -732,6 +732,17 @@ static __always_inline int masq_addr6(const struct network_info *n, __u32 ifinde
 	return 0;
 }
 
+/* managed reports whether a is in a managed subnet. */
+static __always_inline int managed(__be32 a)
+{
+	return subnet_of(a) != 0;
+}
+
+static __always_inline int managed6(struct in6_key a)
+{
+	return subnet6_of(a.a) != 0;
+}
+
 #define FAMILY 4
 #include "translate_family.h"
 #undef FAMILY
@@ -864,22 +875,6 @@ int from_uplink(struct __sk_buff *skb)
 	return TC_ACT_UNSPEC;
 }
 
-/* host_error translates, in an ICMP error the host itself sends out of an
- * uplink about a packet it forwarded to a container (already translated
- * back), the quoted packet's container address and port to what the
- * outside knows, so the error neither leaks the address nor misses its
- * flow. */
-static __always_inline void host_error(struct __sk_buff *skb, const struct pkt *p)
-{
-	if (!p->has_inner || !subnet_of(p->inner_daddr))
-		return;
-	struct tuple q = {.saddr = p->inner_daddr, .daddr = p->inner_saddr, .sport = p->inner_dport,
-			  .dport = p->inner_sport, .proto = p->inner_proto};
-	struct nat_entry *f = bpf_map_lookup_elem(&nat_fwd, &q);
-	if (f && nat_live(&q, f, bpf_ktime_get_ns()))
-		rewrite_icmp_error(skb, p, 0, p->saddr, f->addr, f->port);
-}
-
 /* to_uplink6 is to_uplink for IPv6: packets of containers on
  * masquerading networks get the uplink's IPv6 address and a free port.
  * A function of its own (as is to_uplink4): the two versions' stack
@@ -895,6 +890,7 @@ static __noinline int to_uplink6(struct __sk_buff *skb)
 		struct uplink_info *u = bpf_map_lookup_elem(&uplinks, &ifindex);
 		if (u && ip6_eq(u->addr6.a, p.saddr.a))
 			nat_host6(&p);
+		host_error6(skb, &p);
 		return TC_ACT_UNSPEC;
 	}
 	__u32 net_id = *snet;

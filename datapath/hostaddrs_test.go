@@ -33,7 +33,7 @@ func TestHostAddrs6(t *testing.T) {
 	masq := func() string {
 		var u bpf.BpfnetUplinkInfo
 		must(t, w.coll.Uplinks.Lookup(uint32(w.uplink), &u))
-		return addr6(u.Addr6).String()
+		return addrOf6(u.Addr6).String()
 	}
 	for a, want := range map[string]bool{"2001:db8:5::1": true, "2001:db8:5::2": true, "fd00:55::1": true, "fe80::5": false} {
 		if has(a) != want {

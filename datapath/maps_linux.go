@@ -66,6 +66,15 @@ func in6(a netip.Addr) bpf.BpfnetIn6Key {
 	return k
 }
 
+// addrOf6 is the address of an in6 key.
+func addrOf6(k bpf.BpfnetIn6Key) netip.Addr {
+	var b [16]byte
+	for i, w := range k.A {
+		binary.NativeEndian.PutUint32(b[4*i:], w)
+	}
+	return netip.AddrFrom16(b)
+}
+
 func subnet6Key(p netip.Prefix) bpf.BpfnetSubnet6Key {
 	return bpf.BpfnetSubnet6Key{Prefixlen: uint32(p.Bits()), Addr: in6(p.Masked().Addr()).A}
 }

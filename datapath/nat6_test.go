@@ -10,6 +10,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/bpf"
 )
 
@@ -174,6 +175,19 @@ func TestIPv6ReverseTranslation(t *testing.T) {
 			t.Errorf("translated reply\n got %x\nwant %x", out, exp)
 		}
 	})
+	t.Run("listed by nat ls", func(t *testing.T) {
+		entries, err := w.nat().entries()
+		must(t, err)
+		want := api.NATEntry{Kind: "masquerade", Proto: "udp", Container: "[fd00:6::2]:40100", Translated: "[2001:db8:19::1]:40100",
+			Remote: "[2001:db8:19::2]:53", State: "replied"}
+		for _, e := range entries {
+			e.AgeSeconds, e.IdleSeconds = 0, 0
+			if e == want {
+				return
+			}
+		}
+		t.Errorf("translations %+v, want one %+v", entries, want)
+	})
 	t.Run("ICMPv6 error about the flow", func(t *testing.T) {
 		// A router's packet too big quotes the datagram as it saw it
 		// (translated); the container must get it quoting what it sent.
@@ -191,6 +205,26 @@ func TestIPv6ReverseTranslation(t *testing.T) {
 		}
 		if exp := errTo("fd00:6::2", orig[14:]); !bytes.Equal(out, exp) {
 			t.Errorf("translated error\n got %x\nwant %x", out, exp)
+		}
+	})
+	t.Run("the host's error about a reply it forwarded", func(t *testing.T) {
+		// The host cannot deliver the translated-back reply (say, a smaller
+		// MTU towards the container) and tells the remote: the quote must
+		// be the reply as the remote sent it, to the uplink's address.
+		errFrom := func(quote []byte) []byte {
+			ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: net.ParseIP(uplinkAddr6), DstIP: net.ParseIP(outsideAddr6)}
+			ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(2, 0)}
+			ic.SetNetworkLayerForChecksum(ip)
+			return serialize(t, eth(hostMAC, outside, layers.EthernetTypeIPv6), ip, ic, gopacket.Payload(append([]byte{0, 0, 0x05, 0x00}, quote...)))
+		}
+		forwarded := frame6From(t, outside, hostMAC, outsideAddr6, "fd00:6::2", udp(53, 40100))
+		onWire := frame6From(t, outside, hostMAC, outsideAddr6, uplinkAddr6, udp(53, 40100))
+		ret, out := w.outbound(t, errFrom(forwarded[14:]))
+		if ret != actUnspc {
+			t.Fatalf("return code %d", ret)
+		}
+		if exp := errFrom(onWire[14:]); !bytes.Equal(out, exp) {
+			t.Errorf("host's error\n got %x\nwant %x", out, exp)
 		}
 	})
 	t.Run("an error about the flow sent to another container", func(t *testing.T) {
@@ -263,18 +297,18 @@ func TestIPv6PurgeEndpoint(t *testing.T) {
 		var c bpf.BpfnetCtEntry
 		it := w.coll.Conntrack6.Iterate()
 		for it.Next(&k, &c) {
-			ct[addr6(k.Saddr).String()]++
+			ct[addrOf6(k.Saddr).String()]++
 		}
 		must(t, it.Err())
 		var n bpf.BpfnetNatEntry6
 		it = w.coll.NatFwd6.Iterate()
 		for it.Next(&k, &n) {
-			fwd[addr6(k.Saddr).String()]++
+			fwd[addrOf6(k.Saddr).String()]++
 		}
 		must(t, it.Err())
 		it = w.coll.NatRev6.Iterate()
 		for it.Next(&k, &n) {
-			rev[addr6(n.Addr).String()]++
+			rev[addrOf6(n.Addr).String()]++
 		}
 		must(t, it.Err())
 		return
@@ -293,12 +327,4 @@ func TestIPv6PurgeEndpoint(t *testing.T) {
 	if ct["fd00:6::3"] != 1 || fwd["fd00:6::3"] != 1 || rev["fd00:6::3"] != 1 {
 		t.Errorf("after: the neighbour's entries went too: %d flows, %d+%d halves", ct["fd00:6::3"], fwd["fd00:6::3"], rev["fd00:6::3"])
 	}
-}
-
-func addr6(k bpf.BpfnetIn6Key) netip.Addr {
-	var b [16]byte
-	for i, w := range k.A {
-		binary.NativeEndian.PutUint32(b[4*i:], w)
-	}
-	return netip.AddrFrom16(b)
 }

@@ -75,7 +75,7 @@ func stateName(proto uint8, flags uint32) string {
 			return "established"
 		}
 		return "syn_sent"
-	case unix.IPPROTO_ICMP:
+	case unix.IPPROTO_ICMP, unix.IPPROTO_ICMPV6:
 		if replied {
 			return "echo_replied"
 		}
@@ -126,7 +126,8 @@ func (n *natTable) readTimeouts() (timeouts, error) {
 	return t, err
 }
 
-// entries lists the live translations (network.NATLister).
+// entries lists the live translations (network.NATLister), IPv4 and
+// IPv6.
 func (n *natTable) entries() ([]api.NATEntry, error) {
 	t, err := n.readTimeouts()
 	if err != nil {
@@ -134,27 +135,41 @@ func (n *natTable) entries() ([]api.NATEntry, error) {
 	}
 	now := monotonic()
 	var out []api.NATEntry
-	var k bpf.BpfnetTuple
-	var v bpf.BpfnetNatEntry
-	it := n.coll.NatFwd.Iterate()
-	for it.Next(&k, &v) {
-		if expired(now, v.LastSeen, t.timeout(k.Proto, v.Flags&0xffff)) {
-			continue
+	add := func(proto uint8, container, translated, remote netip.AddrPort, flags uint32, created, lastSeen uint64) {
+		if expired(now, lastSeen, t.timeout(proto, flags&0xffff)) {
+			return
 		}
 		kind := "masquerade"
-		if v.Flags&uint32(bpf.BpfnetNatFlagNAT_F_DNAT) != 0 {
+		if flags&uint32(bpf.BpfnetNatFlagNAT_F_DNAT) != 0 {
 			kind = "published"
 		}
 		out = append(out, api.NATEntry{
 			Kind:        kind,
-			Proto:       protoName(k.Proto),
-			Container:   netip.AddrPortFrom(addrOf(k.Saddr), port(k.Sport)).String(),
-			Translated:  netip.AddrPortFrom(addrOf(v.Addr), port(v.Port)).String(),
-			Remote:      netip.AddrPortFrom(addrOf(k.Daddr), port(k.Dport)).String(),
-			State:       stateName(k.Proto, v.Flags),
-			AgeSeconds:  time.Duration(since(now, v.Created)).Seconds(),
-			IdleSeconds: time.Duration(since(now, v.LastSeen)).Seconds(),
+			Proto:       protoName(proto),
+			Container:   container.String(),
+			Translated:  translated.String(),
+			Remote:      remote.String(),
+			State:       stateName(proto, flags),
+			AgeSeconds:  time.Duration(since(now, created)).Seconds(),
+			IdleSeconds: time.Duration(since(now, lastSeen)).Seconds(),
 		})
+	}
+	var k bpf.BpfnetTuple
+	var v bpf.BpfnetNatEntry
+	it := n.coll.NatFwd.Iterate()
+	for it.Next(&k, &v) {
+		ap := func(a uint32, p uint16) netip.AddrPort { return netip.AddrPortFrom(addrOf(a), port(p)) }
+		add(k.Proto, ap(k.Saddr, k.Sport), ap(v.Addr, v.Port), ap(k.Daddr, k.Dport), v.Flags, v.Created, v.LastSeen)
+	}
+	if err := it.Err(); err != nil {
+		return nil, err
+	}
+	var k6 bpf.BpfnetTuple6
+	var v6 bpf.BpfnetNatEntry6
+	it = n.coll.NatFwd6.Iterate()
+	for it.Next(&k6, &v6) {
+		ap := func(a bpf.BpfnetIn6Key, p uint16) netip.AddrPort { return netip.AddrPortFrom(addrOf6(a), port(p)) }
+		add(k6.Proto, ap(k6.Saddr, k6.Sport), ap(v6.Addr, v6.Port), ap(k6.Daddr, k6.Dport), v6.Flags, v6.Created, v6.LastSeen)
 	}
 	return out, it.Err()
 }

@@ -173,3 +173,18 @@ out:
 	return PASS;
 }
 
+/* host_error translates, in an ICMP error the host itself sends out of an
+ * uplink about a packet it forwarded to a container (already translated
+ * back), the quoted packet's container address and port to what the
+ * outside knows, so the error neither leaks the address nor misses its
+ * flow. */
+static __always_inline void F(host_error)(struct __sk_buff *skb, const PKT *p)
+{
+	if (!p->has_inner || !F(managed)(p->inner_daddr))
+		return;
+	TUPLE q = {.saddr = p->inner_daddr, .daddr = p->inner_saddr, .sport = p->inner_dport,
+			  .dport = p->inner_sport, .proto = p->inner_proto};
+	NAT *f = bpf_map_lookup_elem(&FWD_MAP, &q);
+	if (f && F(nat_live)(&q, f, bpf_ktime_get_ns()))
+		F(rewrite_icmp_error)(skb, p, 0, p->saddr, f->addr, f->port);
+}
