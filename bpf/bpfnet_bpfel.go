@@ -85,6 +85,20 @@ const (
 	BpfnetDirectionDIR_TO_CONTAINER   BpfnetDirection = 1
 )
 
+type BpfnetDnatWork struct {
+	_   structs.HostLayout
+	In  BpfnetTuple
+	Out BpfnetTuple
+	E   BpfnetNatEntry
+}
+
+type BpfnetDnatWork6 struct {
+	_   structs.HostLayout
+	In  BpfnetTuple6
+	Out BpfnetTuple6
+	E   BpfnetNatEntry6
+}
+
 type BpfnetDropCounts struct {
 	_       structs.HostLayout
 	Packets [16]uint64
@@ -291,6 +305,42 @@ type BpfnetPeerKey struct {
 	Pad    [3]uint8
 }
 
+type BpfnetPkt6 struct {
+	_          structs.HostLayout
+	Saddr      BpfnetIn6Key
+	Daddr      BpfnetIn6Key
+	L4Off      uint32
+	InnerOff   uint16
+	InnerL4Off uint16
+	FragId     uint32
+	Sport      uint16
+	Dport      uint16
+	Proto      uint8
+	HopLimit   uint8
+	Frag       uint8
+	IcmpType   uint8
+	TcpFlags   uint8
+	HasInner   uint8
+	InnerProto uint8
+	Pad        uint8
+	TcpWin     uint16
+	_          [2]byte
+	TcpSeq     uint32
+	TcpAck     uint32
+	InnerSaddr BpfnetIn6Key
+	InnerDaddr BpfnetIn6Key
+	InnerSport uint16
+	InnerDport uint16
+}
+
+type BpfnetPort6Key struct {
+	_     structs.HostLayout
+	Addr  BpfnetIn6Key
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+}
+
 type BpfnetPortBackend struct {
 	_       structs.HostLayout
 	Addr    uint32
@@ -300,6 +350,17 @@ type BpfnetPortBackend struct {
 	NetId   uint32
 	Gateway uint32
 	Slot    uint32
+}
+
+type BpfnetPortBackend6 struct {
+	_       structs.HostLayout
+	Addr    BpfnetIn6Key
+	Port    uint16
+	Pad     uint16
+	Ifindex uint32
+	NetId   uint32
+	Slot    uint32
+	Gateway BpfnetIn6Key
 }
 
 type BpfnetPortKey struct {
@@ -318,9 +379,25 @@ type BpfnetSockKey struct {
 	Pad    uint16
 }
 
+type BpfnetSockKey6 struct {
+	_      structs.HostLayout
+	Cookie uint64
+	Addr   BpfnetIn6Key
+	Port   uint16
+	Pad    uint16
+	Pad2   uint32
+}
+
 type BpfnetSockOrig struct {
 	_    structs.HostLayout
 	Addr uint32
+	Port uint16
+	Pad  uint16
+}
+
+type BpfnetSockOrig6 struct {
+	_    structs.HostLayout
+	Addr BpfnetIn6Key
 	Port uint16
 	Pad  uint16
 }
@@ -400,6 +477,8 @@ const (
 	BpfnetMapAllocScratch6      = "alloc_scratch6"
 	BpfnetMapConntrack          = "conntrack"
 	BpfnetMapConntrack6         = "conntrack6"
+	BpfnetMapDnatScratch        = "dnat_scratch"
+	BpfnetMapDnatScratch6       = "dnat_scratch6"
 	BpfnetMapDrops              = "drops"
 	BpfnetMapEpByIfindex        = "ep_by_ifindex"
 	BpfnetMapEpByIp             = "ep_by_ip"
@@ -417,10 +496,13 @@ const (
 	BpfnetMapNatRev6            = "nat_rev6"
 	BpfnetMapNetworks           = "networks"
 	BpfnetMapPeers              = "peers"
+	BpfnetMapPkt6Scratch        = "pkt6_scratch"
 	BpfnetMapPorts              = "ports"
+	BpfnetMapPorts6             = "ports6"
 	BpfnetMapRemoteFlows        = "remote_flows"
 	BpfnetMapRemoteFlows6       = "remote_flows6"
 	BpfnetMapSockRev            = "sock_rev"
+	BpfnetMapSockRev6           = "sock_rev6"
 	BpfnetMapStats              = "stats"
 	BpfnetMapSubnets            = "subnets"
 	BpfnetMapSubnets6           = "subnets6"
@@ -430,9 +512,13 @@ const (
 	BpfnetProgFromUplink        = "from_uplink"
 	BpfnetProgMaintain          = "maintain"
 	BpfnetProgSockConnect4      = "sock_connect4"
+	BpfnetProgSockConnect6      = "sock_connect6"
 	BpfnetProgSockPeername4     = "sock_peername4"
+	BpfnetProgSockPeername6     = "sock_peername6"
 	BpfnetProgSockRecvmsg4      = "sock_recvmsg4"
+	BpfnetProgSockRecvmsg6      = "sock_recvmsg6"
 	BpfnetProgSockSendmsg4      = "sock_sendmsg4"
+	BpfnetProgSockSendmsg6      = "sock_sendmsg6"
 	BpfnetProgToContainer       = "to_container"
 	BpfnetProgToUplink          = "to_uplink"
 	BpfnetVarCtTimeoutOther     = "ct_timeout_other"
@@ -510,9 +596,13 @@ type BpfnetProgramSpecs struct {
 	FromUplink    *ebpf.ProgramSpec `ebpf:"from_uplink"`
 	Maintain      *ebpf.ProgramSpec `ebpf:"maintain"`
 	SockConnect4  *ebpf.ProgramSpec `ebpf:"sock_connect4"`
+	SockConnect6  *ebpf.ProgramSpec `ebpf:"sock_connect6"`
 	SockPeername4 *ebpf.ProgramSpec `ebpf:"sock_peername4"`
+	SockPeername6 *ebpf.ProgramSpec `ebpf:"sock_peername6"`
 	SockRecvmsg4  *ebpf.ProgramSpec `ebpf:"sock_recvmsg4"`
+	SockRecvmsg6  *ebpf.ProgramSpec `ebpf:"sock_recvmsg6"`
 	SockSendmsg4  *ebpf.ProgramSpec `ebpf:"sock_sendmsg4"`
+	SockSendmsg6  *ebpf.ProgramSpec `ebpf:"sock_sendmsg6"`
 	ToContainer   *ebpf.ProgramSpec `ebpf:"to_container"`
 	ToUplink      *ebpf.ProgramSpec `ebpf:"to_uplink"`
 }
@@ -525,6 +615,8 @@ type BpfnetMapSpecs struct {
 	AllocScratch6 *ebpf.MapSpec `ebpf:"alloc_scratch6"`
 	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
 	Conntrack6    *ebpf.MapSpec `ebpf:"conntrack6"`
+	DnatScratch   *ebpf.MapSpec `ebpf:"dnat_scratch"`
+	DnatScratch6  *ebpf.MapSpec `ebpf:"dnat_scratch6"`
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EpByIfindex   *ebpf.MapSpec `ebpf:"ep_by_ifindex"`
 	EpByIp        *ebpf.MapSpec `ebpf:"ep_by_ip"`
@@ -542,10 +634,13 @@ type BpfnetMapSpecs struct {
 	NatRev6       *ebpf.MapSpec `ebpf:"nat_rev6"`
 	Networks      *ebpf.MapSpec `ebpf:"networks"`
 	Peers         *ebpf.MapSpec `ebpf:"peers"`
+	Pkt6Scratch   *ebpf.MapSpec `ebpf:"pkt6_scratch"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
+	Ports6        *ebpf.MapSpec `ebpf:"ports6"`
 	RemoteFlows   *ebpf.MapSpec `ebpf:"remote_flows"`
 	RemoteFlows6  *ebpf.MapSpec `ebpf:"remote_flows6"`
 	SockRev       *ebpf.MapSpec `ebpf:"sock_rev"`
+	SockRev6      *ebpf.MapSpec `ebpf:"sock_rev6"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	Subnets       *ebpf.MapSpec `ebpf:"subnets"`
 	Subnets6      *ebpf.MapSpec `ebpf:"subnets6"`
@@ -610,6 +705,8 @@ type BpfnetMaps struct {
 	AllocScratch6 *ebpf.Map `ebpf:"alloc_scratch6"`
 	Conntrack     *ebpf.Map `ebpf:"conntrack"`
 	Conntrack6    *ebpf.Map `ebpf:"conntrack6"`
+	DnatScratch   *ebpf.Map `ebpf:"dnat_scratch"`
+	DnatScratch6  *ebpf.Map `ebpf:"dnat_scratch6"`
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EpByIfindex   *ebpf.Map `ebpf:"ep_by_ifindex"`
 	EpByIp        *ebpf.Map `ebpf:"ep_by_ip"`
@@ -627,10 +724,13 @@ type BpfnetMaps struct {
 	NatRev6       *ebpf.Map `ebpf:"nat_rev6"`
 	Networks      *ebpf.Map `ebpf:"networks"`
 	Peers         *ebpf.Map `ebpf:"peers"`
+	Pkt6Scratch   *ebpf.Map `ebpf:"pkt6_scratch"`
 	Ports         *ebpf.Map `ebpf:"ports"`
+	Ports6        *ebpf.Map `ebpf:"ports6"`
 	RemoteFlows   *ebpf.Map `ebpf:"remote_flows"`
 	RemoteFlows6  *ebpf.Map `ebpf:"remote_flows6"`
 	SockRev       *ebpf.Map `ebpf:"sock_rev"`
+	SockRev6      *ebpf.Map `ebpf:"sock_rev6"`
 	Stats         *ebpf.Map `ebpf:"stats"`
 	Subnets       *ebpf.Map `ebpf:"subnets"`
 	Subnets6      *ebpf.Map `ebpf:"subnets6"`
@@ -644,6 +744,8 @@ func (m *BpfnetMaps) Close() error {
 		m.AllocScratch6,
 		m.Conntrack,
 		m.Conntrack6,
+		m.DnatScratch,
+		m.DnatScratch6,
 		m.Drops,
 		m.EpByIfindex,
 		m.EpByIp,
@@ -661,10 +763,13 @@ func (m *BpfnetMaps) Close() error {
 		m.NatRev6,
 		m.Networks,
 		m.Peers,
+		m.Pkt6Scratch,
 		m.Ports,
+		m.Ports6,
 		m.RemoteFlows,
 		m.RemoteFlows6,
 		m.SockRev,
+		m.SockRev6,
 		m.Stats,
 		m.Subnets,
 		m.Subnets6,
@@ -714,9 +819,13 @@ type BpfnetPrograms struct {
 	FromUplink    *ebpf.Program `ebpf:"from_uplink"`
 	Maintain      *ebpf.Program `ebpf:"maintain"`
 	SockConnect4  *ebpf.Program `ebpf:"sock_connect4"`
+	SockConnect6  *ebpf.Program `ebpf:"sock_connect6"`
 	SockPeername4 *ebpf.Program `ebpf:"sock_peername4"`
+	SockPeername6 *ebpf.Program `ebpf:"sock_peername6"`
 	SockRecvmsg4  *ebpf.Program `ebpf:"sock_recvmsg4"`
+	SockRecvmsg6  *ebpf.Program `ebpf:"sock_recvmsg6"`
 	SockSendmsg4  *ebpf.Program `ebpf:"sock_sendmsg4"`
+	SockSendmsg6  *ebpf.Program `ebpf:"sock_sendmsg6"`
 	ToContainer   *ebpf.Program `ebpf:"to_container"`
 	ToUplink      *ebpf.Program `ebpf:"to_uplink"`
 }
@@ -727,9 +836,13 @@ func (p *BpfnetPrograms) Close() error {
 		p.FromUplink,
 		p.Maintain,
 		p.SockConnect4,
+		p.SockConnect6,
 		p.SockPeername4,
+		p.SockPeername6,
 		p.SockRecvmsg4,
+		p.SockRecvmsg6,
 		p.SockSendmsg4,
+		p.SockSendmsg6,
 		p.ToContainer,
 		p.ToUplink,
 	)

@@ -296,38 +296,47 @@ static __always_inline __u32 nd6_from_container(struct __sk_buff *skb, const str
 	return nd_options(skb, p->l4_off, ep->mac);
 }
 
+/* Where an allowed packet from a container goes. */
+enum dest {
+	DEST_HOST,      /* multicast, broadcast: the normal path */
+	DEST_HOST_ADDR, /* a host address: the host, or a published port */
+	DEST_NETWORK,   /* an address of the sender's own network */
+	DEST_OUTSIDE,
+};
+
 /* judge6_from_container returns the verdict for an IPv6 packet an
  * endpoint of a dual-stack network sent: the IPv4 verdicts (icc,
  * isolation, internal; host addresses reachable) with its IPv6 address
  * as the only source, or its link-local one towards the link. */
-static __always_inline __u32 judge6_from_container(struct __sk_buff *skb, const struct endpoint_info *ep)
+static __noinline __u32 judge6_from_container(struct __sk_buff *skb, const struct endpoint_info *ep, const struct pkt6 *p,
+					    enum dest *dest)
 {
-	struct pkt6 p;
-	if (parse_ipv6(skb, &p) < 0)
-		return REASON_MALFORMED;
+	*dest = DEST_HOST;
 	/* A first fragment counts too: a router advertisement in fragments is
 	 * still one (RFC 6980 asks receivers to ignore it; not all may). */
-	if (p.proto == IPPROTO_ICMPV6 && p.frag != FRAG_LATER &&
-	    ((p.icmp_type >= ICMPV6_MLD_QUERY && p.icmp_type <= ICMPV6_REDIRECT) || p.icmp_type == ICMPV6_MLD2_REPORT))
-		return nd6_from_container(skb, ep, &p);
-	int to_link = ip6_link_local(p.daddr.a) || ip6_multicast(p.daddr.a);
-	if (!ip6_eq(p.saddr.a, ep->ip6) && !(to_link && own_link_local(p.saddr.a, ep->mac)))
+	if (p->proto == IPPROTO_ICMPV6 && p->frag != FRAG_LATER &&
+	    ((p->icmp_type >= ICMPV6_MLD_QUERY && p->icmp_type <= ICMPV6_REDIRECT) || p->icmp_type == ICMPV6_MLD2_REPORT))
+		return nd6_from_container(skb, ep, p);
+	int to_link = ip6_link_local(p->daddr.a) || ip6_multicast(p->daddr.a);
+	if (!ip6_eq(p->saddr.a, ep->ip6) && !(to_link && own_link_local(p->saddr.a, ep->mac)))
 		return REASON_SPOOF;
-	if (ip6_multicast(p.daddr.a))
+	if (ip6_multicast(p->daddr.a))
 		return PASS;
-	if (ip6_link_local(p.daddr.a)) /* on the link: a neighbour, as far as anyone can tell */
+	if (ip6_link_local(p->daddr.a)) /* on the link: a neighbour, as far as anyone can tell */
 		return between(ep->net_id, ep->net_id);
-	struct ip_endpoint *peer = bpf_map_lookup_elem(&ep_by_ip6, p.daddr.a);
+	struct ip_endpoint *peer = bpf_map_lookup_elem(&ep_by_ip6, p->daddr.a);
 	if (peer)
 		return between(ep->net_id, peer->net_id);
-	if (bpf_map_lookup_elem(&host_addrs6, p.daddr.a))
+	if (bpf_map_lookup_elem(&host_addrs6, p->daddr.a)) {
+		*dest = DEST_HOST_ADDR;
 		return PASS;
-	__u32 *dnet = subnet6_of(p.daddr.a);
+	}
+	__u32 *dnet = subnet6_of(p->daddr.a);
 	if (dnet) /* an address of a managed subnet nobody has yet */
 		return between(ep->net_id, *dnet);
 	if (ep->net_flags & NET_F_INTERNAL)
 		return REASON_INTERNAL;
-	return ct_outbound6(skb, &p, ep->slot); /* the outside */
+	return ct_outbound6(skb, p, ep->slot); /* the outside */
 }
 
 /* judge6_from_outside judges an IPv6 packet from outside the host (routed
@@ -340,7 +349,7 @@ static __always_inline __u32 judge6_from_outside(__u32 net_id, const struct pkt6
 		return REASON_INTERNAL;
 	if (p->frag == FRAG_LATER)
 		return REASON_FRAGMENT;
-	return ct_reply6(p) ? PASS : REASON_UNSOLICITED;
+	return ct_reply6(p) || dnat_inbound6(p) ? PASS : REASON_UNSOLICITED;
 }
 
 /* judge6_to_container returns the verdict for an IPv6 packet on its way
@@ -401,14 +410,6 @@ static __always_inline __u32 check_arp(struct __sk_buff *skb, const struct endpo
 		return REASON_SPOOF;
 	return PASS;
 }
-
-/* Where an allowed packet from a container goes. */
-enum dest {
-	DEST_HOST,      /* multicast, broadcast: the normal path */
-	DEST_HOST_ADDR, /* a host address: the host, or a published port */
-	DEST_NETWORK,   /* an address of the sender's own network */
-	DEST_OUTSIDE,
-};
 
 /* judge_from_container returns the verdict for an IPv4 packet the
  * endpoint sent, and where it goes if allowed; for a neighbour in its
@@ -473,6 +474,46 @@ static __always_inline int veth_frame(struct __sk_buff *skb, __u32 dir, struct e
 	return -1;
 }
 
+/* 0 → this CPU's IPv6 packet being handled by from_container or
+ * to_uplink: on the stack, it would take them over BPF's 512 bytes (with
+ * hairpin6, with to_uplink's IPv4 part). A program runs to its end on one
+ * CPU, never nested. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pkt6);
+} pkt6_scratch SEC(".maps");
+
+/* from_container6 is from_container for IPv6 from an endpoint of a
+ * dual-stack network: replies of its published ports' hairpin
+ * connections, the verdict, and connections to published ports on host
+ * addresses (hairpin). No fast paths yet. Its steps are BPF functions of
+ * their own, called one after the other, so their stacks never add up. */
+static __always_inline int from_container6(struct __sk_buff *skb, const struct endpoint_info *ep)
+{
+	__u32 ifindex = skb->ifindex, zero = 0;
+	struct pkt6 *p = bpf_map_lookup_elem(&pkt6_scratch, &zero);
+	if (!p || parse_ipv6(skb, p) < 0)
+		return drop(skb, ifindex, DIR_FROM_CONTAINER, REASON_MALFORMED);
+	int rc;
+	if ((ep->flags & EP_F_PUBLISHES) && ip6_eq(p->saddr.a, ep->ip6)) {
+		rc = hairpin_reply6(skb, ep, p);
+		if (rc >= 0)
+			return rc;
+	}
+	enum dest dest;
+	__u32 v = judge6_from_container(skb, ep, p, &dest);
+	if (v != PASS)
+		return drop(skb, ifindex, DIR_FROM_CONTAINER, v);
+	if (dest == DEST_HOST_ADDR) {
+		rc = hairpin6(skb, ifindex, ep, p);
+		if (rc >= 0)
+			return rc;
+	}
+	return pass(skb);
+}
+
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
@@ -493,9 +534,8 @@ int from_container(struct __sk_buff *skb)
 		break;
 	case ETH_P_IPV6_BE:
 		if (has_ip6(ep))
-			v = judge6_from_container(skb, ep);
-		else
-			v = ipv6_control(skb, ep);
+			return from_container6(skb, ep);
+		v = ipv6_control(skb, ep);
 		break;
 	case ETH_P_IP_BE: {
 		struct pkt p;
@@ -778,6 +818,11 @@ static __always_inline int spoofed_outside(__be32 s)
 	return is_host_addr(s) || is_loopback(s) || is_multi(s) || subnet_of(s);
 }
 
+static __always_inline int ip6_loopback(const struct in6_key *a)
+{
+	return !(a->a[0] | a->a[1] | a->a[2]) && a->a[3] == bpf_htonl(1);
+}
+
 static __always_inline int is_host_addr6(const struct in6_key *a)
 {
 	return bpf_map_lookup_elem(&host_addrs6, a) != 0;
@@ -787,8 +832,7 @@ static __always_inline int is_host_addr6(const struct in6_key *a)
  * multicast or a managed subnet. */
 static __always_inline int spoofed_outside6(const struct in6_key *s)
 {
-	int loopback = !(s->a[0] | s->a[1] | s->a[2]) && s->a[3] == bpf_htonl(1);
-	return loopback || ip6_multicast(s->a) || is_host_addr6(s) || subnet6_of(s->a);
+	return ip6_loopback(s) || ip6_multicast(s->a) || is_host_addr6(s) || subnet6_of(s->a);
 }
 
 /* drop_to_network6 is drop_to_network for IPv6. */
@@ -802,8 +846,9 @@ static __always_inline int drop_to_network6(struct __sk_buff *skb, __u32 net_id,
 }
 
 /* from_uplink6 is from_uplink for IPv6: replies to translated flows are
- * translated back, and what is for a managed subnet is judged and left to
- * the host's stack (no IPv6 fast path yet). */
+ * translated back, connections to published ports translated to their
+ * endpoint, and what is for a managed subnet is judged and left to the
+ * host's stack (no IPv6 fast path yet). */
 static __always_inline int from_uplink6(struct __sk_buff *skb)
 {
 	struct pkt6 p;
@@ -814,8 +859,21 @@ static __always_inline int from_uplink6(struct __sk_buff *skb)
 		__u32 *dnet = subnet6_of(p.daddr.a);
 		return dnet ? drop_to_network6(skb, *dnet, &p, REASON_SPOOF) : TC_ACT_SHOT;
 	}
-	if (untranslate6(skb, &p) > 0)
+	int rc = untranslate6(skb, &p);
+	if (rc > 0)
 		return TC_ACT_UNSPEC; /* a reply to the host */
+	/* A new connection to a published port (never on ::1, as from_uplink
+	 * on 127.0.0.0/8). */
+	if (rc < 0 && p.frag == FRAG_NONE && !ip6_loopback(&p.daddr) && opens_connection6(&p) && is_host_addr6(&p.daddr)) {
+		struct port_backend6 *b = published6(p.proto, p.daddr, p.dport);
+		if (b) {
+			__u32 v = dnat_open6(&p, b, p.saddr, 0, 0, b->slot, p.saddr);
+			if (v != PASS)
+				return drop(skb, b->ifindex, DIR_TO_CONTAINER, v);
+			if (untranslate6(skb, &p) < 0)
+				return TC_ACT_SHOT;
+		}
+	}
 	__u32 *dnet = subnet6_of(p.daddr.a);
 	if (!dnet)
 		return TC_ACT_UNSPEC;
@@ -876,35 +934,35 @@ int from_uplink(struct __sk_buff *skb)
 }
 
 /* to_uplink6 is to_uplink for IPv6: packets of containers on
- * masquerading networks get the uplink's IPv6 address and a free port.
- * A function of its own (as is to_uplink4): the two versions' stack
- * frames together would exceed BPF's 512 bytes. */
-static __noinline int to_uplink6(struct __sk_buff *skb)
+ * masquerading networks get the uplink's IPv6 address and a free port. */
+static __always_inline int to_uplink6(struct __sk_buff *skb)
 {
-	struct pkt6 p;
-	if (parse_ipv6(skb, &p) < 0)
+	__u32 zero = 0;
+	struct pkt6 *p = bpf_map_lookup_elem(&pkt6_scratch, &zero);
+	if (!p || parse_ipv6(skb, p) < 0)
 		return TC_ACT_UNSPEC;
 	__u32 ifindex = skb->ifindex;
-	__u32 *snet = subnet6_of(p.saddr.a);
+	__u32 *snet = subnet6_of(p->saddr.a);
 	if (!snet) {
 		struct uplink_info *u = bpf_map_lookup_elem(&uplinks, &ifindex);
-		if (u && ip6_eq(u->addr6.a, p.saddr.a))
-			nat_host6(&p);
-		host_error6(skb, &p);
+		if (u && ip6_eq(u->addr6.a, p->saddr.a))
+			nat_host6(p);
+		host_error6(skb, p);
 		return TC_ACT_UNSPEC;
 	}
 	__u32 net_id = *snet;
 	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
 	if (!n)
 		return TC_ACT_UNSPEC;
-	__u32 v = translate6(skb, &p, n, ifindex, n->flags & NET_F_MASQUERADE);
+	__u32 v = translate6(skb, p, n, ifindex, n->flags & NET_F_MASQUERADE);
 	if (v == PASS)
 		return TC_ACT_UNSPEC;
-	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip6, &p.saddr);
+	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip6, &p->saddr);
 	return drop(skb, src ? src->ifindex : net_id, DIR_FROM_CONTAINER, v);
 }
 
-static __noinline int to_uplink4(struct __sk_buff *skb)
+/* to_uplink4 is to_uplink for IPv4. */
+static __always_inline int to_uplink4(struct __sk_buff *skb)
 {
 	struct pkt p;
 	if (parse_ipv4(skb, &p) < 0)
@@ -988,6 +1046,74 @@ static __always_inline int sock_undnat(struct bpf_sock_addr *ctx)
 		ctx->user_port = o->port;
 	}
 	return 1;
+}
+
+/* sock_dnat6 and sock_undnat6 are sock_dnat and sock_undnat for IPv6
+ * sockets. As for IPv4, [::1] reaches a port published on every address:
+ * the socket is sent to the container before anything is routed, so the
+ * lack of route_localnet in IPv6 does not matter here. */
+static __always_inline int sock_dnat6(struct bpf_sock_addr *ctx)
+{
+	if (!host_netns_cookie || bpf_get_netns_cookie(ctx) != host_netns_cookie)
+		return 1;
+	struct in6_key addr = {.a = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]}};
+	__be16 port = (__be16)ctx->user_port;
+	if (!ip6_loopback(&addr) && !is_host_addr6(&addr))
+		return 1;
+	struct port_backend6 *b = published6(ctx->protocol, addr, port);
+	if (!b)
+		return 1;
+	struct sock_key6 k = {.cookie = bpf_get_socket_cookie(ctx), .addr = b->addr, .port = b->port};
+	struct sock_orig6 o = {.addr = addr, .port = port};
+	bpf_map_update_elem(&sock_rev6, &k, &o, BPF_ANY);
+	ctx->user_ip6[0] = b->addr.a[0];
+	ctx->user_ip6[1] = b->addr.a[1];
+	ctx->user_ip6[2] = b->addr.a[2];
+	ctx->user_ip6[3] = b->addr.a[3];
+	ctx->user_port = b->port;
+	stat_inc(STAT_SOCK_DNAT);
+	return 1;
+}
+
+static __always_inline int sock_undnat6(struct bpf_sock_addr *ctx)
+{
+	if (!host_netns_cookie || bpf_get_netns_cookie(ctx) != host_netns_cookie)
+		return 1;
+	struct sock_key6 k = {.cookie = bpf_get_socket_cookie(ctx), .port = (__be16)ctx->user_port,
+			      .addr = {.a = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]}}};
+	struct sock_orig6 *o = bpf_map_lookup_elem(&sock_rev6, &k);
+	if (o) {
+		ctx->user_ip6[0] = o->addr.a[0];
+		ctx->user_ip6[1] = o->addr.a[1];
+		ctx->user_ip6[2] = o->addr.a[2];
+		ctx->user_ip6[3] = o->addr.a[3];
+		ctx->user_port = o->port;
+	}
+	return 1;
+}
+
+SEC("cgroup/connect6")
+int sock_connect6(struct bpf_sock_addr *ctx)
+{
+	return sock_dnat6(ctx);
+}
+
+SEC("cgroup/sendmsg6")
+int sock_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock_dnat6(ctx);
+}
+
+SEC("cgroup/recvmsg6")
+int sock_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock_undnat6(ctx);
+}
+
+SEC("cgroup/getpeername6")
+int sock_peername6(struct bpf_sock_addr *ctx)
+{
+	return sock_undnat6(ctx);
 }
 
 SEC("cgroup/connect4")

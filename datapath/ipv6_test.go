@@ -127,8 +127,9 @@ func (w *world) checkTo(t *testing.T, prefix string, cases []toCase) {
 	}
 }
 
-// The uplink's IPv6 address (the masquerade source) and a host outside.
-const uplinkAddr6, outsideAddr6 = "2001:db8:19::1", "2001:db8:19::2"
+// The uplink's IPv6 address (the masquerade source), another address of
+// the host, and a host outside.
+const uplinkAddr6, extraAddr6, outsideAddr6 = "2001:db8:19::1", "2001:db8:19::3", "2001:db8:19::2"
 
 // The dual-stack part of the world (issue 18): four networks with an
 // IPv6 subnet besides their IPv4 one, and their endpoints.
@@ -138,7 +139,8 @@ const uplinkAddr6, outsideAddr6 = "2001:db8:19::1", "2001:db8:19::2"
 //	n8 198.18.8.0/24 fd00:8::/64 internal       e11 fd00:8::2
 //	n9 198.18.9.0/24 fd00:9::/64 no masquerade  e12 fd00:9::2
 //
-// Their gateways (::1) and the uplink's 2001:db8:19::1 are host addresses.
+// Their gateways (::1), the uplink's 2001:db8:19::1 and 2001:db8:19::3 are
+// host addresses.
 func (w *world) addDualStack(t *testing.T) {
 	t.Helper()
 	nets := []*network.Network{
@@ -191,6 +193,7 @@ func (w *world) addDualStack(t *testing.T) {
 		must(t, w.coll.HostAddrs6.Put(in6(n.Subnet6.Addr().Next()), uint32(1)))
 	}
 	must(t, w.coll.HostAddrs6.Put(in6(netip.MustParseAddr(uplinkAddr6)), uint32(1)))
+	must(t, w.coll.HostAddrs6.Put(in6(netip.MustParseAddr(extraAddr6)), uint32(1)))
 	must(t, w.coll.Uplinks.Put(uint32(w.uplink), bpf.BpfnetUplinkInfo{Addr: be32(netip.MustParseAddr(uplinkAddr)), Addr6: in6(netip.MustParseAddr(uplinkAddr6))}))
 	for i, ep := range eps {
 		ep.slot = uint32(len(w.eps) + 1 + i)

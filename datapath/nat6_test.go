@@ -12,6 +12,7 @@ import (
 
 	"github.com/bpfnet/bpfnet/api"
 	"github.com/bpfnet/bpfnet/bpf"
+	"github.com/bpfnet/bpfnet/network"
 )
 
 // IPv6 connection tracking and masquerade (NAT66 to the uplink's IPv6
@@ -327,4 +328,149 @@ func TestIPv6PurgeEndpoint(t *testing.T) {
 	if ct["fd00:6::3"] != 1 || fwd["fd00:6::3"] != 1 || rev["fd00:6::3"] != 1 {
 		t.Errorf("after: the neighbour's entries went too: %d flows, %d+%d halves", ct["fd00:6::3"], fwd["fd00:6::3"], rev["fd00:6::3"])
 	}
+}
+
+// publish6 adds a port published over IPv6 (host address "::": every
+// one) of a dual-stack endpoint, and marks it as publishing. Its network's
+// gateway is ::1 of its /64.
+func (w *world) publish6(t *testing.T, ep, addr6 string, m network.PortMapping, hostIP string) {
+	t.Helper()
+	e := w.eps[ep]
+	a := netip.MustParseAddr(addr6)
+	gateway := netip.PrefixFrom(a, 64).Masked().Addr().Next()
+	key := bpf.BpfnetPort6Key{Addr: in6(netip.MustParseAddr(hostIP)), Port: port(m.HostPort), Proto: protoNumber(m.Proto)}
+	must(t, w.coll.Ports6.Put(key, bpf.BpfnetPortBackend6{Addr: in6(a), Port: port(m.Port),
+		Ifindex: uint32(e.ifindex), NetId: uint32(w.nets[e.net]), Slot: e.slot, Gateway: in6(gateway)}))
+	var info bpf.BpfnetEndpointInfo
+	must(t, w.coll.EpByIfindex.Lookup(uint32(e.ifindex), &info))
+	info.Flags |= uint8(bpf.BpfnetEndpointFlagEP_F_PUBLISHES)
+	must(t, w.coll.EpByIfindex.Put(uint32(e.ifindex), info))
+}
+
+// TestIPv6PublishedPortFromOutside: a connection from the outside to a
+// port published over IPv6 reaches its endpoint (destination translated,
+// Docker's DNAT), the endpoint's replies leave with the host address and
+// port the peer used; an unpublished port stays the host's, and a
+// container port is not reachable directly.
+func TestIPv6PublishedPortFromOutside(t *testing.T) {
+	w := newWorld(t, nil)
+	w.addDualStack(t)
+	e8 := w.eps["e8"]
+	w.publish6(t, "e8", "fd00:6::2", pm("tcp", "::", 8080, 80), "::")
+	w.publish6(t, "e8", "fd00:6::2", pm("udp", "::", 5353, 53), "::")
+	w.publish6(t, "e8", "fd00:6::2", pm("tcp", "::", 8443, 443), uplinkAddr6)
+	outside := mac("02:99:00:00:00:01")
+	in := func(dst string, p l4) []byte { return frame6From(t, outside, hostMAC, outsideAddr6, dst, p) }
+	// open sends p to dst:hostPort from the outside and checks that it is
+	// translated to the endpoint's port and let in; its reply goes back as
+	// from dst:hostPort.
+	open := func(t *testing.T, dst string, p, inside, reply, out l4) {
+		t.Helper()
+		ret, mark, got := w.runData(t, w.coll.FromUplink, w.uplink, in(dst, p))
+		if ret != actUnspc || mark&testMark == 0 {
+			t.Fatalf("from_uplink %d (mark %#x), want TC_ACT_UNSPEC, marked", ret, mark)
+		}
+		if exp := in("fd00:6::2", inside); !bytes.Equal(got, exp) {
+			t.Errorf("translated\n got %x\nwant %x", got, exp)
+		}
+		w.ingress = w.uplink
+		ret2, _ := w.run(t, w.coll.ToContainer, e8.ifindex, got)
+		w.ingress = 0
+		if ret2 != actOK {
+			t.Errorf("to_container %d, want TC_ACT_OK", ret2)
+		}
+		sent := frame6From(t, mac(e8.mac), bridgeMAC, "fd00:6::2", outsideAddr6, reply)
+		if ret, _ := w.run(t, w.coll.FromContainer, e8.ifindex, sent); ret != actOK {
+			t.Fatalf("reply: from_container %d", ret)
+		}
+		ret, back := w.outbound(t, sent)
+		if exp := frame6From(t, mac(e8.mac), bridgeMAC, dst, outsideAddr6, out); ret != actUnspc || !bytes.Equal(back, exp) {
+			t.Errorf("reply: to_uplink %d\n got %x\nwant %x", ret, back, exp)
+		}
+	}
+	t.Run("tcp to the uplink address", func(t *testing.T) {
+		open(t, uplinkAddr6, tcp(40000, 8080), tcp(40000, 80), tcpSynAck(80, 40000), tcpSynAck(8080, 40000))
+	})
+	t.Run("udp to another host address", func(t *testing.T) {
+		open(t, extraAddr6, udp(40001, 5353), udp(40001, 53), udp(53, 40001), udp(5353, 40001))
+	})
+	t.Run("port published on one address", func(t *testing.T) {
+		open(t, uplinkAddr6, tcp(40002, 8443), tcp(40002, 443), tcpSynAck(443, 40002), tcpSynAck(8443, 40002))
+		frame := in(extraAddr6, tcp(40003, 8443)) // not published there: the host's
+		if ret, _, out := w.runData(t, w.coll.FromUplink, w.uplink, frame); ret != actUnspc || !bytes.Equal(out, frame) {
+			t.Errorf("return %d, changed %v", ret, !bytes.Equal(out, frame))
+		}
+	})
+	t.Run("unpublished port is the host's", func(t *testing.T) {
+		frame := in(uplinkAddr6, tcp(40004, 9999))
+		if ret, _, out := w.runData(t, w.coll.FromUplink, w.uplink, frame); ret != actUnspc || !bytes.Equal(out, frame) {
+			t.Errorf("return %d, changed %v", ret, !bytes.Equal(out, frame))
+		}
+	})
+	t.Run("a bare ACK opens nothing", func(t *testing.T) {
+		frame := in(uplinkAddr6, tcpAck(40005, 8080))
+		if ret, _, out := w.runData(t, w.coll.FromUplink, w.uplink, frame); ret != actUnspc || !bytes.Equal(out, frame) {
+			t.Errorf("return %d, changed %v", ret, !bytes.Equal(out, frame))
+		}
+	})
+	t.Run("straight to the container port is still unsolicited", func(t *testing.T) {
+		w.expect(t, w.coll.FromUplink, w.uplink, e8.ifindex, toC, false, in("fd00:6::2", tcp(40006, 80)), unsolicited)
+	})
+	t.Run("masquerade does not hand out a published port", func(t *testing.T) {
+		e9 := w.eps["e9"]
+		ret, out := w.outbound(t, frame6From(t, mac(e9.mac), bridgeMAC, "fd00:6::3", outsideAddr6, tcp(8080, 80)))
+		if ret != actUnspc || srcPort6(out) == 8080 {
+			t.Errorf("return %d, translated port %d (published: 8080)", ret, srcPort6(out))
+		}
+	})
+}
+
+// TestIPv6PublishedPortHairpin: a container reaching a port published
+// over IPv6 on a host address gets the verdict Docker's FORWARD chain
+// gives after DNAT, and the connection delivered straight into the
+// endpoint (its replies straight back); reaching its own port, it is given
+// its gateway as source, as Docker's hairpin MASQUERADE does.
+func TestIPv6PublishedPortHairpin(t *testing.T) {
+	w := newWorld(t, nil)
+	w.addDualStack(t)
+	e8, e9, e10, e11 := w.eps["e8"], w.eps["e9"], w.eps["e10"], w.eps["e11"]
+	w.publish6(t, "e8", "fd00:6::2", pm("tcp", "::", 8080, 80), "::")
+	w.publish6(t, "e10", "fd00:7::2", pm("tcp", "::", 7070, 70), "::")
+	addr := map[*testEP]string{e8: "fd00:6::2", e9: "fd00:6::3", e10: "fd00:7::2", e11: "fd00:8::2"}
+	from := func(e *testEP, dst string, p l4) []byte { return frame6From(t, mac(e.mac), bridgeMAC, addr[e], dst, p) }
+	// routed is a frame as the host's router delivers it into e: the
+	// bridge's MAC as source, hop limit 63.
+	routed := func(e *testEP, src string, p l4) []byte {
+		f := frame6From(t, bridgeMAC, mac(e.mac), src, addr[e], p)
+		f[14+7] = 63
+		return f
+	}
+	hop := func(t *testing.T, src *testEP, frame, want []byte, to *testEP) {
+		t.Helper()
+		w.redirected(t, w.coll.FromContainer, src.ifindex, frame, want, to)
+	}
+	t.Run("neighbour through the gateway: source kept", func(t *testing.T) {
+		hop(t, e9, from(e9, "fd00:6::1", tcp(41000, 8080)), routed(e8, "fd00:6::3", tcp(41000, 80)), e8)
+		hop(t, e8, from(e8, "fd00:6::3", tcpSynAck(80, 41000)), routed(e9, "fd00:6::1", tcpSynAck(8080, 41000)), e9)
+	})
+	t.Run("neighbour through the uplink address", func(t *testing.T) {
+		hop(t, e9, from(e9, uplinkAddr6, tcp(41001, 8080)), routed(e8, "fd00:6::3", tcp(41001, 80)), e8)
+		hop(t, e8, from(e8, "fd00:6::3", tcpSynAck(80, 41001)), routed(e9, uplinkAddr6, tcpSynAck(8080, 41001)), e9)
+	})
+	t.Run("own port: source becomes the gateway", func(t *testing.T) {
+		hop(t, e8, from(e8, "fd00:6::1", tcp(41002, 8080)), routed(e8, "fd00:6::1", tcp(41002, 80)), e8)
+		hop(t, e8, from(e8, "fd00:6::1", tcpSynAck(80, 41002)), routed(e8, "fd00:6::1", tcpSynAck(8080, 41002)), e8)
+	})
+	t.Run("other network: isolation", func(t *testing.T) {
+		w.expect(t, w.coll.FromContainer, e10.ifindex, e10.ifindex, fromC, true, from(e10, "fd00:7::1", tcp(41003, 8080)), isolation)
+	})
+	t.Run("internal network: internal", func(t *testing.T) {
+		w.expect(t, w.coll.FromContainer, e11.ifindex, e11.ifindex, fromC, true, from(e11, "fd00:8::1", tcp(41004, 8080)), internal)
+	})
+	t.Run("icc off, own port: icc (Docker's FORWARD -i br -o br DROP)", func(t *testing.T) {
+		w.expect(t, w.coll.FromContainer, e10.ifindex, e10.ifindex, fromC, true, from(e10, "fd00:7::1", tcp(41005, 7070)), icc)
+	})
+	t.Run("unpublished port on a host address: the host's", func(t *testing.T) {
+		w.expect(t, w.coll.FromContainer, e9.ifindex, e9.ifindex, fromC, true, from(e9, "fd00:6::1", tcp(41006, 8081)), none)
+	})
 }

@@ -130,4 +130,10 @@ static __always_inline int drop(struct __sk_buff *skb, __u32 ifindex, __u32 dir,
 	return drop_pkt(skb, ifindex, dir, reason, 0);
 }
 
+/* drop_pkt6 is drop_pkt for IPv6: the event is read from the frame. */
+static __always_inline int drop_pkt6(struct __sk_buff *skb, __u32 ifindex, __u32 dir, __u32 reason, const void *p)
+{
+	return drop(skb, ifindex, dir, reason);
+}
+
 #endif

@@ -13,6 +13,7 @@
  *   ADDR_EQ(a, b), ADDR_SET(a)   address comparison and "not zero"
  *   ICMP_PROTO, ECHO_REQUEST, ECHO_REPLY   ICMP or ICMPv6
  *   GC_ADDR(c)   the address a purge removes (struct gc_ctx)
+ *   BACKEND      the value of ports/ports6
  *
  * No include guard: it redefines its names on every inclusion.
  */
@@ -32,6 +33,7 @@
 #undef ECHO_REQUEST
 #undef ECHO_REPLY
 #undef GC_ADDR
+#undef BACKEND
 
 #if FAMILY == 4
 #define F(name) name
@@ -50,6 +52,7 @@
 #define ECHO_REQUEST ICMP_ECHO
 #define ECHO_REPLY ICMP_ECHOREPLY
 #define GC_ADDR(c) ((c)->addr)
+#define BACKEND struct port_backend
 #elif FAMILY == 6
 #define F(name) name##6
 #define PKT struct pkt6
@@ -67,6 +70,7 @@
 #define ECHO_REQUEST ICMPV6_ECHO_REQUEST
 #define ECHO_REPLY ICMPV6_ECHO_REPLY
 #define GC_ADDR(c) ((c)->addr6)
+#define BACKEND struct port_backend6
 #else
 #error "FAMILY must be 4 or 6"
 #endif

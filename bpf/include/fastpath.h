@@ -36,6 +36,15 @@ static __always_inline int dec_ttl(struct __sk_buff *skb, const struct pkt *p)
 	return bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, ttl), &ttl, 1, 0);
 }
 
+/* dec_ttl6 decrements the hop limit (IPv6 has no header checksum). */
+static __always_inline int dec_ttl6(struct __sk_buff *skb, const struct pkt6 *p)
+{
+	if (p->hop_limit <= 1)
+		return -1;
+	__u8 hop = p->hop_limit - 1;
+	return bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, hop_limit), &hop, 1, 0);
+}
+
 static __always_inline int set_macs(struct __sk_buff *skb, const __u8 *dst, const __u8 *src)
 {
 	if (bpf_skb_store_bytes(skb, 0, dst, ETH_ALEN, 0) < 0)

@@ -47,6 +47,13 @@ static long gc_peer(struct bpf_map *map, struct peer_key *k, struct peer_entry *
 	return 0;
 }
 
+static long gc_sock6(struct bpf_map *map, struct sock_key6 *k, struct sock_orig6 *o, struct gc_ctx *c)
+{
+	if (ip6_eq(k->addr.a, c->addr6.a))
+		bpf_map_delete_elem(&sock_rev6, k);
+	return 0;
+}
+
 static long gc_sock(struct bpf_map *map, struct sock_key *k, struct sock_orig *o, struct gc_ctx *c)
 {
 	if (k->addr == c->addr)
@@ -72,6 +79,8 @@ int maintain(struct __sk_buff *skb)
 		bpf_for_each_map_elem(&nat_fwd6, gc_fwd6, &c, 0);
 		bpf_for_each_map_elem(&nat_rev6, gc_rev6, &c, 0);
 		bpf_for_each_map_elem(&conntrack6, gc_ct6, &c, 0);
+		if (purge)
+			bpf_for_each_map_elem(&sock_rev6, gc_sock6, &c, 0);
 	}
 	if (purge && c.addr) {
 		bpf_for_each_map_elem(&frags, gc_frag, &c, 0);

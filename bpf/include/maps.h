@@ -122,6 +122,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sock_rev SEC(".maps");
 
+/* ports and sock_rev for IPv6: written and read likewise. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct port6_key);
+	__type(value, struct port_backend6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ports6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sock_key6);
+	__type(value, struct sock_orig6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sock_rev6 SEC(".maps");
+
 static __always_inline int is_host_addr(__be32 a)
 {
 	return bpf_map_lookup_elem(&host_addrs, &a) != 0;

@@ -351,12 +351,17 @@ static __always_inline int rewrite_icmp_error6(struct __sk_buff *skb, const stru
 	return bpf_skb_store_bytes(skb, dst ? IP6_DST_OFF : IP6_SRC_OFF, &outer_addr, 16, 0);
 }
 
-/* published6 is published for IPv6: the eBPF datapath publishes no port
- * over IPv6 yet (dual-stack networks use the iptables datapath), so none
- * is taken. */
-static __always_inline void *published6(__u8 proto, struct in6_key addr, __be16 port)
+/* published6 is published for IPv6. */
+static __always_inline struct port_backend6 *published6(__u8 proto, struct in6_key addr, __be16 port)
 {
-	return 0;
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	struct port6_key k = {.addr = addr, .port = port, .proto = proto};
+	struct port_backend6 *b = bpf_map_lookup_elem(&ports6, &k);
+	if (b)
+		return b;
+	__builtin_memset(&k.addr, 0, sizeof(k.addr));
+	return bpf_map_lookup_elem(&ports6, &k);
 }
 
 #define FAMILY 4

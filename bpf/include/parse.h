@@ -256,9 +256,9 @@ static __always_inline int icmp6_error(__u8 type)
 	return type >= ICMPV6_DEST_UNREACH && type <= ICMPV6_PARAMPROB;
 }
 
-/* ports6 reads the ports (ICMPv6 echo: the identifier as source port) of
+/* read_ports6 reads the ports (ICMPv6 echo: the identifier as source port) of
  * the upper-layer header at off; -1 if it does not fit. */
-static __always_inline int ports6(struct __sk_buff *skb, __u32 off, __u8 proto, __be16 *sport, __be16 *dport)
+static __always_inline int read_ports6(struct __sk_buff *skb, __u32 off, __u8 proto, __be16 *sport, __be16 *dport)
 {
 	__be16 h[4];
 	*sport = 0;
@@ -279,7 +279,7 @@ static __always_inline int ports6(struct __sk_buff *skb, __u32 off, __u8 proto, 
 /* parse_l4_6 reads the upper-layer header of a packet that has one. */
 static __always_inline int parse_l4_6(struct __sk_buff *skb, struct pkt6 *p)
 {
-	if (ports6(skb, p->l4_off, p->proto, &p->sport, &p->dport) < 0)
+	if (read_ports6(skb, p->l4_off, p->proto, &p->sport, &p->dport) < 0)
 		return -1;
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr th;
@@ -307,7 +307,7 @@ static __always_inline int parse_l4_6(struct __sk_buff *skb, struct pkt6 *p)
 	__builtin_memcpy(&p->inner_saddr, &in.saddr, 16);
 	__builtin_memcpy(&p->inner_daddr, &in.daddr, 16);
 	p->inner_proto = in.nexthdr;
-	if (ports6(skb, p->inner_l4_off, in.nexthdr, &p->inner_sport, &p->inner_dport) < 0)
+	if (read_ports6(skb, p->inner_l4_off, in.nexthdr, &p->inner_sport, &p->inner_dport) < 0)
 		return -1;
 	p->has_inner = 1;
 	return 0;

@@ -169,6 +169,41 @@ struct in6_key {
 	__be32 a[4];
 };
 
+/* ports6 key: a host port published over IPv6 (addr all zero: every host
+ * address, [::]). */
+struct port6_key {
+	struct in6_key addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* ports6 value: port_backend for IPv6. */
+struct port_backend6 {
+	struct in6_key addr;    /* the endpoint's IPv6 address */
+	__be16 port;
+	__u16 pad;
+	__u32 ifindex;
+	__u32 net_id;
+	__u32 slot;
+	struct in6_key gateway; /* its network's IPv6 gateway */
+};
+
+/* sock_rev6 key and value: sock_key and sock_orig for IPv6. */
+struct sock_key6 {
+	__u64 cookie;
+	struct in6_key addr;
+	__be16 port;
+	__u16 pad;
+	__u32 pad2;
+};
+
+struct sock_orig6 {
+	struct in6_key addr;
+	__be16 port;
+	__u16 pad;
+};
+
 /* uplinks value. */
 struct uplink_info {
 	__be32 addr; /* masquerade source: the uplink's primary IPv4 address */
