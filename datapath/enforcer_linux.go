@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -172,6 +173,11 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 	if err := e.fwd.prepare(); err != nil {
 		return err
 	}
+	if slices.ContainsFunc(v.Networks, (*network.Network).DualStack) {
+		if err := e.fwd.prepareIPv6(); err != nil {
+			return err
+		}
+	}
 	if e.updates == nil {
 		watch, stop := context.WithCancel(context.Background())
 		updates, err := e.addrs.subscribe(watch)
@@ -187,14 +193,30 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 	return e.policy.reconcile(v)
 }
 
-// NetworkAdded implements network.Enforcer: the network's entries and its
-// bridge's program, and its gateway as a host address.
+// NetworkAdded implements network.Enforcer: IPv6 forwarding for the
+// first dual-stack network, the network's entries, and its gateways as
+// host addresses.
 func (e *Enforcer) NetworkAdded(ctx context.Context, v network.View, n *network.Network) error {
+	if n.DualStack() {
+		if err := e.fwd.prepareIPv6(); err != nil {
+			return err
+		}
+	}
 	if err := e.policy.addNetwork(n); err != nil {
 		return err
 	}
-	return e.addrs.add(n.Gateway)
+	if err := e.addrs.add(n.Gateway); err != nil {
+		return err
+	}
+	if n.DualStack() {
+		return e.addrs.add(n.Gateway6)
+	}
+	return nil
 }
+
+// EnforcesIPv6 implements network.IPv6Enforcer: the programs hold IPv6 to
+// the IPv4 policy, translate it (NAT66) and publish ports over it.
+func (e *Enforcer) EnforcesIPv6() bool { return true }
 
 // NetworkRemoved implements network.Enforcer.
 func (e *Enforcer) NetworkRemoved(ctx context.Context, v network.View, n *network.Network) error {

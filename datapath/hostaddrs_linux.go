@@ -67,14 +67,20 @@ func (h *hostAddrs) syncLocked() error {
 	return errors.Join(syncMap(h.coll.HostAddrs, want), syncMap(h.coll.HostAddrs6, want6), h.syncUplinks())
 }
 
-// add makes one address a host address now (a new network's gateway):
-// the watcher would add it too, but only once the kernel's notification
-// arrives, and until then containers of other networks would be refused
-// the gateway.
+// add makes one address (IPv4 or IPv6) a host address now (a new
+// network's gateway): the watcher would add it too, but only once the
+// kernel's notification arrives, and until then containers of other
+// networks would be refused the gateway.
 func (h *hostAddrs) add(ip netip.Addr) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if err := h.coll.HostAddrs.Put(be32(ip), uint32(1)); err != nil {
+	var err error
+	if ip.Is4() {
+		err = h.coll.HostAddrs.Put(be32(ip), uint32(1))
+	} else {
+		err = h.coll.HostAddrs6.Put(in6(ip), uint32(1))
+	}
+	if err != nil {
 		return fmt.Errorf("add %s to host addresses: %w", ip, err)
 	}
 	return nil

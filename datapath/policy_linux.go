@@ -81,6 +81,7 @@ func (p *policy) reconcile(v network.View) error {
 	defer p.mu.Unlock()
 	nets := map[uint32]bpf.BpfnetNetworkInfo{}
 	subnets := map[bpf.BpfnetSubnetKey]uint32{}
+	subnets6 := map[bpf.BpfnetSubnet6Key]uint32{}
 	p.bridges, p.bridgeOwner = map[string]loader.Iface{}, map[uint32]string{}
 	for _, n := range v.Networks {
 		ifc, mac, err := linkOf(n.Bridge)
@@ -91,13 +92,18 @@ func (p *policy) reconcile(v network.View) error {
 		p.bridges[n.ID], p.bridgeOwner[id] = ifc, n.ID
 		nets[id] = networkInfo(n, mac)
 		subnets[subnetKey(n.Subnet)] = id
+		if n.DualStack() {
+			subnets6[subnet6Key(n.Subnet6)] = id
+		}
 	}
 	if err := p.assignSlots(v); err != nil {
 		return err
 	}
 	eps := map[uint32]bpf.BpfnetEndpointInfo{}
 	ips := map[uint32]bpf.BpfnetIpEndpoint{}
+	ips6 := map[bpf.BpfnetIn6Key]bpf.BpfnetIpEndpoint{}
 	ports := map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend{}
+	ports6 := map[bpf.BpfnetPort6Key]bpf.BpfnetPortBackend6{}
 	p.veths, p.vethOwner = map[string]loader.Iface{}, map[uint32]string{}
 	for _, ep := range v.Endpoints {
 		ifc, info, ipEntry, err := p.endpointEntries(v, ep, p.slots[ep.ID])
@@ -107,16 +113,21 @@ func (p *policy) reconcile(v network.View) error {
 		p.veths[ep.ID], p.vethOwner[uint32(ifc.Index)] = ifc, ep.ID
 		eps[uint32(ifc.Index)] = info
 		ips[be32(ep.IP)] = ipEntry
-		entries, err := p.portEntries(v, ep)
+		if ep.IP6.IsValid() {
+			ips6[in6(ep.IP6)] = ipEntry
+		}
+		entries, entries6, err := p.portEntries(v, ep)
 		if err != nil {
 			return err
 		}
 		maps.Copy(ports, entries)
+		maps.Copy(ports6, entries6)
 	}
 	// Networks first, so an endpoint never points at a missing network.
 	c := p.coll
-	if err := errors.Join(syncMap(c.Networks, nets), syncMap(c.Subnets, subnets),
-		syncMap(c.EpByIfindex, eps), syncMap(c.EpByIp, ips), syncMap(c.Ports, ports)); err != nil {
+	if err := errors.Join(syncMap(c.Networks, nets), syncMap(c.Subnets, subnets), syncMap(c.Subnets6, subnets6),
+		syncMap(c.EpByIfindex, eps), syncMap(c.EpByIp, ips), syncMap(c.EpByIp6, ips6),
+		syncMap(c.Ports, ports), syncMap(c.Ports6, ports6)); err != nil {
 		return err
 	}
 	wanted := map[string]bool{}
@@ -200,6 +211,11 @@ func (p *policy) addNetwork(n *network.Network) error {
 	if err := p.coll.Subnets.Put(subnetKey(n.Subnet), id); err != nil {
 		return fmt.Errorf("add subnet %s to map: %w", n.Subnet, err)
 	}
+	if n.DualStack() {
+		if err := p.coll.Subnets6.Put(subnet6Key(n.Subnet6), id); err != nil {
+			return fmt.Errorf("add subnet %s to map: %w", n.Subnet6, err)
+		}
+	}
 	return nil
 }
 
@@ -212,7 +228,7 @@ func (p *policy) removeNetwork(n *network.Network) error {
 		return nil
 	}
 	id := uint32(ifc.Index)
-	err := errors.Join(del(p.coll.Subnets, subnetKey(n.Subnet)), del(p.coll.Networks, id), p.deleteDrops(id))
+	err := errors.Join(del(p.coll.Subnets, subnetKey(n.Subnet)), p.forgetSubnet6(n), del(p.coll.Networks, id), p.deleteDrops(id))
 	if err == nil {
 		delete(p.bridges, n.ID)
 		delete(p.bridgeOwner, id)
@@ -238,8 +254,8 @@ func (p *policy) addEndpoint(v network.View, ep *network.Endpoint) error {
 	if err := p.coll.EpByIfindex.Put(uint32(ifc.Index), info); err != nil {
 		return fmt.Errorf("add endpoint %s to map: %w", ep.Name, err)
 	}
-	if err := p.coll.EpByIp.Put(be32(ep.IP), ipEntry); err != nil {
-		return fmt.Errorf("add endpoint %s to map: %w", ep.Name, err)
+	if err := p.putIPs(ep, ipEntry); err != nil {
+		return err
 	}
 	if err := p.putPorts(v, ep); err != nil {
 		return err
@@ -257,7 +273,33 @@ func (p *policy) forgetEndpoint(ep *network.Endpoint) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	return true, errors.Join(p.deletePorts(ep.Ports), del(p.coll.EpByIfindex, uint32(ifc.Index)), del(p.coll.EpByIp, be32(ep.IP)))
+	err := errors.Join(p.deletePorts(ep.Ports), del(p.coll.EpByIfindex, uint32(ifc.Index)), del(p.coll.EpByIp, be32(ep.IP)))
+	if ep.IP6.IsValid() {
+		err = errors.Join(err, del(p.coll.EpByIp6, in6(ep.IP6)))
+	}
+	return true, err
+}
+
+// putIPs writes an endpoint's ep_by_ip entry, and its ep_by_ip6 one on a
+// dual-stack network.
+func (p *policy) putIPs(ep *network.Endpoint, ipEntry bpf.BpfnetIpEndpoint) error {
+	if err := p.coll.EpByIp.Put(be32(ep.IP), ipEntry); err != nil {
+		return fmt.Errorf("add endpoint %s to map: %w", ep.Name, err)
+	}
+	if ep.IP6.IsValid() {
+		if err := p.coll.EpByIp6.Put(in6(ep.IP6), ipEntry); err != nil {
+			return fmt.Errorf("add endpoint %s to map: %w", ep.Name, err)
+		}
+	}
+	return nil
+}
+
+// forgetSubnet6 deletes a dual-stack network's IPv6 subnet entry.
+func (p *policy) forgetSubnet6(n *network.Network) error {
+	if !n.DualStack() {
+		return nil
+	}
+	return del(p.coll.Subnets6, subnet6Key(n.Subnet6))
 }
 
 // detachEndpoint removes a forgotten endpoint's drops and programs.
@@ -301,7 +343,8 @@ func (p *policy) deleteDrops(ifindex uint32) error {
 }
 
 // checkEndpoint reports what of an endpoint the datapath lacks: its
-// entries in ep_by_ifindex and ep_by_ip, and its two programs.
+// entries in ep_by_ifindex, ep_by_ip (and ep_by_ip6), and its two
+// programs.
 func (p *policy) checkEndpoint(ep *network.Endpoint) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -316,6 +359,11 @@ func (p *policy) checkEndpoint(ep *network.Endpoint) error {
 	var byIP bpf.BpfnetIpEndpoint
 	if err := p.coll.EpByIp.Lookup(be32(ep.IP), &byIP); err != nil || byIP.Ifindex != uint32(ifc.Index) {
 		return fmt.Errorf("no ep_by_ip entry of %s for %s", ep.IP, ifc.Name)
+	}
+	if ep.IP6.IsValid() {
+		if err := p.coll.EpByIp6.Lookup(in6(ep.IP6), &byIP); err != nil || byIP.Ifindex != uint32(ifc.Index) {
+			return fmt.Errorf("no ep_by_ip6 entry of %s for %s", ep.IP6, ifc.Name)
+		}
 	}
 	for _, hook := range []loader.Hook{loader.Ingress, loader.Egress} {
 		if _, _, ok := p.att.Query(ifc, hook); !ok {

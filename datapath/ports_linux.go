@@ -28,29 +28,53 @@ func portKey(p network.PortMapping) bpf.BpfnetPortKey {
 	return bpf.BpfnetPortKey{Addr: be32(p.HostIP), Port: port(p.HostPort), Proto: protoNumber(p.Proto)}
 }
 
-// portEntries returns the ports map entries of an endpoint (callers hold
-// p.mu; the endpoint's veth and network must be known).
-func (p *policy) portEntries(v network.View, ep *network.Endpoint) (map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend, error) {
-	out := map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend{}
+// port6Key is the ports6 map key of a mapping published over IPv6: 0.0.0.0
+// (Docker publishes it on both versions) and :: are every address.
+func port6Key(p network.PortMapping) bpf.BpfnetPort6Key {
+	k := bpf.BpfnetPort6Key{Port: port(p.HostPort), Proto: protoNumber(p.Proto)}
+	if !p.HostIP.IsUnspecified() {
+		k.Addr = in6(p.HostIP)
+	}
+	return k
+}
+
+// publishedOn says whether a mapping is published over IPv4 and over IPv6
+// (on an endpoint with an IPv6 address), as Docker does: 0.0.0.0 on both.
+func publishedOn(p network.PortMapping, dualStack bool) (v4, v6 bool) {
+	return p.HostIP.Is4(), dualStack && (p.HostIP.Is6() || p.HostIP == netip.IPv4Unspecified())
+}
+
+// portEntries returns the ports and ports6 map entries of an endpoint
+// (callers hold p.mu; the endpoint's veth and network must be known).
+func (p *policy) portEntries(v network.View, ep *network.Endpoint) (map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend,
+	map[bpf.BpfnetPort6Key]bpf.BpfnetPortBackend6, error) {
+	out, out6 := map[bpf.BpfnetPortKey]bpf.BpfnetPortBackend{}, map[bpf.BpfnetPort6Key]bpf.BpfnetPortBackend6{}
 	if len(ep.Ports) == 0 {
-		return out, nil
+		return out, out6, nil
 	}
 	n := v.Network(ep.NetworkID)
 	ifc, okv := p.veths[ep.ID]
 	br, okb := p.bridges[ep.NetworkID]
 	if n == nil || !okv || !okb {
-		return nil, fmt.Errorf("endpoint %s: not in the datapath", ep.Name)
+		return nil, nil, fmt.Errorf("endpoint %s: not in the datapath", ep.Name)
 	}
 	for _, pm := range ep.Ports {
-		out[portKey(pm)] = bpf.BpfnetPortBackend{Addr: be32(ep.IP), Port: port(pm.Port), Ifindex: uint32(ifc.Index),
-			NetId: uint32(br.Index), Gateway: be32(n.Gateway), Slot: p.slots[ep.ID]}
+		v4, v6 := publishedOn(pm, ep.IP6.IsValid())
+		if v4 {
+			out[portKey(pm)] = bpf.BpfnetPortBackend{Addr: be32(ep.IP), Port: port(pm.Port), Ifindex: uint32(ifc.Index),
+				NetId: uint32(br.Index), Gateway: be32(n.Gateway), Slot: p.slots[ep.ID]}
+		}
+		if v6 {
+			out6[port6Key(pm)] = bpf.BpfnetPortBackend6{Addr: in6(ep.IP6), Port: port(pm.Port), Ifindex: uint32(ifc.Index),
+				NetId: uint32(br.Index), Gateway: in6(n.Gateway6), Slot: p.slots[ep.ID]}
+		}
 	}
-	return out, nil
+	return out, out6, nil
 }
 
 // putPorts writes an endpoint's published ports.
 func (p *policy) putPorts(v network.View, ep *network.Endpoint) error {
-	entries, err := p.portEntries(v, ep)
+	entries, entries6, err := p.portEntries(v, ep)
 	if err != nil {
 		return err
 	}
@@ -59,15 +83,25 @@ func (p *policy) putPorts(v network.View, ep *network.Endpoint) error {
 			return fmt.Errorf("publish %s of endpoint %s: %w", addrPortOf(k), ep.Name, err)
 		}
 	}
+	for k, b := range entries6 {
+		if err := p.coll.Ports6.Put(k, b); err != nil {
+			return fmt.Errorf("publish [%s]:%d of endpoint %s: %w", addrOf6(k.Addr), port(k.Port), ep.Name, err)
+		}
+	}
 	return nil
 }
 
 // deletePorts removes published ports (their connections expire with
-// their NAT entries).
+// their NAT entries); an entry that is not there is no error.
 func (p *policy) deletePorts(ports []network.PortMapping) error {
 	var errs []error
 	for _, pm := range ports {
-		errs = append(errs, del(p.coll.Ports, portKey(pm)))
+		if pm.HostIP.Is4() {
+			errs = append(errs, del(p.coll.Ports, portKey(pm)))
+		}
+		if pm.HostIP.Is6() || pm.HostIP == netip.IPv4Unspecified() {
+			errs = append(errs, del(p.coll.Ports6, port6Key(pm)))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -89,8 +123,11 @@ func (p *policy) changePorts(v network.View, ep *network.Endpoint, old []network
 	if err := p.deletePorts(old); err != nil {
 		return err
 	}
-	if err := errors.Join(p.coll.EpByIfindex.Put(uint32(ifc.Index), info), p.coll.EpByIp.Put(be32(ep.IP), ipEntry)); err != nil {
+	if err := p.coll.EpByIfindex.Put(uint32(ifc.Index), info); err != nil {
 		return fmt.Errorf("update endpoint %s: %w", ep.Name, err)
+	}
+	if err := p.putIPs(ep, ipEntry); err != nil {
+		return err
 	}
 	return p.putPorts(v, ep)
 }
@@ -120,6 +157,10 @@ func (p *policy) sockHooks() []sockHook {
 		{ebpf.AttachCGroupUDP4Sendmsg, p.coll.SockSendmsg4, "sock_sendmsg4"},
 		{ebpf.AttachCGroupUDP4Recvmsg, p.coll.SockRecvmsg4, "sock_recvmsg4"},
 		{ebpf.AttachCgroupInet4GetPeername, p.coll.SockPeername4, "sock_peername4"},
+		{ebpf.AttachCGroupInet6Connect, p.coll.SockConnect6, "sock_connect6"},
+		{ebpf.AttachCGroupUDP6Sendmsg, p.coll.SockSendmsg6, "sock_sendmsg6"},
+		{ebpf.AttachCGroupUDP6Recvmsg, p.coll.SockRecvmsg6, "sock_recvmsg6"},
+		{ebpf.AttachCgroupInet6GetPeername, p.coll.SockPeername6, "sock_peername6"},
 	}
 }
 

@@ -373,8 +373,7 @@ func TestDockerBadInput(t *testing.T) {
 		{"bad option value", []string{"network", "create", "-d", w.driver, "--subnet", "198.18.22.0/24", "-o", "com.docker.network.bridge.enable_icc=perhaps", "bad"}, "enable_icc"},
 		{"overlapping subnet", []string{"network", "create", "-d", w.driver, "--subnet", "198.18.20.0/25", "bad"}, "overlaps"},
 		{"bridge name taken", []string{"network", "create", "-d", w.driver, "--subnet", "198.18.22.0/24", "-o", "com.docker.network.bridge.name=br-taken", "bad"}, "already used"},
-		// The daemon runs its default datapath, eBPF, whose IPv6 is to come (issue 18).
-		{"ipv6 on the eBPF datapath", []string{"network", "create", "-d", w.driver, "--ipv6", "--subnet", "fd00:1::/64", "--subnet", "198.18.22.0/24", "bad"}, "does not enforce yet"},
+		{"ipv6 link-local subnet", []string{"network", "create", "-d", w.driver, "--ipv6", "--subnet", "fe80::/64", "--subnet", "198.18.22.0/24", "bad"}, "link-local"},
 		{"port taken", []string{"run", "-d", "--name", "bad", "--network", "good", "-p", "8080:80", testnet.PauseImage, "/pause"}, "already published"},
 		{"host IP not the host's", []string{"run", "-d", "--name", "bad2", "--network", "good", "-p", "192.0.2.77:81:80", testnet.PauseImage, "/pause"}, "not an address of this host"},
 	} {

@@ -77,7 +77,7 @@ func (m *Manager) checkIPv6(n *Network) error {
 	if e, ok := m.enf.(IPv6Enforcer); ok && e.EnforcesIPv6() {
 		return nil
 	}
-	return invalidf("network %s has IPv6 on, which the %s datapath does not enforce yet: IPv6 networks need the iptables datapath (restart bpfnetd with --datapath=iptables, or with --ipv6, with which auto selects it)", n.Name, m.enf.Name())
+	return invalidf("network %s has IPv6 on, which the %s datapath cannot enforce on this host (the iptables datapath needs ip6tables)", n.Name, m.enf.Name())
 }
 
 // logFailure logs a best-effort step that failed (an undo, a cleanup):

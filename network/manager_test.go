@@ -277,7 +277,7 @@ func TestIPv6NeedsAnEnforcerThatHoldsIt(t *testing.T) {
 	m := startManager(t, &networktest.Enforcer{Calls: calls}, networktest.NewHost(calls), dir)
 	calls.Reset()
 	_, err := m.CreateNetwork(ctx, api.CreateNetworkRequest{Name: "dual", EnableIPv6: true})
-	if err == nil || !strings.Contains(err.Error(), "does not enforce") {
+	if err == nil || !strings.Contains(err.Error(), "cannot enforce") {
 		t.Errorf("dual-stack network on an IPv4-only enforcer: %v", err)
 	}
 	if got := calls.List(); len(got) != 0 {
@@ -294,7 +294,7 @@ func TestIPv6NeedsAnEnforcerThatHoldsIt(t *testing.T) {
 	}
 	m3 := network.NewManager(slog.New(slog.NewTextHandler(io.Discard, nil)), networktest.NewHost(&networktest.Calls{}),
 		&networktest.Enforcer{Calls: &networktest.Calls{}}, network.NewStore(dir))
-	if err := m3.Start(ctx, network.DefaultNetworkConfig{Enabled: true}); err == nil || !strings.Contains(err.Error(), "does not enforce") {
+	if err := m3.Start(ctx, network.DefaultNetworkConfig{Enabled: true}); err == nil || !strings.Contains(err.Error(), "cannot enforce") {
 		t.Errorf("start of a dual-stack state on an IPv4-only enforcer: %v", err)
 	}
 }

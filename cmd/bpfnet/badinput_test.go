@@ -78,8 +78,7 @@ func TestBadInputLeavesNoResidue(t *testing.T) {
 		{"IPv6 subnet without --ipv6", []string{"network", "create", "--subnet", "fd00::/64", "x"}, "needs IPv6 on (--ipv6)"},
 		{"two IPv4 subnets", []string{"network", "create", "--subnet", "198.18.3.0/24", "--subnet", "198.18.5.0/24", "x"}, "give one per family"},
 		{"IPv6 link-local subnet", []string{"network", "create", "--ipv6", "--subnet", "fe80::/64", "x"}, "not link-local"},
-		// The daemon runs its default datapath, eBPF, whose IPv6 is to come (issue 18).
-		{"IPv6 network on the eBPF datapath", []string{"network", "create", "--ipv6", "--subnet", "fd00:18::/64", "x"}, "does not enforce yet"},
+		{"IPv6 multicast subnet", []string{"network", "create", "--ipv6", "--subnet", "ff05::/64", "x"}, "multicast"},
 		{"IPv6 address on an IPv4-only network", []string{"endpoint", "create", "--network", "net1", "--netns", c2.Path, "--ip6", "fd00::5"}, "has no IPv6 subnet"},
 		{"overlapping subnet", []string{"network", "create", "--subnet", "198.18.1.128/25", "x"}, "overlaps subnet 198.18.1.0/24"},
 		{"gateway outside subnet", []string{"network", "create", "--subnet", "198.18.3.0/24", "--gateway", "198.18.4.1", "x"}, "not inside subnet"},

@@ -31,13 +31,8 @@ func check(cfg Config, w io.Writer) error {
 	store := network.NewStore(cfg.StateDir)
 	mgr := network.NewManager(slog.New(slog.NewTextHandler(io.Discard, nil)), network.NetlinkHost{}, nil, store)
 	loadErr := mgr.Load()
-	ipv6 := needsIPv6(cfg, mgr.View())
 	ebpf := false
 	switch {
-	case ipv6 != "" && cfg.Datapath == "ebpf":
-		say(false, "datapath: ebpf: %s, which the eBPF datapath does not enforce yet (use --datapath=iptables, or auto)", ipv6)
-	case ipv6 != "" && cfg.Datapath == "auto":
-		say(true, "datapath: auto selects iptables: %s, which only the iptables datapath enforces so far", ipv6)
 	case cfg.Datapath != "iptables":
 		mode, err := loader.Probe(cfg.TCAttach)
 		if err == nil {

@@ -110,16 +110,11 @@ func prepareEBPF(cfg Config, s *selected, log *slog.Logger) error {
 // selectDatapath builds the enforcer --datapath asks for. auto probes the
 // kernel (load the programs, attach one to a veth in a scratch namespace)
 // and the file systems the datapath needs, and falls back to iptables,
-// logging why; ipv6 (what needs IPv6, or "") makes auto select iptables,
-// the datapath that enforces IPv6 so far. What another datapath left
-// behind from an earlier run is removed, so two never enforce at once.
-func selectDatapath(ctx context.Context, cfg Config, uplinks []string, ipv6 string, log *slog.Logger) (*selected, error) {
+// logging why. What another datapath left behind from an earlier run is
+// removed, so two never enforce at once.
+func selectDatapath(ctx context.Context, cfg Config, uplinks []string, log *slog.Logger) (*selected, error) {
 	choice, reason := cfg.Datapath, "--datapath="+cfg.Datapath
 	s := &selected{}
-	if choice == "auto" && ipv6 != "" {
-		choice, reason = "iptables", "auto: "+ipv6+", which only the iptables datapath enforces so far"
-		log.Info("IPv6 needs the iptables datapath", "reason", ipv6)
-	}
 	if choice != "iptables" {
 		mode, err := loader.Probe(cfg.TCAttach)
 		if err == nil {

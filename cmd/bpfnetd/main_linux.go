@@ -91,7 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&cfg.DefaultNetwork, "default-network", true, "create the default network \"bridge\"")
 	fs.StringVar(&cfg.Bridge, "bridge", network.DefaultBridgeName, "bridge name of the default network")
 	fs.StringVar(&cfg.BIP, "bip", "", "gateway address and prefix of the default network, e.g. 172.17.0.1/16 (default: first free Docker pool)")
-	fs.BoolVar(&cfg.IPv6, "ipv6", false, "make the default network dual-stack (needs --datapath=iptables until the eBPF datapath enforces IPv6)")
+	fs.BoolVar(&cfg.IPv6, "ipv6", false, "make the default network dual-stack (like dockerd's --ipv6; both datapaths enforce IPv6)")
 	fs.StringVar(&cfg.FixedCIDRv6, "fixed-cidr-v6", "", "IPv6 subnet of the default network with --ipv6, e.g. fd00:d0c::/64 (default: a unique local /64)")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
 	fs.BoolVar(&cfg.Check, "check", false, "check that the daemon can run here, print what it would do, and exit (0 ok, 1 not)")

@@ -45,11 +45,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 		return err
 	}
 	// What would fail later fails now, before the host is touched.
-	ipv6, err := preflight(cfg, log)
-	if err != nil {
+	if err := preflight(cfg, log); err != nil {
 		return err
 	}
-	sel, err := selectDatapath(ctx, cfg, uplinks, ipv6, log)
+	sel, err := selectDatapath(ctx, cfg, uplinks, log)
 	if err != nil {
 		return err
 	}
@@ -171,42 +170,18 @@ func defaultNetworkError(err error) error {
 
 // preflight reads the state and plans the default network without
 // changing anything, so that a start bound to fail there (no free pool, a
-// bad --bip, a state file that does not parse, IPv6 on the eBPF datapath)
-// fails before it mounts, loads or attaches anything. ipv6 says why IPv6
-// is needed ("" when it is not): auto then selects the iptables datapath.
-func preflight(cfg Config, log *slog.Logger) (ipv6 string, err error) {
+// bad --bip, a state file that does not parse) fails before it mounts,
+// loads or attaches anything.
+func preflight(cfg Config, log *slog.Logger) error {
 	mgr := network.NewManager(log, network.NetlinkHost{}, nil, network.NewStore(cfg.StateDir))
 	if err := mgr.Load(); err != nil {
-		return "", err
-	}
-	ipv6 = needsIPv6(cfg, mgr.View())
-	if ipv6 != "" && cfg.Datapath == "ebpf" {
-		return "", fmt.Errorf("%s, which the eBPF datapath does not enforce yet: use --datapath=iptables (or auto, which selects it)", ipv6)
+		return err
 	}
 	if !cfg.DefaultNetwork {
-		return ipv6, nil
+		return nil
 	}
-	_, _, err = mgr.PlanDefault(cfg.defaultNetwork(true))
-	if err != nil {
-		return "", fmt.Errorf("default network: %w", defaultNetworkError(err))
+	if _, _, err := mgr.PlanDefault(cfg.defaultNetwork(true)); err != nil {
+		return fmt.Errorf("default network: %w", defaultNetworkError(err))
 	}
-	return ipv6, nil
-}
-
-// needsIPv6 says what asks for IPv6: --ipv6, or dual-stack networks in
-// the state ("" when nothing does).
-func needsIPv6(cfg Config, v network.View) string {
-	n := 0
-	for _, nw := range v.Networks {
-		if nw.DualStack() && !nw.Default {
-			n++
-		}
-	}
-	switch {
-	case cfg.DefaultNetwork && cfg.IPv6:
-		return "the default network has IPv6 (--ipv6)"
-	case n > 0:
-		return fmt.Sprintf("%d network(s) of the state have IPv6", n)
-	}
-	return ""
+	return nil
 }
