@@ -85,6 +85,10 @@ test: deps ## run every test tier (privileged ones need root; CI=1 makes them fa
 bench: deps ## same-network sweep over 1-1000 networks: bare bridge, Docker 20.10 (nft, legacy), Docker 29 nftables, bpfnet; 4 workloads (root; ~50 min)
 	$(GO) test -count=1 -timeout 120m ./bench -run TestSameNetworkSweep -sweep -v -duration=2s -sweep-report=$(CURDIR)/bench/sweep-results.md -sweep-charts=$(CURDIR)/docs/perf
 
+.PHONY: bench-ipv6
+bench-ipv6: deps ## same-network sweep over IPv6, 1 and 1000 dual-stack networks: bare bridge, Docker 20.10 (ip6tables), bpfnet-ebpf; 4 workloads (root; ~10 min)
+	$(GO) test -count=1 -timeout 120m ./bench -run TestSameNetworkSweep -sweep -sweep-ipv6 -v -duration=2s -sweep-networks=1,1000 -sweep-worlds=docker-20.10,bpfnet-ebpf -sweep-report=$(CURDIR)/bench/ipv6-results.md -sweep-charts=$(CURDIR)/docs/perf
+
 .PHONY: bench-outside
 bench-outside: deps ## container → outside (masquerade) sweep over 1-1000 networks: routed bare bridge, Docker 20.10, Docker 29 nftables, bpfnet; 4 workloads (root; ~25 min)
 	$(GO) test -count=1 -timeout 120m ./bench -run TestSameNetworkSweep -sweep -sweep-path=outside -v -duration=2s -sweep-networks=1,100,1000 -sweep-worlds=docker-20.10,docker-29-nft,bpfnet-iptables,bpfnet-ebpf -sweep-report=$(CURDIR)/bench/outside-results.md -sweep-charts=$(CURDIR)/docs/perf

@@ -7,6 +7,7 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -135,9 +136,15 @@ const connPort = 12000
 // serveConnections accepts TCP connections on addr:connPort inside ns and
 // closes them, until the test ends.
 func serveConnections(t *testing.T, ns *testnet.NS, addr string) {
+	serveTCP(t, ns, addr, connPort, func(c net.Conn) { c.Close() })
+}
+
+// serveTCP listens on addr:port inside ns and hands every connection to
+// handle (in its own goroutine), until the test ends.
+func serveTCP(t *testing.T, ns *testnet.NS, addr string, port int, handle func(net.Conn)) {
 	var l net.Listener
 	err := ns.Do(func() (err error) {
-		l, err = net.Listen("tcp4", net.JoinHostPort(addr, strconv.Itoa(connPort)))
+		l, err = net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
 		return err
 	})
 	if err != nil {
@@ -150,7 +157,7 @@ func serveConnections(t *testing.T, ns *testnet.NS, addr string) {
 			if err != nil {
 				return
 			}
-			c.Close()
+			go handle(c)
 		}
 	}()
 }
@@ -163,7 +170,7 @@ func tcpConnRate(t *testing.T, ns *testnet.NS, dst string, d time.Duration) floa
 	err := ns.Do(func() error {
 		addr := net.JoinHostPort(dst, strconv.Itoa(connPort))
 		for end := time.Now().Add(d); time.Now().Before(end); n++ {
-			c, err := net.DialTimeout("tcp4", addr, time.Second)
+			c, err := net.DialTimeout("tcp", addr, time.Second)
 			if err != nil {
 				return err
 			}
@@ -196,4 +203,60 @@ func udpRate(t *testing.T, ns *testnet.NS, dst string, d time.Duration) float64 
 		t.Fatalf("iperf3 -u: %v\n%s", err, out)
 	}
 	return (r.End.Sum.Packets - r.End.Sum.LostPackets) / r.End.Sum.Seconds
+}
+
+// rrPort is where serveEcho listens.
+const rrPort = 12001
+
+// serveEcho answers every 64-byte message on addr:rrPort inside ns with
+// the same 64 bytes, until the test ends: the request/response server of
+// the IPv6 sweep (Debian 12's sockperf, 3.7, has no IPv6).
+func serveEcho(t *testing.T, ns *testnet.NS, addr string) {
+	serveTCP(t, ns, addr, rrPort, func(c net.Conn) {
+		defer c.Close()
+		c.(*net.TCPConn).SetNoDelay(true)
+		buf := make([]byte, 64)
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// goRR sends 64-byte requests from ns to dst:rrPort over one TCP
+// connection, each after the previous answer, for d, and returns the
+// median round trip in µs: the IPv6 sweep's rr (serveEcho). Client and
+// server are goroutines of this process, so a round trip includes two Go
+// scheduler wake-ups that sockperf's does not: compare it only with
+// itself.
+func goRR(t *testing.T, ns *testnet.NS, dst string, d time.Duration) float64 {
+	var rtts []float64
+	err := ns.Do(func() error {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(dst, strconv.Itoa(rrPort)), time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.(*net.TCPConn).SetNoDelay(true)
+		buf := make([]byte, 64)
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			start := time.Now()
+			if _, err := c.Write(buf); err != nil {
+				return err
+			}
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return err
+			}
+			rtts = append(rtts, float64(time.Since(start).Nanoseconds())/1000)
+		}
+		return nil
+	})
+	if err != nil || len(rtts) == 0 {
+		t.Fatalf("request/response to %s: %v", dst, err)
+	}
+	return median(rtts)
 }

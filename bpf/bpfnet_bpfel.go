@@ -184,6 +184,13 @@ type BpfnetFragEntry struct {
 	NewDaddr uint32
 }
 
+type BpfnetFragEntry6 struct {
+	_        structs.HostLayout
+	Seen     uint64
+	NewSaddr BpfnetIn6Key
+	NewDaddr BpfnetIn6Key
+}
+
 type BpfnetFragKey struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -191,6 +198,15 @@ type BpfnetFragKey struct {
 	Id    uint16
 	Proto uint8
 	Pad   uint8
+}
+
+type BpfnetFragKey6 struct {
+	_     structs.HostLayout
+	Saddr BpfnetIn6Key
+	Daddr BpfnetIn6Key
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
 }
 
 type BpfnetGcArgs struct {
@@ -297,10 +313,24 @@ type BpfnetPeerEntry struct {
 	Pad       uint32
 }
 
+type BpfnetPeerEntry6 struct {
+	_         structs.HostLayout
+	Seen      uint64
+	Container BpfnetIn6Key
+}
+
 type BpfnetPeerKey struct {
 	_      structs.HostLayout
 	Remote uint32
 	Local  uint32
+	Proto  uint8
+	Pad    [3]uint8
+}
+
+type BpfnetPeerKey6 struct {
+	_      structs.HostLayout
+	Remote BpfnetIn6Key
+	Local  BpfnetIn6Key
 	Proto  uint8
 	Pad    [3]uint8
 }
@@ -312,7 +342,7 @@ type BpfnetPkt6 struct {
 	L4Off      uint32
 	InnerOff   uint16
 	InnerL4Off uint16
-	FragId     uint32
+	IpId       uint32
 	Sport      uint16
 	Dport      uint16
 	Proto      uint8
@@ -487,6 +517,7 @@ const (
 	BpfnetMapEvBudget           = "ev_budget"
 	BpfnetMapEvents             = "events"
 	BpfnetMapFrags              = "frags"
+	BpfnetMapFrags6             = "frags6"
 	BpfnetMapGcArgs             = "gc_args"
 	BpfnetMapHostAddrs          = "host_addrs"
 	BpfnetMapHostAddrs6         = "host_addrs6"
@@ -496,6 +527,7 @@ const (
 	BpfnetMapNatRev6            = "nat_rev6"
 	BpfnetMapNetworks           = "networks"
 	BpfnetMapPeers              = "peers"
+	BpfnetMapPeers6             = "peers6"
 	BpfnetMapPkt6Scratch        = "pkt6_scratch"
 	BpfnetMapPorts              = "ports"
 	BpfnetMapPorts6             = "ports6"
@@ -625,6 +657,7 @@ type BpfnetMapSpecs struct {
 	EvBudget      *ebpf.MapSpec `ebpf:"ev_budget"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Frags         *ebpf.MapSpec `ebpf:"frags"`
+	Frags6        *ebpf.MapSpec `ebpf:"frags6"`
 	GcArgs        *ebpf.MapSpec `ebpf:"gc_args"`
 	HostAddrs     *ebpf.MapSpec `ebpf:"host_addrs"`
 	HostAddrs6    *ebpf.MapSpec `ebpf:"host_addrs6"`
@@ -634,6 +667,7 @@ type BpfnetMapSpecs struct {
 	NatRev6       *ebpf.MapSpec `ebpf:"nat_rev6"`
 	Networks      *ebpf.MapSpec `ebpf:"networks"`
 	Peers         *ebpf.MapSpec `ebpf:"peers"`
+	Peers6        *ebpf.MapSpec `ebpf:"peers6"`
 	Pkt6Scratch   *ebpf.MapSpec `ebpf:"pkt6_scratch"`
 	Ports         *ebpf.MapSpec `ebpf:"ports"`
 	Ports6        *ebpf.MapSpec `ebpf:"ports6"`
@@ -715,6 +749,7 @@ type BpfnetMaps struct {
 	EvBudget      *ebpf.Map `ebpf:"ev_budget"`
 	Events        *ebpf.Map `ebpf:"events"`
 	Frags         *ebpf.Map `ebpf:"frags"`
+	Frags6        *ebpf.Map `ebpf:"frags6"`
 	GcArgs        *ebpf.Map `ebpf:"gc_args"`
 	HostAddrs     *ebpf.Map `ebpf:"host_addrs"`
 	HostAddrs6    *ebpf.Map `ebpf:"host_addrs6"`
@@ -724,6 +759,7 @@ type BpfnetMaps struct {
 	NatRev6       *ebpf.Map `ebpf:"nat_rev6"`
 	Networks      *ebpf.Map `ebpf:"networks"`
 	Peers         *ebpf.Map `ebpf:"peers"`
+	Peers6        *ebpf.Map `ebpf:"peers6"`
 	Pkt6Scratch   *ebpf.Map `ebpf:"pkt6_scratch"`
 	Ports         *ebpf.Map `ebpf:"ports"`
 	Ports6        *ebpf.Map `ebpf:"ports6"`
@@ -754,6 +790,7 @@ func (m *BpfnetMaps) Close() error {
 		m.EvBudget,
 		m.Events,
 		m.Frags,
+		m.Frags6,
 		m.GcArgs,
 		m.HostAddrs,
 		m.HostAddrs6,
@@ -763,6 +800,7 @@ func (m *BpfnetMaps) Close() error {
 		m.NatRev6,
 		m.Networks,
 		m.Peers,
+		m.Peers6,
 		m.Pkt6Scratch,
 		m.Ports,
 		m.Ports6,

@@ -36,7 +36,7 @@
  *                 from that address are recorded so containers never
  *                 collide with them.
  *                 IPv6 likewise on the uplinks (NAT66 to the uplink's IPv6
- *                 address; no IPv6 fast path or fragments yet).
+ *                 address).
  *
  * Passed packets leave with forward_mark set in skb->mark. Every hook on a
  * veth counts packets and bytes per direction and drops per reason.
@@ -127,6 +127,17 @@ static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
 /* ICMPv6 types of the link-local control traffic an IPv4-only network
  * carries (RFC 4861 neighbour discovery, RFC 2710/3810 multicast listener
  * discovery). */
+/* How long a fragmented datagram's state lives after its last fragment
+ * (frags_family.h). */
+volatile const __u64 frag_timeout = 30 * SEC_NS;
+
+#define FAMILY 4
+#include "frags_family.h"
+#undef FAMILY
+#define FAMILY 6
+#include "frags_family.h"
+#undef FAMILY
+
 #define ICMPV6_MLD_QUERY 130
 #define ICMPV6_MLD_REPORT 131
 #define ICMPV6_MLD_DONE 132
@@ -309,7 +320,7 @@ enum dest {
  * isolation, internal; host addresses reachable) with its IPv6 address
  * as the only source, or its link-local one towards the link. */
 static __noinline __u32 judge6_from_container(struct __sk_buff *skb, const struct endpoint_info *ep, const struct pkt6 *p,
-					    enum dest *dest)
+					    enum dest *dest, struct ip_endpoint **peer)
 {
 	*dest = DEST_HOST;
 	/* A first fragment counts too: a router advertisement in fragments is
@@ -324,9 +335,12 @@ static __noinline __u32 judge6_from_container(struct __sk_buff *skb, const struc
 		return PASS;
 	if (ip6_link_local(p->daddr.a)) /* on the link: a neighbour, as far as anyone can tell */
 		return between(ep->net_id, ep->net_id);
-	struct ip_endpoint *peer = bpf_map_lookup_elem(&ep_by_ip6, p->daddr.a);
-	if (peer)
-		return between(ep->net_id, peer->net_id);
+	struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip6, p->daddr.a);
+	if (dst) {
+		*dest = DEST_NETWORK;
+		*peer = dst;
+		return between(ep->net_id, dst->net_id);
+	}
 	if (bpf_map_lookup_elem(&host_addrs6, p->daddr.a)) {
 		*dest = DEST_HOST_ADDR;
 		return PASS;
@@ -336,20 +350,8 @@ static __noinline __u32 judge6_from_container(struct __sk_buff *skb, const struc
 		return between(ep->net_id, *dnet);
 	if (ep->net_flags & NET_F_INTERNAL)
 		return REASON_INTERNAL;
-	return ct_outbound6(skb, p, ep->slot); /* the outside */
-}
-
-/* judge6_from_outside judges an IPv6 packet from outside the host (routed
- * in, already translated back) for network net_id: only replies to
- * tracked flows and ICMPv6 errors about them enter, and nothing enters an
- * internal network. Later fragments are not followed yet. */
-static __always_inline __u32 judge6_from_outside(__u32 net_id, const struct pkt6 *p)
-{
-	if (net_flags(net_id) & NET_F_INTERNAL)
-		return REASON_INTERNAL;
-	if (p->frag == FRAG_LATER)
-		return REASON_FRAGMENT;
-	return ct_reply6(p) || dnat_inbound6(p) ? PASS : REASON_UNSOLICITED;
+	*dest = DEST_OUTSIDE;
+	return ct_outbound6(skb, p, ep->slot);
 }
 
 /* judge6_to_container returns the verdict for an IPv6 packet on its way
@@ -358,7 +360,7 @@ static __always_inline __u32 judge6_from_outside(__u32 net_id, const struct pkt6
  * that endpoint's from_container: it gets the icc and isolation verdicts.
  * Anything else the host stack sent: its own packets pass (a host address
  * as source, made here or looped back), and what it routed in is the
- * outside's (judge6_from_outside). */
+ * outside's (judge_from_outside). */
 static __always_inline __u32 judge6_to_container(struct __sk_buff *skb, const struct endpoint_info *ep, __u32 in)
 {
 	struct pkt6 p;
@@ -375,7 +377,7 @@ static __always_inline __u32 judge6_to_container(struct __sk_buff *skb, const st
 	 * from the host's link-local addresses. */
 	if (in == 0 && ip6_link_local(p.saddr.a))
 		return PASS;
-	return judge6_from_outside(ep->net_id, &p);
+	return judge_from_outside6(ep->net_id, &p);
 }
 
 /* ARP for Ethernet/IPv4 whose sender is the endpoint (or 0.0.0.0 for an
@@ -488,7 +490,7 @@ struct {
 /* from_container6 is from_container for IPv6 from an endpoint of a
  * dual-stack network: replies of its published ports' hairpin
  * connections, the verdict, and connections to published ports on host
- * addresses (hairpin). No fast paths yet. Its steps are BPF functions of
+ * addresses (hairpin), and the fast paths. Its steps are BPF functions of
  * their own, called one after the other, so their stacks never add up. */
 static __always_inline int from_container6(struct __sk_buff *skb, const struct endpoint_info *ep)
 {
@@ -503,14 +505,19 @@ static __always_inline int from_container6(struct __sk_buff *skb, const struct e
 			return rc;
 	}
 	enum dest dest;
-	__u32 v = judge6_from_container(skb, ep, p, &dest);
+	struct ip_endpoint *peer = 0;
+	__u32 v = judge6_from_container(skb, ep, p, &dest, &peer);
 	if (v != PASS)
 		return drop(skb, ifindex, DIR_FROM_CONTAINER, v);
-	if (dest == DEST_HOST_ADDR) {
+	rc = -1;
+	if (dest == DEST_NETWORK && peer)
+		rc = fast_local(skb, ifindex, peer);
+	else if (dest == DEST_OUTSIDE)
+		rc = fast_out6(skb, ep->net_id, p);
+	else if (dest == DEST_HOST_ADDR)
 		rc = hairpin6(skb, ifindex, ep, p);
-		if (rc >= 0)
-			return rc;
-	}
+	if (rc >= 0)
+		return rc;
 	return pass(skb);
 }
 
@@ -574,85 +581,6 @@ int from_container(struct __sk_buff *skb)
 		return drop(skb, ifindex, dir, v);
 	return pass(skb);
 }
-
-/* Fragments: a datagram's later fragments carry no ports, so they follow
- * their first: frags remembers (and translates) what the first did, for
- * frag_timeout after the last fragment seen. A later fragment that arrives
- * before its first is let through when its sender lately replied to the
- * same destination (peers), which names the one container it goes to. */
-volatile const __u64 frag_timeout = 30 * SEC_NS;
-
-static __always_inline struct frag_entry *frag_of(const struct pkt *p, __u64 now)
-{
-	struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
-	struct frag_entry *fe = bpf_map_lookup_elem(&frags, &fk);
-	if (!fe || expired(now, fe->seen, frag_timeout))
-		return 0;
-	fe->seen = now;
-	return fe;
-}
-
-static __always_inline void frag_first(const struct pkt *p, __be32 new_saddr, __be32 new_daddr, __u64 now)
-{
-	struct frag_key fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
-	struct frag_entry fe = {.seen = now, .new_saddr = new_saddr, .new_daddr = new_daddr};
-	bpf_map_update_elem(&frags, &fk, &fe, BPF_ANY);
-}
-
-/* peer_replied records that remote sent a reply to local (as it arrived),
- * which went to container; at most once a second per key. */
-static __always_inline void peer_replied(__be32 remote, __be32 local, __be32 container, __u8 proto, __u64 now)
-{
-	struct peer_key k = {.remote = remote, .local = local, .proto = proto};
-	struct peer_entry *e = bpf_map_lookup_elem(&peers, &k);
-	if (e && !expired(now, e->seen, SEC_NS)) {
-		if (e->container != container)
-			e->container = 0; /* more than one: ambiguous */
-		return;
-	}
-	struct peer_entry n = {.seen = now, .container = container};
-	if (e && e->container != container && !expired(now, e->seen, frag_timeout))
-		n.container = 0;
-	bpf_map_update_elem(&peers, &k, &n, BPF_ANY);
-}
-
-/* early_fragment returns the container a later fragment without a first
- * goes to (its sender replied lately to its destination, and only one
- * container got those replies), or 0. */
-static __always_inline __be32 early_fragment(const struct pkt *p, __u64 now)
-{
-	struct peer_key k = {.remote = p->saddr, .local = p->daddr, .proto = p->proto};
-	struct peer_entry *e = bpf_map_lookup_elem(&peers, &k);
-	if (!e || expired(now, e->seen, frag_timeout))
-		return 0;
-	return e->container;
-}
-
-/* judge_from_outside judges a packet from outside the host for network
- * net_id: only replies to tracked flows (and ICMP errors about them, and
- * fragments of an allowed datagram) enter, and nothing enters an internal
- * network. */
-static __always_inline __u32 judge_from_outside(__u32 net_id, const struct pkt *p)
-{
-	if (net_flags(net_id) & NET_F_INTERNAL)
-		return REASON_INTERNAL;
-	__u64 now = bpf_ktime_get_ns();
-	if (p->frag == FRAG_LATER) {
-		if (frag_of(p, now))
-			return PASS;
-		if (early_fragment(p, now) != p->daddr)
-			return REASON_FRAGMENT;
-		frag_first(p, 0, 0, now);
-		return PASS;
-	}
-	if (!ct_reply(p) && !dnat_inbound(p))
-		return REASON_UNSOLICITED;
-	peer_replied(p->saddr, p->daddr, p->daddr, p->proto, now);
-	if (p->frag == FRAG_FIRST)
-		frag_first(p, 0, 0, now);
-	return PASS;
-}
-
 
 /* judge_to_network judges a packet the host stack sends into network
  * net_id, that came in on interface in (0: made by the host). The host's
@@ -847,8 +775,8 @@ static __always_inline int drop_to_network6(struct __sk_buff *skb, __u32 net_id,
 
 /* from_uplink6 is from_uplink for IPv6: replies to translated flows are
  * translated back, connections to published ports translated to their
- * endpoint, and what is for a managed subnet is judged and left to the
- * host's stack (no IPv6 fast path yet). */
+ * endpoint, and what is for a managed subnet is judged and delivered
+ * straight into its container (or left to the host's stack). */
 static __always_inline int from_uplink6(struct __sk_buff *skb)
 {
 	struct pkt6 p;
@@ -878,9 +806,12 @@ static __always_inline int from_uplink6(struct __sk_buff *skb)
 	if (!dnet)
 		return TC_ACT_UNSPEC;
 	__u32 net_id = *dnet;
-	__u32 v = judge6_from_outside(net_id, &p);
+	__u32 v = judge_from_outside6(net_id, &p);
 	if (v != PASS)
 		return drop_to_network6(skb, net_id, &p, v);
+	rc = fast_in6(skb, &p);
+	if (rc >= 0)
+		return rc;
 	skb->mark |= forward_mark;
 	return TC_ACT_UNSPEC;
 }

@@ -52,6 +52,14 @@ func frame6From(t testing.TB, from, to net.HardwareAddr, src, dst string, p l4) 
 	return serialize(t, append([]gopacket.SerializableLayer{eth(from, to, layers.EthernetTypeIPv6)}, ip6Packet(t, src, dst, p)...)...)
 }
 
+// routed6 is a frame as the host delivers it into endpoint e: the
+// bridge's MAC as source, hop limit 63 (which no checksum covers).
+func routed6(t testing.TB, e *testEP, src, dst string, p l4) []byte {
+	f := frame6From(t, bridgeMAC, mac(e.mac), src, dst, p)
+	f[14+7] = 63
+	return f
+}
+
 func echo6Req(id uint16) l4 { return l4{proto: "icmp", icmpType: 128, icmpID: id} }
 
 // Source address and port (ICMPv6 echo: identifier) of an IPv6 frame
@@ -153,28 +161,22 @@ func TestIPv6ReverseTranslation(t *testing.T) {
 	if ret != actUnspc || srcPort6(translated) != 40100 {
 		t.Fatalf("outbound: %d %x", ret, translated)
 	}
-	// in runs from_uplink, then (for a packet it passes) to_container on
-	// the endpoint, as the host's routing would, and returns both verdicts
-	// and the packet as delivered.
-	in := func(t *testing.T, frame []byte, to *testEP) (uint32, uint32, uint32, []byte) {
+	// deliver runs from_uplink on a frame from the outside, which must
+	// deliver it straight into the container as want (fast path); want,
+	// handed over by the host's router instead (the normal path), must
+	// pass to_container too.
+	deliver := func(t *testing.T, frame []byte, to *testEP, want []byte) {
 		t.Helper()
-		ret, mark, out := w.runData(t, w.coll.FromUplink, w.uplink, frame)
-		if ret != actUnspc {
-			return ret, mark, 0, out
-		}
+		w.redirected(t, w.coll.FromUplink, w.uplink, frame, want, to)
 		w.ingress = w.uplink
 		defer func() { w.ingress = 0 }()
-		ret2, _ := w.run(t, w.coll.ToContainer, to.ifindex, out)
-		return ret, mark, ret2, out
+		if ret, _ := w.run(t, w.coll.ToContainer, to.ifindex, want); ret != actOK {
+			t.Errorf("to_container (the normal path): %d, want TC_ACT_OK", ret)
+		}
 	}
-	t.Run("reply translated back and let in", func(t *testing.T) {
-		ret, mark, ret2, out := in(t, frame6From(t, outside, hostMAC, outsideAddr6, uplinkAddr6, udp(53, 40100)), e8)
-		if ret != actUnspc || mark&testMark == 0 || ret2 != actOK {
-			t.Fatalf("from_uplink %d (mark %#x), to_container %d; want TC_ACT_UNSPEC, marked, TC_ACT_OK", ret, mark, ret2)
-		}
-		if exp := frame6From(t, outside, hostMAC, outsideAddr6, "fd00:6::2", udp(53, 40100)); !bytes.Equal(out, exp) {
-			t.Errorf("translated reply\n got %x\nwant %x", out, exp)
-		}
+	t.Run("reply translated back and delivered", func(t *testing.T) {
+		deliver(t, frame6From(t, outside, hostMAC, outsideAddr6, uplinkAddr6, udp(53, 40100)), e8,
+			routed6(t, e8, outsideAddr6, "fd00:6::2", udp(53, 40100)))
 	})
 	t.Run("listed by nat ls", func(t *testing.T) {
 		entries, err := w.nat().entries()
@@ -194,19 +196,14 @@ func TestIPv6ReverseTranslation(t *testing.T) {
 		// (translated); the container must get it quoting what it sent.
 		router := "2001:db8:19::fe"
 		mtu := []byte{0, 0, 0x05, 0x00}
-		errTo := func(dst string, quote []byte) []byte {
-			ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: net.ParseIP(router), DstIP: net.ParseIP(dst)}
+		errTo := func(e *layers.Ethernet, hop uint8, dst string, quote []byte) []byte {
+			ip := &layers.IPv6{Version: 6, HopLimit: hop, NextHeader: layers.IPProtocolICMPv6, SrcIP: net.ParseIP(router), DstIP: net.ParseIP(dst)}
 			ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(2, 0)}
 			ic.SetNetworkLayerForChecksum(ip)
-			return serialize(t, eth(outside, hostMAC, layers.EthernetTypeIPv6), ip, ic, gopacket.Payload(append(append([]byte{}, mtu...), quote...)))
+			return serialize(t, e, ip, ic, gopacket.Payload(append(append([]byte{}, mtu...), quote...)))
 		}
-		ret, _, ret2, out := in(t, errTo(uplinkAddr6, translated[14:]), e8)
-		if ret != actUnspc || ret2 != actOK {
-			t.Fatalf("from_uplink %d, to_container %d", ret, ret2)
-		}
-		if exp := errTo("fd00:6::2", orig[14:]); !bytes.Equal(out, exp) {
-			t.Errorf("translated error\n got %x\nwant %x", out, exp)
-		}
+		deliver(t, errTo(eth(outside, hostMAC, layers.EthernetTypeIPv6), 64, uplinkAddr6, translated[14:]), e8,
+			errTo(eth(bridgeMAC, mac(e8.mac), layers.EthernetTypeIPv6), 63, "fd00:6::2", orig[14:]))
 	})
 	t.Run("the host's error about a reply it forwarded", func(t *testing.T) {
 		// The host cannot deliver the translated-back reply (say, a smaller
@@ -268,10 +265,8 @@ func TestIPv6ReverseTranslation(t *testing.T) {
 		if ret, _ := w.run(t, w.coll.FromContainer, e12.ifindex, frame6From(t, mac(e12.mac), bridgeMAC, "fd00:9::2", outsideAddr6, tcp(40200, 80))); ret != actOK {
 			t.Fatalf("from_container: %d", ret)
 		}
-		reply := frame6From(t, outside, hostMAC, outsideAddr6, "fd00:9::2", tcpAck(80, 40200))
-		if ret, mark, ret2, out := in(t, reply, e12); ret != actUnspc || mark&testMark == 0 || ret2 != actOK || !bytes.Equal(out, reply) {
-			t.Errorf("from_uplink %d (mark %#x), to_container %d, changed %v", ret, mark, ret2, !bytes.Equal(out, reply))
-		}
+		deliver(t, frame6From(t, outside, hostMAC, outsideAddr6, "fd00:9::2", tcpAck(80, 40200)), e12,
+			routed6(t, e12, outsideAddr6, "fd00:9::2", tcpAck(80, 40200)))
 		w.expect(t, w.coll.FromUplink, w.uplink, e12.ifindex, toC, false, frame6From(t, outside, hostMAC, outsideAddr6, "fd00:9::2", tcpAck(80, 40201)), unsolicited)
 	})
 }
@@ -366,18 +361,13 @@ func TestIPv6PublishedPortFromOutside(t *testing.T) {
 	// from dst:hostPort.
 	open := func(t *testing.T, dst string, p, inside, reply, out l4) {
 		t.Helper()
-		ret, mark, got := w.runData(t, w.coll.FromUplink, w.uplink, in(dst, p))
-		if ret != actUnspc || mark&testMark == 0 {
-			t.Fatalf("from_uplink %d (mark %#x), want TC_ACT_UNSPEC, marked", ret, mark)
-		}
-		if exp := in("fd00:6::2", inside); !bytes.Equal(got, exp) {
-			t.Errorf("translated\n got %x\nwant %x", got, exp)
-		}
+		want := routed6(t, e8, outsideAddr6, "fd00:6::2", inside)
+		w.redirected(t, w.coll.FromUplink, w.uplink, in(dst, p), want, e8)
 		w.ingress = w.uplink
-		ret2, _ := w.run(t, w.coll.ToContainer, e8.ifindex, got)
+		ret2, _ := w.run(t, w.coll.ToContainer, e8.ifindex, want)
 		w.ingress = 0
 		if ret2 != actOK {
-			t.Errorf("to_container %d, want TC_ACT_OK", ret2)
+			t.Errorf("to_container (the normal path) %d, want TC_ACT_OK", ret2)
 		}
 		sent := frame6From(t, mac(e8.mac), bridgeMAC, "fd00:6::2", outsideAddr6, reply)
 		if ret, _ := w.run(t, w.coll.FromContainer, e8.ifindex, sent); ret != actOK {
@@ -438,13 +428,7 @@ func TestIPv6PublishedPortHairpin(t *testing.T) {
 	w.publish6(t, "e10", "fd00:7::2", pm("tcp", "::", 7070, 70), "::")
 	addr := map[*testEP]string{e8: "fd00:6::2", e9: "fd00:6::3", e10: "fd00:7::2", e11: "fd00:8::2"}
 	from := func(e *testEP, dst string, p l4) []byte { return frame6From(t, mac(e.mac), bridgeMAC, addr[e], dst, p) }
-	// routed is a frame as the host's router delivers it into e: the
-	// bridge's MAC as source, hop limit 63.
-	routed := func(e *testEP, src string, p l4) []byte {
-		f := frame6From(t, bridgeMAC, mac(e.mac), src, addr[e], p)
-		f[14+7] = 63
-		return f
-	}
+	routed := func(e *testEP, src string, p l4) []byte { return routed6(t, e, src, addr[e], p) }
 	hop := func(t *testing.T, src *testEP, frame, want []byte, to *testEP) {
 		t.Helper()
 		w.redirected(t, w.coll.FromContainer, src.ifindex, frame, want, to)
@@ -472,5 +456,92 @@ func TestIPv6PublishedPortHairpin(t *testing.T) {
 	})
 	t.Run("unpublished port on a host address: the host's", func(t *testing.T) {
 		w.expect(t, w.coll.FromContainer, e9.ifindex, e9.ifindex, fromC, true, from(e9, "fd00:6::1", tcp(41006, 8081)), none)
+	})
+}
+
+// TestIPv6FastLocal: a neighbour's IPv6 packet addressed to its MAC goes
+// straight into its namespace unchanged, as the bridge would deliver it;
+// one to another network's endpoint is still judged (isolation).
+func TestIPv6FastLocal(t *testing.T) {
+	w := newWorld(t, nil)
+	w.addDualStack(t)
+	e8, e9, e10 := w.eps["e8"], w.eps["e9"], w.eps["e10"]
+	frame := frame6From(t, mac(e8.mac), mac(e9.mac), "fd00:6::2", "fd00:6::3", tcp(40000, 80))
+	w.redirected(t, w.coll.FromContainer, e8.ifindex, frame, frame, e9)
+	w.expect(t, w.coll.FromContainer, e8.ifindex, e8.ifindex, fromC, true,
+		frame6From(t, mac(e8.mac), mac(e10.mac), "fd00:6::2", "fd00:7::2", tcp(40000, 80)), isolation)
+}
+
+// udpFragments6 is a UDP datagram from src to dst built whole by gopacket
+// (its checksum over all of it), then cut in two fragments as the sender's
+// kernel would: the first with the UDP header and 8 bytes, the later with
+// the rest, both with fragment identification id.
+func udpFragments6(t *testing.T, from net.HardwareAddr, src, dst string, sport, dport uint16, id uint32) (first, later []byte) {
+	whole := frame6From(t, from, bridgeMAC, src, dst, l4{proto: "udp", sport: sport, dport: dport, payload: make([]byte, 40)})
+	u := whole[14+40:]
+	frag := func(offset uint16, more bool, chunk []byte) []byte {
+		h := fragHeader(layers.IPProtocolUDP, offset, more)
+		binary.BigEndian.PutUint32(h[4:], id)
+		ip := &layers.IPv6{Version: 6, NextHeader: layers.IPProtocolIPv6Fragment, HopLimit: 64, SrcIP: net.ParseIP(src), DstIP: net.ParseIP(dst)}
+		return serialize(t, eth(from, bridgeMAC, layers.EthernetTypeIPv6), ip, gopacket.Payload(append(h, chunk...)))
+	}
+	return frag(0, true, u[:16]), frag(2, false, u[16:])
+}
+
+// TestIPv6Fragments: a masqueraded datagram's later fragments follow its
+// first, both ways: translated like it, let in like it; a later fragment
+// that comes first follows the remote's last reply; one nobody asked for
+// is dropped (fragment).
+func TestIPv6Fragments(t *testing.T) {
+	w := newWorld(t, nil)
+	w.addDualStack(t)
+	e8 := w.eps["e8"]
+	own, outside := mac(e8.mac), mac("02:99:00:00:00:01")
+	first, later := udpFragments6(t, own, "fd00:6::2", outsideAddr6, 40500, 53, 0x1001)
+	t.Run("out: the later fragment translated like the first", func(t *testing.T) {
+		if ret, _ := w.run(t, w.coll.FromContainer, e8.ifindex, first); ret != actOK {
+			t.Fatalf("from_container: %d", ret)
+		}
+		wantFirst, wantLater := udpFragments6(t, own, uplinkAddr6, outsideAddr6, 40500, 53, 0x1001)
+		for i, f := range [][2][]byte{{first, wantFirst}, {later, wantLater}} {
+			ret, out := w.outbound(t, f[0])
+			if ret != actUnspc || !bytes.Equal(out, f[1]) {
+				t.Errorf("fragment %d: to_uplink %d\n got %x\nwant %x", i, ret, out, f[1])
+			}
+		}
+	})
+	t.Run("out: a later fragment without its first", func(t *testing.T) {
+		_, stray := udpFragments6(t, own, "fd00:6::2", outsideAddr6, 40501, 53, 0x1002)
+		w.expect(t, w.coll.ToUplink, w.uplink, e8.ifindex, fromC, false, stray, fragment)
+	})
+	// in hands a fragment from the outside to from_uplink, which must
+	// translate it back and leave it to the host's stack (no fast path for
+	// fragments), then to to_container, which must let it in.
+	in := func(t *testing.T, frame, want []byte) {
+		t.Helper()
+		ret, mark, out := w.runData(t, w.coll.FromUplink, w.uplink, frame)
+		if ret != actUnspc || mark&testMark == 0 || !bytes.Equal(out, want) {
+			t.Fatalf("from_uplink %d (mark %#x)\n got %x\nwant %x", ret, mark, out, want)
+		}
+		w.ingress = w.uplink
+		defer func() { w.ingress = 0 }()
+		if ret, _ := w.run(t, w.coll.ToContainer, e8.ifindex, out); ret != actOK {
+			t.Errorf("to_container %d, want TC_ACT_OK", ret)
+		}
+	}
+	t.Run("in: the reply's later fragment follows its first", func(t *testing.T) {
+		rFirst, rLater := udpFragments6(t, outside, outsideAddr6, uplinkAddr6, 53, 40500, 0x2001)
+		wFirst, wLater := udpFragments6(t, outside, outsideAddr6, "fd00:6::2", 53, 40500, 0x2001)
+		in(t, rFirst, wFirst)
+		in(t, rLater, wLater)
+	})
+	t.Run("in: a later fragment before its first follows the last reply", func(t *testing.T) {
+		_, rLater := udpFragments6(t, outside, outsideAddr6, uplinkAddr6, 53, 40500, 0x2002)
+		_, wLater := udpFragments6(t, outside, outsideAddr6, "fd00:6::2", 53, 40500, 0x2002)
+		in(t, rLater, wLater)
+	})
+	t.Run("in: a later fragment nobody asked for", func(t *testing.T) {
+		_, stray := udpFragments6(t, outside, "2001:db8:19::77", "fd00:6::2", 53, 40500, 0x2003)
+		w.expect(t, w.coll.FromUplink, w.uplink, e8.ifindex, toC, false, stray, fragment)
 	})
 }

@@ -14,6 +14,9 @@
  *   ICMP_PROTO, ECHO_REQUEST, ECHO_REPLY   ICMP or ICMPv6
  *   GC_ADDR(c)   the address a purge removes (struct gc_ctx)
  *   BACKEND      the value of ports/ports6
+ *   FRAG_KEY, FRAG_ENTRY, PEER_KEY, PEER_ENTRY, FRAGS_MAP, PEERS_MAP
+ *                fragments followed (frags.h)
+ *   ADDR_NONE    the zero address ("none")
  *
  * No include guard: it redefines its names on every inclusion.
  */
@@ -34,6 +37,13 @@
 #undef ECHO_REPLY
 #undef GC_ADDR
 #undef BACKEND
+#undef FRAG_KEY
+#undef FRAG_ENTRY
+#undef PEER_KEY
+#undef PEER_ENTRY
+#undef FRAGS_MAP
+#undef PEERS_MAP
+#undef ADDR_NONE
 
 #if FAMILY == 4
 #define F(name) name
@@ -53,6 +63,13 @@
 #define ECHO_REPLY ICMP_ECHOREPLY
 #define GC_ADDR(c) ((c)->addr)
 #define BACKEND struct port_backend
+#define FRAG_KEY struct frag_key
+#define FRAG_ENTRY struct frag_entry
+#define PEER_KEY struct peer_key
+#define PEER_ENTRY struct peer_entry
+#define FRAGS_MAP frags
+#define PEERS_MAP peers
+#define ADDR_NONE 0
 #elif FAMILY == 6
 #define F(name) name##6
 #define PKT struct pkt6
@@ -71,6 +88,13 @@
 #define ECHO_REPLY ICMPV6_ECHO_REPLY
 #define GC_ADDR(c) ((c)->addr6)
 #define BACKEND struct port_backend6
+#define FRAG_KEY struct frag_key6
+#define FRAG_ENTRY struct frag_entry6
+#define PEER_KEY struct peer_key6
+#define PEER_ENTRY struct peer_entry6
+#define FRAGS_MAP frags6
+#define PEERS_MAP peers6
+#define ADDR_NONE ((struct in6_key){})
 #else
 #error "FAMILY must be 4 or 6"
 #endif

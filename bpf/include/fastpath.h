@@ -74,65 +74,14 @@ static __always_inline int fast_local(struct __sk_buff *skb, __u32 from_ifindex,
 	return bpf_redirect_peer(to, 0);
 }
 
-/* fast_out sends a packet from a container of network net_id to the
- * outside straight out of the uplink the route points at; the uplink's
- * to_uplink program then translates it. */
-static __always_inline int fast_out(struct __sk_buff *skb, __u32 net_id, const struct pkt *p)
-{
-	if (p->frag != FRAG_NONE)
-		return -1;
-	struct bpf_fib_lookup fib = {
-		.family = AF_INET,
-		.tos = p->tos,
-		.l4_protocol = p->proto,
-		.ipv4_src = p->saddr,
-		.ipv4_dst = p->daddr,
-		.ifindex = net_id, /* routed traffic comes in on the bridge */
-	};
-	if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
-		fib.sport = p->sport;
-		fib.dport = p->dport;
-	}
-	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
-		return -1;
-	__u32 out = fib.ifindex;
-	if (!bpf_map_lookup_elem(&uplinks, &out))
-		return -1;
-	__u32 mtu = 0;
-	if (bpf_check_mtu(skb, out, &mtu, 0, 0) != BPF_MTU_CHK_RET_SUCCESS)
-		return -1;
-	if (dec_ttl(skb, p) < 0)
-		return -1;
-	stat_inc(STAT_FAST_OUT);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return bpf_redirect_neigh(out, 0, 0, 0);
-	if (set_macs(skb, fib.dmac, fib.smac) < 0)
-		return TC_ACT_SHOT;
-	return bpf_redirect(out, 0);
-}
+#define AF_INET6 10
 
-/* fast_in delivers a packet from an uplink (already translated back) to
- * its container: MACs as the bridge would set them, TTL as a router, the
- * receiver's to_container counts, and straight into its namespace. */
-static __always_inline int fast_in(struct __sk_buff *skb, const struct pkt *p)
-{
-	if (p->frag != FRAG_NONE)
-		return -1;
-	struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip, &p->daddr);
-	if (!dst)
-		return -1;
-	__u32 to = dst->ifindex, net_id = dst->net_id;
-	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
-	if (!n)
-		return -1;
-	if (dec_ttl(skb, p) < 0)
-		return -1;
-	if (set_macs(skb, dst->mac, n->mac) < 0)
-		return TC_ACT_SHOT;
-	count(dst->slot, DIR_TO_CONTAINER, skb->len);
-	stat_inc(STAT_FAST_IN);
-	return bpf_redirect_peer(to, 0);
-}
+/* fast_out and fast_in, per IP version (fastpath_family.h). */
+#define FAMILY 4
+#include "fastpath_family.h"
+#undef FAMILY
+#define FAMILY 6
+#include "fastpath_family.h"
+#undef FAMILY
 
 #endif

@@ -33,20 +33,6 @@ struct gc_ctx {
 #include "gc_family.h"
 #undef FAMILY
 
-static long gc_frag(struct bpf_map *map, struct frag_key *k, struct frag_entry *e, struct gc_ctx *c)
-{
-	if (k->saddr == c->addr || k->daddr == c->addr || e->new_saddr == c->addr || e->new_daddr == c->addr)
-		bpf_map_delete_elem(&frags, k);
-	return 0;
-}
-
-static long gc_peer(struct bpf_map *map, struct peer_key *k, struct peer_entry *e, struct gc_ctx *c)
-{
-	if (k->local == c->addr || e->container == c->addr)
-		bpf_map_delete_elem(&peers, k);
-	return 0;
-}
-
 static long gc_sock6(struct bpf_map *map, struct sock_key6 *k, struct sock_orig6 *o, struct gc_ctx *c)
 {
 	if (ip6_eq(k->addr.a, c->addr6.a))
@@ -79,8 +65,11 @@ int maintain(struct __sk_buff *skb)
 		bpf_for_each_map_elem(&nat_fwd6, gc_fwd6, &c, 0);
 		bpf_for_each_map_elem(&nat_rev6, gc_rev6, &c, 0);
 		bpf_for_each_map_elem(&conntrack6, gc_ct6, &c, 0);
-		if (purge)
+		if (purge) {
+			bpf_for_each_map_elem(&frags6, gc_frag6, &c, 0);
+			bpf_for_each_map_elem(&peers6, gc_peer6, &c, 0);
 			bpf_for_each_map_elem(&sock_rev6, gc_sock6, &c, 0);
+		}
 	}
 	if (purge && c.addr) {
 		bpf_for_each_map_elem(&frags, gc_frag, &c, 0);

@@ -39,3 +39,17 @@ static long F(gc_ct)(struct bpf_map *map, TUPLE *k, struct ct_entry *e, struct g
 	return 0;
 }
 
+static long F(gc_frag)(struct bpf_map *map, FRAG_KEY *k, FRAG_ENTRY *e, struct gc_ctx *c)
+{
+	if (ADDR_EQ(k->saddr, GC_ADDR(c)) || ADDR_EQ(k->daddr, GC_ADDR(c)) || ADDR_EQ(e->new_saddr, GC_ADDR(c)) ||
+	    ADDR_EQ(e->new_daddr, GC_ADDR(c)))
+		bpf_map_delete_elem(&FRAGS_MAP, k);
+	return 0;
+}
+
+static long F(gc_peer)(struct bpf_map *map, PEER_KEY *k, PEER_ENTRY *e, struct gc_ctx *c)
+{
+	if (ADDR_EQ(k->local, GC_ADDR(c)) || ADDR_EQ(e->container, GC_ADDR(c)))
+		bpf_map_delete_elem(&PEERS_MAP, k);
+	return 0;
+}

@@ -166,6 +166,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } frags SEC(".maps");
 
+/* frags for IPv6 datagrams (fragment headers); written likewise. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct frag_key6);
+	__type(value, struct frag_entry6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} frags6 SEC(".maps");
+
+/* peers for IPv6; written likewise. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct peer_key6);
+	__type(value, struct peer_entry6);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} peers6 SEC(".maps");
+
 /* remotes that replied to a container (or its translated address) lately,
  * by protocol; written by from_uplink, read for later fragments that
  * arrive before their first. */

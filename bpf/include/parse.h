@@ -219,7 +219,7 @@ struct pkt6 {
 	__u32 l4_off;
 	__u16 inner_off;
 	__u16 inner_l4_off;
-	__be32 frag_id; /* the fragment header's identification */
+	__be32 ip_id;   /* the fragment header's identification (struct pkt's name) */
 	__be16 sport;   /* ICMPv6 echo: the identifier */
 	__be16 dport;
 	__u8 proto;
@@ -342,7 +342,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt6 *p)
 				return -1;
 			next = fh.nexthdr;
 			off += sizeof(fh);
-			p->frag_id = fh.id;
+			p->ip_id = fh.id;
 			__u16 fo = bpf_ntohs(fh.frag_off);
 			if (fo & 0xfff8) {
 				/* A later fragment: no upper-layer header here. */

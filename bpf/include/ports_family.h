@@ -169,10 +169,22 @@ static __noinline int F(hairpin)(struct __sk_buff *skb, __u32 ifindex, const str
 	ADDR addr = b->addr, gateway = b->gateway;
 	__be16 port = b->port;
 	__u32 to = b->ifindex, net_id = b->net_id, flags = NAT_F_LOCAL;
-	TUPLE in = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
+	/* The connection's tuple, in dnat_open's work area (which dnat_open
+	 * fills again): off the stack. */
+	__u32 zero = 0;
+	struct F(dnat_work) *w = bpf_map_lookup_elem(&F(dnat_scratch), &zero);
+	if (!w)
+		return -1;
+	TUPLE *in = &w->in;
+	__builtin_memset(in, 0, sizeof(*in));
+	in->saddr = p->saddr;
+	in->daddr = p->daddr;
+	in->sport = p->sport;
+	in->dport = p->dport;
+	in->proto = p->proto;
 	__u64 now = bpf_ktime_get_ns();
-	NAT *e = bpf_map_lookup_elem(&REV_MAP, &in);
-	int open = e && (e->flags & NAT_F_LOCAL) && ADDR_EQ(e->addr, addr) && e->port == port && F(nat_live)(&in, e, now);
+	NAT *e = bpf_map_lookup_elem(&REV_MAP, in);
+	int open = e && (e->flags & NAT_F_LOCAL) && ADDR_EQ(e->addr, addr) && e->port == port && F(nat_live)(in, e, now);
 	if (!open && (!F(opens_connection)(p) || F(host_answer)(skb, p)))
 		return -1;
 	__u32 v = PASS;

@@ -310,6 +310,34 @@ struct nat_entry6 {
 	__u32 pad2;
 };
 
+/* frags and peers for IPv6 (frags6, peers6): the same with 128-bit
+ * addresses and the fragment header's 32-bit identification. */
+struct frag_key6 {
+	struct in6_key saddr;
+	struct in6_key daddr;
+	__be32 id;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct frag_entry6 {
+	__u64 seen;
+	struct in6_key new_saddr; /* all zero: none */
+	struct in6_key new_daddr;
+};
+
+struct peer_key6 {
+	struct in6_key remote;
+	struct in6_key local;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct peer_entry6 {
+	__u64 seen;
+	struct in6_key container; /* all zero: more than one */
+};
+
 /* events record: one dropped packet, described as far as its headers
  * could be read: the Ethernet type always; IPv4 addresses (also ARP's
  * sender and target) or IPv6 addresses, the protocol (IPv6: the first

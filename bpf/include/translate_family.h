@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * What the uplink programs do to containers' flows, for one IP version
- * (family.h): datapath.c includes it for IPv4 and IPv6. IPv6 does not
- * follow fragments yet: its later fragments are neither translated nor
- * let in. No include guard.
+ * (family.h): datapath.c includes it for IPv4 and IPv6. No include
+ * guard.
  */
 #include "family.h"
 
@@ -17,21 +16,17 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p)
 {
 	__u64 now = bpf_ktime_get_ns();
 	if (p->frag == FRAG_LATER) {
-#if FAMILY == 4
-		struct frag_entry *fe = frag_of(p, now);
-		__be32 to = fe ? fe->new_daddr : 0;
+		FRAG_ENTRY *fe = F(frag_of)(p, now);
+		ADDR to = fe ? fe->new_daddr : ADDR_NONE;
 		if (!fe) {
-			to = early_fragment(p, now);
-			if (to && to != p->daddr)
-				frag_first(p, 0, to, now);
+			to = F(early_fragment)(p, now);
+			if (ADDR_SET(to) && !ADDR_EQ(to, p->daddr))
+				F(frag_first)(p, ADDR_NONE, to, now);
 		}
-		if (!to || to == p->daddr || F(rewrite)(skb, p, 1, to, 0) < 0)
+		if (!ADDR_SET(to) || ADDR_EQ(to, p->daddr) || F(rewrite)(skb, p, 1, to, 0) < 0)
 			return -1;
 		p->daddr = to;
 		return 0;
-#else
-		return -1; /* IPv6 fragments are not followed yet */
-#endif
 	}
 	if (p->has_inner) {
 		/* The quoted packet is one a container sent, as translated; the
@@ -87,11 +82,9 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p)
 	e->flags |= replied | close;
 	if (F(rewrite)(skb, p, 1, addr, port) < 0)
 		return -1;
-#if FAMILY == 4
 	if (p->frag == FRAG_FIRST)
-		frag_first(p, 0, addr, now);
-	peer_replied(p->saddr, p->daddr, addr, p->proto, now);
-#endif
+		F(frag_first)(p, ADDR_NONE, addr, now);
+	F(peer_replied)(p->saddr, p->daddr, addr, p->proto, now);
 	p->daddr = addr;
 	p->dport = port;
 	if (p->proto == ICMP_PROTO)
@@ -108,14 +101,11 @@ static __always_inline __u32 F(translate)(struct __sk_buff *skb, PKT *p, const s
 {
 	__u64 now = bpf_ktime_get_ns();
 	if (p->frag == FRAG_LATER) {
-#if FAMILY == 4
-		struct frag_entry *fe = frag_of(p, now);
-		if (!fe || !fe->new_saddr)
+		FRAG_ENTRY *fe = F(frag_of)(p, now);
+		if (!fe || !ADDR_SET(fe->new_saddr))
 			return masq ? REASON_FRAGMENT : PASS;
-		return F(rewrite)(skb, p, 0, fe->new_saddr, 0) < 0 ? REASON_MALFORMED : PASS;
-#else
-		return masq ? REASON_FRAGMENT : PASS; /* not followed yet */
-#endif
+		ADDR to = fe->new_saddr;
+		return F(rewrite)(skb, p, 0, to, 0) < 0 ? REASON_MALFORMED : PASS;
 	}
 	if (p->has_inner) {
 		/* An ICMP error about a packet the container got: the quoted
@@ -166,10 +156,8 @@ static __always_inline __u32 F(translate)(struct __sk_buff *skb, PKT *p, const s
 out:
 	if (F(rewrite)(skb, p, 0, addr, port) < 0)
 		return REASON_MALFORMED;
-#if FAMILY == 4
 	if (p->frag == FRAG_FIRST)
-		frag_first(p, addr, 0, now);
-#endif
+		F(frag_first)(p, addr, ADDR_NONE, now);
 	return PASS;
 }
 

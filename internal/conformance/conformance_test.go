@@ -622,9 +622,9 @@ func TestConformance(t *testing.T) {
 			// dual-stack, whichever front-end makes it. Not under the
 			// seccomp wrapper (that variant is about the fallback), nor
 			// with --forward-rule=false on a FORWARD-DROP host: bridge
-			// netfilter puts bridged IPv6 (neighbour discovery too)
-			// through ip6tables' FORWARD, and IPv6 has no fast paths yet
-			// to bypass it, so there IPv6 needs the rule (docs/datapath.md).
+			// netfilter puts bridged IPv6 through ip6tables' FORWARD,
+			// neighbour discovery included, which no fast path carries,
+			// so there IPv6 needs the rule (docs/datapath.md).
 			dualStack := v.wrap == nil && !v.noRules
 			t.Run(name+"/"+client, func(t *testing.T) {
 				w := build(t, v, client, dualStack)
