@@ -476,10 +476,9 @@ static __always_inline int veth_frame(struct __sk_buff *skb, __u32 dir, struct e
 	return -1;
 }
 
-/* 0 → this CPU's IPv6 packet being handled by from_container or
- * to_uplink: on the stack, it would take them over BPF's 512 bytes (with
- * hairpin6, with to_uplink's IPv4 part). A program runs to its end on one
- * CPU, never nested. */
+/* 0 → this CPU's IPv6 packet being handled by from_container, from_uplink
+ * or to_uplink: on the stack, it would take them over BPF's 512 bytes. A
+ * program runs to its end on one CPU, never nested. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -776,54 +775,57 @@ static __always_inline int drop_to_network6(struct __sk_buff *skb, __u32 net_id,
 /* from_uplink6 is from_uplink for IPv6: replies to translated flows are
  * translated back, connections to published ports translated to their
  * endpoint, and what is for a managed subnet is judged and delivered
- * straight into its container (or left to the host's stack). */
-static __always_inline int from_uplink6(struct __sk_buff *skb)
+ * straight into its container (or left to the host's stack). It and
+ * from_uplink4 are global functions: the verifier checks each once, on
+ * its own (inlined in one program, the two versions' paths multiplied its
+ * work past TestVerifierHeadroom's budget), and the packet lives in
+ * pkt6_scratch to keep the stack within 512 bytes. */
+__noinline int from_uplink6(struct __sk_buff *skb)
 {
-	struct pkt6 p;
-	if (parse_ipv6(skb, &p) < 0)
+	__u32 zero = 0;
+	struct pkt6 *p = bpf_map_lookup_elem(&pkt6_scratch, &zero);
+	if (!skb || !p || parse_ipv6(skb, p) < 0)
 		return TC_ACT_UNSPEC;
-	if (skb->pkt_type != PACKET_LOOPBACK && spoofed_outside6(&p.saddr)) {
+	if (skb->pkt_type != PACKET_LOOPBACK && spoofed_outside6(&p->saddr)) {
 		stat_inc(STAT_UPLINK_SPOOFED);
-		__u32 *dnet = subnet6_of(p.daddr.a);
-		return dnet ? drop_to_network6(skb, *dnet, &p, REASON_SPOOF) : TC_ACT_SHOT;
+		__u32 *dnet = subnet6_of(p->daddr.a);
+		return dnet ? drop_to_network6(skb, *dnet, p, REASON_SPOOF) : TC_ACT_SHOT;
 	}
-	int rc = untranslate6(skb, &p);
+	int rc = untranslate6(skb, p);
 	if (rc > 0)
 		return TC_ACT_UNSPEC; /* a reply to the host */
 	/* A new connection to a published port (never on ::1, as from_uplink
 	 * on 127.0.0.0/8). */
-	if (rc < 0 && p.frag == FRAG_NONE && !ip6_loopback(&p.daddr) && opens_connection6(&p) && is_host_addr6(&p.daddr)) {
-		struct port_backend6 *b = published6(p.proto, p.daddr, p.dport);
+	if (rc < 0 && p->frag == FRAG_NONE && !ip6_loopback(&p->daddr) && opens_connection6(p) && is_host_addr6(&p->daddr)) {
+		struct port_backend6 *b = published6(p->proto, p->daddr, p->dport);
 		if (b) {
-			__u32 v = dnat_open6(&p, b, p.saddr, 0, 0, b->slot, p.saddr);
+			__u32 v = dnat_open6(p, b, p->saddr, 0, 0, b->slot, p->saddr);
 			if (v != PASS)
 				return drop(skb, b->ifindex, DIR_TO_CONTAINER, v);
-			if (untranslate6(skb, &p) < 0)
+			if (untranslate6(skb, p) < 0)
 				return TC_ACT_SHOT;
 		}
 	}
-	__u32 *dnet = subnet6_of(p.daddr.a);
+	__u32 *dnet = subnet6_of(p->daddr.a);
 	if (!dnet)
 		return TC_ACT_UNSPEC;
 	__u32 net_id = *dnet;
-	__u32 v = judge_from_outside6(net_id, &p);
+	__u32 v = judge_from_outside6(net_id, p);
 	if (v != PASS)
-		return drop_to_network6(skb, net_id, &p, v);
-	rc = fast_in6(skb, &p);
+		return drop_to_network6(skb, net_id, p, v);
+	rc = fast_in6(skb, p);
 	if (rc >= 0)
 		return rc;
 	skb->mark |= forward_mark;
 	return TC_ACT_UNSPEC;
 }
 
-SEC("tc")
-int from_uplink(struct __sk_buff *skb)
+/* from_uplink4 is from_uplink for IPv4 (a global function: see
+ * from_uplink6). */
+__noinline int from_uplink4(struct __sk_buff *skb)
 {
-	__be16 proto = uplink_proto(skb);
-	if (proto == ETH_P_IPV6_BE)
-		return from_uplink6(skb);
 	struct pkt p;
-	if (proto != ETH_P_IP_BE || parse_ipv4(skb, &p) < 0)
+	if (!skb || parse_ipv4(skb, &p) < 0)
 		return TC_ACT_UNSPEC; /* the host's business */
 	/* The host's own multicast and broadcast, looped back, come in here
 	 * with its own source: the kernel's business. */
@@ -862,6 +864,17 @@ int from_uplink(struct __sk_buff *skb)
 		return rc;
 	skb->mark |= forward_mark;
 	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int from_uplink(struct __sk_buff *skb)
+{
+	__be16 proto = uplink_proto(skb);
+	if (proto == ETH_P_IP_BE)
+		return from_uplink4(skb);
+	if (proto == ETH_P_IPV6_BE)
+		return from_uplink6(skb);
+	return TC_ACT_UNSPEC; /* the host's business */
 }
 
 /* to_uplink6 is to_uplink for IPv6: packets of containers on

@@ -152,6 +152,7 @@ func TestVerifierHeadroom(t *testing.T) {
 		"from_container": c.FromContainer, "to_container": c.ToContainer,
 		"from_uplink": c.FromUplink, "to_uplink": c.ToUplink, "maintain": c.Maintain,
 		"sock_connect4": c.SockConnect4, "sock_sendmsg4": c.SockSendmsg4,
+		"sock_connect6": c.SockConnect6, "sock_sendmsg6": c.SockSendmsg6,
 	} {
 		info, err := p.Info()
 		if err != nil {

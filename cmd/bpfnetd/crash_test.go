@@ -167,8 +167,9 @@ func consistent(t *testing.T, d *testnet.Daemon, host *testnet.NS, containers []
 	if err != nil {
 		return err
 	}
-	// The uplink's 2 hooks, 2 per veth, 4 socket hooks (none on bridges).
-	if len(st.Attachments) != 2+2*len(eps)+4 {
+	// The uplink's 2 hooks, 2 per veth, 8 socket hooks (connect, sendmsg,
+	// recvmsg and getpeername for IPv4 and IPv6; none on bridges).
+	if len(st.Attachments) != 2+2*len(eps)+8 {
 		return fmt.Errorf("%d attachments for %d networks and %d endpoints", len(st.Attachments), len(nets), len(eps))
 	}
 	for _, a := range st.Attachments {
