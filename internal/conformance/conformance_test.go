@@ -619,13 +619,12 @@ func TestConformance(t *testing.T) {
 				t.Fatalf("unknown client %q", client)
 			}
 			// Both datapaths hold IPv6 too (issue 18): the world is
-			// dual-stack, whichever front-end makes it. Not under the
-			// seccomp wrapper (that variant is about the fallback), nor
-			// with --forward-rule=false on a FORWARD-DROP host: bridge
+			// dual-stack, whichever front-end makes it, in every variant
+			// but --forward-rule=false on a FORWARD-DROP host: bridge
 			// netfilter puts bridged IPv6 through ip6tables' FORWARD,
 			// neighbour discovery included, which no fast path carries,
 			// so there IPv6 needs the rule (docs/datapath.md).
-			dualStack := v.wrap == nil && !v.noRules
+			dualStack := !v.noRules
 			t.Run(name+"/"+client, func(t *testing.T) {
 				w := build(t, v, client, dualStack)
 				if v.ebpf {
