@@ -96,10 +96,12 @@ func (p *policy) putPorts(v network.View, ep *network.Endpoint) error {
 func (p *policy) deletePorts(ports []network.PortMapping) error {
 	var errs []error
 	for _, pm := range ports {
-		if pm.HostIP.Is4() {
+		// As if dual-stack: an IPv6 entry that is not there is no error.
+		v4, v6 := publishedOn(pm, true)
+		if v4 {
 			errs = append(errs, del(p.coll.Ports, portKey(pm)))
 		}
-		if pm.HostIP.Is6() || pm.HostIP == netip.IPv4Unspecified() {
+		if v6 {
 			errs = append(errs, del(p.coll.Ports6, port6Key(pm)))
 		}
 	}
