@@ -187,6 +187,51 @@ type Counts struct {
 	Bytes     uint64            `json:"Bytes"`
 	Drops     map[string]uint64 `json:"Drops,omitempty"`     // dropped packets by reason
 	DropBytes map[string]uint64 `json:"DropBytes,omitempty"` // their bytes (frame lengths) by reason
+	// Families splits the same counts by IP family, FamilyIPv4 (IPv4, the
+	// ARP that serves it, the odd frame of another type) and FamilyIPv6,
+	// where the datapath tells them apart: everything in eBPF mode, the
+	// drops in iptables mode (iptables or ip6tables rules).
+	Families map[string]Counts `json:"Families,omitempty"`
+}
+
+// The IP families of Counts.Families.
+const (
+	FamilyIPv4 = "ipv4"
+	FamilyIPv6 = "ipv6"
+)
+
+// AddTraffic adds packets and bytes of a family to c.
+func (c *Counts) AddTraffic(family string, packets, bytes uint64) {
+	c.Packets += packets
+	c.Bytes += bytes
+	f := c.family(family)
+	f.Packets += packets
+	f.Bytes += bytes
+	c.Families[family] = f
+}
+
+// AddDrops adds dropped packets and their bytes of a family, for a
+// reason, to c.
+func (c *Counts) AddDrops(family, reason string, packets, bytes uint64) {
+	addDrops(c, reason, packets, bytes)
+	f := c.family(family)
+	addDrops(&f, reason, packets, bytes)
+	c.Families[family] = f
+}
+
+func (c *Counts) family(name string) Counts {
+	if c.Families == nil {
+		c.Families = map[string]Counts{}
+	}
+	return c.Families[name]
+}
+
+func addDrops(c *Counts, reason string, packets, bytes uint64) {
+	if c.Drops == nil {
+		c.Drops, c.DropBytes = map[string]uint64{}, map[string]uint64{}
+	}
+	c.Drops[reason] += packets
+	c.DropBytes[reason] += bytes
 }
 
 // MonitorEvent is one dropped packet, as `bpfnet monitor` shows it.

@@ -129,6 +129,7 @@ type BpfnetDropKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
 	Dir     uint32
+	Family  uint32
 }
 
 type BpfnetDropReason uint32
@@ -176,6 +177,14 @@ type BpfnetEventBudget struct {
 	Used   uint32
 	Pad    uint32
 }
+
+type BpfnetFamily uint32
+
+const (
+	BpfnetFamilyFAMILY_IPV4 BpfnetFamily = 0
+	BpfnetFamilyFAMILY_IPV6 BpfnetFamily = 1
+	BpfnetFamilyFAMILY_MAX  BpfnetFamily = 2
+)
 
 type BpfnetFragEntry struct {
 	_        structs.HostLayout
@@ -564,6 +573,7 @@ const (
 	BpfnetVarEnumDirection      = "enum_direction"
 	BpfnetVarEnumDropReason     = "enum_drop_reason"
 	BpfnetVarEnumEndpointFlag   = "enum_endpoint_flag"
+	BpfnetVarEnumFamily         = "enum_family"
 	BpfnetVarEnumGcMode         = "enum_gc_mode"
 	BpfnetVarEnumNatFlag        = "enum_nat_flag"
 	BpfnetVarEnumNetworkFlag    = "enum_network_flag"
@@ -697,6 +707,7 @@ type BpfnetVariableSpecs struct {
 	EnumDirection      *ebpf.VariableSpec `ebpf:"enum_direction"`
 	EnumDropReason     *ebpf.VariableSpec `ebpf:"enum_drop_reason"`
 	EnumEndpointFlag   *ebpf.VariableSpec `ebpf:"enum_endpoint_flag"`
+	EnumFamily         *ebpf.VariableSpec `ebpf:"enum_family"`
 	EnumGcMode         *ebpf.VariableSpec `ebpf:"enum_gc_mode"`
 	EnumNatFlag        *ebpf.VariableSpec `ebpf:"enum_nat_flag"`
 	EnumNetworkFlag    *ebpf.VariableSpec `ebpf:"enum_network_flag"`
@@ -831,6 +842,7 @@ type BpfnetVariables struct {
 	EnumDirection      *ebpf.Variable `ebpf:"enum_direction"`
 	EnumDropReason     *ebpf.Variable `ebpf:"enum_drop_reason"`
 	EnumEndpointFlag   *ebpf.Variable `ebpf:"enum_endpoint_flag"`
+	EnumFamily         *ebpf.Variable `ebpf:"enum_family"`
 	EnumGcMode         *ebpf.Variable `ebpf:"enum_gc_mode"`
 	EnumNatFlag        *ebpf.Variable `ebpf:"enum_nat_flag"`
 	EnumNetworkFlag    *ebpf.Variable `ebpf:"enum_network_flag"`

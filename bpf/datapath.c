@@ -66,6 +66,7 @@ volatile const __u32 forward_mark = 0;
  * which bpf2go generates their Go constants. */
 volatile const enum drop_reason enum_drop_reason;
 volatile const enum direction enum_direction;
+volatile const enum family enum_family;
 volatile const enum network_flag enum_network_flag;
 volatile const enum endpoint_flag enum_endpoint_flag;
 volatile const enum ct_flag enum_ct_flag;
@@ -464,7 +465,7 @@ static __always_inline int veth_frame(struct __sk_buff *skb, __u32 dir, struct e
 	*ep = bpf_map_lookup_elem(&ep_by_ifindex, &ifindex);
 	if (!*ep)
 		return drop(skb, ifindex, dir, REASON_NO_ENDPOINT);
-	count((*ep)->slot, dir, skb->len);
+	count((*ep)->slot, dir, skb);
 	if (skb->vlan_present)
 		return drop(skb, ifindex, dir, REASON_MALFORMED);
 	pull(skb, ETH_HLEN);

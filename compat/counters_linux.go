@@ -22,7 +22,7 @@ import (
 // container's address reached other than through its bridge, which sees
 // packets from other networks first); the two DROPs of an internal network
 // in ISOLATION-STAGE-1 are internal (into it and out of it). A dual-stack
-// network's ip6tables DROPs count the same way, into the same series.
+// network's ip6tables DROPs count the same way, as its IPv6 family.
 func (e *Enforcer) Counts(v network.View) (network.Counts, error) {
 	out := network.Counts{Endpoints: map[string]api.EndpointCounters{}, Networks: map[string]api.EndpointCounters{}}
 	for _, ep := range v.Endpoints {
@@ -38,36 +38,32 @@ func (e *Enforcer) Counts(v network.View) (network.Counts, error) {
 	for _, n := range v.Networks {
 		byBridge[n.Bridge] = n.ID
 	}
-	add := func(bridge, dir, reason string, pkts, bytes uint64) {
-		id, ok := byBridge[bridge]
-		if !ok {
-			return
-		}
-		c := out.Networks[id]
-		d := &c.ToContainer
-		if dir == "from_container" {
-			d = &c.FromContainer
-		}
-		if d.Drops == nil {
-			d.Drops, d.DropBytes = map[string]uint64{}, map[string]uint64{}
-		}
-		d.Drops[reason] += pkts
-		d.DropBytes[reason] += bytes
-		out.Networks[id] = c
-	}
 	// A dual-stack network's IPv6 drops are its ip6tables rules' (the same
-	// layout), added to its IPv4 ones.
-	clients := []client{e.ipt}
+	// layout).
+	clients := map[string]client{api.FamilyIPv4: e.ipt}
 	if e.ipt6 != nil && slices.ContainsFunc(v.Networks, (*network.Network).DualStack) {
-		clients = append(clients, e.ipt6)
+		clients[api.FamilyIPv6] = e.ipt6
 	}
 	c := ChainNames(e.prefix)
-	for _, ipt := range clients {
+	for family, ipt := range clients {
 		lc, ok := ipt.(interface {
 			ListWithCounters(table, chain string) ([]string, error)
 		})
 		if !ok {
 			return out, fmt.Errorf("iptables client cannot read counters")
+		}
+		add := func(bridge, dir, reason string, pkts, bytes uint64) {
+			id, ok := byBridge[bridge]
+			if !ok {
+				return
+			}
+			c := out.Networks[id]
+			d := &c.ToContainer
+			if dir == "from_container" {
+				d = &c.FromContainer
+			}
+			d.AddDrops(family, reason, pkts, bytes)
+			out.Networks[id] = c
 		}
 		if err := dropCounts(lc.ListWithCounters, c, add); err != nil {
 			return out, err

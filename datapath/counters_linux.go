@@ -39,7 +39,7 @@ var ReasonNames = func() []string {
 
 // counters reads what the programs count: every endpoint's packets and
 // bytes (its slot of the per-CPU traffic array), drops by reason (per
-// (ifindex, direction)), and the drop events of the ring buffer. It
+// (ifindex, direction, family)), and the drop events of the ring buffer. It
 // caches nothing; the policy says which endpoint or network an interface
 // and a slot belong to.
 type counters struct {
@@ -53,7 +53,7 @@ type counters struct {
 // (batched), by endpoint and network id.
 func (c *counters) Counts() (network.Counts, error) {
 	veths, bridges, slots := c.policy.owners()
-	out := network.Counts{Endpoints: map[string]api.EndpointCounters{}, Networks: map[string]api.EndpointCounters{}}
+	out := network.Counts{Endpoints: map[string]api.EndpointCounters{}, Networks: map[string]api.EndpointCounters{}, ByFamily: true}
 	for id, s := range slots {
 		from, to, err := c.traffic(s)
 		if err != nil {
@@ -91,37 +91,48 @@ func (c *counters) Counts() (network.Counts, error) {
 	}
 }
 
+// familyNames are the api names of enum family, by index.
+var familyNames = [bpf.BpfnetFamilyFAMILY_MAX]string{bpf.BpfnetFamilyFAMILY_IPV4: api.FamilyIPv4, bpf.BpfnetFamilyFAMILY_IPV6: api.FamilyIPv6}
+
+// trafficIndex is the traffic entry of a slot, direction and family (as
+// traffic_index in counters.h).
+func trafficIndex(slot uint32, dir bpf.BpfnetDirection, family bpf.BpfnetFamily) uint32 {
+	return (slot*2+uint32(dir))*uint32(bpf.BpfnetFamilyFAMILY_MAX) + uint32(family)
+}
+
 // traffic returns a slot's counts in both directions, summed over CPUs.
 func (c *counters) traffic(s uint32) (from, to api.Counts, err error) {
 	var per []bpf.BpfnetTrafficCounts
 	for dir, cnt := range map[bpf.BpfnetDirection]*api.Counts{bpf.BpfnetDirectionDIR_FROM_CONTAINER: &from, bpf.BpfnetDirectionDIR_TO_CONTAINER: &to} {
-		if err := c.coll.Traffic.Lookup(2*s+uint32(dir), &per); err != nil {
-			return from, to, fmt.Errorf("read traffic slot %d: %w", s, err)
-		}
-		for _, v := range per {
-			cnt.Packets += v.Packets
-			cnt.Bytes += v.Bytes
+		for fam, name := range familyNames {
+			if err := c.coll.Traffic.Lookup(trafficIndex(s, dir, bpf.BpfnetFamily(fam)), &per); err != nil {
+				return from, to, fmt.Errorf("read traffic slot %d: %w", s, err)
+			}
+			var packets, bytes uint64
+			for _, v := range per {
+				packets += v.Packets
+				bytes += v.Bytes
+			}
+			cnt.AddTraffic(name, packets, bytes)
 		}
 	}
 	return from, to, nil
 }
 
-// addDrops adds one (ifindex, direction)'s drops, per CPU, to ec.
+// addDrops adds one (ifindex, direction, family)'s drops, per CPU, to ec.
 func addDrops(ec api.EndpointCounters, k bpf.BpfnetDropKey, per []bpf.BpfnetDropCounts) api.EndpointCounters {
 	c := &ec.FromContainer
 	if k.Dir == uint32(bpf.BpfnetDirectionDIR_TO_CONTAINER) {
 		c = &ec.ToContainer
 	}
+	if k.Family >= uint32(len(familyNames)) {
+		return ec
+	}
 	for _, v := range per {
 		for r, n := range v.Packets {
-			if n == 0 {
-				continue
+			if n != 0 {
+				c.AddDrops(familyNames[k.Family], ReasonNames[r], n, v.Bytes[r])
 			}
-			if c.Drops == nil {
-				c.Drops, c.DropBytes = map[string]uint64{}, map[string]uint64{}
-			}
-			c.Drops[ReasonNames[r]] += n
-			c.DropBytes[ReasonNames[r]] += v.Bytes[r]
 		}
 	}
 	return ec

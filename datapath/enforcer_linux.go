@@ -152,7 +152,7 @@ const hostAddrReserve = 1024
 func (e *Enforcer) Limits() (networks, endpoints int) {
 	c := e.coll
 	networks = int(min(c.Networks.MaxEntries(), c.Subnets.MaxEntries(), c.HostAddrs.MaxEntries()-hostAddrReserve))
-	endpoints = int(min(c.EpByIfindex.MaxEntries(), c.EpByIp.MaxEntries(), c.Traffic.MaxEntries()/2, c.EpFlows.MaxEntries()))
+	endpoints = int(min(c.EpByIfindex.MaxEntries(), c.EpByIp.MaxEntries(), slotCount(c), c.EpFlows.MaxEntries()))
 	return networks, endpoints
 }
 

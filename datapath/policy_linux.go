@@ -336,10 +336,16 @@ func (p *policy) endpointEntries(v network.View, ep *network.Endpoint, slot uint
 	return ifc, info, ipEntry, err
 }
 
+// deleteDrops deletes an interface's drop counters, of both directions
+// and families.
 func (p *policy) deleteDrops(ifindex uint32) error {
-	return errors.Join(
-		del(p.coll.Drops, bpf.BpfnetDropKey{Ifindex: ifindex, Dir: uint32(bpf.BpfnetDirectionDIR_FROM_CONTAINER)}),
-		del(p.coll.Drops, bpf.BpfnetDropKey{Ifindex: ifindex, Dir: uint32(bpf.BpfnetDirectionDIR_TO_CONTAINER)}))
+	var errs []error
+	for _, dir := range []bpf.BpfnetDirection{bpf.BpfnetDirectionDIR_FROM_CONTAINER, bpf.BpfnetDirectionDIR_TO_CONTAINER} {
+		for fam := range bpf.BpfnetFamilyFAMILY_MAX {
+			errs = append(errs, del(p.coll.Drops, bpf.BpfnetDropKey{Ifindex: ifindex, Dir: uint32(dir), Family: uint32(fam)}))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // checkEndpoint reports what of an endpoint the datapath lacks: its

@@ -216,32 +216,53 @@ type counts struct {
 	DropBytes      [bpf.BpfnetDropReasonREASON_MAX]uint64
 }
 
-// counters returns the counters of (ifindex, dir): the traffic of the
-// slot of the endpoint behind ifindex (none for a bridge) and its drops.
+// counters returns the counters of (ifindex, dir), both IP families
+// together.
 func (w *world) counters(t *testing.T, ifindex int, dir bpf.BpfnetDirection) counts {
 	t.Helper()
 	var sum counts
-	for _, ep := range w.eps {
-		if ep.ifindex != ifindex {
-			continue
-		}
-		var per []bpf.BpfnetTrafficCounts
-		must(t, w.coll.Traffic.Lookup(ep.slot*2+uint32(dir), &per))
-		for _, c := range per {
-			sum.Packets += c.Packets
-			sum.Bytes += c.Bytes
-		}
-	}
-	var per []bpf.BpfnetDropCounts
-	if err := w.coll.Drops.Lookup(bpf.BpfnetDropKey{Ifindex: uint32(ifindex), Dir: uint32(dir)}, &per); err == nil {
-		for _, c := range per {
-			for i := range c.Packets {
-				sum.Drops[i] += c.Packets[i]
-				sum.DropBytes[i] += c.Bytes[i]
-			}
+	for _, c := range w.familyCounters(t, ifindex, dir) {
+		sum.Packets += c.Packets
+		sum.Bytes += c.Bytes
+		for i := range c.Drops {
+			sum.Drops[i] += c.Drops[i]
+			sum.DropBytes[i] += c.DropBytes[i]
 		}
 	}
 	return sum
+}
+
+// familyCounters returns the counters of (ifindex, dir) by IP family
+// (enum family): the traffic of the slot of the endpoint behind ifindex
+// (none for a bridge) and its drops.
+func (w *world) familyCounters(t *testing.T, ifindex int, dir bpf.BpfnetDirection) [bpf.BpfnetFamilyFAMILY_MAX]counts {
+	t.Helper()
+	var out [bpf.BpfnetFamilyFAMILY_MAX]counts
+	for fam := range bpf.BpfnetFamilyFAMILY_MAX {
+		sum := &out[fam]
+		for _, ep := range w.eps {
+			if ep.ifindex != ifindex {
+				continue
+			}
+			var per []bpf.BpfnetTrafficCounts
+			// The index as counters.h lays it out.
+			must(t, w.coll.Traffic.Lookup((ep.slot*2+uint32(dir))*2+uint32(fam), &per))
+			for _, c := range per {
+				sum.Packets += c.Packets
+				sum.Bytes += c.Bytes
+			}
+		}
+		var per []bpf.BpfnetDropCounts
+		if err := w.coll.Drops.Lookup(bpf.BpfnetDropKey{Ifindex: uint32(ifindex), Dir: uint32(dir), Family: uint32(fam)}, &per); err == nil {
+			for _, c := range per {
+				for i := range c.Packets {
+					sum.Drops[i] += c.Packets[i]
+					sum.DropBytes[i] += c.Bytes[i]
+				}
+			}
+		}
+	}
+	return out
 }
 
 // Packet building. Every frame is built field by field with gopacket from
@@ -392,9 +413,19 @@ const (
 // exactly reason dropped.
 func (w *world) expect(t *testing.T, prog *ebpf.Program, ifindex, countAt int, dir bpf.BpfnetDirection, seen bool, frame []byte, reason int) uint32 {
 	t.Helper()
-	before := w.counters(t, countAt, dir)
+	// Counted under the frame's family: IPv6 by its EtherType, IPv4
+	// everything else.
+	family := bpf.BpfnetFamilyFAMILY_IPV4
+	if binary.BigEndian.Uint16(frame[12:14]) == uint16(layers.EthernetTypeIPv6) {
+		family = bpf.BpfnetFamilyFAMILY_IPV6
+	}
+	beforeAll := w.familyCounters(t, countAt, dir)
 	ret, mark := w.run(t, prog, ifindex, frame)
-	after := w.counters(t, countAt, dir)
+	afterAll := w.familyCounters(t, countAt, dir)
+	before, after := beforeAll[family], afterAll[family]
+	if other := 1 - family; afterAll[other] != beforeAll[other] {
+		t.Errorf("counted under family %d too: %+v, was %+v", other, afterAll[other], beforeAll[other])
+	}
 	want := uint32(actOK)
 	if reason != none {
 		want = actShot

@@ -6,12 +6,13 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/bpfnet/bpfnet/bpf"
+	"github.com/bpfnet/bpfnet/loader"
 	"github.com/bpfnet/bpfnet/network"
 )
 
-// Every endpoint has a slot: its packets and bytes are entries slot*2 and
-// slot*2+1 (enum direction) of the per-CPU traffic array, which the
-// programs index instead of looking a key up in a hash. Slots live in the
+// Every endpoint has a slot: its packets and bytes are four entries of the
+// per-CPU traffic array, one per direction and IP family (trafficIndex),
+// which the programs index instead of looking a key up in a hash. Slots live in the
 // endpoints' ep_by_ifindex entries, so a restarted daemon keeps each
 // endpoint's slot and its counts.
 
@@ -44,7 +45,7 @@ func (p *policy) newSlot() (uint32, error) {
 // takeSlot returns the lowest slot from `from` on that taken lacks, marks
 // it taken and zeroes its counts.
 func (p *policy) takeSlot(taken map[uint32]bool, from uint32) (uint32, error) {
-	max := p.coll.Traffic.MaxEntries() / 2
+	max := slotCount(p.coll)
 	for s := from; s < max; s++ {
 		if !taken[s] {
 			taken[s] = true
@@ -52,6 +53,12 @@ func (p *policy) takeSlot(taken map[uint32]bool, from uint32) (uint32, error) {
 		}
 	}
 	return 0, fmt.Errorf("all %d endpoint slots of the eBPF datapath are in use", max)
+}
+
+// slotCount is the number of endpoint slots the traffic map has room
+// for: each has an entry per direction and family.
+func slotCount(coll *loader.Collection) uint32 {
+	return coll.Traffic.MaxEntries() / (2 * uint32(bpf.BpfnetFamilyFAMILY_MAX))
 }
 
 // zeroSlot clears a slot's counts on every CPU, and the flow-table entries
@@ -65,9 +72,11 @@ func (p *policy) zeroSlot(s uint32) error {
 		return err
 	}
 	zero := make([]bpf.BpfnetTrafficCounts, ncpu)
-	for _, k := range []uint32{2 * s, 2*s + 1} {
-		if err := p.coll.Traffic.Put(k, zero); err != nil {
-			return fmt.Errorf("zero traffic slot %d: %w", s, err)
+	for _, dir := range []bpf.BpfnetDirection{bpf.BpfnetDirectionDIR_FROM_CONTAINER, bpf.BpfnetDirectionDIR_TO_CONTAINER} {
+		for fam := range bpf.BpfnetFamilyFAMILY_MAX {
+			if err := p.coll.Traffic.Put(trafficIndex(s, dir, fam), zero); err != nil {
+				return fmt.Errorf("zero traffic slot %d: %w", s, err)
+			}
 		}
 	}
 	return nil

@@ -123,6 +123,24 @@ func TestDashboard(t *testing.T) {
 		t.Error("the dashboard queries no metric")
 	}
 
+	// Traffic and drops are shown per IP family too (the network series'
+	// family label).
+	for _, metric := range []string{"bpfnet_network_bytes_total", "bpfnet_network_drops_total"} {
+		shown := false
+		for _, p := range dash.Panels {
+			for _, tg := range p.Targets {
+				by := regexp.MustCompile(`sum by \(([a-z, ]+)\)`).FindStringSubmatch(tg.Expr)
+				if strings.Contains(tg.Expr, metric+"{") && by != nil && slices.Contains(strings.Split(by[1], ", "), "family") &&
+					strings.Contains(tg.LegendFormat, "{{family}}") {
+					shown = true
+				}
+			}
+		}
+		if !shown {
+			t.Errorf("no panel shows %s by family", metric)
+		}
+	}
+
 	// The datapath panel shows the mode's name, not the info metric's 1.
 	for _, p := range dash.Panels {
 		if p.Title != "Datapath" {

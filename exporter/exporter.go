@@ -73,18 +73,18 @@ type Collector struct {
 // NewCollector returns a collector reading m and enf.
 func NewCollector(m Model, enf network.Enforcer, opts Options) *Collector {
 	ep := []string{"network", "endpoint", "interface", "direction"}
-	nw := []string{"network", "direction"}
+	nw := []string{"network", "direction", "family"}
 	c := &Collector{model: m, enf: enf, opts: opts, labels: map[string][]*dto.LabelPair{},
 		epPackets: prometheus.NewDesc("bpfnet_endpoint_packets_total", "Packets an endpoint's host-side veth hooks saw, by direction.", ep, nil),
 		epBytes:   prometheus.NewDesc("bpfnet_endpoint_bytes_total", "Bytes (Ethernet frames) an endpoint's host-side veth hooks saw, by direction.", ep, nil),
 		epDrops:   prometheus.NewDesc("bpfnet_endpoint_drops_total", "Packets dropped for an endpoint, by direction and reason.", append(ep, "reason"), nil),
 		epDropBytes: prometheus.NewDesc("bpfnet_endpoint_drop_bytes_total",
 			"Bytes of the packets dropped for an endpoint (frame lengths; iptables datapath: IP lengths), by direction and reason.", append(ep, "reason"), nil),
-		netPackets: prometheus.NewDesc("bpfnet_network_packets_total", "Packets of a network's endpoints, by direction.", nw, nil),
-		netBytes:   prometheus.NewDesc("bpfnet_network_bytes_total", "Bytes of a network's endpoints, by direction.", nw, nil),
-		netDrops:   prometheus.NewDesc("bpfnet_network_drops_total", "Packets dropped in a network, by direction and reason.", append(nw, "reason"), nil),
+		netPackets: prometheus.NewDesc("bpfnet_network_packets_total", "Packets of a network's endpoints, by direction and IP family.", nw, nil),
+		netBytes:   prometheus.NewDesc("bpfnet_network_bytes_total", "Bytes of a network's endpoints, by direction and IP family.", nw, nil),
+		netDrops:   prometheus.NewDesc("bpfnet_network_drops_total", "Packets dropped in a network, by direction, IP family and reason.", append(nw, "reason"), nil),
 		netDropBytes: prometheus.NewDesc("bpfnet_network_drop_bytes_total",
-			"Bytes of the packets dropped in a network (frame lengths; iptables datapath: IP lengths), by direction and reason.", append(nw, "reason"), nil),
+			"Bytes of the packets dropped in a network (frame lengths; iptables datapath: IP lengths), by direction, IP family and reason.", append(nw, "reason"), nil),
 		natEntries: prometheus.NewDesc("bpfnet_nat_entries", "Live source translations.", nil, nil),
 		natTranslations: prometheus.NewDesc("bpfnet_nat_translations_total",
 			"Source translations by outcome: created, exhausted (refused, no free port), expired.", []string{"outcome"}, nil),
@@ -159,25 +159,43 @@ func (c *Collector) collect(ch chan<- prometheus.Metric) error {
 		}
 	}
 	perEndpoint := c.perEndpoint.Load()
+	// The network series, summed over endpoints: by network, direction,
+	// family and (drops) reason.
+	type key struct{ network, dir, family, reason string }
 	type totals struct{ packets, bytes float64 }
-	names := map[string]string{}
-	nets := map[string]map[string]*totals{}
-	netDrops := map[string]map[string]map[string]*totals{}
+	traffic, drops := map[key]*totals{}, map[key]*totals{}
+	add := func(m map[key]*totals, k key, packets, bytes uint64) {
+		t := m[k]
+		if t == nil {
+			t = &totals{}
+			m[k] = t
+		}
+		t.packets += float64(packets)
+		t.bytes += float64(bytes)
+	}
 	addDrops := func(nw, dir string, cnt api.Counts) {
-		for r, n := range cnt.Drops {
-			t := netDrops[nw][dir][r]
-			if t == nil {
-				t = &totals{}
-				netDrops[nw][dir][r] = t
+		for family, fc := range byFamily(cnt) {
+			for r, n := range fc.Drops {
+				add(drops, key{nw, dir, family, r}, n, fc.DropBytes[r])
 			}
-			t.packets += float64(n)
-			t.bytes += float64(cnt.DropBytes[r])
 		}
 	}
+	names := map[string]string{}
 	for _, n := range v.Networks {
 		names[n.ID] = n.Name
-		nets[n.Name] = map[string]*totals{"from_container": {}, "to_container": {}}
-		netDrops[n.Name] = map[string]map[string]*totals{"from_container": {}, "to_container": {}}
+		// A network without endpoints still has its totals.
+		families := []string{""}
+		if counts.ByFamily {
+			families = []string{api.FamilyIPv4}
+			if n.DualStack() {
+				families = append(families, api.FamilyIPv6)
+			}
+		}
+		for _, dir := range directions {
+			for _, f := range families {
+				add(traffic, key{n.Name, dir, f, ""}, 0, 0)
+			}
+		}
 	}
 	for _, ep := range v.Endpoints {
 		nw, ok := names[ep.NetworkID]
@@ -187,8 +205,9 @@ func (c *Collector) collect(ch chan<- prometheus.Metric) error {
 		ec := counts.Endpoints[ep.ID]
 		for i, cnt := range []api.Counts{ec.FromContainer, ec.ToContainer} {
 			dir := directions[i]
-			nets[nw][dir].packets += float64(cnt.Packets)
-			nets[nw][dir].bytes += float64(cnt.Bytes)
+			for family, fc := range byFamily(cnt) {
+				add(traffic, key{nw, dir, family, ""}, fc.Packets, fc.Bytes)
+			}
 			addDrops(nw, dir, cnt)
 			if !perEndpoint {
 				continue
@@ -212,15 +231,13 @@ func (c *Collector) collect(ch chan<- prometheus.Metric) error {
 			addDrops(nw, directions[i], cnt)
 		}
 	}
-	for nw, byDir := range nets {
-		for _, dir := range directions {
-			ch <- prometheus.MustNewConstMetric(c.netPackets, prometheus.CounterValue, byDir[dir].packets, nw, dir)
-			ch <- prometheus.MustNewConstMetric(c.netBytes, prometheus.CounterValue, byDir[dir].bytes, nw, dir)
-			for r, t := range netDrops[nw][dir] {
-				ch <- prometheus.MustNewConstMetric(c.netDrops, prometheus.CounterValue, t.packets, nw, dir, r)
-				ch <- prometheus.MustNewConstMetric(c.netDropBytes, prometheus.CounterValue, t.bytes, nw, dir, r)
-			}
-		}
+	for k, t := range traffic {
+		ch <- prometheus.MustNewConstMetric(c.netPackets, prometheus.CounterValue, t.packets, k.network, k.dir, k.family)
+		ch <- prometheus.MustNewConstMetric(c.netBytes, prometheus.CounterValue, t.bytes, k.network, k.dir, k.family)
+	}
+	for k, t := range drops {
+		ch <- prometheus.MustNewConstMetric(c.netDrops, prometheus.CounterValue, t.packets, k.network, k.dir, k.family, k.reason)
+		ch <- prometheus.MustNewConstMetric(c.netDropBytes, prometheus.CounterValue, t.bytes, k.network, k.dir, k.family, k.reason)
 	}
 	if hasNAT {
 		ch <- prometheus.MustNewConstMetric(c.natEntries, prometheus.GaugeValue, float64(nat.Entries))
@@ -229,6 +246,16 @@ func (c *Collector) collect(ch chan<- prometheus.Metric) error {
 		ch <- prometheus.MustNewConstMetric(c.natTranslations, prometheus.CounterValue, float64(nat.Expired), "expired")
 	}
 	return nil
+}
+
+// byFamily returns a direction's counts by IP family, or all of them under
+// the family "" (no label) where the datapath does not tell families
+// apart.
+func byFamily(cnt api.Counts) map[string]api.Counts {
+	if len(cnt.Families) == 0 {
+		return map[string]api.Counts{"": cnt}
+	}
+	return cnt.Families
 }
 
 // endpointCounter is a per-endpoint counter sample with cached labels.

@@ -32,26 +32,52 @@ func get(t testing.TB, c *Collector) string {
 	return rec.Body.String()
 }
 
-// handMade is a state and its counters, every kind of series present.
+// handMade is a state and its counters as the eBPF datapath reports
+// them, split by IP family, every kind of series present: a dual-stack
+// network with two endpoints and an IPv4-only one without any.
 func handMade() (fakeModel, *networktest.Observable) {
-	web := &network.Network{ID: "w1", Name: "web", Bridge: "br-w"}
+	web := &network.Network{ID: "w1", Name: "web", Bridge: "br-w", Subnet6: netip.MustParsePrefix("fd00::/64")}
 	quiet := &network.Network{ID: "q1", Name: "quiet", Bridge: "br-q"}
 	c1 := &network.Endpoint{ID: "e1", Name: "c1", NetworkID: "w1", HostIf: "veth1", IP: netip.MustParseAddr("10.0.0.2")}
 	c2 := &network.Endpoint{ID: "e2", Name: "c2", NetworkID: "w1", HostIf: "veth2", IP: netip.MustParseAddr("10.0.0.3")}
+	v4, v6 := api.FamilyIPv4, api.FamilyIPv6
 	enf := &networktest.Observable{Enforcer: &networktest.Enforcer{Calls: &networktest.Calls{}}, Attach: "tcx",
-		Counters: network.Counts{
+		Counters: network.Counts{ByFamily: true,
 			Endpoints: map[string]api.EndpointCounters{
-				"e1": {FromContainer: api.Counts{Packets: 10, Bytes: 1000, Drops: map[string]uint64{"spoof": 2}, DropBytes: map[string]uint64{"spoof": 120}},
-					ToContainer: api.Counts{Packets: 7, Bytes: 700}},
-				"e2": {FromContainer: api.Counts{Packets: 5, Bytes: 500},
-					ToContainer: api.Counts{Packets: 1, Bytes: 100, Drops: map[string]uint64{"icc": 4}, DropBytes: map[string]uint64{"icc": 240}}},
+				"e1": {
+					FromContainer: api.Counts{Packets: 10, Bytes: 1000, Drops: map[string]uint64{"spoof": 2}, DropBytes: map[string]uint64{"spoof": 120},
+						Families: map[string]api.Counts{
+							v4: {Packets: 6, Bytes: 600, Drops: map[string]uint64{"spoof": 2}, DropBytes: map[string]uint64{"spoof": 120}},
+							v6: {Packets: 4, Bytes: 400}}},
+					ToContainer: api.Counts{Packets: 7, Bytes: 700, Families: map[string]api.Counts{v4: {Packets: 7, Bytes: 700}, v6: {}}}},
+				"e2": {
+					FromContainer: api.Counts{Packets: 5, Bytes: 500, Families: map[string]api.Counts{v4: {Packets: 3, Bytes: 300}, v6: {Packets: 2, Bytes: 200}}},
+					ToContainer: api.Counts{Packets: 1, Bytes: 100, Drops: map[string]uint64{"icc": 4}, DropBytes: map[string]uint64{"icc": 240},
+						Families: map[string]api.Counts{
+							v4: {Packets: 1, Bytes: 100, Drops: map[string]uint64{"icc": 1}, DropBytes: map[string]uint64{"icc": 60}},
+							v6: {Drops: map[string]uint64{"icc": 3}, DropBytes: map[string]uint64{"icc": 180}}}}},
 			},
 			Networks: map[string]api.EndpointCounters{
-				"w1": {ToContainer: api.Counts{Drops: map[string]uint64{"no_endpoint": 3, "icc": 1}, DropBytes: map[string]uint64{"no_endpoint": 180, "icc": 60}}},
+				"w1": {ToContainer: api.Counts{Drops: map[string]uint64{"no_endpoint": 3, "icc": 1}, DropBytes: map[string]uint64{"no_endpoint": 180, "icc": 60},
+					Families: map[string]api.Counts{
+						v4: {Drops: map[string]uint64{"no_endpoint": 3, "icc": 1}, DropBytes: map[string]uint64{"no_endpoint": 180, "icc": 60}}}}},
 			},
 		},
 		Stats: api.NATStats{Entries: 6, Created: 40, Exhausted: 2, Expired: 30}}
 	m := fakeModel{v: network.View{Networks: []*network.Network{web, quiet}, Endpoints: []*network.Endpoint{c1, c2}}, released: 5}
+	return m, enf
+}
+
+// unsplit is handMade's state with counters as the iptables datapath
+// reports them: traffic not split by family, drops split.
+func unsplit() (fakeModel, *networktest.Observable) {
+	m, enf := handMade()
+	enf.Counters.ByFamily = false
+	for id, ec := range enf.Counters.Endpoints {
+		ec.FromContainer.Families, ec.ToContainer.Families = nil, nil
+		ec.FromContainer.Drops, ec.FromContainer.DropBytes, ec.ToContainer.Drops, ec.ToContainer.DropBytes = nil, nil, nil, nil
+		enf.Counters.Endpoints[id] = ec
+	}
 	return m, enf
 }
 
@@ -75,18 +101,23 @@ func TestScrapeValues(t *testing.T) {
 		`bpfnet_endpoint_drops_total{direction="to_container",endpoint="c2",interface="veth2",network="web",reason="icc"} 4`,
 		`bpfnet_endpoint_drop_bytes_total{direction="from_container",endpoint="c1",interface="veth1",network="web",reason="spoof"} 120`,
 		`bpfnet_endpoint_drop_bytes_total{direction="to_container",endpoint="c2",interface="veth2",network="web",reason="icc"} 240`,
-		// Network totals: the sum of its endpoints, plus the drops not
-		// tied to one (icc: 4 + 1).
-		`bpfnet_network_packets_total{direction="from_container",network="web"} 15`,
-		`bpfnet_network_bytes_total{direction="to_container",network="web"} 800`,
-		`bpfnet_network_drops_total{direction="to_container",network="web",reason="icc"} 5`,
-		`bpfnet_network_drops_total{direction="to_container",network="web",reason="no_endpoint"} 3`,
-		`bpfnet_network_drops_total{direction="from_container",network="web",reason="spoof"} 2`,
-		`bpfnet_network_drop_bytes_total{direction="to_container",network="web",reason="icc"} 300`,
-		`bpfnet_network_drop_bytes_total{direction="to_container",network="web",reason="no_endpoint"} 180`,
-		`bpfnet_network_drop_bytes_total{direction="from_container",network="web",reason="spoof"} 120`,
-		// A network without endpoints still has its totals.
-		`bpfnet_network_packets_total{direction="to_container",network="quiet"} 0`,
+		// Network totals by family: the sum of its endpoints, plus the
+		// drops not tied to one (icc over IPv4: 1 + 1).
+		`bpfnet_network_packets_total{direction="from_container",family="ipv4",network="web"} 9`,
+		`bpfnet_network_packets_total{direction="from_container",family="ipv6",network="web"} 6`,
+		`bpfnet_network_bytes_total{direction="to_container",family="ipv4",network="web"} 800`,
+		`bpfnet_network_bytes_total{direction="to_container",family="ipv6",network="web"} 0`,
+		`bpfnet_network_drops_total{direction="to_container",family="ipv4",network="web",reason="icc"} 2`,
+		`bpfnet_network_drops_total{direction="to_container",family="ipv6",network="web",reason="icc"} 3`,
+		`bpfnet_network_drops_total{direction="to_container",family="ipv4",network="web",reason="no_endpoint"} 3`,
+		`bpfnet_network_drops_total{direction="from_container",family="ipv4",network="web",reason="spoof"} 2`,
+		`bpfnet_network_drop_bytes_total{direction="to_container",family="ipv4",network="web",reason="icc"} 120`,
+		`bpfnet_network_drop_bytes_total{direction="to_container",family="ipv6",network="web",reason="icc"} 180`,
+		`bpfnet_network_drop_bytes_total{direction="to_container",family="ipv4",network="web",reason="no_endpoint"} 180`,
+		`bpfnet_network_drop_bytes_total{direction="from_container",family="ipv4",network="web",reason="spoof"} 120`,
+		// A network without endpoints still has its totals, in the
+		// families it has.
+		`bpfnet_network_packets_total{direction="to_container",family="ipv4",network="quiet"} 0`,
 		`bpfnet_nat_entries 6`,
 		`bpfnet_nat_translations_total{outcome="created"} 40`,
 		`bpfnet_nat_translations_total{outcome="exhausted"} 2`,
@@ -108,6 +139,31 @@ func TestScrapeValues(t *testing.T) {
 		t.Logf("exposition:\n%s", out)
 	}
 
+	for _, absent := range []string{`family="ipv6",network="quiet"`, `family=""`, `bpfnet_network_drops_total{direction="from_container",family="ipv6"`} {
+		if strings.Contains(out, absent) {
+			t.Errorf("a series with %s", absent)
+		}
+	}
+
+	// Traffic not split by family (iptables): the totals under an empty
+	// family, which Prometheus stores as no label; drops by family still.
+	m, enf = unsplit()
+	out = get(t, NewCollector(m, enf, Options{}))
+	for _, want := range []string{
+		`bpfnet_network_packets_total{direction="from_container",family="",network="web"} 15`,
+		`bpfnet_network_bytes_total{direction="to_container",family="",network="web"} 800`,
+		`bpfnet_network_packets_total{direction="to_container",family="",network="quiet"} 0`,
+		`bpfnet_network_drops_total{direction="to_container",family="ipv4",network="web",reason="icc"} 1`,
+		`bpfnet_network_drops_total{direction="to_container",family="ipv4",network="web",reason="no_endpoint"} 3`,
+	} {
+		if !strings.Contains(out, "\n"+want+"\n") {
+			t.Errorf("unsplit: missing %s", want)
+		}
+	}
+	if strings.Contains(out, `family="ipv4",network="quiet"`) || strings.Contains(out, `bpfnet_network_packets_total{direction="from_container",family="ipv4"`) {
+		t.Errorf("unsplit traffic reported under a family:\n%s", out)
+	}
+
 	// Per-endpoint series off: only the totals; an enforcer without a
 	// translation table (iptables): no NAT series.
 	out = get(t, NewCollector(m, &networktest.Enforcer{Calls: &networktest.Calls{}}, Options{}))
@@ -116,7 +172,7 @@ func TestScrapeValues(t *testing.T) {
 			t.Errorf("%s present", absent)
 		}
 	}
-	if !strings.Contains(out, `bpfnet_network_packets_total{direction="from_container",network="web"} 0`) {
+	if !strings.Contains(out, `bpfnet_network_packets_total{direction="from_container",family="",network="web"} 0`) {
 		t.Errorf("no zero totals for an enforcer without counters:\n%s", out)
 	}
 }

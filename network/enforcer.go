@@ -85,6 +85,9 @@ type Counter interface {
 type Counts struct {
 	Endpoints map[string]api.EndpointCounters
 	Networks  map[string]api.EndpointCounters
+	// ByFamily says the endpoints' packets and bytes are split by IP
+	// family (api.Counts.Families).
+	ByFamily bool
 }
 
 // DropSource is an enforcer that reports dropped packets as they happen.

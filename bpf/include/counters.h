@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Per-endpoint counters: packets and bytes per direction (traffic), drops
- * by reason (drops). */
+/* Per-endpoint counters: packets and bytes per direction and family
+ * (traffic), drops by reason (drops). */
 #ifndef BPFNET_COUNTERS_H
 #define BPFNET_COUNTERS_H
 
@@ -92,14 +92,27 @@ static __always_inline void emit(struct __sk_buff *skb, __u32 ifindex, __u32 dir
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* count counts a packet of the endpoint with counter slot `slot`. */
-static __always_inline void count(__u32 slot, __u32 dir, __u32 len)
+/* frame_family is the enum family a frame is counted under. */
+static __always_inline __u32 frame_family(const struct __sk_buff *skb)
 {
-	__u32 k = slot * 2 + dir;
+	return skb->protocol == bpf_htons(ETH_P_IPV6) ? FAMILY_IPV6 : FAMILY_IPV4;
+}
+
+/* traffic_index is the traffic entry of an endpoint's slot, direction and
+ * family. */
+static __always_inline __u32 traffic_index(__u32 slot, __u32 dir, __u32 family)
+{
+	return (slot * 2 + dir) * FAMILY_MAX + family;
+}
+
+/* count counts a frame of the endpoint with counter slot `slot`. */
+static __always_inline void count(__u32 slot, __u32 dir, const struct __sk_buff *skb)
+{
+	__u32 k = traffic_index(slot, dir, frame_family(skb));
 	struct traffic_counts *t = bpf_map_lookup_elem(&traffic, &k);
 	if (t) {
 		t->packets++;
-		t->bytes += len;
+		t->bytes += skb->len;
 	}
 }
 
@@ -111,7 +124,7 @@ static struct drop_counts zero_drops;
  * p, when not NULL, is the parsed packet. */
 static __always_inline int drop_pkt(struct __sk_buff *skb, __u32 ifindex, __u32 dir, __u32 reason, const struct pkt *p)
 {
-	struct drop_key k = {.ifindex = ifindex, .dir = dir};
+	struct drop_key k = {.ifindex = ifindex, .dir = dir, .family = frame_family(skb)};
 	struct drop_counts *c = bpf_map_lookup_elem(&drops, &k);
 	if (!c) {
 		bpf_map_update_elem(&drops, &k, &zero_drops, BPF_NOEXIST);

@@ -69,7 +69,7 @@ static __always_inline int fast_local(struct __sk_buff *skb, __u32 from_ifindex,
 		return -1;
 	if (*(__u32 *)eth->h_dest != *(__u32 *)dst->mac || *(__u16 *)(eth->h_dest + 4) != *(__u16 *)(dst->mac + 4))
 		return -1; /* not addressed to it at L2 (yet): the bridge decides */
-	count(dst->slot, DIR_TO_CONTAINER, skb->len);
+	count(dst->slot, DIR_TO_CONTAINER, skb);
 	stat_inc(STAT_FAST_LOCAL);
 	return bpf_redirect_peer(to, 0);
 }

@@ -76,7 +76,7 @@ static __always_inline int F(fast_in)(struct __sk_buff *skb, const PKT *p)
 		return -1;
 	if (set_macs(skb, dst->mac, n->mac) < 0)
 		return TC_ACT_SHOT;
-	count(dst->slot, DIR_TO_CONTAINER, skb->len);
+	count(dst->slot, DIR_TO_CONTAINER, skb);
 	stat_inc(STAT_FAST_IN);
 	return bpf_redirect_peer(to, 0);
 }

@@ -319,23 +319,24 @@ struct {
 	__type(value, struct event_budget);
 } ev_budget SEC(".maps");
 
-/* slot * 2 + direction → packets and bytes of an endpoint (per CPU); the
- * control plane gives every endpoint a slot (endpoint_info.slot) and zeroes
- * it before use. An array, so counting is an index, not a hash lookup. */
+/* traffic_index(slot, direction, family) → packets and bytes of an
+ * endpoint (per CPU); the control plane gives every endpoint a slot
+ * (endpoint_info.slot) and zeroes its entries before use. An array, so
+ * counting is an index, not a hash lookup. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2 * MAX_ENDPOINTS);
+	__uint(max_entries, 2 * FAMILY_MAX * MAX_ENDPOINTS);
 	__type(key, __u32);
 	__type(value, struct traffic_counts);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } traffic SEC(".maps");
 
-/* (ifindex, direction) → drops by reason (per CPU); written by the
- * programs, read (and deleted with the endpoint) by the control plane.
- * Two per endpoint, one per bridge. */
+/* (ifindex, direction, family) → drops by reason (per CPU); written by
+ * the programs, read (and deleted with the endpoint) by the control plane.
+ * Two per endpoint and one per bridge, for each family. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 2 * MAX_ENDPOINTS + MAX_NETWORKS);
+	__uint(max_entries, FAMILY_MAX * (2 * MAX_ENDPOINTS + MAX_NETWORKS));
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct drop_key);
 	__type(value, struct drop_counts);

@@ -146,7 +146,7 @@ static __always_inline int F(deliver)(struct __sk_buff *skb, const PKT *p, __u32
 		return TC_ACT_SHOT; /* TTL 1 into a container port: nothing to answer with */
 	if (set_macs(skb, de->mac, n->mac) < 0)
 		return TC_ACT_SHOT;
-	count(de->slot, DIR_TO_CONTAINER, skb->len);
+	count(de->slot, DIR_TO_CONTAINER, skb);
 	return bpf_redirect_peer(to, 0);
 }
 

@@ -34,6 +34,14 @@ enum direction {
 	DIR_TO_CONTAINER = 1,
 };
 
+/* The IP family a counter counts: IPv6 frames apart from the rest (IPv4,
+ * the ARP that serves it, and the odd frame of another type). */
+enum family {
+	FAMILY_IPV4 = 0,
+	FAMILY_IPV6 = 1,
+	FAMILY_MAX,
+};
+
 /* Network flags. */
 enum network_flag {
 	NET_F_ICC = 1 << 0,
@@ -103,7 +111,7 @@ struct endpoint_info {
 	__be32 mask;      /* netmask */
 	__be32 broadcast; /* the subnet's broadcast address */
 	__u32 net_flags;  /* enum network_flag */
-	__u32 slot;       /* its entries in traffic: slot * 2 + enum direction */
+	__u32 slot;       /* its entries in traffic: traffic_index(slot, dir, family) */
 	/* Its IPv6 address on a dual-stack network; all zero: none (the
 	 * network is IPv4-only, and only link-local control traffic passes). */
 	__be32 ip6[4];
@@ -223,8 +231,8 @@ struct subnet6_key {
 	__be32 addr[4];
 };
 
-/* traffic value (per-CPU array, index slot * 2 + enum direction): every
- * packet an endpoint's veth hooks see, and its frame length. */
+/* traffic value (per-CPU array, index traffic_index): every packet an
+ * endpoint's veth hooks see, and its frame length. */
 struct traffic_counts {
 	__u64 packets;
 	__u64 bytes;
@@ -234,6 +242,7 @@ struct traffic_counts {
 struct drop_key {
 	__u32 ifindex; /* host-side veth, or the bridge for drops not tied to an endpoint */
 	__u32 dir;     /* enum direction */
+	__u32 family;  /* enum family */
 };
 
 /* drops value: dropped packets and their bytes (frame lengths) by enum

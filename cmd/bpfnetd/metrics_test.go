@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -295,6 +296,83 @@ func urlQuery(s string) string {
 	return r.Replace(s)
 }
 
+// The eBPF datapath counts each IP family apart: the network series carry
+// a family label, endpoint inspect has the split, and a ping over one
+// family moves only that family's counters (give or take the neighbour
+// discovery and router solicitations a container sends on its own, which
+// are IPv6 and ARP).
+func TestMetricsFamilies(t *testing.T) {
+	topo := testnet.NewTopology(t)
+	d := testnet.NewDaemon(t, topo.Host, "--datapath=ebpf") // the split is the eBPF datapath's
+	d.Start()
+	d.MustCLI("network", "create", "--subnet", "198.18.1.0/24", "--ipv6", "--subnet", "fd00:18:1::/64", "web")
+	d.MustCLI("network", "create", "--subnet", "198.18.2.0/24", "--ipv6", "--subnet", "fd00:18:2::/64", "other")
+	c1, c2, c3 := testnet.NewNS(t, "c1"), testnet.NewNS(t, "c2"), testnet.NewNS(t, "c3")
+	d.MustCLI("endpoint", "create", "--network", "web", "--netns", c1.Path, "--name", "c1")
+	d.MustCLI("endpoint", "create", "--network", "web", "--netns", c2.Path, "--name", "c2")
+	d.MustCLI("endpoint", "create", "--network", "other", "--netns", c3.Path, "--name", "c3")
+	ep2, ep3 := mustEndpoint(t, d, "c2"), mustEndpoint(t, d, "c3")
+	// Settle the neighbours first, so the pings below are most of what moves.
+	c1.MustRun(t, "ping", "-n", "-q", "-c", "1", ep2.IP.String())
+	c1.MustRun(t, "ping", "-n", "-q", "-c", "1", ep2.IP6.String())
+
+	from := func(text, family string) (packets, bytes float64) {
+		l := map[string]string{"network": "web", "direction": "from_container", "family": family}
+		return sample(t, text, "bpfnet_network_packets_total", l), sample(t, text, "bpfnet_network_bytes_total", l)
+	}
+	// A default ping is 98 bytes on the wire over IPv4 (14 Ethernet, 20
+	// IPv4, 8 ICMP, 56 data), 118 over IPv6 (a 40-byte header).
+	for _, c := range []struct {
+		family, other string
+		dst           netip.Addr
+		frame         float64
+	}{{"ipv6", "ipv4", ep2.IP6, 118}, {"ipv4", "ipv6", ep2.IP, 98}} {
+		before := scrape(t, topo.Host)
+		c1.MustRun(t, "ping", "-n", "-q", "-c", "20", "-i", "0.01", c.dst.String())
+		after := scrape(t, topo.Host)
+		p0, b0 := from(before, c.family)
+		p1, b1 := from(after, c.family)
+		if p1-p0 < 40 || p1-p0 > 46 || b1-b0 < 40*c.frame {
+			// c1's 20 requests and c2's 20 replies, and a few neighbour
+			// messages.
+			t.Errorf("%s: +%v packets, +%v bytes; want 40 to 46 packets, at least %v bytes", c.family, p1-p0, b1-b0, 40*c.frame)
+		}
+		o0, _ := from(before, c.other)
+		o1, _ := from(after, c.other)
+		if o1-o0 > 6 {
+			t.Errorf("pinging over %s moved %s by %v packets", c.family, c.other, o1-o0)
+		}
+	}
+
+	// Blocked pings count as drops of their family, with their bytes.
+	before := scrape(t, topo.Host)
+	c1.Run("ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", ep3.IP6.String())
+	c1.Run("ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", ep3.IP.String())
+	after := scrape(t, topo.Host)
+	for _, c := range []struct {
+		family      string
+		want, bytes float64
+	}{{"ipv6", 3, 3 * 118}, {"ipv4", 2, 2 * 98}} {
+		l := map[string]string{"network": "web", "direction": "from_container", "family": c.family, "reason": "isolation"}
+		if got := sample(t, after, "bpfnet_network_drops_total", l) - sampleOr(before, "bpfnet_network_drops_total", l); got != c.want {
+			t.Errorf("%v: +%v, want +%v", l, got, c.want)
+		}
+		if got := sample(t, after, "bpfnet_network_drop_bytes_total", l) - sampleOr(before, "bpfnet_network_drop_bytes_total", l); got != c.bytes {
+			t.Errorf("%v: +%v bytes, want +%v", l, got, c.bytes)
+		}
+	}
+	// endpoint inspect: the families add up to the totals.
+	ep1 := mustEndpoint(t, d, "c1")
+	fc := ep1.Counters.FromContainer
+	v4, v6 := fc.Families[api.FamilyIPv4], fc.Families[api.FamilyIPv6]
+	if v6.Drops["isolation"] != 3 || v4.Drops["isolation"] != 2 || fc.Drops["isolation"] != 5 {
+		t.Errorf("c1's isolation drops: %d over IPv4, %d over IPv6, %d in all; want 2, 3, 5", v4.Drops["isolation"], v6.Drops["isolation"], fc.Drops["isolation"])
+	}
+	if v4.Packets+v6.Packets != fc.Packets || v4.Bytes+v6.Bytes != fc.Bytes || v6.Packets < 23 {
+		t.Errorf("c1 sent %d packets (%d bytes); by family %+v and %+v", fc.Packets, fc.Bytes, v4, v6)
+	}
+}
+
 // bpfnet monitor shows a forbidden ping within a second, with its reason.
 func TestMonitor(t *testing.T) {
 	topo := testnet.NewTopology(t)
@@ -387,15 +465,16 @@ func TestMetricsIptables(t *testing.T) {
 	c1.Run("ping", "-n", "-q", "-c", "4", "-i", "0.2", "-W", "1", mustEndpoint(t, d, "c3").IP6.String())
 	after := scrape(t, topo.Host)
 	for _, c := range []struct {
-		network, dir, reason string
-		want, bytes          float64
+		network, dir, family, reason string
+		want, bytes                  float64
 	}{
 		// iptables counts IP lengths: 84 bytes a default ping (20 IPv4,
 		// 8 ICMP, 56 data), 104 over IPv6 (a 40-byte header, 8 ICMPv6).
-		{"other", "to_container", "isolation", 3 + 4, 3*84 + 4*104},
-		{"quiet", "to_container", "icc", 2, 2 * 84},
+		{"other", "to_container", "ipv4", "isolation", 3, 3 * 84},
+		{"other", "to_container", "ipv6", "isolation", 4, 4 * 104},
+		{"quiet", "to_container", "ipv4", "icc", 2, 2 * 84},
 	} {
-		l := map[string]string{"network": c.network, "direction": c.dir, "reason": c.reason}
+		l := map[string]string{"network": c.network, "direction": c.dir, "family": c.family, "reason": c.reason}
 		if got := sample(t, after, "bpfnet_network_drops_total", l) - sampleOr(before, "bpfnet_network_drops_total", l); got != c.want {
 			t.Errorf("%v: +%v, want +%v", l, got, c.want)
 		}
@@ -406,6 +485,10 @@ func TestMetricsIptables(t *testing.T) {
 	l := map[string]string{"endpoint": "c1", "direction": "from_container"}
 	if got, kernel := sample(t, after, "bpfnet_endpoint_packets_total", l), linkStat(t, c1, "eth0", "tx_packets"); got < 3 || got > kernel {
 		t.Errorf("c1 from_container: %v packets, the kernel counted %v", got, kernel)
+	}
+	// Packets come from interface statistics, which have no family.
+	if sample(t, after, "bpfnet_network_packets_total", map[string]string{"network": "web", "direction": "from_container", "family": ""}) < 3 {
+		t.Errorf("no network packets without a family")
 	}
 	if !strings.Contains(after, `bpfnet_datapath_info{attach="",mode="iptables"} 1`) {
 		t.Errorf("no datapath info for iptables mode")
