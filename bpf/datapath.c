@@ -232,10 +232,7 @@ static __always_inline __u32 ipv6_control(struct __sk_buff *skb, const struct en
 	return nd_options(skb, off, sender->mac);
 }
 
-/* IPv6 on dual-stack networks (issue 18). So far the programs judge what
- * a container sends; until the rest lands (what containers receive, NAT66,
- * published ports, the fast paths), the control plane refuses dual-stack
- * networks on this datapath. */
+/* IPv6 on dual-stack networks. */
 
 static __always_inline int ip6_link_local(const __be32 *a)
 {
@@ -278,12 +275,46 @@ static __always_inline __u32 *subnet6_of(const __be32 *a)
 	return bpf_map_lookup_elem(&subnets6, &k);
 }
 
+/* Where an allowed packet from a container goes. */
+enum dest {
+	DEST_HOST,      /* multicast, broadcast: the normal path */
+	DEST_HOST_ADDR, /* a host address: the host, or a published port */
+	DEST_NETWORK,   /* an address of the sender's own network */
+	DEST_OUTSIDE,
+	DEST_ND,        /* neighbour discovery for an endpoint of its network */
+};
+
+/* nd6_peer finds the endpoint a neighbour solicitation (for its target)
+ * or advertisement (to its unicast destination) is for, when that is
+ * another endpoint the sender may reach (icc): the solicitation then goes
+ * to it alone rather than flooding the bridge, and neither walks
+ * ip6tables' FORWARD, which bridge netfilter would make them do, where a
+ * host's DROP policy stops them (--forward-rule=false). An advertisement
+ * to a link-local address takes the bridge. */
+static __always_inline void nd6_peer(struct __sk_buff *skb, const struct endpoint_info *ep, const struct pkt6 *p,
+				     enum dest *dest, struct ip_endpoint **peer)
+{
+	struct in6_key target;
+	if (p->icmp_type == ICMPV6_NA)
+		__builtin_memcpy(&target, &p->daddr, sizeof(target));
+	else if (bpf_skb_load_bytes(skb, p->l4_off + 8, &target, sizeof(target)) < 0)
+		return;
+	struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip6, &target);
+	if (dst && between(ep->net_id, dst->net_id) == PASS) {
+		*dest = DEST_ND;
+		*peer = dst;
+	}
+}
+
 /* nd6_from_container judges the neighbour and multicast listener
  * discovery a container of a dual-stack network sends: from its own
  * addresses (the unspecified one for duplicate address detection), to a
  * link-local, link-scope multicast or own-network destination, never a
- * router's message, and advertising only its own addresses and MAC. */
-static __always_inline __u32 nd6_from_container(struct __sk_buff *skb, const struct endpoint_info *ep, const struct pkt6 *p)
+ * router's message, and advertising only its own addresses and MAC. A
+ * solicitation or advertisement for another endpoint gets it as *peer
+ * (nd6_peer). */
+static __always_inline __u32 nd6_from_container(struct __sk_buff *skb, const struct endpoint_info *ep, const struct pkt6 *p,
+						enum dest *dest, struct ip_endpoint **peer)
 {
 	__u8 type = p->icmp_type;
 	if (type == ICMPV6_RA || type == ICMPV6_REDIRECT || type == ICMPV6_MLD_QUERY)
@@ -305,16 +336,11 @@ static __always_inline __u32 nd6_from_container(struct __sk_buff *skb, const str
 	}
 	if (type != ICMPV6_NS && type != ICMPV6_NA)
 		return PASS;
-	return nd_options(skb, p->l4_off, ep->mac);
+	__u32 v = nd_options(skb, p->l4_off, ep->mac);
+	if (v == PASS)
+		nd6_peer(skb, ep, p, dest, peer);
+	return v;
 }
-
-/* Where an allowed packet from a container goes. */
-enum dest {
-	DEST_HOST,      /* multicast, broadcast: the normal path */
-	DEST_HOST_ADDR, /* a host address: the host, or a published port */
-	DEST_NETWORK,   /* an address of the sender's own network */
-	DEST_OUTSIDE,
-};
 
 /* judge6_from_container returns the verdict for an IPv6 packet an
  * endpoint of a dual-stack network sent: the IPv4 verdicts (icc,
@@ -328,7 +354,7 @@ static __noinline __u32 judge6_from_container(struct __sk_buff *skb, const struc
 	 * still one (RFC 6980 asks receivers to ignore it; not all may). */
 	if (p->proto == IPPROTO_ICMPV6 && p->frag != FRAG_LATER &&
 	    ((p->icmp_type >= ICMPV6_MLD_QUERY && p->icmp_type <= ICMPV6_REDIRECT) || p->icmp_type == ICMPV6_MLD2_REPORT))
-		return nd6_from_container(skb, ep, p);
+		return nd6_from_container(skb, ep, p, dest, peer);
 	int to_link = ip6_link_local(p->daddr.a) || ip6_multicast(p->daddr.a);
 	if (!ip6_eq(p->saddr.a, ep->ip6) && !(to_link && own_link_local(p->saddr.a, ep->mac)))
 		return REASON_SPOOF;
@@ -512,6 +538,8 @@ static __always_inline int from_container6(struct __sk_buff *skb, const struct e
 	rc = -1;
 	if (dest == DEST_NETWORK && peer)
 		rc = fast_local(skb, ifindex, peer);
+	else if (dest == DEST_ND && peer)
+		rc = nd_local(skb, ifindex, peer);
 	else if (dest == DEST_OUTSIDE)
 		rc = fast_out6(skb, ep->net_id, p);
 	else if (dest == DEST_HOST_ADDR)

@@ -155,8 +155,9 @@ func (w *world) addDualStack(t *testing.T) {
 		{name: "e10", ip: "198.18.7.2", mac: "02:42:c6:12:07:02", net: "n7"},
 		{name: "e11", ip: "198.18.8.2", mac: "02:42:c6:12:08:02", net: "n8"},
 		{name: "e12", ip: "198.18.9.2", mac: "02:42:c6:12:09:02", net: "n9"},
+		{name: "e13", ip: "198.18.7.3", mac: "02:42:c6:12:07:03", net: "n7"},
 	}
-	ip6 := map[string]string{"e8": "fd00:6::2", "e9": "fd00:6::3", "e10": "fd00:7::2", "e11": "fd00:8::2", "e12": "fd00:9::2"}
+	ip6 := map[string]string{"e8": "fd00:6::2", "e9": "fd00:6::3", "e10": "fd00:7::2", "e11": "fd00:8::2", "e12": "fd00:9::2", "e13": "fd00:7::3"}
 	err := w.ns.Do(func() error {
 		for _, n := range nets {
 			if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br-" + n.Name}}); err != nil {
@@ -293,7 +294,7 @@ func TestIPv6FromContainer(t *testing.T) {
 			extHeader(layers.IPProtocolIPv6Destination), extHeader(layers.IPProtocolIPv6Destination), extHeader(layers.IPProtocolIPv6Destination),
 			extHeader(icmp), echo6), malformed},
 		{"an extension header longer than the packet", e8, frame6(t, own, "fd00:6::2", "fd00:6::3", layers.IPProtocolIPv6Destination, []byte{58, 8, 1, 4, 0, 0, 0, 0}), malformed},
-		{"solicitation for a neighbour", e8, icmp6(t, own, "fd00:6::2", "ff02::1:ff00:3", 255, 135, nsBody("fd00:6::3", ndOption(1, own)), false), none},
+		{"solicitation for an address nobody has", e8, icmp6(t, own, "fd00:6::2", "ff02::1:ff00:9", 255, 135, nsBody("fd00:6::9", ndOption(1, own)), false), none},
 		{"solicitation for its gateway, unicast", e8, icmp6(t, own, "fd00:6::2", "fd00:6::1", 255, 135, nsBody("fd00:6::1", ndOption(1, own)), false), none},
 		{"duplicate address detection from ::", e8, icmp6(t, own, "::", "ff02::1:ff00:2", 255, 135, nsBody("fd00:6::2"), false), none},
 		{"advertisement of its own address", e8, icmp6(t, own, "fd00:6::2", "ff02::1", 255, 136, nsBody("fd00:6::2", ndOption(2, own)), false), none},
@@ -311,6 +312,55 @@ func TestIPv6FromContainer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w.expect(t, w.coll.FromContainer, tc.from.ifindex, tc.from.ifindex, fromC, true, tc.frame, tc.reason)
+		})
+	}
+}
+
+// TestIPv6NeighbourDelivered: a neighbour solicitation for another
+// endpoint of the sender's network, and an advertisement to one, go
+// straight into that endpoint (TC_ACT_REDIRECT, counted on its
+// to_container), not through the bridge, whose bridge netfilter would
+// hand them to ip6tables' FORWARD. What is for the host, for nobody, for
+// the sender itself, to a link-local address, or for an endpoint it may
+// not reach (icc off) takes the bridge as before (TC_ACT_OK).
+func TestIPv6NeighbourDelivered(t *testing.T) {
+	w := newWorld(t, nil)
+	w.addDualStack(t)
+	e8, e9, e10, e13 := w.eps["e8"], w.eps["e9"], w.eps["e10"], w.eps["e13"]
+	const ll8 = "fe80::42:c6ff:fe12:602"
+	for _, tc := range []struct {
+		name  string
+		from  *testEP
+		frame []byte
+		to    *testEP // nil: the bridge
+	}{
+		{"solicitation for a neighbour", e8, icmp6(t, mac(e8.mac), "fd00:6::2", "ff02::1:ff00:3", 255, 135, nsBody("fd00:6::3", ndOption(1, mac(e8.mac))), false), e9},
+		{"unicast solicitation for a neighbour", e8, icmp6(t, mac(e8.mac), "fd00:6::2", "fd00:6::3", 255, 135, nsBody("fd00:6::3"), false), e9},
+		{"advertisement to a neighbour", e9, icmp6(t, mac(e9.mac), "fd00:6::3", "fd00:6::2", 255, 136, nsBody("fd00:6::3", ndOption(2, mac(e9.mac))), false), e8},
+		{"advertisement to a neighbour's link-local address", e9, icmp6(t, mac(e9.mac), "fd00:6::3", ll8, 255, 136, nsBody("fd00:6::3", ndOption(2, mac(e9.mac))), false), nil},
+		{"solicitation for its gateway", e8, icmp6(t, mac(e8.mac), "fd00:6::2", "ff02::1:ff00:1", 255, 135, nsBody("fd00:6::1", ndOption(1, mac(e8.mac))), false), nil},
+		{"duplicate address detection", e8, icmp6(t, mac(e8.mac), "::", "ff02::1:ff00:2", 255, 135, nsBody("fd00:6::2"), false), nil},
+		{"icc off: solicitation for a neighbour", e10, icmp6(t, mac(e10.mac), "fd00:7::2", "ff02::1:ff00:3", 255, 135, nsBody("fd00:7::3", ndOption(1, mac(e10.mac))), false), nil},
+		{"icc off: advertisement to a neighbour", e13, icmp6(t, mac(e13.mac), "fd00:7::3", "fd00:7::2", 255, 136, nsBody("fd00:7::3", ndOption(2, mac(e13.mac))), false), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var before [bpf.BpfnetFamilyFAMILY_MAX]counts
+			if tc.to != nil {
+				before = w.familyCounters(t, tc.to.ifindex, toC)
+			}
+			ret, _ := w.run(t, w.coll.FromContainer, tc.from.ifindex, tc.frame)
+			switch {
+			case tc.to == nil && ret != actOK:
+				t.Errorf("return code %d, want %d (the bridge)", ret, actOK)
+			case tc.to != nil && ret != actRedirect:
+				t.Errorf("return code %d, want %d (redirected into %s)", ret, actRedirect, tc.to.name)
+			case tc.to != nil:
+				after := w.familyCounters(t, tc.to.ifindex, toC)
+				v6 := bpf.BpfnetFamilyFAMILY_IPV6
+				if d := after[v6].Packets - before[v6].Packets; d != 1 {
+					t.Errorf("%s's to_container IPv6 packets +%d, want +1", tc.to.name, d)
+				}
+			}
 		})
 	}
 }

@@ -74,6 +74,21 @@ static __always_inline int fast_local(struct __sk_buff *skb, __u32 from_ifindex,
 	return bpf_redirect_peer(to, 0);
 }
 
+/* nd_local delivers a neighbour solicitation or advertisement straight
+ * into the endpoint it is for (nd6_peer), whatever its Ethernet
+ * destination (a solicitation's is multicast): the redirect makes it the
+ * receiver's own (PACKET_HOST). -1 for the sender's own address (duplicate
+ * address detection: the bridge floods it). */
+static __always_inline int nd_local(struct __sk_buff *skb, __u32 from_ifindex, const struct ip_endpoint *dst)
+{
+	__u32 to = dst->ifindex;
+	if (to == from_ifindex)
+		return -1;
+	count(dst->slot, DIR_TO_CONTAINER, skb);
+	stat_inc(STAT_FAST_LOCAL);
+	return bpf_redirect_peer(to, 0);
+}
+
 #define AF_INET6 10
 
 /* fast_out and fast_in, per IP version (fastpath_family.h). */

@@ -66,16 +66,21 @@ var variants = map[string]variant{
 
 // dockerHost loads the rules a fresh Docker 20.10 leaves (captured by the
 // reference, compat/testdata/docker-20.10/01-fresh.rules) into the host
-// namespace and turns bridge netfilter on.
+// namespace, gives ip6tables' FORWARD the DROP policy Docker 27 sets with
+// IPv6 (ip6tables on by default), and turns bridge netfilter on for both,
+// so that even same-bridge traffic walks FORWARD.
 func dockerHost(t *testing.T, topo *testnet.Topology) {
 	rules, err := os.ReadFile("../../compat/testdata/docker-20.10/01-fresh.rules")
 	if err != nil {
 		t.Fatal(err)
 	}
 	topo.Host.MustRunInput(t, string(rules), "iptables-restore")
-	topo.Host.MustRun(t, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
-	if out := topo.Host.MustRun(t, "iptables", "-S", "FORWARD"); !strings.Contains(out, "-P FORWARD DROP") {
-		t.Fatalf("FORWARD policy is not DROP:\n%s", out)
+	topo.Host.MustRun(t, "ip6tables", "-P", "FORWARD", "DROP")
+	topo.Host.MustRun(t, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", "net.bridge.bridge-nf-call-ip6tables=1")
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		if out := topo.Host.MustRun(t, tool, "-S", "FORWARD"); !strings.Contains(out, "-P FORWARD DROP") {
+			t.Fatalf("%s FORWARD policy is not DROP:\n%s", tool, out)
+		}
 	}
 }
 
@@ -619,12 +624,8 @@ func TestConformance(t *testing.T) {
 				t.Fatalf("unknown client %q", client)
 			}
 			// Both datapaths hold IPv6 too (issue 18): the world is
-			// dual-stack, whichever front-end makes it, in every variant
-			// but --forward-rule=false on a FORWARD-DROP host: bridge
-			// netfilter puts bridged IPv6 through ip6tables' FORWARD,
-			// neighbour discovery included, which no fast path carries,
-			// so there IPv6 needs the rule (docs/datapath.md).
-			dualStack := !v.noRules
+			// dual-stack, whichever front-end makes it, in every variant.
+			dualStack := true
 			t.Run(name+"/"+client, func(t *testing.T) {
 				w := build(t, v, client, dualStack)
 				if v.ebpf {

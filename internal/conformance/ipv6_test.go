@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
 	"github.com/bpfnet/bpfnet/internal/testnet"
 	"github.com/bpfnet/bpfnet/network"
 )
@@ -152,15 +155,74 @@ func TestDockerBridgeReferenceIPv6(t *testing.T) {
 }
 
 // checkIPv6 runs every table over IPv6, with Docker 20.10's verdicts or,
-// for bpfnet, with the internal network fixed.
-func (w *world) checkIPv6(t *testing.T, docker2010, sockHooks bool) {
+// for bpfnet, with the internal network fixed, and the neighbour
+// advertisement spoofing row; ebpf: the eBPF datapath (its socket hooks,
+// its anti-spoofing).
+func (w *world) checkIPv6(t *testing.T, docker2010, ebpf bool) {
 	w.v6 = true
 	defer func() { w.v6 = false }()
 	t.Run("IPv6", func(t *testing.T) {
-		t.Run("policy", func(t *testing.T) { w.check(t, ipv6Rows(table, docker2010, sockHooks)) })
-		t.Run("default network", func(t *testing.T) { w.check(t, ipv6Rows(defaultTable, docker2010, sockHooks)) })
-		t.Run("published ports", func(t *testing.T) { w.check(t, ipv6Rows(portTable, docker2010, sockHooks)) })
+		t.Run("policy", func(t *testing.T) { w.check(t, ipv6Rows(table, docker2010, ebpf)) })
+		t.Run("default network", func(t *testing.T) { w.check(t, ipv6Rows(defaultTable, docker2010, ebpf)) })
+		t.Run("published ports", func(t *testing.T) { w.check(t, ipv6Rows(portTable, docker2010, ebpf)) })
+		t.Run("neighbour advertisement spoofing", func(t *testing.T) { w.checkNASpoofing(t, ebpf) })
 	})
+}
+
+// checkNASpoofing: a2 tells a1, its neighbour on net-a, that the
+// gateway's IPv6 address is at a2's MAC (an unsolicited advertisement with
+// the override flag, RFC 4861 §7.2.6: a1 replaces the MAC of the entry it
+// has). In Docker's layout nothing looks into neighbour discovery, so a1
+// takes it, as it takes a forged ARP reply over IPv4: the row Docker gives
+// (and bpfnet's iptables datapath with it). The eBPF datapath lets a
+// container advertise only its own addresses: a1's entry keeps the
+// gateway's MAC.
+func (w *world) checkNASpoofing(t *testing.T, ebpf bool) {
+	a1, a2 := w.containers["a1"], w.containers["a2"]
+	a1mac, err := a1.MAC("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2mac, err := a2.MAC("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := w.resolve6(t, "gw:net-a")
+	// a1's entry for the gateway, from a ping; flushed afterwards, so the
+	// rows that follow start from a clean cache whatever this one did.
+	a1.MustRun(t, "ping", "-6", "-n", "-q", "-c", "1", "-W", "2", gw.String())
+	defer a1.Run("ip", "-6", "neigh", "flush", "dev", "eth0")
+	lladdr := func() string {
+		f := strings.Fields(a1.MustRun(t, "ip", "-6", "neigh", "show", gw.String(), "dev", "eth0"))
+		if i := slices.Index(f, "lladdr"); i >= 0 && i+1 < len(f) {
+			return f[i+1]
+		}
+		return ""
+	}
+	real := lladdr()
+	if real == "" || real == a2mac.String() {
+		t.Fatalf("a1's entry for the gateway %s: %q before the advertisement", gw, real)
+	}
+	// type 136, O flag, the gateway as target, a2's MAC as its address.
+	body := append([]byte{0x20, 0, 0, 0}, gw.AsSlice()...)
+	body = append(body, 2, 1)
+	body = append(body, a2mac...)
+	frame := serializeLayers(t, &layers.Ethernet{SrcMAC: a2mac, DstMAC: a1mac, EthernetType: layers.EthernetTypeIPv6},
+		&layers.IPv6{Version: 6, NextHeader: layers.IPProtocolICMPv6, HopLimit: 255, SrcIP: w.resolve6(t, "a2").AsSlice(), DstIP: w.resolve6(t, "a1").AsSlice()},
+		&layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(136, 0)}, gopacket.Payload(body))
+	for range 3 {
+		if err := a2.SendFrame("eth0", frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	got := lladdr()
+	switch {
+	case ebpf && got != real:
+		t.Errorf("a1's entry for the gateway %s went from %s to %s (a2 is %s): the forged advertisement got through", gw, real, got, a2mac)
+	case !ebpf && got != a2mac.String():
+		t.Errorf("a1's entry for the gateway %s is %s, want a2's %s as in Docker's layout (%s before)", gw, got, a2mac, real)
+	}
 }
 
 // hostAddr is the global address of family ("-4", "-6") on ifname.
