@@ -404,7 +404,7 @@ static __always_inline __u32 judge6_to_container(struct __sk_buff *skb, const st
 	 * from the host's link-local addresses. */
 	if (in == 0 && ip6_link_local(p.saddr.a))
 		return PASS;
-	return judge_from_outside6(ep->net_id, &p);
+	return judge_from_outside6(ep->net_flags, &p, 0, clock_ns());
 }
 
 /* ARP for Ethernet/IPv4 whose sender is the endpoint (or 0.0.0.0 for an
@@ -623,7 +623,7 @@ static __always_inline __u32 judge_to_network(__u32 net_id, const struct pkt *p,
 {
 	if (is_host_addr(p->saddr) && (in == 0 || in == LOOPBACK_IFINDEX))
 		return PASS;
-	return judge_from_outside(net_id, p);
+	return judge_from_outside(net_flags(net_id), p, 0, clock_ns());
 }
 
 /* drop_to_network drops a packet for network net_id, counted on the
@@ -815,12 +815,13 @@ __noinline int from_uplink6(struct __sk_buff *skb)
 	struct pkt6 *p = bpf_map_lookup_elem(&pkt6_scratch, &zero);
 	if (!skb || !p || parse_ipv6(skb, p) < 0)
 		return TC_ACT_UNSPEC;
+	__u64 now = clock_ns(); /* read once: the clock costs as much as a lookup */
 	if (skb->pkt_type != PACKET_LOOPBACK && spoofed_outside6(&p->saddr)) {
 		stat_inc(STAT_UPLINK_SPOOFED);
 		__u32 *dnet = subnet6_of(p->daddr.a);
 		return dnet ? drop_to_network6(skb, *dnet, p, REASON_SPOOF) : TC_ACT_SHOT;
 	}
-	int rc = untranslate6(skb, p);
+	int rc = untranslate6(skb, p, now);
 	if (rc > 0)
 		return TC_ACT_UNSPEC; /* a reply to the host */
 	/* A new connection to a published port (never on ::1, as from_uplink
@@ -831,18 +832,21 @@ __noinline int from_uplink6(struct __sk_buff *skb)
 			__u32 v = dnat_open6(p, b, p->saddr, 0, 0, b->slot, p->saddr);
 			if (v != PASS)
 				return drop(skb, b->ifindex, DIR_TO_CONTAINER, v);
-			if (untranslate6(skb, p) < 0)
+			if (untranslate6(skb, p, now) < 0)
 				return TC_ACT_SHOT;
 		}
 	}
-	__u32 *dnet = subnet6_of(p->daddr.a);
+	/* Its network: the endpoint's, or the subnet's it falls in. */
+	struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip6, &p->daddr);
+	__u32 *dnet = dst ? &dst->net_id : subnet6_of(p->daddr.a);
 	if (!dnet)
 		return TC_ACT_UNSPEC;
 	__u32 net_id = *dnet;
-	__u32 v = judge_from_outside6(net_id, p);
+	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
+	__u32 v = judge_from_outside6(n ? n->flags : 0, p, rc == 0, now);
 	if (v != PASS)
 		return drop_to_network6(skb, net_id, p, v);
-	rc = fast_in6(skb, p);
+	rc = fast_in6(skb, p, dst, n);
 	if (rc >= 0)
 		return rc;
 	skb->mark |= forward_mark;
@@ -856,6 +860,7 @@ __noinline int from_uplink4(struct __sk_buff *skb)
 	struct pkt p;
 	if (!skb || parse_ipv4(skb, &p) < 0)
 		return TC_ACT_UNSPEC; /* the host's business */
+	__u64 now = clock_ns(); /* read once: the clock costs as much as a lookup */
 	/* The host's own multicast and broadcast, looped back, come in here
 	 * with its own source: the kernel's business. */
 	if (skb->pkt_type != PACKET_LOOPBACK && spoofed_outside(p.saddr)) {
@@ -863,7 +868,7 @@ __noinline int from_uplink4(struct __sk_buff *skb)
 		__u32 *dnet = subnet_of(p.daddr);
 		return dnet ? drop_to_network(skb, *dnet, &p, REASON_SPOOF) : TC_ACT_SHOT;
 	}
-	int rc = untranslate(skb, &p);
+	int rc = untranslate(skb, &p, now);
 	if (rc > 0)
 		return TC_ACT_UNSPEC; /* a reply to the host */
 	/* A new connection to a published port? Never on a loopback address:
@@ -875,20 +880,23 @@ __noinline int from_uplink4(struct __sk_buff *skb)
 			__u32 v = dnat_open(&p, b, p.saddr, 0, 0, b->slot, p.saddr);
 			if (v != PASS)
 				return drop_pkt(skb, b->ifindex, DIR_TO_CONTAINER, v, &p);
-			if (untranslate(skb, &p) < 0)
+			if (untranslate(skb, &p, now) < 0)
 				return TC_ACT_SHOT;
 		}
 	}
-	__u32 *dnet = subnet_of(p.daddr);
+	/* Its network: the endpoint's, or the subnet's it falls in. */
+	struct ip_endpoint *dst = bpf_map_lookup_elem(&ep_by_ip, &p.daddr);
+	__u32 *dnet = dst ? &dst->net_id : subnet_of(p.daddr);
 	if (!dnet)
 		return TC_ACT_UNSPEC;
 	__u32 net_id = *dnet;
+	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
 	/* Nothing arriving on an uplink comes from the host itself, whatever
 	 * its source says: the kernel's martian check has not run yet. */
-	__u32 v = judge_from_outside(net_id, &p);
+	__u32 v = judge_from_outside(n ? n->flags : 0, &p, rc == 0, now);
 	if (v != PASS)
 		return drop_to_network(skb, net_id, &p, v);
-	rc = fast_in(skb, &p);
+	rc = fast_in(skb, &p, dst, n);
 	if (rc >= 0)
 		return rc;
 	skb->mark |= forward_mark;

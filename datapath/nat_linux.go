@@ -18,7 +18,9 @@ import (
 	"github.com/bpfnet/bpfnet/loader"
 )
 
-// monotonic is bpf_ktime_get_ns()'s clock.
+// monotonic is CLOCK_MONOTONIC: bpf_ktime_get_ns()'s clock, and the one
+// clock_ns() (bpf_ktime_get_coarse_ns) reads at tick resolution, never
+// ahead of this.
 func monotonic() uint64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) // cannot fail for this clock

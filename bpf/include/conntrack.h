@@ -44,6 +44,17 @@ static __always_inline __u64 ct_timeout(__u8 proto, __u32 flags)
 	return ct_timeout_other;
 }
 
+/* clock_ns is the clock of every timestamp the programs keep (connection
+ * table, translations, fragments, peers, published-port flows):
+ * CLOCK_MONOTONIC at tick resolution. Their timeouts are seconds, and the
+ * precise clock costs a time-counter read on every call, several per
+ * packet on the translation paths (TestProgramCost, docs/performance.md).
+ * Drop events keep the precise clock. */
+static __always_inline __u64 clock_ns(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
 /* expired reports whether an entry last seen at `seen` has timed out at
  * `now`. Another CPU may have stamped the entry after this one read the
  * clock, so seen > now means "just seen", not a wrapped difference. */

@@ -107,7 +107,7 @@ static __always_inline __u32 F(ct_outbound)(struct __sk_buff *skb, const PKT *p,
 		return PASS;
 	TUPLE k = {
 		.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = clock_ns();
 	struct ct_entry *e = bpf_map_lookup_elem(&CT_MAP, &k);
 	if (e) {
 		/* An expired entry (not yet collected) whose flow comes back, or
@@ -150,9 +150,8 @@ static __always_inline struct ct_entry *F(ct_lookup)(TUPLE *k, __u64 now)
  * reply to a tracked flow, or an ICMP error about one sent to the flow's
  * own container; replies refresh the entry, and close it only when
  * believed (remote_flags). */
-static __always_inline int F(ct_reply)(const PKT *p)
+static __always_inline int F(ct_reply)(const PKT *p, __u64 now)
 {
-	__u64 now = bpf_ktime_get_ns();
 	TUPLE k = {.proto = p->proto};
 
 	if (p->has_inner) {

@@ -23,17 +23,21 @@
 
 
 /* dec_ttl decrements the TTL as a router does; returns -1 when the packet
- * would expire (the stack then sends the ICMP error). */
+ * would expire (the stack then sends the ICMP error). Written directly,
+ * with the header checksum (packet_at: parse_ipv4 found the header in
+ * the linear part). */
 static __always_inline int dec_ttl(struct __sk_buff *skb, const struct pkt *p)
 {
 	if (p->ttl <= 1)
 		return -1;
+	struct iphdr *ip = packet_at(skb, ETH_HLEN, sizeof(*ip));
+	if (!ip)
+		return -1;
 	__be16 old = bpf_htons((__u16)p->ttl << 8 | p->proto);
 	__be16 new = bpf_htons((__u16)(p->ttl - 1) << 8 | p->proto);
-	__u8 ttl = p->ttl - 1;
-	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old, new, 2) < 0)
-		return -1;
-	return bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct iphdr, ttl), &ttl, 1, 0);
+	ip->check = csum_replace2(ip->check, old, new);
+	ip->ttl = p->ttl - 1;
+	return 0;
 }
 
 /* dec_ttl6 decrements the hop limit (IPv6 has no header checksum). */
@@ -42,14 +46,14 @@ static __always_inline int dec_ttl6(struct __sk_buff *skb, const struct pkt6 *p)
 	if (p->hop_limit <= 1)
 		return -1;
 	__u8 hop = p->hop_limit - 1;
-	return bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, hop_limit), &hop, 1, 0);
+	return store(skb, ETH_HLEN + offsetof(struct ipv6hdr, hop_limit), &hop, 1);
 }
 
 static __always_inline int set_macs(struct __sk_buff *skb, const __u8 *dst, const __u8 *src)
 {
-	if (bpf_skb_store_bytes(skb, 0, dst, ETH_ALEN, 0) < 0)
+	if (store(skb, 0, dst, ETH_ALEN) < 0)
 		return -1;
-	return bpf_skb_store_bytes(skb, ETH_ALEN, src, ETH_ALEN, 0);
+	return store(skb, ETH_ALEN, src, ETH_ALEN);
 }
 
 /* fast_local delivers a packet from one endpoint to another of the same

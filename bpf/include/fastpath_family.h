@@ -58,20 +58,15 @@ int F(fast_out)(struct __sk_buff *skb, __u32 net_id, const PKT *p)
 }
 
 /* fast_in delivers a packet from an uplink (already translated back) to
- * its container: MACs as the bridge would set them, TTL (hop limit) as a
- * router, the receiver's to_container counts, and straight into its
- * namespace. */
-static __always_inline int F(fast_in)(struct __sk_buff *skb, const PKT *p)
+ * its container dst (its EP_MAP entry; NULL: none) of network n: MACs as
+ * the bridge would set them, TTL (hop limit) as a router, the receiver's
+ * to_container counts, and straight into its namespace. */
+static __always_inline int F(fast_in)(struct __sk_buff *skb, const PKT *p, const struct ip_endpoint *dst,
+				      const struct network_info *n)
 {
-	if (p->frag != FRAG_NONE)
+	if (p->frag != FRAG_NONE || !dst || !n)
 		return -1;
-	struct ip_endpoint *dst = bpf_map_lookup_elem(&EP_MAP, &p->daddr);
-	if (!dst)
-		return -1;
-	__u32 to = dst->ifindex, net_id = dst->net_id;
-	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
-	if (!n)
-		return -1;
+	__u32 to = dst->ifindex;
 	if (F(dec_ttl)(skb, p) < 0)
 		return -1;
 	if (set_macs(skb, dst->mac, n->mac) < 0)

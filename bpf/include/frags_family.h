@@ -57,15 +57,16 @@ static __always_inline ADDR F(early_fragment)(const PKT *p, __u64 now)
 	return e->container;
 }
 
-/* judge_from_outside judges a packet from outside the host for network
- * net_id: only replies to tracked flows (and ICMP errors about them, and
- * fragments of an allowed datagram) enter, and nothing enters an internal
- * network. */
-static __always_inline __u32 F(judge_from_outside)(__u32 net_id, const PKT *p)
+/* judge_from_outside judges a packet from outside the host for a network
+ * with flags net_flags, at clock_ns() now: only replies to tracked flows
+ * (and ICMP errors about them, and fragments of an allowed datagram)
+ * enter, and nothing enters an internal network. translated: untranslate
+ * has translated it back, and recorded its peer (peer_replied) under the
+ * address it came to. */
+static __always_inline __u32 F(judge_from_outside)(__u32 net_flags, const PKT *p, int translated, __u64 now)
 {
-	if (net_flags(net_id) & NET_F_INTERNAL)
+	if (net_flags & NET_F_INTERNAL)
 		return REASON_INTERNAL;
-	__u64 now = bpf_ktime_get_ns();
 	if (p->frag == FRAG_LATER) {
 		if (F(frag_of)(p, now))
 			return PASS;
@@ -75,9 +76,10 @@ static __always_inline __u32 F(judge_from_outside)(__u32 net_id, const PKT *p)
 		F(frag_first)(p, ADDR_NONE, ADDR_NONE, now);
 		return PASS;
 	}
-	if (!F(ct_reply)(p) && !F(dnat_inbound)(p))
+	if (!F(ct_reply)(p, now) && !F(dnat_inbound)(p, now))
 		return REASON_UNSOLICITED;
-	F(peer_replied)(p->saddr, p->daddr, p->daddr, p->proto, now);
+	if (!translated)
+		F(peer_replied)(p->saddr, p->daddr, p->daddr, p->proto, now);
 	if (p->frag == FRAG_FIRST)
 		F(frag_first)(p, ADDR_NONE, ADDR_NONE, now);
 	return PASS;

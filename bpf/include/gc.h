@@ -54,7 +54,7 @@ int maintain(struct __sk_buff *skb)
 	struct gc_args *a = bpf_map_lookup_elem(&gc_args, &zero);
 	if (!a)
 		return TC_ACT_OK;
-	struct gc_ctx c = {.now = bpf_ktime_get_ns(), .mode = a->mode, .addr = a->addr, .addr6 = a->addr6};
+	struct gc_ctx c = {.now = clock_ns(), .mode = a->mode, .addr = a->addr, .addr6 = a->addr6};
 	int purge = c.mode == GC_PURGE;
 	if (!purge || c.addr) {
 		bpf_for_each_map_elem(&nat_fwd, gc_fwd, &c, 0);

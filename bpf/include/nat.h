@@ -59,8 +59,51 @@ static __always_inline __u32 port_off(__u8 proto, __u32 l4_off, int dst)
 	return l4_off + (dst ? 2 : 0);
 }
 
+/* csum_replace returns a 16-bit one's complement checksum after a 4-byte
+ * field changed from `from` to `to` (RFC 1624 eqn. 3, one 16-bit half at
+ * a time), computed here rather than by a helper call. */
+static __always_inline __sum16 csum_replace(__sum16 check, __be32 from, __be32 to)
+{
+	__u32 s = (__u16)~check + (__u16)~(__u16)from + (__u16)~(__u16)(from >> 16) + (__u16)to + (__u16)(to >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__sum16)~s;
+}
+
+/* packet_at returns n bytes at off in the packet for a direct write, or
+ * NULL past the end of its linear part. A store this way costs no helper call
+ * (bpf_skb_store_bytes); the program's prologue, which the verifier adds
+ * to programs that write packets, made the packet writable. Pointers from
+ * before a helper that may move the packet (bpf_l4_csum_replace) are
+ * stale: ask again after it. */
+static __always_inline void *packet_at(struct __sk_buff *skb, __u32 off, __u32 n)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (off > 0x1ff)
+		return 0;
+	void *at = data + off;
+	if (at + n > end)
+		return 0;
+	return at;
+}
+
+/* store writes n bytes at off: directly where the packet's linear part
+ * holds them (packet_at), through bpf_skb_store_bytes where it does not. */
+static __always_inline int store(struct __sk_buff *skb, __u32 off, const void *from, __u32 n)
+{
+	void *at = packet_at(skb, off, n);
+	if (!at)
+		return bpf_skb_store_bytes(skb, off, from, n, 0);
+	__builtin_memcpy(at, from, n);
+	return 0;
+}
+
 /* rewrite changes the source (dst=0) or destination (dst=1) address and
- * port of the packet, fixing the IP and L4 checksums incrementally. */
+ * port of the packet, fixing the IP and L4 checksums incrementally. The L4
+ * checksum goes through bpf_l4_csum_replace, which also keeps skb->csum
+ * right (CHECKSUM_COMPLETE) and leaves a CHECKSUM_PARTIAL packet's
+ * port alone; the rest is written directly. */
 static __always_inline int rewrite(struct __sk_buff *skb, const struct pkt *p, int dst, __be32 addr, __be16 port)
 {
 	__be32 old_addr = dst ? p->daddr : p->saddr;
@@ -68,31 +111,26 @@ static __always_inline int rewrite(struct __sk_buff *skb, const struct pkt *p, i
 	__be16 old_port = (dst && p->proto != IPPROTO_ICMP) ? p->dport : p->sport;
 	__u32 csum = p->frag == FRAG_LATER ? 0 : l4_csum_off(p->proto, p->l4_off);
 	__u64 mangled = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	int new_port = csum && port != old_port;
 
 	if (csum && p->proto != IPPROTO_ICMP) {
 		if (bpf_l4_csum_replace(skb, csum, old_addr, addr, BPF_F_PSEUDO_HDR | mangled | 4) < 0)
 			return -1;
 	}
-	if (csum && port != old_port) {
-		if (bpf_l4_csum_replace(skb, csum, old_port, port, mangled | 2) < 0)
-			return -1;
-		if (bpf_skb_store_bytes(skb, port_off(p->proto, p->l4_off, dst), &port, 2, 0) < 0)
-			return -1;
-	}
-	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, addr, 4) < 0)
+	if (new_port && bpf_l4_csum_replace(skb, csum, old_port, port, mangled | 2) < 0)
 		return -1;
-	return bpf_skb_store_bytes(skb, dst ? IP_DST_OFF : IP_SRC_OFF, &addr, 4, 0);
-}
-
-/* csum_replace returns a 16-bit one's complement checksum after a 4-byte
- * field changed from `from` to `to` (RFC 1624). */
-static __always_inline __sum16 csum_replace(__sum16 check, __be32 from, __be32 to)
-{
-	__s64 d = bpf_csum_diff(&from, 4, &to, 4, (__u16)~check);
-	__u32 s = (__u32)d;
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__sum16)~s;
+	if (new_port && store(skb, port_off(p->proto, p->l4_off, dst), &port, 2) < 0)
+		return -1;
+	/* parse_ipv4 found the header in the linear part. */
+	struct iphdr *ip = packet_at(skb, ETH_HLEN, sizeof(*ip));
+	if (!ip)
+		return -1;
+	ip->check = csum_replace(ip->check, old_addr, addr);
+	if (dst)
+		ip->daddr = addr;
+	else
+		ip->saddr = addr;
+	return 0;
 }
 
 /* csum_replace2 is csum_replace for a 2-byte field (RFC 1624 eqn. 3). */
@@ -293,18 +331,17 @@ static __always_inline int rewrite6(struct __sk_buff *skb, const struct pkt6 *p,
 	__u32 csum = p->frag == FRAG_LATER ? 0 : l4_csum_off6(p->proto, p->l4_off);
 	__u64 mangled = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 
+	int new_port = csum && port != old_port;
 	if (csum) {
 		__s64 d = bpf_csum_diff(old.a, 16, addr.a, 16, 0);
 		if (bpf_l4_csum_replace(skb, csum, 0, (__u32)d, BPF_F_PSEUDO_HDR | mangled) < 0)
 			return -1;
-		if (port != old_port) {
-			if (bpf_l4_csum_replace(skb, csum, old_port, port, mangled | 2) < 0)
-				return -1;
-			if (bpf_skb_store_bytes(skb, port_off6(p->proto, p->l4_off, dst), &port, 2, 0) < 0)
-				return -1;
-		}
+		if (new_port && bpf_l4_csum_replace(skb, csum, old_port, port, mangled | 2) < 0)
+			return -1;
 	}
-	return bpf_skb_store_bytes(skb, dst ? IP6_DST_OFF : IP6_SRC_OFF, &addr, 16, 0);
+	if (new_port && store(skb, port_off6(p->proto, p->l4_off, dst), &port, 2) < 0)
+		return -1;
+	return store(skb, dst ? IP6_DST_OFF : IP6_SRC_OFF, &addr, 16);
 }
 
 /* rewrite_icmp_error6 is rewrite_icmp_error for ICMPv6: the outer address

@@ -179,7 +179,7 @@ static __always_inline __u32 F(nat_alloc)(struct __sk_buff *skb, const TUPLE *k,
 		return REASON_FLOW_LIMIT;
 	__builtin_memset(a, 0, sizeof(*a));
 	a->t = *k;
-	a->now = bpf_ktime_get_ns();
+	a->now = clock_ns();
 	a->t.saddr = addr;
 	a->rev.addr = k->saddr;
 	a->rev.port = k->sport;
@@ -251,7 +251,7 @@ static __always_inline void F(nat_host)(const PKT *p)
 	}
 	TUPLE k = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
 	TUPLE r = F(reply_of)(&k);
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = clock_ns();
 	NAT *e = bpf_map_lookup_elem(&REV_MAP, &r);
 	if (e && (e->flags & NAT_F_HOST)) {
 		if (F(tcp_syn_only)(p))

@@ -45,7 +45,7 @@ static __always_inline __u32 F(dnat_open)(const PKT *p, const BACKEND *b, ADDR p
 	struct F(dnat_work) *w = bpf_map_lookup_elem(&F(dnat_scratch), &zero);
 	if (!w)
 		return REASON_FLOW_LIMIT;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = clock_ns();
 	__builtin_memset(w, 0, sizeof(*w));
 	TUPLE *in = &w->in, *out = &w->out;
 	NAT *e = &w->e;
@@ -103,11 +103,11 @@ static __always_inline __u32 F(dnat_open)(const PKT *p, const BACKEND *b, ADDR p
 
 /* dnat_inbound reports whether a packet entering a network from outside
  * (already translated) belongs to a connection to a published port. */
-static __always_inline int F(dnat_inbound)(const PKT *p)
+static __always_inline int F(dnat_inbound)(const PKT *p, __u64 now)
 {
 	TUPLE k = {.saddr = p->daddr, .daddr = p->saddr, .sport = p->dport, .dport = p->sport, .proto = p->proto};
 	NAT *f = bpf_map_lookup_elem(&FWD_MAP, &k);
-	return f && (f->flags & NAT_F_DNAT) && F(nat_live)(&k, f, bpf_ktime_get_ns());
+	return f && (f->flags & NAT_F_DNAT) && F(nat_live)(&k, f, now);
 }
 
 /* host_answer reports whether a UDP datagram from a container to a host
@@ -182,7 +182,7 @@ static __noinline int F(hairpin)(struct __sk_buff *skb, __u32 ifindex, const str
 	in->sport = p->sport;
 	in->dport = p->dport;
 	in->proto = p->proto;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = clock_ns();
 	NAT *e = bpf_map_lookup_elem(&REV_MAP, in);
 	int open = e && (e->flags & NAT_F_LOCAL) && ADDR_EQ(e->addr, addr) && e->port == port && F(nat_live)(in, e, now);
 	if (!open && (!F(opens_connection)(p) || F(host_answer)(skb, p)))
@@ -227,7 +227,7 @@ static __noinline int F(hairpin_reply)(struct __sk_buff *skb, const struct endpo
 		return -1;
 	TUPLE k = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
 	NAT *f = bpf_map_lookup_elem(&FWD_MAP, &k);
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = clock_ns();
 	if (!f || !(f->flags & NAT_F_LOCAL) || !F(nat_live)(&k, f, now) || F(nat_refresh)(skb, &k, f, p, CT_F_REPLIED, now) < 0)
 		return -1;
 	ADDR addr = f->addr;

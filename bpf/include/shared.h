@@ -380,8 +380,8 @@ struct event_budget {
 
 /* conntrack value. */
 struct ct_entry {
-	__u64 created;   /* bpf_ktime_get_ns() */
-	__u64 last_seen; /* bpf_ktime_get_ns() */
+	__u64 created;   /* clock_ns() (conntrack.h) */
+	__u64 last_seen; /* clock_ns() */
 	__u32 flags;     /* enum ct_flag */
 	__u32 slot;      /* endpoint charged for the entry (0: none) */
 	struct tcp_track tcp;

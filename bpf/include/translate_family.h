@@ -11,10 +11,9 @@
  * published port, an ICMP error about either (sent to the flow's own
  * translated address), or a later fragment of one; p is updated to the
  * packet as translated back. Returns -1 if the packet belongs to no
- * translation, 1 for a flow of the host's (left alone). */
-static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p)
+ * translation, 1 for a flow of the host's (left alone). now: clock_ns(). */
+static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 now)
 {
-	__u64 now = bpf_ktime_get_ns();
 	if (p->frag == FRAG_LATER) {
 		FRAG_ENTRY *fe = F(frag_of)(p, now);
 		ADDR to = fe ? fe->new_daddr : ADDR_NONE;
@@ -99,7 +98,7 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p)
 static __always_inline __u32 F(translate)(struct __sk_buff *skb, PKT *p, const struct network_info *n, __u32 ifindex,
 				       int masq)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = clock_ns();
 	if (p->frag == FRAG_LATER) {
 		FRAG_ENTRY *fe = F(frag_of)(p, now);
 		if (!fe || !ADDR_SET(fe->new_saddr))
@@ -173,6 +172,6 @@ static __always_inline void F(host_error)(struct __sk_buff *skb, const PKT *p)
 	TUPLE q = {.saddr = p->inner_daddr, .daddr = p->inner_saddr, .sport = p->inner_dport,
 			  .dport = p->inner_sport, .proto = p->inner_proto};
 	NAT *f = bpf_map_lookup_elem(&FWD_MAP, &q);
-	if (f && F(nat_live)(&q, f, bpf_ktime_get_ns()))
+	if (f && F(nat_live)(&q, f, clock_ns()))
 		F(rewrite_icmp_error)(skb, p, 0, p->saddr, f->addr, f->port);
 }
