@@ -59,15 +59,22 @@ static __always_inline __u32 port_off(__u8 proto, __u32 l4_off, int dst)
 	return l4_off + (dst ? 2 : 0);
 }
 
-/* csum_replace returns a 16-bit one's complement checksum after a 4-byte
- * field changed from `from` to `to` (RFC 1624 eqn. 3, one 16-bit half at
- * a time), computed here rather than by a helper call. */
-static __always_inline __sum16 csum_replace(__sum16 check, __be32 from, __be32 to)
+/* csum_replace2 returns a 16-bit one's complement checksum after a 2-byte
+ * field changed from `from` to `to` (RFC 1624 eqn. 3), computed here
+ * rather than by a helper call. */
+static __always_inline __sum16 csum_replace2(__sum16 check, __be16 from, __be16 to)
 {
-	__u32 s = (__u16)~check + (__u16)~(__u16)from + (__u16)~(__u16)(from >> 16) + (__u16)to + (__u16)(to >> 16);
+	__u32 s = (__u16)~check + (__u16)~from + (__u16)to;
 	s = (s & 0xffff) + (s >> 16);
 	s = (s & 0xffff) + (s >> 16);
 	return (__sum16)~s;
+}
+
+/* csum_replace is csum_replace2 for a 4-byte field: one 16-bit half at a
+ * time. */
+static __always_inline __sum16 csum_replace(__sum16 check, __be32 from, __be32 to)
+{
+	return csum_replace2(csum_replace2(check, (__u16)from, (__u16)to), (__u16)(from >> 16), (__u16)(to >> 16));
 }
 
 /* packet_at returns n bytes at off in the packet for a direct write, or
@@ -133,14 +140,6 @@ static __always_inline int rewrite(struct __sk_buff *skb, const struct pkt *p, i
 	return 0;
 }
 
-/* csum_replace2 is csum_replace for a 2-byte field (RFC 1624 eqn. 3). */
-static __always_inline __sum16 csum_replace2(__sum16 check, __be16 from, __be16 to)
-{
-	__u32 s = (__u16)~check + (__u16)~from + (__u16)to;
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__sum16)~s;
-}
 
 /* rewrite_icmp_error translates an ICMP error about a translated flow: the
  * outer address (dst=1: destination, for errors coming in; dst=0: source,
