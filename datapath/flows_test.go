@@ -80,7 +80,8 @@ func replyOfTuple(k bpf.BpfnetTuple) bpf.BpfnetTuple {
 
 // Item 2: containers never get a port of the host's ephemeral range nor a
 // port published on the address; when the host's own flow meets a
-// container's translation of the same tuple, the host's wins.
+// container's translation of the same tuple, the host's wins; a packet
+// the host sends from a published port records no flow.
 func TestHostFlowsWin(t *testing.T) {
 	w := newWorld(t, map[string]any{"nat_skip_min": uint16(32768), "nat_skip_max": uint16(60999)})
 	for i := range 50 {
@@ -108,6 +109,16 @@ func TestHostFlowsWin(t *testing.T) {
 	if _, out := w.outbound(t, w.from(t, "e1", outsideAddr, tcpAck(20000, 80))); srcPort(out) == 20000 {
 		t.Errorf("e1 still uses the host's tuple")
 	}
+	// What the host sends from a published port (its RST to a packet of a
+	// connection that is gone) is no flow of its own: the peer's next
+	// connection from that port is e2's (it was sent to the host for the
+	// RST's 10 s).
+	rst := ipFrame(t, uplinkAddr, outsideAddr, l4{proto: "tcp", sport: 1500, dport: 41000, rst: true, ack: true})
+	if ret, out := w.outbound(t, rst); ret != actUnspc || !bytes.Equal(out, rst) {
+		t.Fatalf("the host's RST was changed or refused (%d)", ret)
+	}
+	want := w.routed(t, "e2", outsideAddr, w.eps["e2"].ip, tcp(41000, 80))
+	w.redirected(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, tcp(41000, 1500)), want, w.eps["e2"])
 }
 
 // Item 3: a container's datagram to a host address and a published port
@@ -362,7 +373,9 @@ func TestConcurrentFirstPackets(t *testing.T) {
 // collector takes pairs still in use.
 func TestReusedPortsWhileCollecting(t *testing.T) {
 	ms := uint64(time.Millisecond)
-	w := newWorld(t, map[string]any{"ct_timeout_tcp_rst": 1 * ms, "gc_grace": 5 * ms})
+	// Closed with a FIN: a reset pair is removed at once (TestResetRemovesFlow)
+	// and would leave the collector nothing to race.
+	w := newWorld(t, map[string]any{"ct_timeout_tcp_fin": 1 * ms, "gc_grace": 5 * ms})
 	e1 := w.eps["e1"]
 	stop := make(chan struct{})
 	var collected int
@@ -393,8 +406,8 @@ func TestReusedPortsWhileCollecting(t *testing.T) {
 		if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, tcpSynAck(80, srcPort(out)))); ret != actRedirect {
 			lost++
 		}
-		rst := w.from(t, "e1", outsideAddr, l4{proto: "tcp", sport: sport, dport: 80, rst: true})
-		w.outbound(t, rst)
+		fin := w.from(t, "e1", outsideAddr, l4{proto: "tcp", sport: sport, dport: 80, fin: true, ack: true})
+		w.outbound(t, fin)
 		if i%50 == 0 {
 			time.Sleep(10 * time.Millisecond) // let closed ones expire and be collected
 		}
@@ -428,4 +441,167 @@ func TestLimitsFollowTheMaps(t *testing.T) {
 	if nets != 16384 || eps != 16384 {
 		t.Errorf("default limits %d networks, %d endpoints; want 16,384 each", nets, eps)
 	}
+}
+
+// A reset flow holds nothing (issue 16: a remote that connects and resets
+// was refused after its quota of reset flows, each held 40 s). A RST the
+// container sends, or one from the other side at exactly the sequence
+// number the container acknowledged last (the one its TCP accepts, RFC
+// 5961 §3.2), is delivered as before and removes the flow's entries and
+// charges at once. One elsewhere in the window only draws a challenge ACK
+// from the container: its flow stays.
+func TestResetRemovesFlow(t *testing.T) {
+	remote := be32(netip.MustParseAddr(outsideAddr))
+	left := func(t *testing.T, w *world, fwd, rev, ct int, charged uint32) {
+		t.Helper()
+		if f, r, c := w.tables(t); f != fwd || r != rev || c != ct {
+			t.Errorf("%d forward, %d reply halves, %d tracked flows; want %d, %d, %d", f, r, c, fwd, rev, ct)
+		}
+		if n := w.flowCharge(t, "e1") + w.flowCharge(t, "e2"); n != charged {
+			t.Errorf("endpoints charged %d entries, want %d", n, charged)
+		}
+		var n uint32
+		if err := w.coll.RemoteFlows.Lookup(remote, &n); err == nil && n != 0 {
+			t.Errorf("the remote still charged %d connections", n)
+		}
+	}
+	// e1 connects out from port 40500 (kept by the translation): its SYN
+	// (sequence 1000), the peer's SYN-ACK (5000), e1's ACK of 5001.
+	connect := func(t *testing.T, w *world) {
+		e1 := w.eps["e1"]
+		for _, p := range []l4{{proto: "tcp", sport: 40500, dport: 80, syn: true, seq: 1000},
+			{proto: "tcp", sport: 40500, dport: 80, ack: true, seq: 1001, ackN: 5001, win: 100}} {
+			f := w.from(t, "e1", outsideAddr, p)
+			if r1, _ := w.run(t, w.coll.FromContainer, e1.ifindex, f); r1 != actOK {
+				t.Fatalf("e1's %+v: from_container %d", p, r1)
+			}
+			if r2, _ := w.outbound(t, f); r2 != actUnspc {
+				t.Fatalf("e1's %+v: to_uplink %d", p, r2)
+			}
+			if p.syn {
+				synAck := l4{proto: "tcp", sport: 80, dport: 40500, syn: true, ack: true, seq: 5000, ackN: 1001}
+				if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, synAck)); ret != actRedirect {
+					t.Fatalf("SYN-ACK not delivered (%d)", ret)
+				}
+			}
+		}
+		left(t, w, 1, 1, 1, 2)
+	}
+	fromPeer := func(t *testing.T, w *world, p l4) {
+		t.Helper()
+		if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, p)); ret != actRedirect {
+			t.Errorf("the peer's %+v not delivered (%d)", p, ret)
+		}
+	}
+	t.Run("masquerade: the container resets", func(t *testing.T) {
+		w := newWorld(t, nil)
+		connect(t, w)
+		rst := w.from(t, "e1", outsideAddr, l4{proto: "tcp", sport: 40500, dport: 80, rst: true, seq: 1001})
+		if r1, _ := w.run(t, w.coll.FromContainer, w.eps["e1"].ifindex, rst); r1 != actOK {
+			t.Errorf("e1's RST: from_container %d", r1)
+		}
+		ret, out := w.outbound(t, rst)
+		if ret != actUnspc || srcIP(out) != uplinkAddr || srcPort(out) != 40500 {
+			t.Errorf("e1's RST: to_uplink %d, from %s port %d; want it translated to %s port 40500", ret, srcIP(out), srcPort(out), uplinkAddr)
+		}
+		left(t, w, 0, 0, 0, 0)
+	})
+	t.Run("masquerade: a FIN or RST of no flow starts none", func(t *testing.T) {
+		// What crossed a reset on the wire, or follows one: not
+		// translated (so never untranslated either), nothing recorded.
+		w := newWorld(t, nil)
+		for _, p := range []l4{{proto: "tcp", sport: 40501, dport: 80, fin: true, ack: true, seq: 1001, ackN: 5001},
+			{proto: "tcp", sport: 40502, dport: 80, rst: true, seq: 1001}} {
+			f := w.from(t, "e1", outsideAddr, p)
+			if r1, _ := w.run(t, w.coll.FromContainer, w.eps["e1"].ifindex, f); r1 != actOK {
+				t.Errorf("%+v: from_container %d, want TC_ACT_OK (judged at the uplink)", p, r1)
+			}
+			w.expect(t, w.coll.ToUplink, w.uplink, w.eps["e1"].ifindex, fromC, false, f, unsolicited)
+		}
+		left(t, w, 0, 0, 0, 0)
+	})
+	t.Run("masquerade: the peer resets at the acknowledged sequence", func(t *testing.T) {
+		w := newWorld(t, nil)
+		connect(t, w)
+		fromPeer(t, w, l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5001})
+		left(t, w, 0, 0, 0, 0)
+	})
+	t.Run("masquerade: the peer resets elsewhere in the window", func(t *testing.T) {
+		w := newWorld(t, nil)
+		connect(t, w)
+		fromPeer(t, w, l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5002})
+		left(t, w, 1, 1, 1, 2)
+	})
+	// A connection to e1's published port 8080 (its port 80): the peer's
+	// SYN (sequence 7000), e1's SYN-ACK (9000, acknowledging 7001).
+	accept := func(t *testing.T, w *world) {
+		w.publish(t, "e1", pm("tcp", "0.0.0.0", 8080, 80), gw1)
+		fromPeer(t, w, l4{proto: "tcp", sport: 41000, dport: 8080, syn: true, seq: 7000})
+		synAck := w.from(t, "e1", outsideAddr, l4{proto: "tcp", sport: 80, dport: 41000, syn: true, ack: true, seq: 9000, ackN: 7001})
+		w.run(t, w.coll.FromContainer, w.eps["e1"].ifindex, synAck)
+		if ret, out := w.outbound(t, synAck); ret != actUnspc || srcPort(out) != 8080 {
+			t.Fatalf("e1's SYN-ACK: to_uplink %d, from port %d", ret, srcPort(out))
+		}
+		var n uint32
+		must(t, w.coll.RemoteFlows.Lookup(remote, &n))
+		if n != 1 {
+			t.Fatalf("the remote charged %d connections, want 1", n)
+		}
+		// The connection, and the flow e1's SYN-ACK recorded.
+		if f, r, c := w.tables(t); f != 1 || r != 1 || c != 1 || w.flowCharge(t, "e1") != 2 {
+			t.Fatalf("%d forward, %d reply halves, %d tracked flows, e1 charged %d; want 1, 1, 1, 2", f, r, c, w.flowCharge(t, "e1"))
+		}
+	}
+	t.Run("published port: the peer resets", func(t *testing.T) {
+		w := newWorld(t, nil)
+		accept(t, w)
+		fromPeer(t, w, l4{proto: "tcp", sport: 41000, dport: 8080, rst: true, seq: 7001})
+		left(t, w, 0, 0, 0, 0)
+	})
+	t.Run("published port: the endpoint resets", func(t *testing.T) {
+		w := newWorld(t, nil)
+		accept(t, w)
+		rst := w.from(t, "e1", outsideAddr, l4{proto: "tcp", sport: 80, dport: 41000, rst: true, seq: 9001})
+		w.run(t, w.coll.FromContainer, w.eps["e1"].ifindex, rst)
+		if ret, out := w.outbound(t, rst); ret != actUnspc || srcPort(out) != 8080 {
+			t.Errorf("e1's RST: to_uplink %d, from port %d; want it from the published port 8080", ret, srcPort(out))
+		}
+		left(t, w, 0, 0, 0, 0)
+	})
+	t.Run("published port: a reply half left alone does not catch the next SYN", func(t *testing.T) {
+		// A packet of the connection on another CPU can re-create the
+		// reply half just as the pair goes (nat_refresh); as if so:
+		w := newWorld(t, nil)
+		accept(t, w)
+		out := bpf.BpfnetTuple{Saddr: be32(netip.MustParseAddr(w.eps["e1"].ip)), Daddr: remote, Sport: port(80), Dport: port(41000), Proto: 6}
+		must(t, w.coll.NatFwd.Delete(out))
+		want := w.routed(t, "e1", outsideAddr, w.eps["e1"].ip, l4{proto: "tcp", sport: 41000, dport: 80, syn: true, seq: 8000})
+		w.redirected(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, l4{proto: "tcp", sport: 41000, dport: 8080, syn: true, seq: 8000}), want, w.eps["e1"])
+		if f, r, _ := w.tables(t); f != 1 || r != 1 {
+			t.Errorf("%d forward, %d reply halves after the new SYN; want its pair", f, r)
+		}
+	})
+	t.Run("hairpin: either end resets", func(t *testing.T) {
+		for _, resetter := range []string{"e2", "e1"} {
+			w := newWorld(t, nil)
+			e1, e2 := w.eps["e1"], w.eps["e2"]
+			w.publish(t, "e1", pm("tcp", "0.0.0.0", 8080, 80), gw1)
+			if ret, _ := w.run(t, w.coll.FromContainer, e2.ifindex, w.from(t, "e2", gw1, tcp(42000, 8080))); ret != actRedirect {
+				t.Fatalf("e2's SYN to the published port: %d", ret)
+			}
+			synAck := w.from(t, "e1", e2.ip, l4{proto: "tcp", sport: 80, dport: 42000, syn: true, ack: true})
+			if ret, _ := w.run(t, w.coll.FromContainer, e1.ifindex, synAck); ret != actRedirect {
+				t.Fatalf("e1's SYN-ACK: %d", ret)
+			}
+			left(t, w, 1, 1, 0, 1)
+			rst := w.from(t, "e2", gw1, l4{proto: "tcp", sport: 42000, dport: 8080, rst: true})
+			if resetter == "e1" {
+				rst = w.from(t, "e1", e2.ip, l4{proto: "tcp", sport: 80, dport: 42000, rst: true})
+			}
+			if ret, _ := w.run(t, w.coll.FromContainer, w.eps[resetter].ifindex, rst); ret != actRedirect {
+				t.Errorf("%s's RST not delivered (%d)", resetter, ret)
+			}
+			left(t, w, 0, 0, 0, 0)
+		}
+	})
 }

@@ -23,7 +23,7 @@ func (w *world) publish(t *testing.T, ep string, m network.PortMapping, gateway 
 	t.Helper()
 	e := w.eps[ep]
 	must(t, w.coll.Ports.Put(portKey(m), bpf.BpfnetPortBackend{Addr: be32(netip.MustParseAddr(e.ip)), Port: port(m.Port),
-		Ifindex: uint32(e.ifindex), NetId: uint32(w.nets[e.net]), Gateway: be32(netip.MustParseAddr(gateway))}))
+		Ifindex: uint32(e.ifindex), NetId: uint32(w.nets[e.net]), Gateway: be32(netip.MustParseAddr(gateway)), Slot: e.slot}))
 	var info bpf.BpfnetEndpointInfo
 	must(t, w.coll.EpByIfindex.Lookup(uint32(e.ifindex), &info))
 	info.Flags |= uint8(bpf.BpfnetEndpointFlagEP_F_PUBLISHES)

@@ -74,6 +74,23 @@ static __always_inline int F(remote_close_ok)(const struct tcp_track *t, __u32 f
 	return p->tcp_seq - t->ack <= win;
 }
 
+/* own_reset reports whether p, from the container, is a RST: its socket
+ * for the flow is gone, and so is the flow. */
+static __always_inline int F(own_reset)(const PKT *p)
+{
+	return p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_RST);
+}
+
+/* remote_reset reports whether p, from the other side, is a RST the
+ * container's TCP takes as the end of the flow (entry with track t and
+ * flags): at exactly the sequence number it acknowledged last (RFC 5961
+ * §3.2). One elsewhere in the window only draws a challenge ACK, and the
+ * flow goes on; remote_flags marks it closing instead. */
+static __always_inline int F(remote_reset)(const struct tcp_track *t, __u32 flags, const PKT *p)
+{
+	return p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_RST) && (flags & CT_F_ACKED) && p->tcp_seq == t->ack;
+}
+
 /* remote_flags are the close flags of a packet from the other side that
  * may be applied to an entry with track t and flags. */
 static __always_inline __u32 F(remote_flags)(const struct tcp_track *t, __u32 flags, const PKT *p)
@@ -94,9 +111,10 @@ static __always_inline int F(ct_delete)(const TUPLE *k, __u32 slot)
 }
 
 /* ct_outbound records or refreshes the flow of a packet a container (with
- * traffic slot `slot`) sends to the outside. It returns PASS, or
- * REASON_FLOW_LIMIT when a new flow cannot be recorded. Later fragments
- * carry no ports and are not tracked. */
+ * traffic slot `slot`) sends to the outside; a RST removes it, and a FIN
+ * or RST records nothing new (Linux conntrack calls them invalid). It returns
+ * PASS, or REASON_FLOW_LIMIT when a new flow cannot be recorded. Later
+ * fragments carry no ports and are not tracked. */
 static __always_inline __u32 F(ct_outbound)(struct __sk_buff *skb, const PKT *p, __u32 slot)
 {
 	if (p->frag == FRAG_LATER)
@@ -109,6 +127,13 @@ static __always_inline __u32 F(ct_outbound)(struct __sk_buff *skb, const PKT *p,
 		.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
 	__u64 now = clock_ns();
 	struct ct_entry *e = bpf_map_lookup_elem(&CT_MAP, &k);
+	if (F(own_reset)(p)) {
+		/* A reset flow holds nothing: its entry and charge go now, not
+		 * after the RST timeout, and a RST records nothing. */
+		if (e)
+			F(ct_delete)(&k, e->slot);
+		return PASS;
+	}
 	if (e) {
 		/* An expired entry (not yet collected) whose flow comes back, or
 		 * a new SYN on the same ports: the flow starts over in place. */
@@ -121,9 +146,11 @@ static __always_inline __u32 F(ct_outbound)(struct __sk_buff *skb, const PKT *p,
 		F(tcp_track_local)(skb, &e->tcp, &e->flags, p);
 		return PASS;
 	}
+	if (F(tcp_close_flags)(p))
+		return PASS; /* a FIN of a flow that is gone starts none */
 	if (charge(slot) < 0)
 		return REASON_FLOW_LIMIT;
-	struct ct_entry n = {.created = now, .last_seen = now, .flags = F(tcp_close_flags)(p), .slot = slot};
+	struct ct_entry n = {.created = now, .last_seen = now, .slot = slot};
 	F(tcp_track_local)(skb, &n.tcp, &n.flags, p);
 	long rc = bpf_map_update_elem(&CT_MAP, &k, &n, BPF_NOEXIST);
 	if (rc == 0) {
@@ -149,7 +176,8 @@ static __always_inline struct ct_entry *F(ct_lookup)(TUPLE *k, __u64 now)
 /* ct_reply reports whether a packet from the outside to a container is a
  * reply to a tracked flow, or an ICMP error about one sent to the flow's
  * own container; replies refresh the entry, and close it only when
- * believed (remote_flags). */
+ * believed (remote_flags). A reset the container takes (remote_reset)
+ * removes the entry. */
 static __always_inline int F(ct_reply)(const PKT *p, __u64 now)
 {
 	TUPLE k = {.proto = p->proto};
@@ -179,6 +207,10 @@ static __always_inline int F(ct_reply)(const PKT *p, __u64 now)
 	struct ct_entry *e = F(ct_lookup)(&k, now);
 	if (!e)
 		return 0;
+	if (F(remote_reset)(&e->tcp, e->flags, p)) {
+		F(ct_delete)(&k, e->slot);
+		return 1;
+	}
 	e->last_seen = now;
 	e->flags |= CT_F_REPLIED | F(remote_flags)(&e->tcp, e->flags, p);
 	return 1;

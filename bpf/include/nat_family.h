@@ -76,6 +76,16 @@ static __always_inline int F(nat_pair_delete)(const TUPLE *k, const NAT *f)
 	return 1;
 }
 
+/* nat_reset removes the pair with forward key k, if there is one: its
+ * flow was reset (own_reset, remote_reset), and a reset flow holds no
+ * port and no charge. */
+static __always_inline void F(nat_reset)(const TUPLE *k)
+{
+	NAT *f = bpf_map_lookup_elem(&FWD_MAP, k);
+	if (f)
+		F(nat_pair_delete)(k, f);
+}
+
 /* nat_refresh refreshes the pair with forward half (k, f) for a packet p
  * the container sent (extra: flags to add): an expired pair or a new SYN
  * starts over in place, the container's TCP window is tracked, and a
@@ -248,6 +258,12 @@ static __always_inline void F(nat_host)(const PKT *p)
 		struct port_set s = nat_ports(p->proto);
 		if (index_of(&s, bpf_ntohs(p->sport)) < 0)
 			return; /* never a container's: nothing can collide */
+		/* Nor is a published port (alloc_try): what the host sends from
+		 * one answers a connection that is gone (its RST), and recorded
+		 * it would send the peer's next connection from that port to the
+		 * host instead of to the published endpoint. */
+		if (F(published)(p->proto, p->saddr, p->sport))
+			return;
 	}
 	TUPLE k = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
 	TUPLE r = F(reply_of)(&k);

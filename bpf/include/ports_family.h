@@ -200,7 +200,18 @@ static __noinline int F(hairpin)(struct __sk_buff *skb, __u32 ifindex, const str
 	if (to == ifindex)
 		flags |= NAT_F_SELF;
 	ADDR peer = (flags & NAT_F_SELF) ? gateway : p->saddr;
-	if (open) {
+	if (open && F(own_reset)(p)) {
+		/* The client reset it: the pair goes (its forward key is the
+		 * endpoint's reply tuple, as dnat_open made it). */
+		TUPLE *out = &w->out;
+		__builtin_memset(out, 0, sizeof(*out));
+		out->saddr = addr;
+		out->daddr = peer;
+		out->sport = port;
+		out->dport = p->sport;
+		out->proto = p->proto;
+		F(nat_reset)(out);
+	} else if (open) {
 		e->last_seen = now;
 		e->flags |= F(tcp_close_flags)(p);
 	} else {
@@ -233,6 +244,8 @@ static __noinline int F(hairpin_reply)(struct __sk_buff *skb, const struct endpo
 	ADDR addr = f->addr;
 	__be16 port = f->port;
 	__u32 to = f->ifindex, self = f->flags & NAT_F_SELF;
+	if (F(own_reset)(p))
+		F(nat_pair_delete)(&k, f); /* the endpoint reset it */
 	if (F(rewrite)(skb, p, 0, addr, port) < 0)
 		return TC_ACT_SHOT;
 	p->saddr = addr;

@@ -17,7 +17,7 @@ enum drop_reason {
 	REASON_ISOLATION = 1,   /* destination in another managed network */
 	REASON_INTERNAL = 2,    /* into or out of an --internal network */
 	REASON_SPOOF = 3,       /* source IP or MAC is not the endpoint's */
-	REASON_UNSOLICITED = 4, /* from outside, not a reply to a tracked flow */
+	REASON_UNSOLICITED = 4, /* from outside, not a reply to a tracked flow; from a container, a FIN, RST or ICMP error of no translated flow */
 	REASON_MALFORMED = 5,   /* truncated or invalid headers, VLAN tags */
 	REASON_UNSUPPORTED = 6, /* not IPv4/ARP; IPv6 other than link-local neighbour and multicast listener discovery */
 	REASON_FRAGMENT = 7,    /* later fragment whose first fragment was not allowed */

@@ -69,11 +69,20 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 n
 	__u32 replied = (e->flags & NAT_F_DNAT) ? 0 : CT_F_REPLIED;
 	TUPLE k = F(fwd_key_of)(&r, e);
 	NAT *f = bpf_map_lookup_elem(&FWD_MAP, &k);
+	/* A published-port connection's reply half without its forward half
+	 * is what a concurrent removal can leave (a packet of the flow on
+	 * another CPU re-created it, nat_refresh): the connection is over, and
+	 * a new SYN on its ports opens the next one (dnat_open). */
+	if (!f && (e->flags & NAT_F_DNAT))
+		return -1;
 	__u32 close = 0;
+	int reset = 0;
 	if (f) {
 		/* A RST or FIN from this side ends the flow only inside the
-		 * window the container advertised. */
+		 * window the container advertised; a RST the container takes
+		 * removes the pair once it is translated. */
 		close = F(remote_flags)(&f->tcp, f->flags, p);
+		reset = F(remote_reset)(&f->tcp, f->flags, p);
 		f->last_seen = now;
 		f->flags |= replied | close;
 	}
@@ -84,6 +93,8 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 n
 	if (p->frag == FRAG_FIRST)
 		F(frag_first)(p, ADDR_NONE, addr, now);
 	F(peer_replied)(p->saddr, p->daddr, addr, p->proto, now);
+	if (reset)
+		F(nat_pair_delete)(&k, f);
 	p->daddr = addr;
 	p->dport = port;
 	if (p->proto == ICMP_PROTO)
@@ -146,6 +157,10 @@ static __always_inline __u32 F(translate)(struct __sk_buff *skb, PKT *p, const s
 	}
 	if (f) {
 		port = f->port;
+	} else if (F(tcp_close_flags)(p)) {
+		/* A FIN or RST of no flow (one reset or collected already) starts
+		 * nothing, and leaves with no translation: never untranslated. */
+		return REASON_UNSOLICITED;
 	} else {
 		struct ip_endpoint *src = bpf_map_lookup_elem(&EP_MAP, &p->saddr);
 		__u32 v = F(nat_alloc)(skb, &k, addr, src ? src->ifindex : 0, src ? src->slot : 0, p, &port);
@@ -155,6 +170,8 @@ static __always_inline __u32 F(translate)(struct __sk_buff *skb, PKT *p, const s
 out:
 	if (F(rewrite)(skb, p, 0, addr, port) < 0)
 		return REASON_MALFORMED;
+	if (F(own_reset)(p))
+		F(nat_reset)(&k);
 	if (p->frag == FRAG_FIRST)
 		F(frag_first)(p, addr, ADDR_NONE, now);
 	return PASS;
