@@ -66,16 +66,20 @@ type BpfnetCtEntry struct {
 		Wscale uint8
 		Pad    [3]uint8
 	}
-	_ [4]byte
+	FinEnd uint32
 }
 
 type BpfnetCtFlag uint32
 
 const (
-	BpfnetCtFlagCT_F_REPLIED BpfnetCtFlag = 1
-	BpfnetCtFlagCT_F_FIN     BpfnetCtFlag = 2
-	BpfnetCtFlagCT_F_RST     BpfnetCtFlag = 4
-	BpfnetCtFlagCT_F_ACKED   BpfnetCtFlag = 8
+	BpfnetCtFlagCT_F_REPLIED    BpfnetCtFlag = 1
+	BpfnetCtFlagCT_F_FIN        BpfnetCtFlag = 2
+	BpfnetCtFlagCT_F_RST        BpfnetCtFlag = 4
+	BpfnetCtFlagCT_F_ACKED      BpfnetCtFlag = 8
+	BpfnetCtFlagCT_F_FIN_OWN    BpfnetCtFlag = 16
+	BpfnetCtFlagCT_F_FIN_PEER   BpfnetCtFlag = 32
+	BpfnetCtFlagCT_F_CLOSED     BpfnetCtFlag = 64
+	BpfnetCtFlagCT_F_SECOND_OWN BpfnetCtFlag = 128
 )
 
 type BpfnetDirection uint32
@@ -265,7 +269,7 @@ type BpfnetNatEntry struct {
 		Wscale uint8
 		Pad    [3]uint8
 	}
-	_ [4]byte
+	FinEnd uint32
 }
 
 type BpfnetNatEntry6 struct {
@@ -286,7 +290,7 @@ type BpfnetNatEntry6 struct {
 		Wscale uint8
 		Pad    [3]uint8
 	}
-	Pad2 uint32
+	FinEnd uint32
 }
 
 type BpfnetNatFlag uint32

@@ -404,7 +404,7 @@ static __always_inline __u32 judge6_to_container(struct __sk_buff *skb, const st
 	 * from the host's link-local addresses. */
 	if (in == 0 && ip6_link_local(p.saddr.a))
 		return PASS;
-	return judge_from_outside6(ep->net_flags, &p, 0, clock_ns());
+	return judge_from_outside6(skb, ep->net_flags, &p, 0, clock_ns());
 }
 
 /* ARP for Ethernet/IPv4 whose sender is the endpoint (or 0.0.0.0 for an
@@ -619,11 +619,11 @@ int from_container(struct __sk_buff *skb)
  * it (Docker masquerades its networks' traffic to every other interface),
  * and, like Docker 28's direct-access rule, only replies and published
  * ports get through. */
-static __always_inline __u32 judge_to_network(__u32 net_id, const struct pkt *p, __u32 in)
+static __always_inline __u32 judge_to_network(struct __sk_buff *skb, __u32 net_id, const struct pkt *p, __u32 in)
 {
 	if (is_host_addr(p->saddr) && (in == 0 || in == LOOPBACK_IFINDEX))
 		return PASS;
-	return judge_from_outside(net_flags(net_id), p, 0, clock_ns());
+	return judge_from_outside(skb, net_flags(net_id), p, 0, clock_ns());
 }
 
 /* drop_to_network drops a packet for network net_id, counted on the
@@ -690,7 +690,7 @@ int to_container(struct __sk_buff *skb)
 	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p.saddr);
 	__u32 in = skb->ingress_ifindex;
 	if (!src || src->ifindex != in) {
-		__u32 v = judge_to_network(ep->net_id, &p, in);
+		__u32 v = judge_to_network(skb, ep->net_id, &p, in);
 		if (v != PASS)
 			return drop_pkt(skb, ifindex, dir, v, &p);
 	}
@@ -843,7 +843,7 @@ __noinline int from_uplink6(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	__u32 net_id = *dnet;
 	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
-	__u32 v = judge_from_outside6(n ? n->flags : 0, p, rc == 0, now);
+	__u32 v = judge_from_outside6(skb, n ? n->flags : 0, p, rc == 0, now);
 	if (v != PASS)
 		return drop_to_network6(skb, net_id, p, v);
 	rc = fast_in6(skb, p, dst, n);
@@ -893,7 +893,7 @@ __noinline int from_uplink4(struct __sk_buff *skb)
 	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
 	/* Nothing arriving on an uplink comes from the host itself, whatever
 	 * its source says: the kernel's martian check has not run yet. */
-	__u32 v = judge_from_outside(n ? n->flags : 0, &p, rc == 0, now);
+	__u32 v = judge_from_outside(skb, n ? n->flags : 0, &p, rc == 0, now);
 	if (v != PASS)
 		return drop_to_network(skb, net_id, &p, v);
 	rc = fast_in(skb, &p, dst, n);

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
@@ -602,6 +603,177 @@ func TestResetRemovesFlow(t *testing.T) {
 				t.Errorf("%s's RST not delivered (%d)", resetter, ret)
 			}
 			left(t, w, 0, 0, 0, 0)
+		}
+	})
+}
+
+// An orderly close (RFC 9293 §3.6) holds nothing once it is over (issue
+// 16: a FIN'd flow held its entries and charges 120 s and more, so one
+// remote could open about 110 connections per second to published ports,
+// sustained). When both sides have sent their FIN, the second
+// acknowledging the first (with its data: every test segment carries 6
+// bytes), the ACK of the second FIN from the side that closed first is
+// delivered and removes the flow's entries and charges. A half-closed
+// flow, a simultaneous close (the FINs crossed) and a FIN whose data is
+// not all acknowledged keep theirs, and time out as before.
+func TestClosedFlowRemoved(t *testing.T) {
+	remote := be32(netip.MustParseAddr(outsideAddr))
+	left := func(t *testing.T, w *world, n int) {
+		t.Helper()
+		f, r, c := w.tables(t)
+		charged := w.flowCharge(t, "e1")
+		var rc uint32
+		w.coll.RemoteFlows.Lookup(remote, &rc)
+		if n == 0 && (f+r+c != 0 || charged != 0 || rc != 0) {
+			t.Errorf("%d forward, %d reply halves, %d tracked flows, e1 charged %d, the remote %d: want nothing left", f, r, c, charged, rc)
+		}
+		if n != 0 && (f != 1 || r != 1 || c != 1) {
+			t.Errorf("%d forward, %d reply halves, %d tracked flows: want the flow kept", f, r, c)
+		}
+	}
+	// out sends a segment from e1 through both its programs; in one from
+	// the peer, which must be delivered.
+	out := func(t *testing.T, w *world, p l4) {
+		t.Helper()
+		f := w.from(t, "e1", outsideAddr, p)
+		if r1, _ := w.run(t, w.coll.FromContainer, w.eps["e1"].ifindex, f); r1 != actOK {
+			t.Fatalf("e1's %+v: from_container %d", p, r1)
+		}
+		if r2, _ := w.outbound(t, f); r2 != actUnspc {
+			t.Fatalf("e1's %+v: to_uplink %d", p, r2)
+		}
+	}
+	in := func(t *testing.T, w *world, p l4) {
+		t.Helper()
+		if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, p)); ret != actRedirect {
+			t.Fatalf("the peer's %+v not delivered (%d)", p, ret)
+		}
+	}
+	// e1 (sequence numbers from 1001) connects out to the peer (from 5001).
+	seg := func(fromE1 bool, seq, ack uint32, fin bool) l4 {
+		if fromE1 {
+			return l4{proto: "tcp", sport: 40500, dport: 80, ack: true, fin: fin, seq: seq, ackN: ack}
+		}
+		return l4{proto: "tcp", sport: 80, dport: 40500, ack: true, fin: fin, seq: seq, ackN: ack}
+	}
+	connectFrom := func(t *testing.T, isn uint32) *world {
+		w := newWorld(t, nil)
+		out(t, w, l4{proto: "tcp", sport: 40500, dport: 80, syn: true, seq: isn})
+		in(t, w, l4{proto: "tcp", sport: 80, dport: 40500, syn: true, ack: true, seq: 5000, ackN: isn + 1})
+		out(t, w, seg(true, isn+1, 5001, false))
+		return w
+	}
+	connect := func(t *testing.T) *world { return connectFrom(t, 1000) }
+	t.Run("e1 closes first", func(t *testing.T) {
+		w := connect(t)
+		out(t, w, seg(true, 1001, 5001, true)) // e1's FIN: 6 bytes, ends at 1008
+		in(t, w, seg(false, 5001, 1008, true)) // the peer's FIN, acknowledging it
+		left(t, w, 1)
+		out(t, w, seg(true, 1008, 5007, false)) // not yet the peer's FIN (5008)
+		left(t, w, 1)
+		out(t, w, seg(true, 1008, 5008, false)) // the last ACK
+		left(t, w, 0)
+	})
+	t.Run("an ACK from the side that closed second ends nothing", func(t *testing.T) {
+		// e1's numbers above the peer's, so that the peer's ACK of e1's
+		// FIN (9008) is numerically past the peer's own FIN (5008).
+		w := connectFrom(t, 9000)
+		out(t, w, seg(true, 9001, 5001, true))
+		in(t, w, seg(false, 5001, 9008, true))
+		in(t, w, seg(false, 5008, 9008, false)) // the peer's duplicate ACK
+		left(t, w, 1)
+		out(t, w, seg(true, 9008, 5008, false))
+		left(t, w, 0)
+	})
+	t.Run("the peer closes first", func(t *testing.T) {
+		w := connect(t)
+		in(t, w, seg(false, 5001, 1001, true)) // ends at 5008
+		out(t, w, seg(true, 1001, 5008, true)) // e1's FIN, acknowledging it; ends at 1008
+		left(t, w, 1)
+		in(t, w, seg(false, 5008+1_000_000, 1008, false)) // out of the window: not believed
+		left(t, w, 1)
+		in(t, w, seg(false, 5008, 1008, false)) // the last ACK
+		left(t, w, 0)
+	})
+	t.Run("half-closed, the data of a FIN unacknowledged, and a simultaneous close keep the flow", func(t *testing.T) {
+		w := connect(t)
+		out(t, w, seg(true, 1001, 5001, true))  // e1 closes its side
+		in(t, w, seg(false, 5001, 1008, false)) // the peer still sends
+		out(t, w, seg(true, 1008, 5007, false))
+		left(t, w, 1)
+		w = connect(t)
+		out(t, w, seg(true, 1001, 5001, true))
+		in(t, w, seg(false, 5001, 1002, true)) // acknowledges 1 of the FIN's 6 bytes
+		out(t, w, seg(true, 1002, 5008, false))
+		left(t, w, 1)
+		w = connect(t)
+		out(t, w, seg(true, 1001, 5001, true))
+		in(t, w, seg(false, 5001, 1001, true)) // sent before e1's FIN arrived
+		out(t, w, seg(true, 1008, 5008, false))
+		in(t, w, seg(false, 5008, 1008, false))
+		left(t, w, 1)
+	})
+	t.Run("published port: the peer closes first", func(t *testing.T) {
+		w := newWorld(t, nil)
+		w.publish(t, "e1", pm("tcp", "0.0.0.0", 8080, 80), gw1)
+		in(t, w, l4{proto: "tcp", sport: 41000, dport: 8080, syn: true, seq: 7000})
+		fromE1 := func(p l4) {
+			f := w.from(t, "e1", outsideAddr, p)
+			w.run(t, w.coll.FromContainer, w.eps["e1"].ifindex, f)
+			if ret, o := w.outbound(t, f); ret != actUnspc || srcPort(o) != 8080 {
+				t.Fatalf("e1's %+v: to_uplink %d, from port %d", p, ret, srcPort(o))
+			}
+		}
+		fromE1(l4{proto: "tcp", sport: 80, dport: 41000, syn: true, ack: true, seq: 9000, ackN: 7001})
+		in(t, w, l4{proto: "tcp", sport: 41000, dport: 8080, ack: true, fin: true, seq: 7001, ackN: 9001})
+		fromE1(l4{proto: "tcp", sport: 80, dport: 41000, ack: true, fin: true, seq: 9001, ackN: 7008})
+		left(t, w, 1)
+		in(t, w, l4{proto: "tcp", sport: 41000, dport: 8080, ack: true, seq: 7008, ackN: 9008})
+		left(t, w, 0)
+	})
+	t.Run("IPv6: e8 closes first", func(t *testing.T) {
+		w := newWorld(t, nil)
+		w.addDualStack(t)
+		e8 := w.eps["e8"]
+		outside := mac("02:99:00:00:00:01")
+		out6 := func(p l4) {
+			f := frame6From(t, mac(e8.mac), bridgeMAC, "fd00:6::2", outsideAddr6, p)
+			w.run(t, w.coll.FromContainer, e8.ifindex, f)
+			if ret, _ := w.outbound(t, f); ret != actUnspc {
+				t.Fatalf("e8's %+v: to_uplink %d", p, ret)
+			}
+		}
+		in6 := func(p l4) {
+			if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, frame6From(t, outside, hostMAC, outsideAddr6, uplinkAddr6, p)); ret != actRedirect {
+				t.Fatalf("the peer's %+v not delivered (%d)", p, ret)
+			}
+		}
+		count := func() (n int) {
+			for _, m := range []*ebpf.Map{w.coll.NatFwd6, w.coll.NatRev6, w.coll.Conntrack6} {
+				var k, v []byte
+				for it := m.Iterate(); it.Next(&k, &v); {
+					n++
+				}
+			}
+			return n
+		}
+		s := func(seq, ack uint32, fin bool) l4 {
+			return l4{proto: "tcp", sport: 40500, dport: 80, ack: true, fin: fin, seq: seq, ackN: ack}
+		}
+		r := func(seq, ack uint32, fin bool) l4 {
+			return l4{proto: "tcp", sport: 80, dport: 40500, ack: true, fin: fin, seq: seq, ackN: ack}
+		}
+		out6(l4{proto: "tcp", sport: 40500, dport: 80, syn: true, seq: 1000})
+		in6(l4{proto: "tcp", sport: 80, dport: 40500, syn: true, ack: true, seq: 5000, ackN: 1001})
+		out6(s(1001, 5001, false))
+		out6(s(1001, 5001, true))
+		in6(r(5001, 1008, true))
+		if n := count(); n != 3 {
+			t.Fatalf("%d entries before the last ACK, want the pair and the tracked flow", n)
+		}
+		out6(s(1008, 5008, false))
+		if n := count(); n != 0 || w.flowCharge(t, "e8") != 0 {
+			t.Errorf("%d entries left, e8 charged %d: want nothing", n, w.flowCharge(t, "e8"))
 		}
 	})
 }

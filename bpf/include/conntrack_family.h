@@ -91,6 +91,59 @@ static __always_inline int F(remote_reset)(const struct tcp_track *t, __u32 flag
 	return p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_RST) && (flags & CT_F_ACKED) && p->tcp_seq == t->ack;
 }
 
+/* tcp_end_seq is the sequence number after TCP segment p: its data and
+ * FIN (the IP header's length, not the frame's, which may be padded). */
+static __always_inline __u32 F(tcp_end_seq)(struct __sk_buff *skb, const PKT *p)
+{
+	__be16 len;
+	__u8 doff;
+#if FAMILY == 4
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 2, &len, 2) < 0)
+		return p->tcp_seq + 1;
+	__u32 end = ETH_HLEN + bpf_ntohs(len);
+#else
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 4, &len, 2) < 0)
+		return p->tcp_seq + 1;
+	__u32 end = ETH_HLEN + IPV6_HLEN + bpf_ntohs(len);
+#endif
+	if (bpf_skb_load_bytes(skb, p->l4_off + 12, &doff, 1) < 0)
+		return p->tcp_seq + 1;
+	__u32 data_off = p->l4_off + (doff >> 4) * 4;
+	__u32 data = end > data_off ? end - data_off : 0;
+	return p->tcp_seq + data + ((p->tcp_flags & TCP_FLAG_FIN) ? 1 : 0);
+}
+
+/* closing follows the orderly close of a TCP flow (RFC 9293 §3.6) in its
+ * entry's *flags and *fin_end, for segment p from the container (own) or,
+ * once believed, from the other side. It returns 1 when p is the flow's
+ * last packet: both sides have sent their FIN, the second acknowledging
+ * the first, and p is the ACK of the second from the side that closed
+ * first. A simultaneous close (the FINs crossed, each side's ACK still to
+ * come) is never ended here: it times out as before. */
+static __always_inline int F(closing)(struct __sk_buff *skb, const PKT *p, __u32 *flags, __u32 *fin_end, int own)
+{
+	if (p->proto != IPPROTO_TCP || p->frag == FRAG_LATER)
+		return 0;
+	__u32 fl = *flags;
+	__u8 tf = p->tcp_flags;
+	int acks = (tf & TCP_FLAG_ACK) && (__s32)(p->tcp_ack - *fin_end) >= 0;
+	if (!(tf & TCP_FLAG_FIN)) {
+		int second_own = (fl & CT_F_SECOND_OWN) != 0;
+		return (fl & CT_F_CLOSED) && !(tf & (TCP_FLAG_SYN | TCP_FLAG_RST)) && own != second_own && acks;
+	}
+	__u32 mine = own ? CT_F_FIN_OWN : CT_F_FIN_PEER;
+	if (!(fl & (CT_F_FIN_OWN | CT_F_FIN_PEER))) {
+		*fin_end = F(tcp_end_seq)(skb, p); /* the first FIN */
+	} else if (!(fl & mine) && acks) {
+		/* The second FIN, acknowledging the first: only its own ACK is
+		 * left to pass. */
+		*fin_end = F(tcp_end_seq)(skb, p);
+		fl |= CT_F_CLOSED | (own ? CT_F_SECOND_OWN : 0);
+	}
+	*flags = fl | mine;
+	return 0;
+}
+
 /* remote_flags are the close flags of a packet from the other side that
  * may be applied to an entry with track t and flags. */
 static __always_inline __u32 F(remote_flags)(const struct tcp_track *t, __u32 flags, const PKT *p)
@@ -111,10 +164,11 @@ static __always_inline int F(ct_delete)(const TUPLE *k, __u32 slot)
 }
 
 /* ct_outbound records or refreshes the flow of a packet a container (with
- * traffic slot `slot`) sends to the outside; a RST removes it, and a FIN
- * or RST records nothing new (Linux conntrack calls them invalid). It returns
- * PASS, or REASON_FLOW_LIMIT when a new flow cannot be recorded. Later
- * fragments carry no ports and are not tracked. */
+ * traffic slot `slot`) sends to the outside; a RST, or the last ACK of an
+ * orderly close, removes it, and a FIN or RST records nothing new (Linux
+ * conntrack calls them invalid). It returns PASS, or REASON_FLOW_LIMIT
+ * when a new flow cannot be recorded. Later fragments carry no ports and
+ * are not tracked. */
 static __always_inline __u32 F(ct_outbound)(struct __sk_buff *skb, const PKT *p, __u32 slot)
 {
 	if (p->frag == FRAG_LATER)
@@ -140,6 +194,10 @@ static __always_inline __u32 F(ct_outbound)(struct __sk_buff *skb, const PKT *p,
 		if (expired(now, e->last_seen, ct_timeout(k.proto, e->flags)) || F(tcp_syn_only)(p)) {
 			e->created = now;
 			e->flags = 0;
+		}
+		if (F(closing)(skb, p, &e->flags, &e->fin_end, 1)) {
+			F(ct_delete)(&k, e->slot); /* closed both ways: so is the entry */
+			return PASS;
 		}
 		e->last_seen = now;
 		e->flags |= F(tcp_close_flags)(p);
@@ -176,9 +234,9 @@ static __always_inline struct ct_entry *F(ct_lookup)(TUPLE *k, __u64 now)
 /* ct_reply reports whether a packet from the outside to a container is a
  * reply to a tracked flow, or an ICMP error about one sent to the flow's
  * own container; replies refresh the entry, and close it only when
- * believed (remote_flags). A reset the container takes (remote_reset)
- * removes the entry. */
-static __always_inline int F(ct_reply)(const PKT *p, __u64 now)
+ * believed (remote_flags). A reset the container takes (remote_reset), or
+ * the last ACK of an orderly close (closing), removes the entry. */
+static __always_inline int F(ct_reply)(struct __sk_buff *skb, const PKT *p, __u64 now)
 {
 	TUPLE k = {.proto = p->proto};
 
@@ -207,7 +265,8 @@ static __always_inline int F(ct_reply)(const PKT *p, __u64 now)
 	struct ct_entry *e = F(ct_lookup)(&k, now);
 	if (!e)
 		return 0;
-	if (F(remote_reset)(&e->tcp, e->flags, p)) {
+	if (F(remote_reset)(&e->tcp, e->flags, p) ||
+	    (F(remote_close_ok)(&e->tcp, e->flags, p) && F(closing)(skb, p, &e->flags, &e->fin_end, 0))) {
 		F(ct_delete)(&k, e->slot);
 		return 1;
 	}

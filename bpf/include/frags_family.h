@@ -63,7 +63,7 @@ static __always_inline ADDR F(early_fragment)(const PKT *p, __u64 now)
  * enter, and nothing enters an internal network. translated: untranslate
  * has translated it back, and recorded its peer (peer_replied) under the
  * address it came to. */
-static __always_inline __u32 F(judge_from_outside)(__u32 net_flags, const PKT *p, int translated, __u64 now)
+static __always_inline __u32 F(judge_from_outside)(struct __sk_buff *skb, __u32 net_flags, const PKT *p, int translated, __u64 now)
 {
 	if (net_flags & NET_F_INTERNAL)
 		return REASON_INTERNAL;
@@ -76,7 +76,7 @@ static __always_inline __u32 F(judge_from_outside)(__u32 net_flags, const PKT *p
 		F(frag_first)(p, ADDR_NONE, ADDR_NONE, now);
 		return PASS;
 	}
-	if (!F(ct_reply)(p, now) && !F(dnat_inbound)(p, now))
+	if (!F(ct_reply)(skb, p, now) && !F(dnat_inbound)(p, now))
 		return REASON_UNSOLICITED;
 	if (!translated)
 		F(peer_replied)(p->saddr, p->daddr, p->daddr, p->proto, now);

@@ -88,9 +88,11 @@ static __always_inline void F(nat_reset)(const TUPLE *k)
 
 /* nat_refresh refreshes the pair with forward half (k, f) for a packet p
  * the container sent (extra: flags to add): an expired pair or a new SYN
- * starts over in place, the container's TCP window is tracked, and a
- * reply half gone missing is re-created. It returns -1 when the reply
- * tuple now belongs to another flow: the forward half is stale. */
+ * starts over in place, the container's TCP window and close are tracked,
+ * and a reply half gone missing is re-created. It returns -1 when the
+ * reply tuple now belongs to another flow (the forward half is stale), 1
+ * when p is the flow's last packet (closing): the caller removes the pair
+ * once p is translated. */
 static __always_inline int F(nat_refresh)(struct __sk_buff *skb, const TUPLE *k, NAT *f, const PKT *p,
 				       __u32 extra, __u64 now)
 {
@@ -102,14 +104,17 @@ static __always_inline int F(nat_refresh)(struct __sk_buff *skb, const TUPLE *k,
 		f->created = now;
 		f->flags &= ~(__u32)0xffff;
 	}
+	int last = F(closing)(skb, p, &f->flags, &f->fin_end, 1);
 	f->last_seen = now;
 	f->flags |= F(tcp_close_flags)(p) | extra;
 	F(tcp_track_local)(skb, &f->tcp, &f->flags, p);
 	if (rv) {
 		rv->last_seen = now;
 		rv->flags = f->flags;
-		return 0;
+		return last;
 	}
+	if (last)
+		return last; /* no reply half to restore for a flow that ends */
 	struct ip_endpoint *src = bpf_map_lookup_elem(&EP_MAP, &k->saddr);
 	NAT n = {.addr = k->saddr, .port = k->sport, .created = f->created, .last_seen = now,
 			      .flags = f->flags, .ifindex = src ? src->ifindex : 0};

@@ -76,6 +76,10 @@ enum ct_flag {
 	CT_F_FIN = 1 << 1,     /* a FIN has been seen (either direction, believed) */
 	CT_F_RST = 1 << 2,     /* a RST has been seen (either direction, believed) */
 	CT_F_ACKED = 1 << 3,   /* the container has acknowledged something: tcp_track holds its window */
+	CT_F_FIN_OWN = 1 << 4,  /* the container has sent a FIN */
+	CT_F_FIN_PEER = 1 << 5, /* the other side's FIN has been believed */
+	CT_F_CLOSED = 1 << 6,   /* the second FIN acknowledged the first: the ACK of it is the flow's last */
+	CT_F_SECOND_OWN = 1 << 7, /* ... and the container sent it */
 };
 
 /* Endpoint flags. */
@@ -302,6 +306,7 @@ struct nat_entry {
 	__u32 slot;    /* endpoint charged for the pair (0: none) */
 	__be32 remote; /* remote source charged for the pair (0: none) */
 	struct tcp_track tcp;
+	__u32 fin_end; /* TCP close: where the FIN awaiting its ACK ends (closing, conntrack_family.h) */
 };
 
 /* nat_entry for IPv6: the value of nat_fwd6 and nat_rev6. */
@@ -316,7 +321,7 @@ struct nat_entry6 {
 	__u32 slot;
 	struct in6_key remote;
 	struct tcp_track tcp;
-	__u32 pad2;
+	__u32 fin_end;
 };
 
 /* frags and peers for IPv6 (frags6, peers6): the same with 128-bit
@@ -385,6 +390,7 @@ struct ct_entry {
 	__u32 flags;     /* enum ct_flag */
 	__u32 slot;      /* endpoint charged for the entry (0: none) */
 	struct tcp_track tcp;
+	__u32 fin_end;   /* TCP close: where the FIN awaiting its ACK ends (closing) */
 };
 
 /* gc_args value: what the maintenance program does on its next run. */

@@ -76,13 +76,15 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 n
 	if (!f && (e->flags & NAT_F_DNAT))
 		return -1;
 	__u32 close = 0;
-	int reset = 0;
+	int end = 0;
 	if (f) {
 		/* A RST or FIN from this side ends the flow only inside the
-		 * window the container advertised; a RST the container takes
-		 * removes the pair once it is translated. */
+		 * window the container advertised; a RST the container takes,
+		 * or the last ACK of an orderly close, removes the pair once it
+		 * is translated. */
 		close = F(remote_flags)(&f->tcp, f->flags, p);
-		reset = F(remote_reset)(&f->tcp, f->flags, p);
+		end = F(remote_reset)(&f->tcp, f->flags, p) ||
+			(F(remote_close_ok)(&f->tcp, f->flags, p) && F(closing)(skb, p, &f->flags, &f->fin_end, 0));
 		f->last_seen = now;
 		f->flags |= replied | close;
 	}
@@ -93,7 +95,7 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 n
 	if (p->frag == FRAG_FIRST)
 		F(frag_first)(p, ADDR_NONE, addr, now);
 	F(peer_replied)(p->saddr, p->daddr, addr, p->proto, now);
-	if (reset)
+	if (end)
 		F(nat_pair_delete)(&k, f);
 	p->daddr = addr;
 	p->dport = port;
@@ -136,9 +138,11 @@ static __always_inline __u32 F(translate)(struct __sk_buff *skb, PKT *p, const s
 	NAT *f = bpf_map_lookup_elem(&FWD_MAP, &k);
 	ADDR addr = {};
 	__be16 port = 0;
+	int last = 0;
 	if (f && (f->flags & NAT_F_DNAT) && F(nat_live)(&k, f, now)) {
 		/* A reply on a connection to a published port. */
-		if (F(nat_refresh)(skb, &k, f, p, CT_F_REPLIED, now) < 0)
+		last = F(nat_refresh)(skb, &k, f, p, CT_F_REPLIED, now);
+		if (last < 0)
 			return REASON_UNSOLICITED;
 		addr = f->addr;
 		port = f->port;
@@ -151,9 +155,10 @@ static __always_inline __u32 F(translate)(struct __sk_buff *skb, PKT *p, const s
 	/* The flow's translation, refreshed (and revived, or its reply half
 	 * restored, as needed); stale (another address, or its reply tuple
 	 * taken over) it is replaced. */
-	if (f && (!ADDR_EQ(f->addr, addr) || (f->flags & NAT_F_DNAT) || F(nat_refresh)(skb, &k, f, p, 0, now) < 0)) {
+	if (f && (!ADDR_EQ(f->addr, addr) || (f->flags & NAT_F_DNAT) || (last = F(nat_refresh)(skb, &k, f, p, 0, now)) < 0)) {
 		F(nat_pair_delete)(&k, f);
 		f = 0;
+		last = 0;
 	}
 	if (f) {
 		port = f->port;
@@ -170,7 +175,7 @@ static __always_inline __u32 F(translate)(struct __sk_buff *skb, PKT *p, const s
 out:
 	if (F(rewrite)(skb, p, 0, addr, port) < 0)
 		return REASON_MALFORMED;
-	if (F(own_reset)(p))
+	if (last || F(own_reset)(p))
 		F(nat_reset)(&k);
 	if (p->frag == FRAG_FIRST)
 		F(frag_first)(p, addr, ADDR_NONE, now);
