@@ -444,6 +444,80 @@ func TestLimitsFollowTheMaps(t *testing.T) {
 	}
 }
 
+// The tests of a flow's end share e1's TCP flow from port 40500 to the
+// peer's port 80 (the translation keeps the port), and the peer's
+// connection from port 41000 to e1's port 80 published as 8080.
+
+// flowsLeft checks what the tables hold: fwd forward halves, rev reply
+// halves, ct tracked flows, charged entries charged to e1 and e2; and,
+// with nothing left, no connection charged to the remote.
+func (w *world) flowsLeft(t *testing.T, fwd, rev, ct int, charged uint32) {
+	t.Helper()
+	if f, r, c := w.tables(t); f != fwd || r != rev || c != ct {
+		t.Errorf("%d forward, %d reply halves, %d tracked flows; want %d, %d, %d", f, r, c, fwd, rev, ct)
+	}
+	if n := w.flowCharge(t, "e1") + w.flowCharge(t, "e2"); n != charged {
+		t.Errorf("endpoints charged %d entries, want %d", n, charged)
+	}
+	var n uint32
+	if err := w.coll.RemoteFlows.Lookup(be32(netip.MustParseAddr(outsideAddr)), &n); fwd == 0 && err == nil && n != 0 {
+		t.Errorf("the remote still charged %d connections", n)
+	}
+}
+
+// segOut runs a segment e1 sends to the peer through from_container and
+// to_uplink, which must pass it, and returns it as it leaves.
+func (w *world) segOut(t *testing.T, p l4) []byte {
+	t.Helper()
+	f := w.from(t, "e1", outsideAddr, p)
+	if r1, _ := w.run(t, w.coll.FromContainer, w.eps["e1"].ifindex, f); r1 != actOK {
+		t.Fatalf("e1's %+v: from_container %d", p, r1)
+	}
+	r2, out := w.outbound(t, f)
+	if r2 != actUnspc {
+		t.Fatalf("e1's %+v: to_uplink %d", p, r2)
+	}
+	return out
+}
+
+// segIn runs a segment from the peer through from_uplink, which must
+// deliver it.
+func (w *world) segIn(t *testing.T, p l4) {
+	t.Helper()
+	if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, p)); ret != actRedirect {
+		t.Fatalf("the peer's %+v not delivered (%d)", p, ret)
+	}
+}
+
+// connectOut opens e1's flow: its SYN (sequence isn), the peer's SYN-ACK
+// (5000), e1's ACK of 5001 (window 100).
+func (w *world) connectOut(t *testing.T, isn uint32) {
+	t.Helper()
+	w.segOut(t, l4{proto: "tcp", sport: 40500, dport: 80, syn: true, seq: isn})
+	w.segIn(t, l4{proto: "tcp", sport: 80, dport: 40500, syn: true, ack: true, seq: 5000, ackN: isn + 1})
+	w.segOut(t, l4{proto: "tcp", sport: 40500, dport: 80, ack: true, seq: isn + 1, ackN: 5001, win: 100})
+	w.flowsLeft(t, 1, 1, 1, 2)
+}
+
+// acceptIn opens the peer's connection to e1's published port: its SYN
+// (sequence 7000), e1's SYN-ACK (9000, acknowledging 7001), which leaves
+// from the published port.
+func (w *world) acceptIn(t *testing.T) {
+	t.Helper()
+	w.publish(t, "e1", pm("tcp", "0.0.0.0", 8080, 80), gw1)
+	w.segIn(t, l4{proto: "tcp", sport: 41000, dport: 8080, syn: true, seq: 7000})
+	if out := w.segOut(t, l4{proto: "tcp", sport: 80, dport: 41000, syn: true, ack: true, seq: 9000, ackN: 7001}); srcPort(out) != 8080 {
+		t.Fatalf("e1's SYN-ACK left from port %d", srcPort(out))
+	}
+	var n uint32
+	must(t, w.coll.RemoteFlows.Lookup(be32(netip.MustParseAddr(outsideAddr)), &n))
+	if n != 1 {
+		t.Fatalf("the remote charged %d connections, want 1", n)
+	}
+	// The connection, and the flow e1's SYN-ACK recorded.
+	w.flowsLeft(t, 1, 1, 1, 2)
+}
+
 // A reset flow holds nothing (issue 16: a remote that connects and resets
 // was refused after its quota of reset flows, each held 40 s). A RST the
 // container sends, or one from the other side at exactly the sequence
@@ -452,60 +526,14 @@ func TestLimitsFollowTheMaps(t *testing.T) {
 // charges at once. One elsewhere in the window only draws a challenge ACK
 // from the container: its flow stays.
 func TestResetRemovesFlow(t *testing.T) {
-	remote := be32(netip.MustParseAddr(outsideAddr))
-	left := func(t *testing.T, w *world, fwd, rev, ct int, charged uint32) {
-		t.Helper()
-		if f, r, c := w.tables(t); f != fwd || r != rev || c != ct {
-			t.Errorf("%d forward, %d reply halves, %d tracked flows; want %d, %d, %d", f, r, c, fwd, rev, ct)
-		}
-		if n := w.flowCharge(t, "e1") + w.flowCharge(t, "e2"); n != charged {
-			t.Errorf("endpoints charged %d entries, want %d", n, charged)
-		}
-		var n uint32
-		if err := w.coll.RemoteFlows.Lookup(remote, &n); err == nil && n != 0 {
-			t.Errorf("the remote still charged %d connections", n)
-		}
-	}
-	// e1 connects out from port 40500 (kept by the translation): its SYN
-	// (sequence 1000), the peer's SYN-ACK (5000), e1's ACK of 5001.
-	connect := func(t *testing.T, w *world) {
-		e1 := w.eps["e1"]
-		for _, p := range []l4{{proto: "tcp", sport: 40500, dport: 80, syn: true, seq: 1000},
-			{proto: "tcp", sport: 40500, dport: 80, ack: true, seq: 1001, ackN: 5001, win: 100}} {
-			f := w.from(t, "e1", outsideAddr, p)
-			if r1, _ := w.run(t, w.coll.FromContainer, e1.ifindex, f); r1 != actOK {
-				t.Fatalf("e1's %+v: from_container %d", p, r1)
-			}
-			if r2, _ := w.outbound(t, f); r2 != actUnspc {
-				t.Fatalf("e1's %+v: to_uplink %d", p, r2)
-			}
-			if p.syn {
-				synAck := l4{proto: "tcp", sport: 80, dport: 40500, syn: true, ack: true, seq: 5000, ackN: 1001}
-				if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, synAck)); ret != actRedirect {
-					t.Fatalf("SYN-ACK not delivered (%d)", ret)
-				}
-			}
-		}
-		left(t, w, 1, 1, 1, 2)
-	}
-	fromPeer := func(t *testing.T, w *world, p l4) {
-		t.Helper()
-		if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, p)); ret != actRedirect {
-			t.Errorf("the peer's %+v not delivered (%d)", p, ret)
-		}
-	}
 	t.Run("masquerade: the container resets", func(t *testing.T) {
 		w := newWorld(t, nil)
-		connect(t, w)
-		rst := w.from(t, "e1", outsideAddr, l4{proto: "tcp", sport: 40500, dport: 80, rst: true, seq: 1001})
-		if r1, _ := w.run(t, w.coll.FromContainer, w.eps["e1"].ifindex, rst); r1 != actOK {
-			t.Errorf("e1's RST: from_container %d", r1)
+		w.connectOut(t, 1000)
+		out := w.segOut(t, l4{proto: "tcp", sport: 40500, dport: 80, rst: true, seq: 1001})
+		if srcIP(out) != uplinkAddr || srcPort(out) != 40500 {
+			t.Errorf("e1's RST left from %s port %d; want it translated to %s port 40500", srcIP(out), srcPort(out), uplinkAddr)
 		}
-		ret, out := w.outbound(t, rst)
-		if ret != actUnspc || srcIP(out) != uplinkAddr || srcPort(out) != 40500 {
-			t.Errorf("e1's RST: to_uplink %d, from %s port %d; want it translated to %s port 40500", ret, srcIP(out), srcPort(out), uplinkAddr)
-		}
-		left(t, w, 0, 0, 0, 0)
+		w.flowsLeft(t, 0, 0, 0, 0)
 	})
 	t.Run("masquerade: a FIN or RST of no flow starts none", func(t *testing.T) {
 		// What crossed a reset on the wire, or follows one: not
@@ -519,62 +547,41 @@ func TestResetRemovesFlow(t *testing.T) {
 			}
 			w.expect(t, w.coll.ToUplink, w.uplink, w.eps["e1"].ifindex, fromC, false, f, unsolicited)
 		}
-		left(t, w, 0, 0, 0, 0)
+		w.flowsLeft(t, 0, 0, 0, 0)
 	})
 	t.Run("masquerade: the peer resets at the acknowledged sequence", func(t *testing.T) {
 		w := newWorld(t, nil)
-		connect(t, w)
-		fromPeer(t, w, l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5001})
-		left(t, w, 0, 0, 0, 0)
+		w.connectOut(t, 1000)
+		w.segIn(t, l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5001})
+		w.flowsLeft(t, 0, 0, 0, 0)
 	})
 	t.Run("masquerade: the peer resets elsewhere in the window", func(t *testing.T) {
 		w := newWorld(t, nil)
-		connect(t, w)
-		fromPeer(t, w, l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5002})
-		left(t, w, 1, 1, 1, 2)
+		w.connectOut(t, 1000)
+		w.segIn(t, l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5002})
+		w.flowsLeft(t, 1, 1, 1, 2)
 	})
-	// A connection to e1's published port 8080 (its port 80): the peer's
-	// SYN (sequence 7000), e1's SYN-ACK (9000, acknowledging 7001).
-	accept := func(t *testing.T, w *world) {
-		w.publish(t, "e1", pm("tcp", "0.0.0.0", 8080, 80), gw1)
-		fromPeer(t, w, l4{proto: "tcp", sport: 41000, dport: 8080, syn: true, seq: 7000})
-		synAck := w.from(t, "e1", outsideAddr, l4{proto: "tcp", sport: 80, dport: 41000, syn: true, ack: true, seq: 9000, ackN: 7001})
-		w.run(t, w.coll.FromContainer, w.eps["e1"].ifindex, synAck)
-		if ret, out := w.outbound(t, synAck); ret != actUnspc || srcPort(out) != 8080 {
-			t.Fatalf("e1's SYN-ACK: to_uplink %d, from port %d", ret, srcPort(out))
-		}
-		var n uint32
-		must(t, w.coll.RemoteFlows.Lookup(remote, &n))
-		if n != 1 {
-			t.Fatalf("the remote charged %d connections, want 1", n)
-		}
-		// The connection, and the flow e1's SYN-ACK recorded.
-		if f, r, c := w.tables(t); f != 1 || r != 1 || c != 1 || w.flowCharge(t, "e1") != 2 {
-			t.Fatalf("%d forward, %d reply halves, %d tracked flows, e1 charged %d; want 1, 1, 1, 2", f, r, c, w.flowCharge(t, "e1"))
-		}
-	}
 	t.Run("published port: the peer resets", func(t *testing.T) {
 		w := newWorld(t, nil)
-		accept(t, w)
-		fromPeer(t, w, l4{proto: "tcp", sport: 41000, dport: 8080, rst: true, seq: 7001})
-		left(t, w, 0, 0, 0, 0)
+		w.acceptIn(t)
+		w.segIn(t, l4{proto: "tcp", sport: 41000, dport: 8080, rst: true, seq: 7001})
+		w.flowsLeft(t, 0, 0, 0, 0)
 	})
 	t.Run("published port: the endpoint resets", func(t *testing.T) {
 		w := newWorld(t, nil)
-		accept(t, w)
-		rst := w.from(t, "e1", outsideAddr, l4{proto: "tcp", sport: 80, dport: 41000, rst: true, seq: 9001})
-		w.run(t, w.coll.FromContainer, w.eps["e1"].ifindex, rst)
-		if ret, out := w.outbound(t, rst); ret != actUnspc || srcPort(out) != 8080 {
-			t.Errorf("e1's RST: to_uplink %d, from port %d; want it from the published port 8080", ret, srcPort(out))
+		w.acceptIn(t)
+		if out := w.segOut(t, l4{proto: "tcp", sport: 80, dport: 41000, rst: true, seq: 9001}); srcPort(out) != 8080 {
+			t.Errorf("e1's RST left from port %d; want the published port 8080", srcPort(out))
 		}
-		left(t, w, 0, 0, 0, 0)
+		w.flowsLeft(t, 0, 0, 0, 0)
 	})
 	t.Run("published port: a reply half left alone does not catch the next SYN", func(t *testing.T) {
 		// A packet of the connection on another CPU can re-create the
 		// reply half just as the pair goes (nat_refresh); as if so:
 		w := newWorld(t, nil)
-		accept(t, w)
-		out := bpf.BpfnetTuple{Saddr: be32(netip.MustParseAddr(w.eps["e1"].ip)), Daddr: remote, Sport: port(80), Dport: port(41000), Proto: 6}
+		w.acceptIn(t)
+		out := bpf.BpfnetTuple{Saddr: be32(netip.MustParseAddr(w.eps["e1"].ip)), Daddr: be32(netip.MustParseAddr(outsideAddr)),
+			Sport: port(80), Dport: port(41000), Proto: 6}
 		must(t, w.coll.NatFwd.Delete(out))
 		want := w.routed(t, "e1", outsideAddr, w.eps["e1"].ip, l4{proto: "tcp", sport: 41000, dport: 80, syn: true, seq: 8000})
 		w.redirected(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, l4{proto: "tcp", sport: 41000, dport: 8080, syn: true, seq: 8000}), want, w.eps["e1"])
@@ -594,7 +601,7 @@ func TestResetRemovesFlow(t *testing.T) {
 			if ret, _ := w.run(t, w.coll.FromContainer, e1.ifindex, synAck); ret != actRedirect {
 				t.Fatalf("e1's SYN-ACK: %d", ret)
 			}
-			left(t, w, 1, 1, 0, 1)
+			w.flowsLeft(t, 1, 1, 0, 1)
 			rst := w.from(t, "e2", gw1, l4{proto: "tcp", sport: 42000, dport: 8080, rst: true})
 			if resetter == "e1" {
 				rst = w.from(t, "e1", e2.ip, l4{proto: "tcp", sport: 80, dport: 42000, rst: true})
@@ -602,7 +609,7 @@ func TestResetRemovesFlow(t *testing.T) {
 			if ret, _ := w.run(t, w.coll.FromContainer, w.eps[resetter].ifindex, rst); ret != actRedirect {
 				t.Errorf("%s's RST not delivered (%d)", resetter, ret)
 			}
-			left(t, w, 0, 0, 0, 0)
+			w.flowsLeft(t, 0, 0, 0, 0)
 		}
 	})
 }
@@ -617,119 +624,78 @@ func TestResetRemovesFlow(t *testing.T) {
 // flow, a simultaneous close (the FINs crossed) and a FIN whose data is
 // not all acknowledged keep theirs, and time out as before.
 func TestClosedFlowRemoved(t *testing.T) {
-	remote := be32(netip.MustParseAddr(outsideAddr))
-	left := func(t *testing.T, w *world, n int) {
-		t.Helper()
-		f, r, c := w.tables(t)
-		charged := w.flowCharge(t, "e1")
-		var rc uint32
-		w.coll.RemoteFlows.Lookup(remote, &rc)
-		if n == 0 && (f+r+c != 0 || charged != 0 || rc != 0) {
-			t.Errorf("%d forward, %d reply halves, %d tracked flows, e1 charged %d, the remote %d: want nothing left", f, r, c, charged, rc)
-		}
-		if n != 0 && (f != 1 || r != 1 || c != 1) {
-			t.Errorf("%d forward, %d reply halves, %d tracked flows: want the flow kept", f, r, c)
-		}
-	}
-	// out sends a segment from e1 through both its programs; in one from
-	// the peer, which must be delivered.
-	out := func(t *testing.T, w *world, p l4) {
-		t.Helper()
-		f := w.from(t, "e1", outsideAddr, p)
-		if r1, _ := w.run(t, w.coll.FromContainer, w.eps["e1"].ifindex, f); r1 != actOK {
-			t.Fatalf("e1's %+v: from_container %d", p, r1)
-		}
-		if r2, _ := w.outbound(t, f); r2 != actUnspc {
-			t.Fatalf("e1's %+v: to_uplink %d", p, r2)
-		}
-	}
-	in := func(t *testing.T, w *world, p l4) {
-		t.Helper()
-		if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, outsideFrame(t, outsideAddr, uplinkAddr, p)); ret != actRedirect {
-			t.Fatalf("the peer's %+v not delivered (%d)", p, ret)
-		}
-	}
-	// e1 (sequence numbers from 1001) connects out to the peer (from 5001).
+	// Segments of e1's flow (e1's sequence numbers from isn + 1, the
+	// peer's from 5001), with ACK, and FIN when fin.
 	seg := func(fromE1 bool, seq, ack uint32, fin bool) l4 {
 		if fromE1 {
 			return l4{proto: "tcp", sport: 40500, dport: 80, ack: true, fin: fin, seq: seq, ackN: ack}
 		}
 		return l4{proto: "tcp", sport: 80, dport: 40500, ack: true, fin: fin, seq: seq, ackN: ack}
 	}
-	connectFrom := func(t *testing.T, isn uint32) *world {
+	connect := func(t *testing.T, isn uint32) *world {
 		w := newWorld(t, nil)
-		out(t, w, l4{proto: "tcp", sport: 40500, dport: 80, syn: true, seq: isn})
-		in(t, w, l4{proto: "tcp", sport: 80, dport: 40500, syn: true, ack: true, seq: 5000, ackN: isn + 1})
-		out(t, w, seg(true, isn+1, 5001, false))
+		w.connectOut(t, isn)
 		return w
 	}
-	connect := func(t *testing.T) *world { return connectFrom(t, 1000) }
+	kept := func(t *testing.T, w *world) { t.Helper(); w.flowsLeft(t, 1, 1, 1, 2) }
+	gone := func(t *testing.T, w *world) { t.Helper(); w.flowsLeft(t, 0, 0, 0, 0) }
 	t.Run("e1 closes first", func(t *testing.T) {
-		w := connect(t)
-		out(t, w, seg(true, 1001, 5001, true)) // e1's FIN: 6 bytes, ends at 1008
-		in(t, w, seg(false, 5001, 1008, true)) // the peer's FIN, acknowledging it
-		left(t, w, 1)
-		out(t, w, seg(true, 1008, 5007, false)) // not yet the peer's FIN (5008)
-		left(t, w, 1)
-		out(t, w, seg(true, 1008, 5008, false)) // the last ACK
-		left(t, w, 0)
+		w := connect(t, 1000)
+		w.segOut(t, seg(true, 1001, 5001, true)) // e1's FIN: 6 bytes, ends at 1008
+		w.segIn(t, seg(false, 5001, 1008, true)) // the peer's FIN, acknowledging it
+		kept(t, w)
+		w.segOut(t, seg(true, 1008, 5007, false)) // not yet the peer's FIN (5008)
+		kept(t, w)
+		w.segOut(t, seg(true, 1008, 5008, false)) // the last ACK
+		gone(t, w)
 	})
 	t.Run("an ACK from the side that closed second ends nothing", func(t *testing.T) {
 		// e1's numbers above the peer's, so that the peer's ACK of e1's
 		// FIN (9008) is numerically past the peer's own FIN (5008).
-		w := connectFrom(t, 9000)
-		out(t, w, seg(true, 9001, 5001, true))
-		in(t, w, seg(false, 5001, 9008, true))
-		in(t, w, seg(false, 5008, 9008, false)) // the peer's duplicate ACK
-		left(t, w, 1)
-		out(t, w, seg(true, 9008, 5008, false))
-		left(t, w, 0)
+		w := connect(t, 9000)
+		w.segOut(t, seg(true, 9001, 5001, true))
+		w.segIn(t, seg(false, 5001, 9008, true))
+		w.segIn(t, seg(false, 5008, 9008, false)) // the peer's duplicate ACK
+		kept(t, w)
+		w.segOut(t, seg(true, 9008, 5008, false))
+		gone(t, w)
 	})
 	t.Run("the peer closes first", func(t *testing.T) {
-		w := connect(t)
-		in(t, w, seg(false, 5001, 1001, true)) // ends at 5008
-		out(t, w, seg(true, 1001, 5008, true)) // e1's FIN, acknowledging it; ends at 1008
-		left(t, w, 1)
-		in(t, w, seg(false, 5008+1_000_000, 1008, false)) // out of the window: not believed
-		left(t, w, 1)
-		in(t, w, seg(false, 5008, 1008, false)) // the last ACK
-		left(t, w, 0)
+		w := connect(t, 1000)
+		w.segIn(t, seg(false, 5001, 1001, true)) // ends at 5008
+		w.segOut(t, seg(true, 1001, 5008, true)) // e1's FIN, acknowledging it; ends at 1008
+		kept(t, w)
+		w.segIn(t, seg(false, 5008+1_000_000, 1008, false)) // out of the window: not believed
+		kept(t, w)
+		w.segIn(t, seg(false, 5008, 1008, false)) // the last ACK
+		gone(t, w)
 	})
 	t.Run("half-closed, the data of a FIN unacknowledged, and a simultaneous close keep the flow", func(t *testing.T) {
-		w := connect(t)
-		out(t, w, seg(true, 1001, 5001, true))  // e1 closes its side
-		in(t, w, seg(false, 5001, 1008, false)) // the peer still sends
-		out(t, w, seg(true, 1008, 5007, false))
-		left(t, w, 1)
-		w = connect(t)
-		out(t, w, seg(true, 1001, 5001, true))
-		in(t, w, seg(false, 5001, 1002, true)) // acknowledges 1 of the FIN's 6 bytes
-		out(t, w, seg(true, 1002, 5008, false))
-		left(t, w, 1)
-		w = connect(t)
-		out(t, w, seg(true, 1001, 5001, true))
-		in(t, w, seg(false, 5001, 1001, true)) // sent before e1's FIN arrived
-		out(t, w, seg(true, 1008, 5008, false))
-		in(t, w, seg(false, 5008, 1008, false))
-		left(t, w, 1)
+		w := connect(t, 1000)
+		w.segOut(t, seg(true, 1001, 5001, true))  // e1 closes its side
+		w.segIn(t, seg(false, 5001, 1008, false)) // the peer still sends
+		w.segOut(t, seg(true, 1008, 5007, false))
+		kept(t, w)
+		w = connect(t, 1000)
+		w.segOut(t, seg(true, 1001, 5001, true))
+		w.segIn(t, seg(false, 5001, 1002, true)) // acknowledges 1 of the FIN's 6 bytes
+		w.segOut(t, seg(true, 1002, 5008, false))
+		kept(t, w)
+		w = connect(t, 1000)
+		w.segOut(t, seg(true, 1001, 5001, true))
+		w.segIn(t, seg(false, 5001, 1001, true)) // sent before e1's FIN arrived
+		w.segOut(t, seg(true, 1008, 5008, false))
+		w.segIn(t, seg(false, 5008, 1008, false))
+		kept(t, w)
 	})
 	t.Run("published port: the peer closes first", func(t *testing.T) {
 		w := newWorld(t, nil)
-		w.publish(t, "e1", pm("tcp", "0.0.0.0", 8080, 80), gw1)
-		in(t, w, l4{proto: "tcp", sport: 41000, dport: 8080, syn: true, seq: 7000})
-		fromE1 := func(p l4) {
-			f := w.from(t, "e1", outsideAddr, p)
-			w.run(t, w.coll.FromContainer, w.eps["e1"].ifindex, f)
-			if ret, o := w.outbound(t, f); ret != actUnspc || srcPort(o) != 8080 {
-				t.Fatalf("e1's %+v: to_uplink %d, from port %d", p, ret, srcPort(o))
-			}
-		}
-		fromE1(l4{proto: "tcp", sport: 80, dport: 41000, syn: true, ack: true, seq: 9000, ackN: 7001})
-		in(t, w, l4{proto: "tcp", sport: 41000, dport: 8080, ack: true, fin: true, seq: 7001, ackN: 9001})
-		fromE1(l4{proto: "tcp", sport: 80, dport: 41000, ack: true, fin: true, seq: 9001, ackN: 7008})
-		left(t, w, 1)
-		in(t, w, l4{proto: "tcp", sport: 41000, dport: 8080, ack: true, seq: 7008, ackN: 9008})
-		left(t, w, 0)
+		w.acceptIn(t)
+		w.segIn(t, l4{proto: "tcp", sport: 41000, dport: 8080, ack: true, fin: true, seq: 7001, ackN: 9001})
+		w.segOut(t, l4{proto: "tcp", sport: 80, dport: 41000, ack: true, fin: true, seq: 9001, ackN: 7008})
+		kept(t, w)
+		w.segIn(t, l4{proto: "tcp", sport: 41000, dport: 8080, ack: true, seq: 7008, ackN: 9008})
+		gone(t, w)
 	})
 	t.Run("IPv6: e8 closes first", func(t *testing.T) {
 		w := newWorld(t, nil)
