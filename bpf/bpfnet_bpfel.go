@@ -65,8 +65,8 @@ type BpfnetCtEntry struct {
 		Win    uint32
 		Wscale uint8
 		Pad    [3]uint8
+		FinEnd uint32
 	}
-	FinEnd uint32
 }
 
 type BpfnetCtFlag uint32
@@ -268,8 +268,8 @@ type BpfnetNatEntry struct {
 		Win    uint32
 		Wscale uint8
 		Pad    [3]uint8
+		FinEnd uint32
 	}
-	FinEnd uint32
 }
 
 type BpfnetNatEntry6 struct {
@@ -289,8 +289,8 @@ type BpfnetNatEntry6 struct {
 		Win    uint32
 		Wscale uint8
 		Pad    [3]uint8
+		FinEnd uint32
 	}
-	FinEnd uint32
 }
 
 type BpfnetNatFlag uint32

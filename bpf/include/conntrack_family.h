@@ -81,16 +81,6 @@ static __always_inline int F(own_reset)(const PKT *p)
 	return p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_RST);
 }
 
-/* remote_reset reports whether p, from the other side, is a RST the
- * container's TCP takes as the end of the flow (entry with track t and
- * flags): at exactly the sequence number it acknowledged last (RFC 5961
- * §3.2). One elsewhere in the window only draws a challenge ACK, and the
- * flow goes on; remote_flags marks it closing instead. */
-static __always_inline int F(remote_reset)(const struct tcp_track *t, __u32 flags, const PKT *p)
-{
-	return p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_RST) && (flags & CT_F_ACKED) && p->tcp_seq == t->ack;
-}
-
 /* tcp_end_seq is the sequence number after TCP segment p: its data and
  * FIN (the IP header's length, not the frame's, which may be padded). */
 static __always_inline __u32 F(tcp_end_seq)(struct __sk_buff *skb, const PKT *p)
@@ -114,34 +104,64 @@ static __always_inline __u32 F(tcp_end_seq)(struct __sk_buff *skb, const PKT *p)
 }
 
 /* closing follows the orderly close of a TCP flow (RFC 9293 §3.6) in its
- * entry's *flags and *fin_end, for segment p from the container (own) or,
+ * entry's *flags and t->fin_end, for segment p from the container (own) or,
  * once believed, from the other side. It returns 1 when p is the flow's
  * last packet: both sides have sent their FIN, the second acknowledging
  * the first, and p is the ACK of the second from the side that closed
  * first. A simultaneous close (the FINs crossed, each side's ACK still to
  * come) is never ended here: it times out as before. */
-static __always_inline int F(closing)(struct __sk_buff *skb, const PKT *p, __u32 *flags, __u32 *fin_end, int own)
+static __always_inline int F(closing)(struct __sk_buff *skb, const PKT *p, struct tcp_track *t, __u32 *flags, int own)
 {
-	if (p->proto != IPPROTO_TCP || p->frag == FRAG_LATER)
-		return 0;
 	__u32 fl = *flags;
 	__u8 tf = p->tcp_flags;
-	int acks = (tf & TCP_FLAG_ACK) && (__s32)(p->tcp_ack - *fin_end) >= 0;
+	int acks = (tf & TCP_FLAG_ACK) && (__s32)(p->tcp_ack - t->fin_end) >= 0;
 	if (!(tf & TCP_FLAG_FIN)) {
 		int second_own = (fl & CT_F_SECOND_OWN) != 0;
-		return (fl & CT_F_CLOSED) && !(tf & (TCP_FLAG_SYN | TCP_FLAG_RST)) && own != second_own && acks;
+		return (fl & CT_F_CLOSED) && !(tf & TCP_FLAG_SYN) && own != second_own && acks;
 	}
 	__u32 mine = own ? CT_F_FIN_OWN : CT_F_FIN_PEER;
 	if (!(fl & (CT_F_FIN_OWN | CT_F_FIN_PEER))) {
-		*fin_end = F(tcp_end_seq)(skb, p); /* the first FIN */
+		t->fin_end = F(tcp_end_seq)(skb, p); /* the first FIN */
 	} else if (!(fl & mine) && acks) {
 		/* The second FIN, acknowledging the first: only its own ACK is
 		 * left to pass. */
-		*fin_end = F(tcp_end_seq)(skb, p);
+		t->fin_end = F(tcp_end_seq)(skb, p);
 		fl |= CT_F_CLOSED | (own ? CT_F_SECOND_OWN : 0);
 	}
 	*flags = fl | mine;
 	return 0;
+}
+
+/* tcp_ends reports whether segment p, from the container (own) or the
+ * other side, ends a TCP flow whose entry has the container's track t
+ * and *flags (which it updates as the flow closes): a RST the container
+ * sends (its socket is gone), a RST from the other side at exactly the
+ * sequence number the container acknowledged last (the one its TCP
+ * accepts, RFC 5961 §3.2; one elsewhere in the window only draws a
+ * challenge ACK), or the last ACK of an orderly close (closing). The other
+ * side's segments count only inside the container's window. A global
+ * function, which the verifier checks once (its pointers may be NULL to
+ * it): inlined, or a static function, it is checked at every table update
+ * with the caller's states, and took from_uplink over
+ * TestVerifierHeadroom's budget. */
+__noinline int F(tcp_ends)(struct __sk_buff *skb, const PKT *p, struct tcp_track *t, __u32 *flags, int own)
+{
+	if (!skb || !p || !t || !flags || p->frag == FRAG_LATER)
+		return 0;
+	if (!own && !F(remote_close_ok)(t, *flags, p))
+		return 0;
+	if (p->tcp_flags & TCP_FLAG_RST)
+		return own || p->tcp_seq == t->ack;
+	return F(closing)(skb, p, t, flags, own);
+}
+
+/* flow_ends is tcp_ends, called only for the segments that can end a flow
+ * (a FIN, a RST, or any once both FINs are in): made for every segment,
+ * the call cost the translation paths about 20 ns (TestProgramCost). */
+static __always_inline int F(flow_ends)(struct __sk_buff *skb, const PKT *p, struct tcp_track *t, __u32 *flags, int own)
+{
+	return p->proto == IPPROTO_TCP && ((p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) || (*flags & CT_F_CLOSED)) &&
+	       F(tcp_ends)(skb, p, t, flags, own);
 }
 
 /* remote_flags are the close flags of a packet from the other side that
@@ -181,13 +201,6 @@ static __always_inline __u32 F(ct_outbound)(struct __sk_buff *skb, const PKT *p,
 		.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
 	__u64 now = clock_ns();
 	struct ct_entry *e = bpf_map_lookup_elem(&CT_MAP, &k);
-	if (F(own_reset)(p)) {
-		/* A reset flow holds nothing: its entry and charge go now, not
-		 * after the RST timeout, and a RST records nothing. */
-		if (e)
-			F(ct_delete)(&k, e->slot);
-		return PASS;
-	}
 	if (e) {
 		/* An expired entry (not yet collected) whose flow comes back, or
 		 * a new SYN on the same ports: the flow starts over in place. */
@@ -195,8 +208,10 @@ static __always_inline __u32 F(ct_outbound)(struct __sk_buff *skb, const PKT *p,
 			e->created = now;
 			e->flags = 0;
 		}
-		if (F(closing)(skb, p, &e->flags, &e->fin_end, 1)) {
-			F(ct_delete)(&k, e->slot); /* closed both ways: so is the entry */
+		if (F(flow_ends)(skb, p, &e->tcp, &e->flags, 1)) {
+			/* A flow that is over holds nothing: its entry and charge
+			 * go now, not after a timeout. */
+			F(ct_delete)(&k, e->slot);
 			return PASS;
 		}
 		e->last_seen = now;
@@ -205,7 +220,7 @@ static __always_inline __u32 F(ct_outbound)(struct __sk_buff *skb, const PKT *p,
 		return PASS;
 	}
 	if (F(tcp_close_flags)(p))
-		return PASS; /* a FIN of a flow that is gone starts none */
+		return PASS; /* a FIN or RST of a flow that is gone starts none */
 	if (charge(slot) < 0)
 		return REASON_FLOW_LIMIT;
 	struct ct_entry n = {.created = now, .last_seen = now, .slot = slot};
@@ -234,8 +249,8 @@ static __always_inline struct ct_entry *F(ct_lookup)(TUPLE *k, __u64 now)
 /* ct_reply reports whether a packet from the outside to a container is a
  * reply to a tracked flow, or an ICMP error about one sent to the flow's
  * own container; replies refresh the entry, and close it only when
- * believed (remote_flags). A reset the container takes (remote_reset), or
- * the last ACK of an orderly close (closing), removes the entry. */
+ * believed (remote_flags). A segment that ends the flow (flow_ends)
+ * removes the entry. */
 static __always_inline int F(ct_reply)(struct __sk_buff *skb, const PKT *p, __u64 now)
 {
 	TUPLE k = {.proto = p->proto};
@@ -265,8 +280,7 @@ static __always_inline int F(ct_reply)(struct __sk_buff *skb, const PKT *p, __u6
 	struct ct_entry *e = F(ct_lookup)(&k, now);
 	if (!e)
 		return 0;
-	if (F(remote_reset)(&e->tcp, e->flags, p) ||
-	    (F(remote_close_ok)(&e->tcp, e->flags, p) && F(closing)(skb, p, &e->flags, &e->fin_end, 0))) {
+	if (F(flow_ends)(skb, p, &e->tcp, &e->flags, 0)) {
 		F(ct_delete)(&k, e->slot);
 		return 1;
 	}

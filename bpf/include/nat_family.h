@@ -77,8 +77,8 @@ static __always_inline int F(nat_pair_delete)(const TUPLE *k, const NAT *f)
 }
 
 /* nat_reset removes the pair with forward key k, if there is one: its
- * flow was reset (own_reset, remote_reset), and a reset flow holds no
- * port and no charge. */
+ * flow is over (flow_ends), and such a flow holds no port and no
+ * charge. */
 static __always_inline void F(nat_reset)(const TUPLE *k)
 {
 	NAT *f = bpf_map_lookup_elem(&FWD_MAP, k);
@@ -91,8 +91,7 @@ static __always_inline void F(nat_reset)(const TUPLE *k)
  * starts over in place, the container's TCP window and close are tracked,
  * and a reply half gone missing is re-created. It returns -1 when the
  * reply tuple now belongs to another flow (the forward half is stale), 1
- * when p is the flow's last packet (closing): the caller removes the pair
- * once p is translated. */
+ * when p ends the flow (flow_ends): the caller removes the pair. */
 static __always_inline int F(nat_refresh)(struct __sk_buff *skb, const TUPLE *k, NAT *f, const PKT *p,
 				       __u32 extra, __u64 now)
 {
@@ -104,7 +103,7 @@ static __always_inline int F(nat_refresh)(struct __sk_buff *skb, const TUPLE *k,
 		f->created = now;
 		f->flags &= ~(__u32)0xffff;
 	}
-	int last = F(closing)(skb, p, &f->flags, &f->fin_end, 1);
+	int last = F(flow_ends)(skb, p, &f->tcp, &f->flags, 1);
 	f->last_seen = now;
 	f->flags |= F(tcp_close_flags)(p) | extra;
 	F(tcp_track_local)(skb, &f->tcp, &f->flags, p);

@@ -239,12 +239,15 @@ static __noinline int F(hairpin_reply)(struct __sk_buff *skb, const struct endpo
 	TUPLE k = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
 	NAT *f = bpf_map_lookup_elem(&FWD_MAP, &k);
 	__u64 now = clock_ns();
-	if (!f || !(f->flags & NAT_F_LOCAL) || !F(nat_live)(&k, f, now) || F(nat_refresh)(skb, &k, f, p, CT_F_REPLIED, now) < 0)
+	if (!f || !(f->flags & NAT_F_LOCAL) || !F(nat_live)(&k, f, now))
+		return -1;
+	int last = F(nat_refresh)(skb, &k, f, p, CT_F_REPLIED, now);
+	if (last < 0)
 		return -1;
 	ADDR addr = f->addr;
 	__be16 port = f->port;
 	__u32 to = f->ifindex, self = f->flags & NAT_F_SELF;
-	if (F(own_reset)(p))
+	if (last)
 		F(nat_pair_delete)(&k, f); /* the endpoint reset it */
 	if (F(rewrite)(skb, p, 0, addr, port) < 0)
 		return TC_ACT_SHOT;

@@ -288,6 +288,7 @@ struct tcp_track {
 	__u32 win;    /* the window it advertised with it, scaled */
 	__u8 wscale;  /* its window scale (RFC 7323), from its SYN */
 	__u8 pad[3];
+	__u32 fin_end; /* as the flow closes: where the FIN awaiting its ACK ends (closing) */
 };
 
 /* nat_fwd and nat_rev value: the other side of a translation (nat_fwd: the
@@ -306,7 +307,6 @@ struct nat_entry {
 	__u32 slot;    /* endpoint charged for the pair (0: none) */
 	__be32 remote; /* remote source charged for the pair (0: none) */
 	struct tcp_track tcp;
-	__u32 fin_end; /* TCP close: where the FIN awaiting its ACK ends (closing, conntrack_family.h) */
 };
 
 /* nat_entry for IPv6: the value of nat_fwd6 and nat_rev6. */
@@ -321,7 +321,6 @@ struct nat_entry6 {
 	__u32 slot;
 	struct in6_key remote;
 	struct tcp_track tcp;
-	__u32 fin_end;
 };
 
 /* frags and peers for IPv6 (frags6, peers6): the same with 128-bit
@@ -390,7 +389,6 @@ struct ct_entry {
 	__u32 flags;     /* enum ct_flag */
 	__u32 slot;      /* endpoint charged for the entry (0: none) */
 	struct tcp_track tcp;
-	__u32 fin_end;   /* TCP close: where the FIN awaiting its ACK ends (closing) */
 };
 
 /* gc_args value: what the maintenance program does on its next run. */

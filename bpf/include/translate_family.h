@@ -83,20 +83,19 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 n
 		 * or the last ACK of an orderly close, removes the pair once it
 		 * is translated. */
 		close = F(remote_flags)(&f->tcp, f->flags, p);
-		end = F(remote_reset)(&f->tcp, f->flags, p) ||
-			(F(remote_close_ok)(&f->tcp, f->flags, p) && F(closing)(skb, p, &f->flags, &f->fin_end, 0));
+		end = F(flow_ends)(skb, p, &f->tcp, &f->flags, 0);
 		f->last_seen = now;
 		f->flags |= replied | close;
 	}
 	e->last_seen = now;
 	e->flags |= replied | close;
+	if (end)
+		F(nat_pair_delete)(&k, f); /* addr and port are copied */
 	if (F(rewrite)(skb, p, 1, addr, port) < 0)
 		return -1;
 	if (p->frag == FRAG_FIRST)
 		F(frag_first)(p, ADDR_NONE, addr, now);
 	F(peer_replied)(p->saddr, p->daddr, addr, p->proto, now);
-	if (end)
-		F(nat_pair_delete)(&k, f);
 	p->daddr = addr;
 	p->dport = port;
 	if (p->proto == ICMP_PROTO)
@@ -146,6 +145,8 @@ static __always_inline __u32 F(translate)(struct __sk_buff *skb, PKT *p, const s
 			return REASON_UNSOLICITED;
 		addr = f->addr;
 		port = f->port;
+		if (last)
+			F(nat_pair_delete)(&k, f); /* its last packet, translated below */
 		goto out;
 	}
 	if (!masq)
@@ -162,6 +163,8 @@ static __always_inline __u32 F(translate)(struct __sk_buff *skb, PKT *p, const s
 	}
 	if (f) {
 		port = f->port;
+		if (last)
+			F(nat_pair_delete)(&k, f); /* its last packet, translated below */
 	} else if (F(tcp_close_flags)(p)) {
 		/* A FIN or RST of no flow (one reset or collected already) starts
 		 * nothing, and leaves with no translation: never untranslated. */
@@ -175,8 +178,6 @@ static __always_inline __u32 F(translate)(struct __sk_buff *skb, PKT *p, const s
 out:
 	if (F(rewrite)(skb, p, 0, addr, port) < 0)
 		return REASON_MALFORMED;
-	if (last || F(own_reset)(p))
-		F(nat_reset)(&k);
 	if (p->frag == FRAG_FIRST)
 		F(frag_first)(p, addr, ADDR_NONE, now);
 	return PASS;
