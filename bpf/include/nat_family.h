@@ -77,8 +77,7 @@ static __always_inline int F(nat_pair_delete)(const TUPLE *k, const NAT *f)
 }
 
 /* nat_reset removes the pair with forward key k, if there is one: its
- * flow is over (flow_ends), and such a flow holds no port and no
- * charge. */
+ * flow is over, and such a flow holds no port and no charge. */
 static __always_inline void F(nat_reset)(const TUPLE *k)
 {
 	NAT *f = bpf_map_lookup_elem(&FWD_MAP, k);

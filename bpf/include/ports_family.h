@@ -34,6 +34,19 @@ struct {
 	__type(value, struct F(dnat_work));
 } F(dnat_scratch) SEC(".maps");
 
+/* dnat_reply_tuple sets out to the endpoint's replies on a connection
+ * from p's sender to published port b, sent to peer: the key of the
+ * connection's forward half. */
+static __always_inline void F(dnat_reply_tuple)(TUPLE *out, const PKT *p, const BACKEND *b, ADDR peer)
+{
+	__builtin_memset(out, 0, sizeof(*out));
+	out->saddr = b->addr;
+	out->daddr = peer;
+	out->sport = b->port;
+	out->dport = p->sport;
+	out->proto = p->proto;
+}
+
 /* dnat_open records a connection from p's sender to a published port:
  * the endpoint's replies will go to peer (the sender, or the gateway for
  * NAT_F_SELF), delivered to peer_ifindex for NAT_F_LOCAL. It is charged to
@@ -54,15 +67,8 @@ static __always_inline __u32 F(dnat_open)(const PKT *p, const BACKEND *b, ADDR p
 	in->sport = p->sport;
 	in->dport = p->dport;
 	in->proto = p->proto;
-	out->saddr = b->addr;
-	out->daddr = peer;
-	out->sport = b->port;
-	out->dport = p->sport;
-	out->proto = p->proto;
-	/* An earlier connection on the same ports is over. */
-	NAT *old = bpf_map_lookup_elem(&FWD_MAP, out);
-	if (old)
-		F(nat_pair_delete)(out, old);
+	F(dnat_reply_tuple)(out, p, b, peer);
+	F(nat_reset)(out); /* an earlier connection on the same ports is over */
 	if (charge(slot) < 0)
 		return REASON_FLOW_LIMIT;
 	if (ADDR_SET(remote) && charge_remote(&REMOTE_MAP, &remote) < 0) {
@@ -201,16 +207,9 @@ static __noinline int F(hairpin)(struct __sk_buff *skb, __u32 ifindex, const str
 		flags |= NAT_F_SELF;
 	ADDR peer = (flags & NAT_F_SELF) ? gateway : p->saddr;
 	if (open && F(own_reset)(p)) {
-		/* The client reset it: the pair goes (its forward key is the
-		 * endpoint's reply tuple, as dnat_open made it). */
-		TUPLE *out = &w->out;
-		__builtin_memset(out, 0, sizeof(*out));
-		out->saddr = addr;
-		out->daddr = peer;
-		out->sport = port;
-		out->dport = p->sport;
-		out->proto = p->proto;
-		F(nat_reset)(out);
+		/* The client reset it: the pair goes. */
+		F(dnat_reply_tuple)(&w->out, p, b, peer);
+		F(nat_reset)(&w->out);
 	} else if (open) {
 		e->last_seen = now;
 		e->flags |= F(tcp_close_flags)(p);

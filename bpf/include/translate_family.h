@@ -159,7 +159,6 @@ static __always_inline __u32 F(translate)(struct __sk_buff *skb, PKT *p, const s
 	if (f && (!ADDR_EQ(f->addr, addr) || (f->flags & NAT_F_DNAT) || (last = F(nat_refresh)(skb, &k, f, p, 0, now)) < 0)) {
 		F(nat_pair_delete)(&k, f);
 		f = 0;
-		last = 0;
 	}
 	if (f) {
 		port = f->port;
