@@ -228,6 +228,12 @@ func (e *Enforcer) EndpointAdded(ctx context.Context, v network.View, ep *networ
 	return e.policy.addEndpoint(v, ep)
 }
 
+// Preattach implements network.Preattacher.
+func (e *Enforcer) Preattach(name string) (bool, error) { return e.policy.preattach(name) }
+
+// Unattach implements network.Preattacher.
+func (e *Enforcer) Unattach(name string) error { return e.policy.unattach(name) }
+
 // EndpointPortsChanged implements network.Enforcer: the old ports' entries
 // go, the new ones come (connections to a removed port expire with their
 // translations).

@@ -263,6 +263,40 @@ func (p *policy) addEndpoint(v network.View, ep *network.Endpoint) error {
 	return errors.Join(p.attach(ifc, loader.Ingress, p.coll.FromContainer), p.attach(ifc, loader.Egress, p.coll.ToContainer))
 }
 
+// preattach attaches the endpoint programs to the host side of a spare
+// veth pair (network.Preattacher): an endpoint that takes it later finds
+// its links pinned and only has their programs replaced, which waits for
+// nothing. It reports false, attaching nothing, where the attachments are
+// legacy tc filters: those wait for nothing either.
+func (p *policy) preattach(name string) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ifc, err := ifaceOf(name)
+	if err != nil {
+		return false, err
+	}
+	mode, err := p.att.Attach(ifc, loader.Ingress, p.coll.FromContainer)
+	if err == nil && mode == loader.ModeTCX {
+		_, err = p.att.Attach(ifc, loader.Egress, p.coll.ToContainer)
+		if err == nil {
+			return true, nil
+		}
+	}
+	return false, errors.Join(err, p.att.Detach(ifc, loader.Ingress), p.att.Detach(ifc, loader.Egress))
+}
+
+// unattach removes what preattach attached to a spare that is deleted
+// unused.
+func (p *policy) unattach(name string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ifc := loader.Iface{Name: name}
+	if l, err := netlink.LinkByName(name); err == nil {
+		ifc.Index = l.Attrs().Index
+	}
+	return errors.Join(p.att.Detach(ifc, loader.Ingress), p.att.Detach(ifc, loader.Egress))
+}
+
 // forgetEndpoint deletes an endpoint's published ports and map entries: its
 // programs drop everything from then on (no_endpoint). It reports whether
 // the endpoint was known.

@@ -22,7 +22,12 @@ var poolCost = flag.Bool("poolcost", false, "run TestPoolCost (issue 16: what a 
 // container's namespace, then the host side's two TCX attachments, and
 // (b) the pooled path: a pair created and attached beforehand, the clock
 // running only for moving the peer into the namespace, renaming it and
-// setting it up. Run: go test ./loader -run TestPoolCost -poolcost -v
+// setting it up; and the same two for a hand-off endpoint (Docker's
+// driver), whose peer the engine moves itself: (c) the pair made in the
+// host's namespace, then the attachments, and (d) a pair made and
+// attached beforehand, the clock running for renaming the peer and
+// attaching again (the pinned links' programs replaced), as a spare is
+// taken (network/spares.go). Run: go test ./loader -run TestPoolCost -poolcost -v
 func TestPoolCost(t *testing.T) {
 	if !*poolCost {
 		t.Skip("run with -poolcost")
@@ -59,7 +64,7 @@ func TestPoolCost(t *testing.T) {
 		return err
 	}
 	const n = 30
-	var today, attaches, pooled, moves []time.Duration
+	var today, attaches, pooled, moves, handOff, handOffPooled []time.Duration
 	err = host.Do(func() error {
 		for i := range n {
 			// (a) today's path.
@@ -105,6 +110,42 @@ func TestPoolCost(t *testing.T) {
 				return err
 			}
 			pooled = append(pooled, time.Since(start))
+
+			// (c) a hand-off endpoint (Docker's driver: the engine moves
+			// the peer itself, after Join): the pair made in the host's
+			// namespace, then the host side's two attachments.
+			start = time.Now()
+			h := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("vc%d", i)}, PeerName: fmt.Sprintf("hc%d", i)}
+			if err := netlink.LinkAdd(h); err != nil {
+				return err
+			}
+			if err := attach(h.Name); err != nil {
+				return err
+			}
+			handOff = append(handOff, time.Since(start))
+
+			// (d) the same from a pool: made and attached beforehand; the
+			// clock runs for renaming the peer and attaching again (the
+			// pinned links' programs replaced).
+			q := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("vd%d", i)}, PeerName: fmt.Sprintf("pd%d", i)}
+			if err := netlink.LinkAdd(q); err != nil {
+				return err
+			}
+			if err := attach(q.Name); err != nil {
+				return err
+			}
+			start = time.Now()
+			qp, err := netlink.LinkByName(q.PeerName)
+			if err != nil {
+				return err
+			}
+			if err := netlink.LinkSetName(qp, fmt.Sprintf("hd%d", i)); err != nil {
+				return err
+			}
+			if err := attach(q.Name); err != nil {
+				return err
+			}
+			handOffPooled = append(handOffPooled, time.Since(start))
 		}
 		return nil
 	})
@@ -114,10 +155,12 @@ func TestPoolCost(t *testing.T) {
 	med := func(d []time.Duration) time.Duration { s := slices.Clone(d); slices.Sort(s); return s[len(s)/2] }
 	t.Logf("median of %d interleaved: today's create+attach %v (of which the two TCX attachments %v), pooled hand-over %v (of which the move to the namespace %v): %.1f× less with a pool",
 		n, med(today), med(attaches), med(pooled), med(moves), float64(med(today))/float64(med(pooled)))
+	t.Logf("hand-off endpoints (the engine moves the peer): today's create+attach %v, pooled rename+re-attach %v: %.1f× less with a pool",
+		med(handOff), med(handOffPooled), float64(med(handOff))/float64(med(handOffPooled)))
 	// Detach before the namespaces go, so no pin outlives the test.
 	host.Do(func() error {
 		for i := range n {
-			for _, name := range []string{fmt.Sprintf("va%d", i), fmt.Sprintf("vb%d", i)} {
+			for _, name := range []string{fmt.Sprintf("va%d", i), fmt.Sprintf("vb%d", i), fmt.Sprintf("vc%d", i), fmt.Sprintf("vd%d", i)} {
 				if l, err := netlink.LinkByName(name); err == nil {
 					ifc := Iface{Name: name, Index: l.Attrs().Index}
 					a.Detach(ifc, Ingress)

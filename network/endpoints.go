@@ -110,13 +110,25 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req api.CreateEndpointRequ
 	if ep.MAC == "" {
 		ep.MAC = MACFromIP(ep.IP).String()
 	}
+	spare := m.takeSpare(req.HandOff)
+	if spare != "" {
+		ep.HostIf = spare
+	}
 	err = apply(
 		step{do: func() error {
 			if err := m.host.CreateEndpoint(n, ep); err != nil {
+				if spare != "" {
+					m.dropSpare(spare, ep)
+				}
 				return invalid(err)
 			}
 			return nil
-		}, undo: func() { m.logFailure("undo veth", ep.HostIf, m.host.DeleteEndpoint(ep)) }},
+		}, undo: func() {
+			if spare != "" {
+				m.logFailure("detach spare veth", spare, m.enf.(Preattacher).Unattach(spare))
+			}
+			m.logFailure("undo veth", ep.HostIf, m.host.DeleteEndpoint(ep))
+		}},
 		step{do: func() error {
 			fault.Point("endpoint-veth")
 			m.st.Endpoints = append(m.st.Endpoints, ep)

@@ -66,6 +66,21 @@ type IPv6Enforcer interface {
 	EnforcesIPv6() bool
 }
 
+// Preattacher is an enforcer whose endpoint attachments wait for the
+// kernel (TCX: an RCU grace period each, under the RTNL lock) and that can
+// make them before an endpoint exists, on the host side of a spare veth
+// pair (spares.go).
+type Preattacher interface {
+	// Preattach attaches the endpoint programs to interface name, which
+	// no endpoint holds yet. It reports false, leaving nothing attached,
+	// when attaching costs no wait (legacy tc): a spare is not worth
+	// keeping then.
+	Preattach(name string) (bool, error)
+	// Unattach removes what Preattach attached (the spare is deleted
+	// unused).
+	Unattach(name string) error
+}
+
 // Runner is an enforcer with background work once the state is applied
 // (watching addresses, collecting expired entries): Run starts it, and it
 // stops when ctx ends.

@@ -25,6 +25,9 @@ type Host interface {
 	// ep.NetNS as ep.IfName and configures MAC, address and routes. It fills
 	// ep.HostIf (when empty) and ep.DefaultRoute. On error nothing is left.
 	// The host side is left down, so nothing flows before EndpointUp.
+	// A hand-off endpoint (ep.HandedOff) whose ep.HostIf names a spare
+	// (CreateSpare) takes that pair instead of making one; a spare that
+	// cannot be taken is left for the caller to delete.
 	CreateEndpoint(n *Network, ep *Endpoint) error
 	// EndpointUp sets the host side up, once the enforcer's policy for the
 	// endpoint is in place.
@@ -40,6 +43,12 @@ type Host interface {
 	// side with its MAC, address and routes (CNI's CHECK).
 	CheckEndpoint(n *Network, ep *Endpoint) error
 	DeleteEndpoint(ep *Endpoint) error
+	// CreateSpare makes a veth pair for a hand-off endpoint to come: both
+	// sides in the daemon's namespace, down, on no bridge, marked as a
+	// spare. It returns the host side's name.
+	CreateSpare() (string, error)
+	// DeleteSpare deletes a spare no endpoint took.
+	DeleteSpare(name string) error
 	// OwnedLinks lists interfaces bpfnet created (marked by their alias),
 	// by name, with the id of the network or endpoint they belong to.
 	OwnedLinks() ([]OwnedLink, error)
@@ -59,6 +68,6 @@ type Host interface {
 // OwnedLink is an interface created by bpfnet.
 type OwnedLink struct {
 	Name string
-	Kind string // "net" for bridges, "ep" for host-side veths
+	Kind string // "net" for bridges, "ep" for host-side veths, "spare" for spares
 	ID   string // network or endpoint id
 }

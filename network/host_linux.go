@@ -372,11 +372,81 @@ func endpointMAC(ep *Endpoint) (net.HardwareAddr, error) {
 // the caller to move into the container and configure (Docker's engine
 // does both after Join, from what the driver answered).
 func (NetlinkHost) createHandOff(n *Network, ep *Endpoint) error {
+	if l, err := netlink.LinkByName(ep.HostIf); err == nil && l.Attrs().Alias == spareAlias(ep.HostIf) {
+		return takeSpare(n, ep, l)
+	}
 	veth, err := addVeth(n, ep, nil)
 	if err != nil {
 		return err
 	}
 	ep.MAC, ep.DefaultRoute = veth.PeerHardwareAddr.String(), false
+	return nil
+}
+
+// spareAlias marks a spare veth pair's host side (name).
+func spareAlias(name string) string { return aliasPrefix + "spare/" + name }
+
+// sparePeer is the name of a spare's container side while it waits.
+func sparePeer(host string) string { return "bps" + strings.TrimPrefix(host, "veth") }
+
+// CreateSpare implements Host: host side "veth" + 7 hex characters, as
+// any endpoint's, and its peer "bps" + the same 7.
+func (NetlinkHost) CreateSpare() (string, error) {
+	name := randomVethName()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: sparePeer(name)}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return "", fmt.Errorf("create spare veth %s: %w", name, err)
+	}
+	if err := netlink.LinkSetAlias(veth, spareAlias(name)); err != nil {
+		return "", errors.Join(fmt.Errorf("mark %s: %w", name, err), netlink.LinkDel(veth))
+	}
+	return name, nil
+}
+
+// DeleteSpare implements Host.
+func (h NetlinkHost) DeleteSpare(name string) error {
+	return h.deleteOwned(name, spareAlias(name))
+}
+
+// takeSpare makes spare host (its programs attached already) endpoint
+// ep's pair, as createHandOff would have made it: the container side
+// renamed to ep.IfName with its MAC, both sides with the network's MTU,
+// the host side marked as the endpoint's and on the bridge. On error the
+// caller deletes the spare (its programs first).
+func takeSpare(n *Network, ep *Endpoint, host netlink.Link) error {
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return fmt.Errorf("look up bridge %s: %w", n.Bridge, err)
+	}
+	mac, err := endpointMAC(ep)
+	if err != nil {
+		return err
+	}
+	peer, err := netlink.LinkByName(sparePeer(ep.HostIf))
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", sparePeer(ep.HostIf), err)
+	}
+	if err := netlink.LinkSetName(peer, ep.IfName); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("name %s's peer %s: an interface %s already exists: %w", ep.HostIf, ep.IfName, ep.IfName, err)
+		}
+		return fmt.Errorf("name %s's peer %s: %w", ep.HostIf, ep.IfName, err)
+	}
+	if err := netlink.LinkSetHardwareAddr(peer, mac); err != nil {
+		return fmt.Errorf("set the MAC of %s: %w", ep.IfName, err)
+	}
+	for _, l := range []netlink.Link{host, peer} {
+		if n.MTU == 0 || l.Attrs().MTU == n.MTU {
+			continue
+		}
+		if err := netlink.LinkSetMTU(l, n.MTU); err != nil {
+			return fmt.Errorf("set the MTU of %s: %w", l.Attrs().Name, err)
+		}
+	}
+	if err := attachHostSide(n, ep, br); err != nil {
+		return err
+	}
+	ep.MAC, ep.DefaultRoute = mac.String(), false
 	return nil
 }
 

@@ -26,6 +26,9 @@ type Manager struct {
 	st    *state
 	// released counts endpoints released because their veth disappeared.
 	released atomic.Uint64
+	// spare holds the veth pairs made ahead for hand-off endpoints
+	// (spares.go).
+	spare spares
 }
 
 // DefaultNetworkConfig describes the daemon's default network ("bridge").

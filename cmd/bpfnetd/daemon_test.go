@@ -131,6 +131,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--nat-ports=1000"}, "invalid --nat-ports"},
 		{[]string{"--nat-ports=1-70000"}, "invalid --nat-ports"},
 		{[]string{"--log-format=xml"}, "invalid --log-format"},
+		{[]string{"--spare-veths=-1"}, "invalid --spare-veths"},
+		{[]string{"--spare-veths=65"}, "invalid --spare-veths"},
 		{[]string{"--check", "--cleanup"}, "exclude each other"},
 		{[]string{"stray"}, "unexpected argument"},
 	} {

@@ -92,6 +92,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 			return fmt.Errorf("docker plugin socket: %w", err)
 		}
 		defer pl.Close()
+		// Spare veth pairs for the driver's endpoints; deferred after
+		// sel.close, so they go while their programs are still loaded.
+		sctx, stop := context.WithCancel(ctx)
+		spared := mgr.KeepSpares(sctx, cfg.SpareVeths)
+		defer func() { stop(); <-spared }()
 		go func() {
 			// At a stop the listener may close before Serve sees ctx end.
 			if err := dockerdriver.New(log, mgr).Serve(ctx, pl); err != nil && ctx.Err() == nil {

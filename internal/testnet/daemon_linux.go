@@ -327,6 +327,10 @@ func (d *Daemon) Stop() {
 		d.t.Errorf("bpfnetd did not stop on SIGTERM\n%s", d.log)
 	}
 	d.cmd = nil
+	// A daemon that stops deletes the spare veth pairs it kept.
+	if out, err := d.NS.Run("ip", "-o", "link", "show"); err == nil && strings.Contains(out, "bpfnet/spare/") {
+		d.t.Errorf("spare veth pairs left by a stopped bpfnetd:\n%s", out)
+	}
 }
 
 // WaitExit waits until the daemon exits on its own (it was made to crash)

@@ -32,15 +32,26 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 var (
 	counters  = regexp.MustCompile(`\[\d+:\d+\]`)
 	linkState = regexp.MustCompile(`<[^>]*>| state [A-Z]+|^\d+: |@if\d+|link/ether \S+`)
+	spareLink = regexp.MustCompile(`^\d+: (veth[0-9a-f]{7}@bps|bps[0-9a-f]{7}@veth)[0-9a-f]{7}: `)
 )
+
+// SpareLink reports whether a line of `ip -o link` is either side of a
+// spare veth pair (bpfnetd --spare-veths).
+func SpareLink(line string) bool { return spareLink.MatchString(line) }
 
 // HostState is what a daemon owns in a namespace: interfaces (without
 // ifindexes and operational state), IPv4 addresses, and iptables rules,
-// for "nothing changed" and "as before" checks.
+// for "nothing changed" and "as before" checks. Spare veth pairs
+// (bpfnetd --spare-veths) are left out: they are the running daemon's
+// stock, taken by endpoints and made again as they come and go; a stopped
+// daemon leaves none (Daemon.Stop checks).
 func HostState(t testing.TB, ns *NS) string {
 	t.Helper()
 	var lines []string
 	for _, l := range strings.Split(ns.MustRun(t, "ip", "-o", "link", "show"), "\n") {
+		if SpareLink(l) {
+			continue
+		}
 		lines = append(lines, linkState.ReplaceAllString(l, ""))
 	}
 	for _, family := range []string{"-4", "-6"} {

@@ -6,6 +6,8 @@ package networktest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -43,7 +45,8 @@ func (c *Calls) Reset() {
 
 // Host implements network.Host in memory: bridges, veths (with their up
 // state), routes and addresses. Its calls go to Calls: "bridge+ NET",
-// "bridge- NET", "veth+ EP", "up EP", "down EP", "veth- EP".
+// "bridge- NET", "veth+ EP", "up EP", "down EP", "veth- EP", and for
+// spares "spare+ NAME", "spare- NAME", "spare-taken EP".
 type Host struct {
 	Calls *Calls
 	// Routed and Addrs are the host's routes and addresses.
@@ -53,11 +56,13 @@ type Host struct {
 	mu      sync.Mutex
 	bridges map[string]bool
 	veths   map[string]bool // host-side name → up
+	spares  map[string]bool
+	nSpares int
 }
 
 // NewHost returns an empty host recording into calls.
 func NewHost(calls *Calls) *Host {
-	return &Host{Calls: calls, bridges: map[string]bool{}, veths: map[string]bool{}}
+	return &Host{Calls: calls, bridges: map[string]bool{}, veths: map[string]bool{}, spares: map[string]bool{}}
 }
 
 // Bridges returns the bridges that exist.
@@ -106,11 +111,46 @@ func (h *Host) DeleteBridge(n *network.Network) error {
 }
 
 func (h *Host) CreateEndpoint(n *network.Network, ep *network.Endpoint) error {
+	h.mu.Lock()
+	spare := h.spares[ep.HostIf]
+	delete(h.spares, ep.HostIf)
+	h.mu.Unlock()
+	if spare {
+		h.set(h.veths, ep.HostIf, false, "spare-taken "+ep.Name)
+		return nil
+	}
 	if ep.HostIf == "" {
 		ep.HostIf = "veth" + ep.ID[:7]
 	}
 	h.set(h.veths, ep.HostIf, false, "veth+ "+ep.Name)
 	return nil
+}
+
+// CreateSpare implements network.Host: "spare+ NAME".
+func (h *Host) CreateSpare() (string, error) {
+	h.mu.Lock()
+	h.nSpares++
+	name := fmt.Sprintf("vspare%d", h.nSpares)
+	h.spares[name] = true
+	h.mu.Unlock()
+	h.Calls.add("spare+ " + name)
+	return name, nil
+}
+
+// DeleteSpare implements network.Host: "spare- NAME".
+func (h *Host) DeleteSpare(name string) error {
+	h.mu.Lock()
+	delete(h.spares, name)
+	h.mu.Unlock()
+	h.Calls.add("spare- " + name)
+	return nil
+}
+
+// Spares returns the spares waiting, by name.
+func (h *Host) Spares() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Sorted(maps.Keys(h.spares))
 }
 
 func (h *Host) EndpointUp(ep *network.Endpoint) error {
@@ -200,6 +240,18 @@ func (e *Enforcer) EndpointPortsChanged(ctx context.Context, v network.View, ep 
 func (e *Enforcer) Cleanup(ctx context.Context) error { return e.do("cleanup", "") }
 func (e *Enforcer) Limits() (int, int)                { return e.MaxNetworks, e.MaxEndpoints }
 func (e *Enforcer) EnforcesIPv6() bool                { return e.IPv6 }
+
+// PreattachingEnforcer is an Enforcer that implements
+// network.Preattacher: "preattach NAME", "unattach NAME".
+type PreattachingEnforcer struct{ Enforcer }
+
+func (e *PreattachingEnforcer) Preattach(name string) (bool, error) {
+	if err := e.do("preattach", name); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+func (e *PreattachingEnforcer) Unattach(name string) error { return e.do("unattach", name) }
 
 // Observable is an Enforcer with the abilities a datapath may offer for
 // observing it, answering with what its fields hold.
