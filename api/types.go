@@ -300,6 +300,11 @@ type Status struct {
 	// EndpointsReleased counts endpoints released because their interface
 	// disappeared (their container's network namespace was deleted).
 	EndpointsReleased uint64 `json:"EndpointsReleased"`
+	// SpareVeths is how many veth pairs wait, programs attached, for the
+	// Docker driver's next endpoints (bpfnetd --spare-veths), and
+	// SparesTaken how many endpoints took one since the daemon started.
+	SpareVeths  int    `json:"SpareVeths"`
+	SparesTaken uint64 `json:"SparesTaken"`
 }
 
 // Attachment is one eBPF program on an interface hook; Mode is empty when

@@ -200,6 +200,9 @@ func TestSpareVeths(t *testing.T) {
 	}
 
 	left := waitSpares(4)
+	if st, err := d.Client.Status(context.Background()); err != nil || st.SpareVeths != 4 || st.SparesTaken != 2 {
+		t.Errorf("status: %d spares waiting, %d taken (%v); want 4 and 2", st.SpareVeths, st.SparesTaken, err)
+	}
 	d.Stop()
 	if s := spares(); len(s) != 0 {
 		t.Errorf("spares %v left by a stopped daemon", s)

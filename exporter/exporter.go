@@ -32,6 +32,9 @@ type Model interface {
 	// Released counts endpoints released because their interface
 	// disappeared (their container's namespace died).
 	Released() uint64
+	// Spares reports the spare veth pairs waiting for the Docker driver's
+	// endpoints, and how many endpoints took one.
+	Spares() (waiting int, taken uint64)
 }
 
 // Options configure the collector.
@@ -66,7 +69,7 @@ type Collector struct {
 	netPackets, netBytes, netDrops, netDropBytes *prometheus.Desc
 	natEntries, natTranslations                  *prometheus.Desc
 	datapathInfo, buildInfo                      *prometheus.Desc
-	released                                     *prometheus.Desc
+	released, spares, sparesTaken                *prometheus.Desc
 	scrapeErrs, scrapeDuration                   *prometheus.Desc
 }
 
@@ -90,6 +93,10 @@ func NewCollector(m Model, enf network.Enforcer, opts Options) *Collector {
 			"Source translations by outcome: created, exhausted (refused, no free port), expired.", []string{"outcome"}, nil),
 		released: prometheus.NewDesc("bpfnet_endpoints_released_total",
 			"Endpoints released because their interface disappeared (their container's network namespace was deleted).", nil, nil),
+		spares: prometheus.NewDesc("bpfnet_spare_veths",
+			"Veth pairs waiting, programs attached, for the Docker driver's next endpoints (bpfnetd --spare-veths).", nil, nil),
+		sparesTaken: prometheus.NewDesc("bpfnet_spare_veths_taken_total",
+			"Endpoints of the Docker driver that took a spare veth pair instead of making and attaching one.", nil, nil),
 		datapathInfo:   prometheus.NewDesc("bpfnet_datapath_info", "The datapath enforcing policy (value 1).", []string{"mode", "attach"}, nil),
 		buildInfo:      prometheus.NewDesc("bpfnet_build_info", "bpfnet's build (value 1).", []string{"version", "goversion"}, nil),
 		scrapeErrs:     prometheus.NewDesc("bpfnet_scrape_errors_total", "Scrapes that could not read the datapath's counters.", nil, nil),
@@ -106,7 +113,7 @@ func (c *Collector) SetPerEndpoint(on bool) { c.perEndpoint.Store(on) }
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.epPackets, c.epBytes, c.epDrops, c.epDropBytes, c.netPackets, c.netBytes, c.netDrops, c.netDropBytes,
-		c.natEntries, c.natTranslations, c.released, c.datapathInfo, c.buildInfo, c.scrapeErrs, c.scrapeDuration} {
+		c.natEntries, c.natTranslations, c.released, c.spares, c.sparesTaken, c.datapathInfo, c.buildInfo, c.scrapeErrs, c.scrapeDuration} {
 		ch <- d
 	}
 }
@@ -136,6 +143,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.scrapeDuration, prometheus.GaugeValue, time.Since(start).Seconds())
 	}
 	ch <- prometheus.MustNewConstMetric(c.released, prometheus.CounterValue, float64(c.model.Released()))
+	waiting, taken := c.model.Spares()
+	ch <- prometheus.MustNewConstMetric(c.spares, prometheus.GaugeValue, float64(waiting))
+	ch <- prometheus.MustNewConstMetric(c.sparesTaken, prometheus.CounterValue, float64(taken))
 	ch <- prometheus.MustNewConstMetric(c.scrapeErrs, prometheus.CounterValue, float64(c.scrapeErrors.Load()))
 }
 

@@ -14,12 +14,14 @@ import (
 )
 
 type fakeModel struct {
-	v        network.View
-	released uint64
+	v             network.View
+	released      uint64
+	spares, taken int
 }
 
-func (m fakeModel) View() network.View { return m.v }
-func (m fakeModel) Released() uint64   { return m.released }
+func (m fakeModel) View() network.View    { return m.v }
+func (m fakeModel) Released() uint64      { return m.released }
+func (m fakeModel) Spares() (int, uint64) { return m.spares, uint64(m.taken) }
 
 // get returns the exposition /metrics serves.
 func get(t testing.TB, c *Collector) string {
@@ -64,7 +66,7 @@ func handMade() (fakeModel, *networktest.Observable) {
 			},
 		},
 		Stats: api.NATStats{Entries: 6, Created: 40, Exhausted: 2, Expired: 30}}
-	m := fakeModel{v: network.View{Networks: []*network.Network{web, quiet}, Endpoints: []*network.Endpoint{c1, c2}}, released: 5}
+	m := fakeModel{v: network.View{Networks: []*network.Network{web, quiet}, Endpoints: []*network.Endpoint{c1, c2}}, released: 5, spares: 3, taken: 7}
 	return m, enf
 }
 
@@ -123,6 +125,8 @@ func TestScrapeValues(t *testing.T) {
 		`bpfnet_nat_translations_total{outcome="exhausted"} 2`,
 		`bpfnet_nat_translations_total{outcome="expired"} 30`,
 		`bpfnet_endpoints_released_total 5`,
+		`bpfnet_spare_veths 3`,
+		`bpfnet_spare_veths_taken_total 7`,
 		`bpfnet_scrape_errors_total 0`,
 	} {
 		if !strings.Contains(out, "\n"+want+"\n") {

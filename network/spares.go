@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,6 +35,15 @@ type spares struct {
 	names []string // host sides, oldest first
 	last  time.Time
 	kick  chan struct{} // a spare was asked for: refill
+	// waiting is len(names) and taken counts the spares endpoints took,
+	// for readers that must not wait for the manager's lock (a scrape).
+	waiting atomic.Int64
+	taken   atomic.Uint64
+}
+
+// Spares reports how many spares wait, and how many endpoints took one.
+func (m *Manager) Spares() (waiting int, taken uint64) {
+	return int(m.spare.waiting.Load()), m.spare.taken.Load()
 }
 
 // KeepSpares keeps up to n spares until ctx ends, then deletes them; the
@@ -49,7 +59,7 @@ func (m *Manager) KeepSpares(ctx context.Context, n int) <-chan struct{} {
 	}
 	kick := make(chan struct{}, 1)
 	m.mu.Lock()
-	m.spare = spares{max: n, kick: kick}
+	m.spare.max, m.spare.kick = n, kick
 	m.mu.Unlock()
 	go func() {
 		defer close(done)
@@ -103,6 +113,7 @@ func (m *Manager) addSpare(pre Preattacher) error {
 	ok, err := pre.Preattach(name)
 	if err == nil && ok {
 		m.spare.names = append(m.spare.names, name)
+		m.spare.waiting.Store(int64(len(m.spare.names)))
 		return nil
 	}
 	if err == nil {
@@ -129,6 +140,8 @@ func (m *Manager) takeSpare(handOff bool) string {
 	}
 	name := m.spare.names[0]
 	m.spare.names = m.spare.names[1:]
+	m.spare.waiting.Store(int64(len(m.spare.names)))
+	m.spare.taken.Add(1)
 	return name
 }
 
@@ -147,5 +160,6 @@ func (m *Manager) dropSpares(pre Preattacher) {
 	for _, name := range m.spare.names {
 		m.logFailure("delete spare veth", name, errors.Join(pre.Unattach(name), m.host.DeleteSpare(name)))
 	}
-	m.spare = spares{}
+	m.spare.names, m.spare.max, m.spare.kick = nil, 0, nil
+	m.spare.waiting.Store(0)
 }

@@ -62,6 +62,9 @@ func TestSpares(t *testing.T) {
 	if !slices.Contains(spares, second.HostIf) || !slices.Contains(calls.List(), "spare-taken "+second.Name) {
 		t.Errorf("the second hand-off endpoint got %s, want one of the spares %v", second.HostIf, spares)
 	}
+	if _, taken := m.Spares(); taken != 1 {
+		t.Errorf("Spares() counts %d taken, want 1", taken)
+	}
 	calls.Reset()
 	if _, err := m.CreateEndpoint(context.Background(), api.CreateEndpointRequest{Network: network.DefaultNetworkName, NetNS: netnsFile(t)}); err != nil {
 		t.Fatal(err)

@@ -104,6 +104,7 @@ func (s *Server) status() api.Status {
 	st := api.Status{Version: s.info.Version, Datapath: s.enf.Name(), DatapathReason: s.info.DatapathReason,
 		StateDir: s.info.StateDir, Uplinks: s.info.Uplinks, Warnings: s.info.Warnings, Cgroup: s.info.Cgroup,
 		Networks: len(v.Networks), Endpoints: len(v.Endpoints), EndpointsReleased: s.mgr.Released()}
+	st.SpareVeths, st.SparesTaken = s.mgr.Spares()
 	if d, ok := s.enf.(network.Describer); ok {
 		d.Describe(&st)
 	}

@@ -221,8 +221,8 @@ func (c *cli) statusCmd() *cobra.Command {
 				if s.Attach != "" {
 					fmt.Fprintf(tw, "Attach mode:\t%s\nbpffs:\t%s\nHost sockets (cgroup):\t%s\n", s.Attach, s.BPFFS, or(s.Cgroup, "none"))
 				}
-				fmt.Fprintf(tw, "State dir:\t%s\nUplinks:\t%s\nNetworks:\t%d\nEndpoints:\t%d\nEndpoints released:\t%d\n",
-					s.StateDir, strings.Join(s.Uplinks, ", "), s.Networks, s.Endpoints, s.EndpointsReleased)
+				fmt.Fprintf(tw, "State dir:\t%s\nUplinks:\t%s\nNetworks:\t%d\nEndpoints:\t%d\nEndpoints released:\t%d\nSpare veth pairs:\t%d waiting, %d taken\n",
+					s.StateDir, strings.Join(s.Uplinks, ", "), s.Networks, s.Endpoints, s.EndpointsReleased, s.SpareVeths, s.SparesTaken)
 				for _, w := range s.Warnings {
 					fmt.Fprintf(tw, "WARNING:\t%s\n", w)
 				}
