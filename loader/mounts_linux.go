@@ -21,7 +21,8 @@ const (
 	// DefaultRoot is where bpfnetd pins its maps and links unless told.
 	DefaultRoot = BPFFSMount + "/bpfnet"
 	// Cgroup2Mount is where bpfnetd mounts cgroup2 when the host has no
-	// cgroup v2 hierarchy at its usual place.
+	// cgroup v2 hierarchy at its usual place: in a directory of its own
+	// below it, named by its pid (cgroup2MountPoint).
 	Cgroup2Mount = "/run/bpfnet/cgroupv2"
 )
 
@@ -84,11 +85,18 @@ func EnsureBPFFS(root string) (Mount, error) {
 
 // FindCgroup2 returns the host's cgroup v2 hierarchy at its usual place:
 // /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on hybrid ones,
-// or the one bpfnetd mounted at Cgroup2Mount. It deliberately does not
-// take any cgroup2 entry of the mount table, which may be another
-// program's scratch mount of a sub-hierarchy.
+// or one bpfnetd mounted below Cgroup2Mount (visible when it was not in a
+// mount namespace of its own). It deliberately does not take any cgroup2
+// entry of the mount table, which may be another program's scratch mount
+// of a sub-hierarchy.
 func FindCgroup2() (string, bool) {
-	for _, p := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified", Cgroup2Mount} {
+	candidates := []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}
+	if dirs, err := os.ReadDir(Cgroup2Mount); err == nil {
+		for _, d := range dirs {
+			candidates = append(candidates, filepath.Join(Cgroup2Mount, d.Name()))
+		}
+	}
+	for _, p := range candidates {
 		if fsType(p) == unix.CGROUP2_SUPER_MAGIC {
 			return p, true
 		}
@@ -96,20 +104,38 @@ func FindCgroup2() (string, bool) {
 	return "", false
 }
 
+// cgroup2MountPoint is where this daemon mounts cgroup2: a directory of
+// its own, so that daemons in mount namespaces of their own (ip netns
+// exec, private systemd units) never share a mount point on the host's
+// /run. Removing a directory detaches the mounts on it in every
+// namespace, so a shared one would take the others' hierarchy away when
+// the first daemon stopped.
+func cgroup2MountPoint() string { return filepath.Join(Cgroup2Mount, strconv.Itoa(os.Getpid())) }
+
 // EnsureCgroup2 returns the host's cgroup v2 hierarchy (FindCgroup2),
-// mounting one at Cgroup2Mount when there is none.
+// mounting one below Cgroup2Mount when there is none.
 func EnsureCgroup2() (Mount, error) {
 	if p, ok := FindCgroup2(); ok {
 		return Mount{Path: p}, nil
 	}
-	if err := os.MkdirAll(Cgroup2Mount, 0o700); err != nil {
-		return Mount{}, fmt.Errorf("mount cgroup2 at %s: %w", Cgroup2Mount, err)
+	at := cgroup2MountPoint()
+	if err := os.MkdirAll(at, 0o700); err != nil {
+		return Mount{}, fmt.Errorf("mount cgroup2 at %s: %w", at, err)
 	}
-	if err := unix.Mount("cgroup2", Cgroup2Mount, "cgroup2", 0, ""); err != nil {
-		os.Remove(Cgroup2Mount)
-		return Mount{}, fmt.Errorf("mount cgroup2 at %s: %w", Cgroup2Mount, err)
+	if err := unix.Mount("cgroup2", at, "cgroup2", 0, ""); err != nil {
+		removeMountPoint(at)
+		return Mount{}, fmt.Errorf("mount cgroup2 at %s: %w", at, err)
 	}
-	return Mount{Path: Cgroup2Mount, Mounted: true, Private: PrivateMountNS()}, nil
+	return Mount{Path: at, Mounted: true, Private: PrivateMountNS()}, nil
+}
+
+// removeMountPoint removes a cgroup2 mount point bpfnetd made, and the
+// directories above it up to /run/bpfnet once empty (another daemon's
+// keep them).
+func removeMountPoint(at string) {
+	os.Remove(at)
+	os.Remove(Cgroup2Mount)
+	os.Remove(filepath.Dir(Cgroup2Mount))
 }
 
 // Release undoes a private mount bpfnetd made (nothing else can see it,
@@ -120,15 +146,11 @@ func (m Mount) Release() error {
 	if !m.Mounted || !m.Private {
 		return nil
 	}
-	// EINVAL: already gone (another daemon removed the directory, which
-	// detaches mounts of it in every namespace).
 	if err := unix.Unmount(m.Path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("unmount %s: %w", m.Path, err)
 	}
-	if m.Path == Cgroup2Mount {
-		// The directory is on the host's /run: leave nothing there.
-		os.Remove(Cgroup2Mount)
-		os.Remove(filepath.Dir(Cgroup2Mount))
+	if filepath.Dir(m.Path) == Cgroup2Mount {
+		removeMountPoint(m.Path) // on the host's /run: leave nothing there
 	}
 	return nil
 }

@@ -135,7 +135,7 @@ func checkMounts(cfg Config, say func(bool, string, ...any), note func(string, .
 		if p, found := loader.FindCgroup2(); found {
 			say(true, "cgroup v2: %s (socket programs for the host's own connections to published ports)", p)
 		} else {
-			say(true, "cgroup v2: none mounted; start mounts one at %s", loader.Cgroup2Mount)
+			say(true, "cgroup v2: none mounted; start mounts one below %s", loader.Cgroup2Mount)
 		}
 	default:
 		err := loader.CheckCgroup(cfg.Cgroup)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -212,5 +213,30 @@ func TestSocketGroup(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"--group", "no-such-group-here"}, io.Discard); err == nil || !strings.Contains(err.Error(), "invalid --group") {
 		t.Errorf("--group of an unknown group: %v", err)
+	}
+}
+
+// Daemons under ip netns exec each mount cgroup2 in a mount namespace of
+// their own, on a mount point of their own below /run/bpfnet/cgroupv2:
+// one that stops and removes its mount point leaves the other's mount in
+// place. (With one shared mount point, the first daemon's removal of the
+// directory detached the other's mount, whose next attach failed.)
+func TestCgroupMountsApart(t *testing.T) {
+	testnet.RequirePrivileges(t)
+	a := testnet.NewDaemon(t, testnet.NewTopology(t).Host)
+	b := testnet.NewDaemon(t, testnet.NewTopology(t).Host)
+	a.Start()
+	b.Start()
+	mounted := func(pid int) string {
+		out, _ := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-m", "stat", "-f", "-c", "%T", "/run/bpfnet/cgroupv2/"+strconv.Itoa(pid)).CombinedOutput()
+		return strings.TrimSpace(string(out))
+	}
+	pid := b.Pid()
+	if fs := mounted(pid); fs != "cgroup2fs" {
+		t.Fatalf("the daemon's cgroup2 mount point holds %q, want cgroup2fs", fs)
+	}
+	a.Stop()
+	if fs := mounted(pid); fs != "cgroup2fs" {
+		t.Errorf("after another daemon stopped, the mount point holds %q, want cgroup2fs", fs)
 	}
 }

@@ -33,7 +33,7 @@ func TestCheck(t *testing.T) {
 		// ip netns exec remounts /sys: no bpffs and no cgroup2 there.
 		"ok   bpffs: none at /sys/fs/bpf; start mounts one",
 		"note this process has its own mount namespace",
-		"ok   cgroup v2: none mounted; start mounts one at /run/bpfnet/cgroupv2",
+		"ok   cgroup v2: none mounted; start mounts one below /run/bpfnet/cgroupv2",
 		"ok   uplinks: [" + testnet.UplinkIf + "]",
 		"ok   state dir " + d.StateDir + ": none yet",
 		// The default route covers every pool but takes none.

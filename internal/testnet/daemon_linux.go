@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,8 +20,9 @@ import (
 	"github.com/bpfnet/bpfnet/api"
 )
 
-// cgroup2Mount is loader.Cgroup2Mount (loader's tests use this package, so
-// it cannot import loader).
+// cgroup2Mount is loader.Cgroup2Mount, below which a daemon mounts
+// cgroup2 in a directory named by its pid (loader's tests use this
+// package, so it cannot import loader).
 const cgroup2Mount = "/run/bpfnet/cgroupv2"
 
 var (
@@ -155,6 +157,7 @@ type Daemon struct {
 	Env    []string
 	Client *api.Client
 	cmd    *exec.Cmd
+	pids   []int // of every start
 	log    *logBuffer
 	done   chan error
 }
@@ -182,8 +185,12 @@ func NewDaemon(t testing.TB, ns *NS, args ...string) *Daemon {
 		}
 		// A daemon killed before it could release the cgroup2 mount point
 		// it made on the host's /run (its mount ended with it) leaves the
-		// empty directory; a busy or non-empty one stays.
-		os.Remove(cgroup2Mount)
+		// empty directory, named by its pid. Only those go: removing
+		// another daemon's would detach its mount in its namespace.
+		for _, pid := range d.pids {
+			os.Remove(filepath.Join(cgroup2Mount, strconv.Itoa(pid)))
+		}
+		os.Remove(cgroup2Mount) // the parents, once empty
 		os.Remove(filepath.Dir(cgroup2Mount))
 		if t.Failed() {
 			t.Logf("bpfnetd log:\n%s", d.log)
@@ -270,6 +277,7 @@ func (d *Daemon) StartOrExit() error {
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
+	d.pids = append(d.pids, d.cmd.Process.Pid) // ip netns exec execs bpfnetd: the same pid
 	d.done = make(chan error, 1)
 	go func(c *exec.Cmd) { d.done <- c.Wait() }(d.cmd)
 	deadline := time.Now().Add(60 * time.Second)
@@ -348,6 +356,15 @@ func (d *Daemon) WaitExit(timeout time.Duration) error {
 		d.t.Fatalf("bpfnetd still running after %v", timeout)
 		return nil
 	}
+}
+
+// Pid is the running daemon's process id.
+func (d *Daemon) Pid() int {
+	d.t.Helper()
+	if d.cmd == nil {
+		d.t.Fatal("bpfnetd is not running")
+	}
+	return d.cmd.Process.Pid
 }
 
 // RunOnce runs bpfnetd with extra flags (e.g. --cleanup) to completion.
