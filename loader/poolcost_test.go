@@ -63,6 +63,14 @@ func TestPoolCost(t *testing.T) {
 		_, err = a.Attach(ifc, Egress, c.ToContainer)
 		return err
 	}
+	// pair makes a veth pair in the host's namespace and attaches its
+	// host side.
+	pair := func(name, peer string) error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: peer}); err != nil {
+			return err
+		}
+		return attach(name)
+	}
 	const n = 30
 	var today, attaches, pooled, moves, handOff, handOffPooled []time.Duration
 	err = host.Do(func() error {
@@ -82,15 +90,12 @@ func TestPoolCost(t *testing.T) {
 			attaches = append(attaches, time.Since(attachStart))
 
 			// (b) pooled: made and attached before the clock starts.
-			p := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("vb%d", i)}, PeerName: fmt.Sprintf("pool%d", i)}
-			if err := netlink.LinkAdd(p); err != nil {
-				return err
-			}
-			if err := attach(p.Name); err != nil {
+			poolPeer := fmt.Sprintf("pool%d", i)
+			if err := pair(fmt.Sprintf("vb%d", i), poolPeer); err != nil {
 				return err
 			}
 			start = time.Now()
-			peer, err := netlink.LinkByName(p.PeerName)
+			peer, err := netlink.LinkByName(poolPeer)
 			if err != nil {
 				return err
 			}
@@ -99,7 +104,7 @@ func TestPoolCost(t *testing.T) {
 				return err
 			}
 			moves = append(moves, time.Since(moveStart))
-			moved, err := in.LinkByName(p.PeerName)
+			moved, err := in.LinkByName(poolPeer)
 			if err != nil {
 				return err
 			}
@@ -115,11 +120,7 @@ func TestPoolCost(t *testing.T) {
 			// the peer itself, after Join): the pair made in the host's
 			// namespace, then the host side's two attachments.
 			start = time.Now()
-			h := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("vc%d", i)}, PeerName: fmt.Sprintf("hc%d", i)}
-			if err := netlink.LinkAdd(h); err != nil {
-				return err
-			}
-			if err := attach(h.Name); err != nil {
+			if err := pair(fmt.Sprintf("vc%d", i), fmt.Sprintf("hc%d", i)); err != nil {
 				return err
 			}
 			handOff = append(handOff, time.Since(start))
@@ -127,22 +128,19 @@ func TestPoolCost(t *testing.T) {
 			// (d) the same from a pool: made and attached beforehand; the
 			// clock runs for renaming the peer and attaching again (the
 			// pinned links' programs replaced).
-			q := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("vd%d", i)}, PeerName: fmt.Sprintf("pd%d", i)}
-			if err := netlink.LinkAdd(q); err != nil {
-				return err
-			}
-			if err := attach(q.Name); err != nil {
+			spare := fmt.Sprintf("vd%d", i)
+			if err := pair(spare, fmt.Sprintf("pd%d", i)); err != nil {
 				return err
 			}
 			start = time.Now()
-			qp, err := netlink.LinkByName(q.PeerName)
+			qp, err := netlink.LinkByName(fmt.Sprintf("pd%d", i))
 			if err != nil {
 				return err
 			}
 			if err := netlink.LinkSetName(qp, fmt.Sprintf("hd%d", i)); err != nil {
 				return err
 			}
-			if err := attach(q.Name); err != nil {
+			if err := attach(spare); err != nil {
 				return err
 			}
 			handOffPooled = append(handOffPooled, time.Since(start))
