@@ -143,9 +143,9 @@ func TestSpareVeths(t *testing.T) {
 		c.ns.MustRun(t, "ip", "route", "add", "default", "via", gw)
 		return c, hosts[0].Attrs().Name
 	}
-	network := func(subnet, gw string) string {
+	network := func(subnet, gw, generic string) string {
 		id := dockerID()
-		drv.ok("NetworkDriver.CreateNetwork", `{"NetworkID":"`+id+`","Options":{"com.docker.network.enable_ipv6":false,"com.docker.network.generic":{}},
+		drv.ok("NetworkDriver.CreateNetwork", `{"NetworkID":"`+id+`","Options":{"com.docker.network.enable_ipv6":false,"com.docker.network.generic":{`+generic+`}},
 			"IPv4Data":[{"AddressSpace":"LocalDefault","Pool":"`+subnet+`","Gateway":"`+gw+`/24"}],"IPv6Data":[]}`)
 		return id
 	}
@@ -168,7 +168,8 @@ func TestSpareVeths(t *testing.T) {
 		}
 	}
 
-	netA, netB := network("10.88.1.0/24", "10.88.1.1"), network("10.88.2.0/24", "10.88.2.1")
+	// netB's MTU is not a new veth's 1500: a spare gets its network's.
+	netA, netB := network("10.88.1.0/24", "10.88.1.1", ""), network("10.88.2.0/24", "10.88.2.1", `"com.docker.network.driver.mtu":"1400"`)
 	if s := spares(); len(s) != 0 {
 		t.Fatalf("spares %v before the driver was asked for an endpoint", s)
 	}
@@ -188,6 +189,11 @@ func TestSpareVeths(t *testing.T) {
 	c3, host3 := endpoint(netB, "10.88.2.2/24", "10.88.2.1")
 	if _, ok := before[host3]; !ok {
 		t.Errorf("the third endpoint's host side %s is none of the spares %v", host3, before)
+	}
+	for _, mtu := range []string{topo.Host.MustRun(t, "ip", "-o", "link", "show", host3), c3.ns.MustRun(t, "ip", "-o", "link", "show", "eth0")} {
+		if !strings.Contains(mtu, " mtu 1400 ") {
+			t.Errorf("a spare on a network of MTU 1400: %s", mtu)
+		}
 	}
 	if err := c2.ns.Ping(c1.addr, 3*time.Second); err != nil {
 		t.Errorf("a spare's container to its network's neighbour: %v", err)
