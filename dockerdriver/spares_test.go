@@ -221,3 +221,33 @@ func TestSpareVeths(t *testing.T) {
 		}
 	}
 }
+
+// With legacy tc attachments (--tc-attach=tc, the mode under test), which
+// wait for no grace period, the daemon keeps no spares: the first one it
+// tries shows nothing is to gain, and goes, with its filters.
+func TestNoSparesWithTC(t *testing.T) {
+	testnet.RequirePrivileges(t)
+	topo := testnet.NewTopology(t)
+	d := testnet.NewDaemon(t, topo.Host, "--tc-attach=tc")
+	d.DockerDriver()
+	d.Start()
+	drv := newDriverClient(t, d.PluginSocket)
+	netID, epID := dockerID(), dockerID()
+	drv.ok("NetworkDriver.CreateNetwork", `{"NetworkID":"`+netID+`","Options":{"com.docker.network.enable_ipv6":false,"com.docker.network.generic":{}},
+		"IPv4Data":[{"AddressSpace":"LocalDefault","Pool":"10.88.3.0/24","Gateway":"10.88.3.1/24"}],"IPv6Data":[]}`)
+	drv.ok("NetworkDriver.CreateEndpoint", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`","Interface":{"Address":"10.88.3.2/24"},"Options":{}}`)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(d.Log(), "no spare veth pairs kept"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no word of spares in the log:\n%s", d.Log())
+		}
+	}
+	if s := ownedLinks(t, topo.Host, "bpfnet/spare/"); len(s) != 0 {
+		t.Errorf("%d spares kept with tc attachments", len(s))
+	}
+	if out := topo.Host.MustRun(t, "ip", "-o", "link"); strings.Contains(out, ": bps") {
+		t.Errorf("a spare's peer is left:\n%s", out)
+	}
+	if st, err := d.Client.Status(context.Background()); err != nil || st.SpareVeths != 0 || st.SparesTaken != 0 {
+		t.Errorf("status: %d spares waiting, %d taken (%v)", st.SpareVeths, st.SparesTaken, err)
+	}
+}
