@@ -3,7 +3,6 @@ package dockerdriver_test
 import (
 	"flag"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -75,18 +74,13 @@ func TestSpareCost(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
-	pct := func(d []time.Duration, p int) time.Duration {
-		s := slices.Clone(d)
-		slices.Sort(s)
-		return s[(len(s)-1)*p/100]
-	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Docker driver CreateEndpoint (hand-off), TCX:\n\n| daemon | bursts of 4: p50 / p99 (100) | stream of 40: p50 / p99 |\n|---|---|---|\n")
 	for _, s := range sides {
 		fmt.Fprintf(&b, "| %s | %.1f / %.1f ms | %.1f / %.1f ms |\n", s.name,
-			ms(pct(s.bursts, 50)), ms(pct(s.bursts, 99)), ms(pct(s.stream, 50)), ms(pct(s.stream, 99)))
+			ms(testnet.Percentile(s.bursts, 50)), ms(testnet.Percentile(s.bursts, 99)), ms(testnet.Percentile(s.stream, 50)), ms(testnet.Percentile(s.stream, 99)))
 	}
-	fmt.Fprintf(&b, "\nbursts: %.1f× less with spares (p50)\n", float64(pct(sides[0].bursts, 50))/float64(pct(sides[1].bursts, 50)))
+	fmt.Fprintf(&b, "\nbursts: %.1f× less with spares (p50)\n", float64(testnet.Percentile(sides[0].bursts, 50))/float64(testnet.Percentile(sides[1].bursts, 50)))
 	t.Log("\n" + b.String())
 }
 

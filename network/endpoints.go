@@ -114,21 +114,25 @@ func (m *Manager) CreateEndpoint(ctx context.Context, req api.CreateEndpointRequ
 	if spare != "" {
 		ep.HostIf = spare
 	}
+	// removeVeth undoes the pair: a spare's programs go with it, whether
+	// or not the take got it marked as ep's.
+	removeVeth := func() {
+		if spare != "" {
+			m.dropSpare(spare, ep)
+			return
+		}
+		m.logFailure("undo veth", ep.HostIf, m.host.DeleteEndpoint(ep))
+	}
 	err = apply(
 		step{do: func() error {
 			if err := m.host.CreateEndpoint(n, ep); err != nil {
 				if spare != "" {
-					m.dropSpare(spare, ep)
+					removeVeth() // a spare that cannot be taken is left to us
 				}
 				return invalid(err)
 			}
 			return nil
-		}, undo: func() {
-			if spare != "" {
-				m.logFailure("detach spare veth", spare, m.enf.(Preattacher).Unattach(spare))
-			}
-			m.logFailure("undo veth", ep.HostIf, m.host.DeleteEndpoint(ep))
-		}},
+		}, undo: removeVeth},
 		step{do: func() error {
 			fault.Point("endpoint-veth")
 			m.st.Endpoints = append(m.st.Endpoints, ep)

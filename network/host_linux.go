@@ -372,8 +372,10 @@ func endpointMAC(ep *Endpoint) (net.HardwareAddr, error) {
 // the caller to move into the container and configure (Docker's engine
 // does both after Join, from what the driver answered).
 func (NetlinkHost) createHandOff(n *Network, ep *Endpoint) error {
-	if l, err := netlink.LinkByName(ep.HostIf); err == nil && l.Attrs().Alias == spareAlias(ep.HostIf) {
-		return takeSpare(n, ep, l)
+	if ep.HostIf != "" {
+		if l, err := netlink.LinkByName(ep.HostIf); err == nil && l.Attrs().Alias == spareAlias(ep.HostIf) {
+			return takeSpare(n, ep, l)
+		}
 	}
 	veth, err := addVeth(n, ep, nil)
 	if err != nil {

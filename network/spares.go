@@ -145,9 +145,9 @@ func (m *Manager) takeSpare(handOff bool) string {
 	return name
 }
 
-// dropSpare removes a spare that was taken by endpoint ep but could not
-// become its pair: its programs, then the pair, marked as a spare or, if
-// the take got that far, as ep's (callers hold mu).
+// dropSpare removes a spare that endpoint ep took and gives up (the take
+// or a later step failed): its programs, then the pair, marked as a spare
+// or, if the take got that far, as ep's (callers hold mu).
 func (m *Manager) dropSpare(name string, ep *Endpoint) {
 	pre := m.enf.(Preattacher)
 	m.logFailure("delete spare veth", name, errors.Join(pre.Unattach(name), m.host.DeleteSpare(name), m.host.DeleteEndpoint(ep)))

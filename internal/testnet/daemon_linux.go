@@ -467,7 +467,7 @@ func StateFiles(t testing.TB, dir string) string {
 // netns exec` execs the daemon, so the process is the one started.
 func (d *Daemon) RSS() int64 {
 	d.t.Helper()
-	return RSS(d.t, d.cmd.Process.Pid)
+	return RSS(d.t, d.Pid())
 }
 
 // RSS returns the resident memory of process pid in bytes.
