@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
@@ -286,4 +287,83 @@ func TestFutureStampIsFresh(t *testing.T) {
 	if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, reply); ret != actRedirect {
 		t.Errorf("reply to an entry stamped in the future: return %d, want TC_ACT_REDIRECT", ret)
 	}
+}
+
+// A reply's later fragment that arrives before its first carries no
+// ports: it goes to the container whose translated flow the sender
+// replied to last, translated back and left to the host's stack to
+// reassemble. Once the sender has replied to two containers through the
+// same address, such a fragment is nobody's, and stays untranslated.
+// Every reply of a flow must count, not only the first of each second:
+// the second container's first reply comes within the second of the
+// first's.
+func TestEarlyFragmentTranslatedBack(t *testing.T) {
+	w := newWorld(t, map[string]any{"frag_timeout": uint64(300 * time.Millisecond)})
+	e1, e2 := w.eps["e1"], w.eps["e2"]
+	// open sends a container's UDP flow out and returns its translated
+	// source port.
+	open := func(ep string, sport uint16) uint16 {
+		t.Helper()
+		sent := w.from(t, ep, outsideAddr, udp(sport, 53))
+		if ret, _ := w.run(t, w.coll.FromContainer, w.eps[ep].ifindex, sent); ret != actOK {
+			t.Fatalf("from_container: %d", ret)
+		}
+		ret, out := w.outbound(t, sent)
+		if ret != actUnspc || srcIP(out) != uplinkAddr {
+			t.Fatalf("to_uplink %d, source %s", ret, srcIP(out))
+		}
+		return srcPort(out)
+	}
+	reply := func(port uint16, opts ...ipOpt) []byte {
+		return serialize(t, append([]gopacket.SerializableLayer{eth(mac("02:99:00:00:00:01"), mac("02:98:00:00:00:01"), layers.EthernetTypeIPv4)},
+			ipPacket(t, outsideAddr, uplinkAddr, udp(53, port), opts...)...)...)
+	}
+	// early is a later fragment (offset 1480) of datagram id, with its
+	// destination dst: a fragment has no L4 header, so only the IP
+	// header's destination and checksum may change on the way in.
+	early := func(id uint16, dst string) []byte {
+		return serialize(t, eth(mac("02:99:00:00:00:01"), mac("02:98:00:00:00:01"), layers.EthernetTypeIPv4),
+			&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: id, FragOffset: 185, Protocol: layers.IPProtocolUDP,
+				SrcIP: net.ParseIP(outsideAddr).To4(), DstIP: net.ParseIP(dst).To4()},
+			gopacket.Payload(bytes.Repeat([]byte{0xab}, 64)))
+	}
+	p1 := open("e1", 40910)
+	if ret, _, _ := w.runData(t, w.coll.FromUplink, w.uplink, reply(p1)); ret != actRedirect {
+		t.Fatalf("e1's reply: return %d, want TC_ACT_REDIRECT", ret)
+	}
+	toE1 := func(t *testing.T, id uint16) {
+		t.Helper()
+		ret, mark, out := w.runData(t, w.coll.FromUplink, w.uplink, early(id, uplinkAddr))
+		if want := early(id, e1.ip); ret != actUnspc || mark&testMark == 0 || !bytes.Equal(out, want) {
+			t.Fatalf("from_uplink %d (mark %#x)\n got %x\nwant %x", ret, mark, out, want)
+		}
+	}
+	t.Run("after one container's replies: its own", func(t *testing.T) { toE1(t, 0x3001) })
+	t.Run("the record lasts as long as the replies do", func(t *testing.T) {
+		// frag_timeout is 300 ms here: the first reply's record is gone
+		// after 1.2 s, and a reply then must make it again.
+		time.Sleep(1200 * time.Millisecond)
+		if ret, _, _ := w.runData(t, w.coll.FromUplink, w.uplink, reply(p1)); ret != actRedirect {
+			t.Fatalf("e1's reply: return %d, want TC_ACT_REDIRECT", ret)
+		}
+		toE1(t, 0x3003)
+	})
+	t.Run("after replies to two containers: nobody's", func(t *testing.T) {
+		p2 := open("e2", 40911)
+		if ret, _, _ := w.runData(t, w.coll.FromUplink, w.uplink, reply(p2)); ret != actRedirect {
+			t.Fatalf("e2's reply: return %d, want TC_ACT_REDIRECT", ret)
+		}
+		// e1's flow replies again, in the same second.
+		if ret, _, _ := w.runData(t, w.coll.FromUplink, w.uplink, reply(p1)); ret != actRedirect {
+			t.Fatalf("e1's reply: return %d, want TC_ACT_REDIRECT", ret)
+		}
+		frame := early(0x3002, uplinkAddr)
+		ret, _, out := w.runData(t, w.coll.FromUplink, w.uplink, frame)
+		if ret != actUnspc || !bytes.Equal(out, frame) {
+			t.Fatalf("from_uplink %d, changed %v: want it left to the host untranslated", ret, !bytes.Equal(out, frame))
+		}
+		if e2.ip == e1.ip {
+			t.Fatal("the test needs two containers")
+		}
+	})
 }

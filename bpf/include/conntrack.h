@@ -55,6 +55,16 @@ static __always_inline __u64 clock_ns(void)
 	return bpf_ktime_get_coarse_ns();
 }
 
+/* peer_mark names the period (2^30 ns, about a second) of clock_ns() now,
+ * never 0: a translation marks the period in which its replies last
+ * recorded their peer (peer_replied). The count wraps after 18 hours;
+ * a flow idle for exactly that long skips one second's record. */
+static __always_inline __u16 peer_mark(__u64 now)
+{
+	__u16 m = now >> 30;
+	return m ? m : 1;
+}
+
 /* expired reports whether an entry last seen at `seen` has timed out at
  * `now`. Another CPU may have stamped the entry after this one read the
  * clock, so seen > now means "just seen", not a wrapped difference. */

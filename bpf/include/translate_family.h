@@ -89,13 +89,18 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 n
 	}
 	e->last_seen = now;
 	e->flags |= replied | close;
+	/* The peer record (for early fragments) needs one reply a second,
+	 * not every reply: the mark saves its lookup on the others. */
+	int record = e->peer_mark != peer_mark(now);
+	e->peer_mark = peer_mark(now);
 	if (end)
 		F(nat_pair_delete)(&k, f); /* addr and port are copied */
 	if (F(rewrite)(skb, p, 1, addr, port) < 0)
 		return -1;
 	if (p->frag == FRAG_FIRST)
 		F(frag_first)(p, ADDR_NONE, addr, now);
-	F(peer_replied)(p->saddr, p->daddr, addr, p->proto, now);
+	if (record)
+		F(peer_replied)(p->saddr, p->daddr, addr, p->proto, now);
 	p->daddr = addr;
 	p->dport = port;
 	if (p->proto == ICMP_PROTO)
