@@ -545,3 +545,30 @@ func TestIPv6Fragments(t *testing.T) {
 		w.expect(t, w.coll.FromUplink, w.uplink, e8.ifindex, toC, false, stray, fragment)
 	})
 }
+
+// The same for IPv6 on a real host, where whole replies take the fast
+// path into the container and nothing else records the peer: a reply's
+// later fragment that comes first goes to the container the sender
+// replied to (TestEarlyFragmentTranslatedBack for IPv4).
+func TestIPv6EarlyFragmentAfterWholeReplies(t *testing.T) {
+	w := newWorld(t, nil)
+	w.addDualStack(t)
+	e8 := w.eps["e8"]
+	own, outside := mac(e8.mac), mac("02:99:00:00:00:01")
+	sent := frame6From(t, own, bridgeMAC, "fd00:6::2", outsideAddr6, udp(40600, 53))
+	if ret, _ := w.run(t, w.coll.FromContainer, e8.ifindex, sent); ret != actOK {
+		t.Fatalf("from_container: %d", ret)
+	}
+	if ret, out := w.outbound(t, sent); ret != actUnspc || !bytes.Equal(out, frame6From(t, own, bridgeMAC, uplinkAddr6, outsideAddr6, udp(40600, 53))) {
+		t.Fatalf("to_uplink %d, translated\n%x", ret, out)
+	}
+	if ret, _, _ := w.runData(t, w.coll.FromUplink, w.uplink, frame6From(t, outside, bridgeMAC, outsideAddr6, uplinkAddr6, udp(53, 40600))); ret != actRedirect {
+		t.Fatalf("the reply: from_uplink %d, want TC_ACT_REDIRECT", ret)
+	}
+	_, rLater := udpFragments6(t, outside, outsideAddr6, uplinkAddr6, 53, 40600, 0x2101)
+	_, wLater := udpFragments6(t, outside, outsideAddr6, "fd00:6::2", 53, 40600, 0x2101)
+	ret, mark, out := w.runData(t, w.coll.FromUplink, w.uplink, rLater)
+	if ret != actUnspc || mark&testMark == 0 || !bytes.Equal(out, wLater) {
+		t.Fatalf("from_uplink %d (mark %#x)\n got %x\nwant %x", ret, mark, out, wLater)
+	}
+}
