@@ -825,8 +825,8 @@ __noinline int from_uplink6(struct __sk_buff *skb)
 	if (rc > 0)
 		return TC_ACT_UNSPEC; /* a reply to the host */
 	/* A new connection to a published port (never on ::1, as from_uplink
-	 * on 127.0.0.0/8). */
-	if (rc < 0 && p->frag == FRAG_NONE && !ip6_loopback(&p->daddr) && opens_connection6(p) && is_host_addr6(&p->daddr)) {
+	 * on 127.0.0.0/8); a first fragment has the ports too. */
+	if (rc < 0 && p->frag != FRAG_LATER && !ip6_loopback(&p->daddr) && opens_connection6(p) && is_host_addr6(&p->daddr)) {
 		struct port_backend6 *b = published6(p->proto, p->daddr, p->dport);
 		if (b) {
 			__u32 v = dnat_open6(p, b, p->saddr, 0, 0, b->slot, p->saddr);
@@ -873,8 +873,9 @@ __noinline int from_uplink4(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC; /* a reply to the host */
 	/* A new connection to a published port? Never on a loopback address:
 	 * a port bound to 127.0.0.1 is for the host's own processes, and the
-	 * kernel drops 127.0.0.0/8 arriving on an uplink as martian. */
-	if (rc < 0 && p.frag == FRAG_NONE && !is_loopback(p.daddr) && opens_connection(&p) && is_host_addr(p.daddr)) {
+	 * kernel drops 127.0.0.0/8 arriving on an uplink as martian. A
+	 * datagram's first fragment opens it too: its later ones follow it. */
+	if (rc < 0 && p.frag != FRAG_LATER && !is_loopback(p.daddr) && opens_connection(&p) && is_host_addr(p.daddr)) {
 		struct port_backend *b = published(p.proto, p.daddr, p.dport);
 		if (b) {
 			__u32 v = dnat_open(&p, b, p.saddr, 0, 0, b->slot, p.saddr);

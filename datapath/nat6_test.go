@@ -403,6 +403,22 @@ func TestIPv6PublishedPortFromOutside(t *testing.T) {
 			t.Errorf("return %d, changed %v", ret, !bytes.Equal(out, frame))
 		}
 	})
+	t.Run("a fragmented datagram: its first fragment opens it, the later follows", func(t *testing.T) {
+		rFirst, rLater := udpFragments6(t, outside, outsideAddr6, uplinkAddr6, 40007, 5353, 0x77)
+		wFirst, wLater := udpFragments6(t, outside, outsideAddr6, "fd00:6::2", 40007, 53, 0x77)
+		for i, f := range [][2][]byte{{rFirst, wFirst}, {rLater, wLater}} {
+			ret, mark, out := w.runData(t, w.coll.FromUplink, w.uplink, f[0])
+			if ret != actUnspc || mark&testMark == 0 || !bytes.Equal(out, f[1]) {
+				t.Fatalf("fragment %d: from_uplink %d (mark %#x)\n got %x\nwant %x", i, ret, mark, out, f[1])
+			}
+			w.ingress = w.uplink
+			ret, _ = w.run(t, w.coll.ToContainer, e8.ifindex, out)
+			w.ingress = 0
+			if ret != actOK {
+				t.Errorf("fragment %d: to_container %d, want TC_ACT_OK", i, ret)
+			}
+		}
+	})
 	t.Run("straight to the container port is still unsolicited", func(t *testing.T) {
 		w.expect(t, w.coll.FromUplink, w.uplink, e8.ifindex, toC, false, in("fd00:6::2", tcp(40006, 80)), unsolicited)
 	})

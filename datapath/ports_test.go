@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"bytes"
+	"net"
 	"net/netip"
 	"testing"
 
@@ -67,9 +68,9 @@ func TestPublishedPortFromOutside(t *testing.T) {
 	w.publish(t, "e1", pm("udp", "0.0.0.0", 5353, 53), gw1)
 	w.publish(t, "e1", pm("tcp", "127.0.0.1", 9090, 90), gw1)
 	w.publish(t, "e7", pm("tcp", "0.0.0.0", 6060, 60), "198.18.5.1")
-	in := func(dst string, p l4) []byte {
+	in := func(dst string, p l4, opts ...ipOpt) []byte {
 		return serialize(t, append([]gopacket.SerializableLayer{eth(mac("02:99:00:00:00:01"), mac("02:98:00:00:00:01"), layers.EthernetTypeIPv4)},
-			ipPacket(t, outsideAddr, dst, p)...)...)
+			ipPacket(t, outsideAddr, dst, p, opts...)...)...)
 	}
 	deliver := func(t *testing.T, frame, want []byte, ep *testEP) {
 		t.Helper()
@@ -107,9 +108,46 @@ func TestPublishedPortFromOutside(t *testing.T) {
 			t.Errorf("return %d, changed %v", ret, !bytes.Equal(out, frame))
 		}
 	})
+	t.Run("a fragmented datagram: its first fragment opens it, the later follows", func(t *testing.T) {
+		// Fragments take the host's stack (no fast path): translated back,
+		// marked, then judged again by to_container as routed in.
+		check := func(t *testing.T, frame, want []byte) {
+			t.Helper()
+			ret, mark, out := w.runData(t, w.coll.FromUplink, w.uplink, frame)
+			if ret != actUnspc || mark&testMark == 0 || !bytes.Equal(out, want) {
+				t.Fatalf("from_uplink %d (mark %#x)\n got %x\nwant %x", ret, mark, out, want)
+			}
+			w.ingress = w.uplink
+			defer func() { w.ingress = 0 }()
+			if ret, _ := w.run(t, w.coll.ToContainer, e1.ifindex, out); ret != actOK {
+				t.Errorf("to_container %d, want TC_ACT_OK", ret)
+			}
+		}
+		check(t, in(uplinkAddr, udp(40006, 5353), firstFragment(0x55)), in(e1.ip, udp(40006, 53), firstFragment(0x55)))
+		// A later fragment has no UDP header: only the IP destination
+		// and checksum change.
+		later := in(uplinkAddr, udp(40006, 5353), laterFragment(0x55))
+		check(t, later, withDst(t, later, e1.ip))
+	})
 	t.Run("straight to the container port is still unsolicited", func(t *testing.T) {
 		w.expect(t, w.coll.FromUplink, w.uplink, e1.ifindex, toC, false, ipFrame(t, outsideAddr, e1.ip, tcp(40005, 80)), unsolicited)
 	})
+}
+
+// withDst is an IPv4 frame with its destination address replaced and its
+// IP header checksum computed afresh; the rest is left byte for byte.
+func withDst(t *testing.T, frame []byte, dst string) []byte {
+	t.Helper()
+	var ip layers.IPv4
+	if err := ip.DecodeFromBytes(frame[14:], gopacket.NilDecodeFeedback); err != nil {
+		t.Fatal(err)
+	}
+	ip.DstIP = net.ParseIP(dst).To4()
+	var e layers.Ethernet
+	if err := e.DecodeFromBytes(frame, gopacket.NilDecodeFeedback); err != nil {
+		t.Fatal(err)
+	}
+	return serialize(t, &e, &ip, gopacket.Payload(ip.Payload))
 }
 
 // ipFrameFrom is a frame endpoint e sent with the given addresses (after

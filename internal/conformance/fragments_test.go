@@ -108,6 +108,31 @@ func TestFragmentedDatagrams(t *testing.T) {
 				}
 			})
 
+			// toPublished sends 3000 bytes from ns to the victim's port
+			// published on the uplink address and expects its answer,
+			// naming the source it saw.
+			toPublished := func(t *testing.T, ns *testnet.NS, src netip.Addr) {
+				t.Helper()
+				var conn *net.UDPConn
+				err := ns.Do(func() (err error) {
+					conn, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(testnet.UplinkAddr, 5353)))
+					return err
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				if _, err := conn.Write(bytes.Repeat([]byte{'z'}, 3000)); err != nil {
+					t.Fatal(err)
+				}
+				if got, want := string(receive(t, conn)), "src="+src.String()+"\n"; got != want {
+					t.Fatalf("the published port answered %q, want %q", got, want)
+				}
+			}
+			t.Run("a datagram of 3000 bytes to a published port", func(t *testing.T) {
+				toPublished(t, a.topo.Outside, testnet.OutsideAddr)
+			})
+
 			t.Run("ping with 3000 bytes", func(t *testing.T) {
 				out, err := exec.Command("ip", "netns", "exec", a.victim.Name, "ping", "-n", "-c", "2", "-s", "3000", "-W", "2", testnet.OutsideAddr.String()).CombinedOutput()
 				if err != nil {
