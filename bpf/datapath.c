@@ -128,10 +128,6 @@ static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
 /* ICMPv6 types of the link-local control traffic an IPv4-only network
  * carries (RFC 4861 neighbour discovery, RFC 2710/3810 multicast listener
  * discovery). */
-/* How long a fragmented datagram's state lives after its last fragment
- * (frags_family.h). */
-volatile const __u64 frag_timeout = 30 * SEC_NS;
-
 #define FAMILY 4
 #include "frags_family.h"
 #undef FAMILY

@@ -33,9 +33,9 @@ func (w *world) publish(t *testing.T, ep string, m network.PortMapping, gateway 
 
 // routed is a frame as the host's router delivers it into endpoint ep:
 // the bridge's MAC as source, TTL 63.
-func (w *world) routed(t *testing.T, ep, src, dst string, p l4) []byte {
+func (w *world) routed(t *testing.T, ep, src, dst string, p l4, opts ...ipOpt) []byte {
 	return serialize(t, append([]gopacket.SerializableLayer{eth(bridgeMAC, mac(w.eps[ep].mac), layers.EthernetTypeIPv4)},
-		ipPacket(t, src, dst, p, func(ip *layers.IPv4) { ip.TTL = 63 })...)...)
+		ipPacket(t, src, dst, p, append(opts, func(ip *layers.IPv4) { ip.TTL = 63 })...)...)...)
 }
 
 // redirected runs prog on frame at ifindex and checks that it is
@@ -135,18 +135,35 @@ func TestPublishedPortFromOutside(t *testing.T) {
 }
 
 // withDst is an IPv4 frame with its destination address replaced and its
-// IP header checksum computed afresh; the rest is left byte for byte.
+// IP header checksum computed afresh; the rest is left byte for byte (a
+// later fragment has no L4 header to fix).
 func withDst(t *testing.T, frame []byte, dst string) []byte {
+	return reheader(t, frame, func(_ *layers.Ethernet, ip *layers.IPv4) { ip.DstIP = net.ParseIP(dst).To4() })
+}
+
+// routedFragment is a later fragment as the host would route it into
+// endpoint ep with source src and destination dst: the bridge's MAC as
+// source, TTL one less, its data unchanged.
+func (w *world) routedFragment(t *testing.T, frame []byte, ep, src, dst string) []byte {
+	return reheader(t, frame, func(e *layers.Ethernet, ip *layers.IPv4) {
+		e.SrcMAC, e.DstMAC = bridgeMAC, mac(w.eps[ep].mac)
+		ip.SrcIP, ip.DstIP, ip.TTL = net.ParseIP(src).To4(), net.ParseIP(dst).To4(), ip.TTL-1
+	})
+}
+
+// reheader is an IPv4 frame with its Ethernet and IP headers changed by
+// edit and the IP header checksum computed afresh; the payload is kept.
+func reheader(t *testing.T, frame []byte, edit func(*layers.Ethernet, *layers.IPv4)) []byte {
 	t.Helper()
-	var ip layers.IPv4
-	if err := ip.DecodeFromBytes(frame[14:], gopacket.NilDecodeFeedback); err != nil {
-		t.Fatal(err)
-	}
-	ip.DstIP = net.ParseIP(dst).To4()
 	var e layers.Ethernet
+	var ip layers.IPv4
 	if err := e.DecodeFromBytes(frame, gopacket.NilDecodeFeedback); err != nil {
 		t.Fatal(err)
 	}
+	if err := ip.DecodeFromBytes(frame[14:], gopacket.NilDecodeFeedback); err != nil {
+		t.Fatal(err)
+	}
+	edit(&e, &ip)
 	return serialize(t, &e, &ip, gopacket.Payload(ip.Payload))
 }
 
@@ -161,10 +178,36 @@ func TestPublishedPortHairpin(t *testing.T) {
 	e1, e2, e3, e4, e5 := w.eps["e1"], w.eps["e2"], w.eps["e3"], w.eps["e4"], w.eps["e5"]
 	w.publish(t, "e1", pm("tcp", "0.0.0.0", 8080, 80), gw1)
 	w.publish(t, "e4", pm("tcp", "0.0.0.0", 4040, 40), gw2)
+	w.publish(t, "e1", pm("udp", "0.0.0.0", 5353, 53), gw1)
 	hop := func(t *testing.T, from *testEP, frame, want []byte, to *testEP) {
 		t.Helper()
 		w.redirected(t, w.coll.FromContainer, from.ifindex, frame, want, to)
 	}
+	// Datagrams in two fragments, each way: the first is translated as a
+	// whole packet, the later follows it, both straight into the receiver.
+	t.Run("a datagram in fragments, neighbour", func(t *testing.T) {
+		first := w.from(t, "e2", gw1, udp(41010, 5353), firstFragment(0x66))
+		later := w.from(t, "e2", gw1, udp(41010, 5353), laterFragment(0x66))
+		hop(t, e2, first, w.routed(t, "e1", e2.ip, e1.ip, udp(41010, 53), firstFragment(0x66)), e1)
+		hop(t, e2, later, w.routedFragment(t, later, "e1", e2.ip, e1.ip), e1)
+		first = w.from(t, "e1", e2.ip, udp(53, 41010), firstFragment(0x67))
+		later = w.from(t, "e1", e2.ip, udp(53, 41010), laterFragment(0x67))
+		hop(t, e1, first, w.routed(t, "e2", gw1, e2.ip, udp(5353, 41010), firstFragment(0x67)), e2)
+		hop(t, e1, later, w.routedFragment(t, later, "e2", gw1, e2.ip), e2)
+	})
+	t.Run("a datagram in fragments, own port", func(t *testing.T) {
+		first := w.from(t, "e1", gw1, udp(41011, 5353), firstFragment(0x68))
+		later := w.from(t, "e1", gw1, udp(41011, 5353), laterFragment(0x68))
+		hop(t, e1, first, w.routed(t, "e1", gw1, e1.ip, udp(41011, 53), firstFragment(0x68)), e1)
+		hop(t, e1, later, w.routedFragment(t, later, "e1", gw1, e1.ip), e1)
+		first = w.from(t, "e1", gw1, udp(53, 41011), firstFragment(0x69))
+		later = w.from(t, "e1", gw1, udp(53, 41011), laterFragment(0x69))
+		hop(t, e1, first, w.routed(t, "e1", gw1, e1.ip, udp(5353, 41011), firstFragment(0x69)), e1)
+		hop(t, e1, later, w.routedFragment(t, later, "e1", gw1, e1.ip), e1)
+	})
+	t.Run("a later fragment whose first went nowhere: the host's", func(t *testing.T) {
+		w.expect(t, w.coll.FromContainer, e2.ifindex, e2.ifindex, fromC, true, w.from(t, "e2", gw1, udp(41012, 5353), laterFragment(0x6a)), none)
+	})
 	t.Run("neighbour through the gateway: source kept", func(t *testing.T) {
 		hop(t, e2, w.from(t, "e2", gw1, tcp(41000, 8080)), w.routed(t, "e1", e2.ip, e1.ip, tcp(41000, 80)), e1)
 		hop(t, e1, w.from(t, "e1", e2.ip, tcpSynAck(80, 41000)), w.routed(t, "e2", gw1, e2.ip, tcpSynAck(8080, 41000)), e2)

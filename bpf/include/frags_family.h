@@ -3,30 +3,14 @@
  * Fragments, for one IP version (family.h): datapath.c includes it for
  * IPv4 and IPv6. A datagram's later fragments carry no ports, so they
  * follow their first: frags remembers (and translates) what the first did,
- * for frag_timeout after the last fragment seen. A later fragment that
+ * for frag_timeout after the last fragment seen (frag_of and frag_first,
+ * nat_family.h). A later fragment that
  * arrives before its first is let through when its sender lately replied
  * to the same destination (peers), which names the one container it goes
  * to. And what a packet from the outside must be to enter a network
  * (judge_from_outside). No include guard.
  */
 #include "family.h"
-
-static __always_inline FRAG_ENTRY *F(frag_of)(const PKT *p, __u64 now)
-{
-	FRAG_KEY fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
-	FRAG_ENTRY *fe = bpf_map_lookup_elem(&FRAGS_MAP, &fk);
-	if (!fe || expired(now, fe->seen, frag_timeout))
-		return 0;
-	fe->seen = now;
-	return fe;
-}
-
-static __always_inline void F(frag_first)(const PKT *p, ADDR new_saddr, ADDR new_daddr, __u64 now)
-{
-	FRAG_KEY fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
-	FRAG_ENTRY fe = {.seen = now, .new_saddr = new_saddr, .new_daddr = new_daddr};
-	bpf_map_update_elem(&FRAGS_MAP, &fk, &fe, BPF_ANY);
-}
 
 /* peer_replied records that remote sent a reply to local (as it arrived),
  * which went to container; at most once a second per key. */

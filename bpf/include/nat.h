@@ -400,6 +400,10 @@ static __always_inline struct port_backend6 *published6(__u8 proto, struct in6_k
 	return bpf_map_lookup_elem(&ports6, &k);
 }
 
+/* How long a fragmented datagram's state lives after its last fragment
+ * (frag_of). */
+volatile const __u64 frag_timeout = 30 * SEC_NS;
+
 #define FAMILY 4
 #include "nat_family.h"
 #undef FAMILY

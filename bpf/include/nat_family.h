@@ -18,6 +18,27 @@ static __always_inline TUPLE F(reply_of)(const TUPLE *k)
 	return r;
 }
 
+/* frag_of is the state a datagram's first fragment left for its later
+ * ones (frags_family.h), refreshed; 0 if none is left. */
+static __always_inline FRAG_ENTRY *F(frag_of)(const PKT *p, __u64 now)
+{
+	FRAG_KEY fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
+	FRAG_ENTRY *fe = bpf_map_lookup_elem(&FRAGS_MAP, &fk);
+	if (!fe || expired(now, fe->seen, frag_timeout))
+		return 0;
+	fe->seen = now;
+	return fe;
+}
+
+/* frag_first records what was done to a datagram's first fragment p: its
+ * new source and destination (ADDR_NONE: unchanged). */
+static __always_inline void F(frag_first)(const PKT *p, ADDR new_saddr, ADDR new_daddr, __u64 now)
+{
+	FRAG_KEY fk = {.saddr = p->saddr, .daddr = p->daddr, .id = p->ip_id, .proto = p->proto};
+	FRAG_ENTRY fe = {.seen = now, .new_saddr = new_saddr, .new_daddr = new_daddr};
+	bpf_map_update_elem(&FRAGS_MAP, &fk, &fe, BPF_ANY);
+}
+
 static __always_inline int F(nat_live)(const TUPLE *k, NAT *e, __u64 now)
 {
 	return !expired(now, e->last_seen, ct_timeout(k->proto, e->flags & 0xffff));

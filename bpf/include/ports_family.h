@@ -160,15 +160,41 @@ static __always_inline int F(deliver)(struct __sk_buff *skb, const PKT *p, __u32
  * take them, and inlined they would take from_container over BPF's 512
  * bytes of stack (with IPv6's). */
 
+/* hairpin_fragment delivers a later fragment of a datagram whose first
+ * fragment hairpin or hairpin_reply translated and delivered: translated
+ * as its first was, to the same endpoint. -1 if its first was not (frags
+ * of other paths name no endpoint as destination, or nothing new). */
+static __always_inline int F(hairpin_fragment)(struct __sk_buff *skb, PKT *p)
+{
+	FRAG_ENTRY *fe = F(frag_of)(p, clock_ns());
+	if (!fe || (!ADDR_SET(fe->new_saddr) && !ADDR_SET(fe->new_daddr)))
+		return -1;
+	ADDR from = fe->new_saddr, to = ADDR_SET(fe->new_daddr) ? fe->new_daddr : p->daddr;
+	struct ip_endpoint *dst = bpf_map_lookup_elem(&EP_MAP, &to);
+	if (!dst)
+		return -1;
+	__u32 ifindex = dst->ifindex, net_id = dst->net_id;
+	if (!ADDR_EQ(to, p->daddr)) {
+		if (F(rewrite)(skb, p, 1, to, 0) < 0)
+			return TC_ACT_SHOT;
+		p->daddr = to;
+	}
+	if (ADDR_SET(from) && F(rewrite)(skb, p, 0, from, 0) < 0)
+		return TC_ACT_SHOT;
+	return F(deliver)(skb, p, ifindex, net_id);
+}
+
 /* hairpin handles a packet endpoint ep (behind ifindex) sends to a host
  * address. Not a published port (or not a connection to one): -1 (the
  * host's). Otherwise the verdict Docker's FORWARD gives after DNAT (a drop
  * is counted and returned), or the connection is translated and
- * delivered. Fragments are not translated (the host answers them). */
+ * delivered. A datagram's first fragment is handled as a whole packet and
+ * its later ones follow it (hairpin_fragment), as Docker's DNAT after
+ * conntrack's reassembly delivers the datagram. */
 static __noinline int F(hairpin)(struct __sk_buff *skb, __u32 ifindex, const struct endpoint_info *ep, PKT *p)
 {
-	if (p->frag != FRAG_NONE)
-		return -1;
+	if (p->frag == FRAG_LATER)
+		return F(hairpin_fragment)(skb, p);
 	BACKEND *b = F(published)(p->proto, p->daddr, p->dport);
 	if (!b)
 		return -1;
@@ -219,6 +245,8 @@ static __noinline int F(hairpin)(struct __sk_buff *skb, __u32 ifindex, const str
 		if (v != PASS)
 			return F(drop_pkt)(skb, ifindex, DIR_FROM_CONTAINER, v, p);
 	}
+	if (p->frag == FRAG_FIRST)
+		F(frag_first)(p, (flags & NAT_F_SELF) ? gateway : ADDR_NONE, addr, now);
 	if (F(rewrite)(skb, p, 1, addr, port) < 0)
 		return TC_ACT_SHOT;
 	p->daddr = addr;
@@ -229,12 +257,12 @@ static __noinline int F(hairpin)(struct __sk_buff *skb, __u32 ifindex, const str
 }
 
 /* hairpin_reply translates back and delivers a reply that endpoint ep
- * (which publishes ports) sends on a hairpin connection; -1 if p is not
- * one. */
+ * (which publishes ports) sends on a hairpin connection, fragments as in
+ * hairpin; -1 if p is not one. */
 static __noinline int F(hairpin_reply)(struct __sk_buff *skb, const struct endpoint_info *ep, PKT *p)
 {
-	if (p->frag != FRAG_NONE)
-		return -1;
+	if (p->frag == FRAG_LATER)
+		return F(hairpin_fragment)(skb, p);
 	TUPLE k = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
 	NAT *f = bpf_map_lookup_elem(&FWD_MAP, &k);
 	__u64 now = clock_ns();
@@ -248,6 +276,8 @@ static __noinline int F(hairpin_reply)(struct __sk_buff *skb, const struct endpo
 	__u32 to = f->ifindex, self = f->flags & NAT_F_SELF;
 	if (last)
 		F(nat_pair_delete)(&k, f); /* the endpoint reset it */
+	if (p->frag == FRAG_FIRST)
+		F(frag_first)(p, addr, self ? F(ep_addr)(ep) : ADDR_NONE, now);
 	if (F(rewrite)(skb, p, 0, addr, port) < 0)
 		return TC_ACT_SHOT;
 	p->saddr = addr;

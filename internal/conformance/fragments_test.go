@@ -132,6 +132,9 @@ func TestFragmentedDatagrams(t *testing.T) {
 			t.Run("a datagram of 3000 bytes to a published port", func(t *testing.T) {
 				toPublished(t, a.topo.Outside, testnet.OutsideAddr)
 			})
+			t.Run("a datagram of 3000 bytes to a published port, from a neighbour", func(t *testing.T) {
+				toPublished(t, a.mallory, a.ips["mallory"])
+			})
 
 			t.Run("ping with 3000 bytes", func(t *testing.T) {
 				out, err := exec.Command("ip", "netns", "exec", a.victim.Name, "ping", "-n", "-c", "2", "-s", "3000", "-W", "2", testnet.OutsideAddr.String()).CombinedOutput()
