@@ -406,18 +406,8 @@ func TestIPv6PublishedPortFromOutside(t *testing.T) {
 	t.Run("a fragmented datagram: its first fragment opens it, the later follows", func(t *testing.T) {
 		rFirst, rLater := udpFragments6(t, outside, outsideAddr6, uplinkAddr6, 40007, 5353, 0x77)
 		wFirst, wLater := udpFragments6(t, outside, outsideAddr6, "fd00:6::2", 40007, 53, 0x77)
-		for i, f := range [][2][]byte{{rFirst, wFirst}, {rLater, wLater}} {
-			ret, mark, out := w.runData(t, w.coll.FromUplink, w.uplink, f[0])
-			if ret != actUnspc || mark&testMark == 0 || !bytes.Equal(out, f[1]) {
-				t.Fatalf("fragment %d: from_uplink %d (mark %#x)\n got %x\nwant %x", i, ret, mark, out, f[1])
-			}
-			w.ingress = w.uplink
-			ret, _ = w.run(t, w.coll.ToContainer, e8.ifindex, out)
-			w.ingress = 0
-			if ret != actOK {
-				t.Errorf("fragment %d: to_container %d, want TC_ACT_OK", i, ret)
-			}
-		}
+		w.slowIn(t, e8, rFirst, wFirst)
+		w.slowIn(t, e8, rLater, wLater)
 	})
 	t.Run("straight to the container port is still unsolicited", func(t *testing.T) {
 		w.expect(t, w.coll.FromUplink, w.uplink, e8.ifindex, toC, false, in("fd00:6::2", tcp(40006, 80)), unsolicited)
@@ -530,21 +520,7 @@ func TestIPv6Fragments(t *testing.T) {
 		_, stray := udpFragments6(t, own, "fd00:6::2", outsideAddr6, 40501, 53, 0x1002)
 		w.expect(t, w.coll.ToUplink, w.uplink, e8.ifindex, fromC, false, stray, fragment)
 	})
-	// in hands a fragment from the outside to from_uplink, which must
-	// translate it back and leave it to the host's stack (no fast path for
-	// fragments), then to to_container, which must let it in.
-	in := func(t *testing.T, frame, want []byte) {
-		t.Helper()
-		ret, mark, out := w.runData(t, w.coll.FromUplink, w.uplink, frame)
-		if ret != actUnspc || mark&testMark == 0 || !bytes.Equal(out, want) {
-			t.Fatalf("from_uplink %d (mark %#x)\n got %x\nwant %x", ret, mark, out, want)
-		}
-		w.ingress = w.uplink
-		defer func() { w.ingress = 0 }()
-		if ret, _ := w.run(t, w.coll.ToContainer, e8.ifindex, out); ret != actOK {
-			t.Errorf("to_container %d, want TC_ACT_OK", ret)
-		}
-	}
+	in := func(t *testing.T, frame, want []byte) { t.Helper(); w.slowIn(t, e8, frame, want) }
 	t.Run("in: the reply's later fragment follows its first", func(t *testing.T) {
 		rFirst, rLater := udpFragments6(t, outside, outsideAddr6, uplinkAddr6, 53, 40500, 0x2001)
 		wFirst, wLater := udpFragments6(t, outside, outsideAddr6, "fd00:6::2", 53, 40500, 0x2001)
@@ -583,8 +559,5 @@ func TestIPv6EarlyFragmentAfterWholeReplies(t *testing.T) {
 	}
 	_, rLater := udpFragments6(t, outside, outsideAddr6, uplinkAddr6, 53, 40600, 0x2101)
 	_, wLater := udpFragments6(t, outside, outsideAddr6, "fd00:6::2", 53, 40600, 0x2101)
-	ret, mark, out := w.runData(t, w.coll.FromUplink, w.uplink, rLater)
-	if ret != actUnspc || mark&testMark == 0 || !bytes.Equal(out, wLater) {
-		t.Fatalf("from_uplink %d (mark %#x)\n got %x\nwant %x", ret, mark, out, wLater)
-	}
+	w.slowIn(t, e8, rLater, wLater)
 }

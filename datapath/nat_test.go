@@ -72,6 +72,23 @@ func (w *world) outbound(t *testing.T, frame []byte) (uint32, []byte) {
 	return ret, out
 }
 
+// slowIn runs from_uplink on a frame it must translate back (to want)
+// and leave to the host's stack, marked (fragments take no fast path),
+// then the receiver's to_container on the result, as the host routes it
+// in, which must let it in.
+func (w *world) slowIn(t *testing.T, to *testEP, frame, want []byte) {
+	t.Helper()
+	ret, mark, out := w.runData(t, w.coll.FromUplink, w.uplink, frame)
+	if ret != actUnspc || mark&testMark == 0 || !bytes.Equal(out, want) {
+		t.Fatalf("from_uplink %d (mark %#x)\n got %x\nwant %x", ret, mark, out, want)
+	}
+	w.ingress = w.uplink
+	defer func() { w.ingress = 0 }()
+	if ret, _ := w.run(t, w.coll.ToContainer, to.ifindex, out); ret != actOK {
+		t.Errorf("to_container %d, want TC_ACT_OK", ret)
+	}
+}
+
 func TestSourceTranslation(t *testing.T) {
 	w := newWorld(t, nil)
 	sent := func(ep string, p l4) []byte { return w.from(t, ep, outsideAddr, p) }
@@ -333,10 +350,7 @@ func TestEarlyFragmentTranslatedBack(t *testing.T) {
 	}
 	toE1 := func(t *testing.T, id uint16) {
 		t.Helper()
-		ret, mark, out := w.runData(t, w.coll.FromUplink, w.uplink, early(id, uplinkAddr))
-		if want := early(id, e1.ip); ret != actUnspc || mark&testMark == 0 || !bytes.Equal(out, want) {
-			t.Fatalf("from_uplink %d (mark %#x)\n got %x\nwant %x", ret, mark, out, want)
-		}
+		w.slowIn(t, e1, early(id, uplinkAddr), early(id, e1.ip))
 	}
 	t.Run("after one container's replies: its own", func(t *testing.T) { toE1(t, 0x3001) })
 	t.Run("the record lasts as long as the replies do", func(t *testing.T) {

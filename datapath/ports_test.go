@@ -109,25 +109,11 @@ func TestPublishedPortFromOutside(t *testing.T) {
 		}
 	})
 	t.Run("a fragmented datagram: its first fragment opens it, the later follows", func(t *testing.T) {
-		// Fragments take the host's stack (no fast path): translated back,
-		// marked, then judged again by to_container as routed in.
-		check := func(t *testing.T, frame, want []byte) {
-			t.Helper()
-			ret, mark, out := w.runData(t, w.coll.FromUplink, w.uplink, frame)
-			if ret != actUnspc || mark&testMark == 0 || !bytes.Equal(out, want) {
-				t.Fatalf("from_uplink %d (mark %#x)\n got %x\nwant %x", ret, mark, out, want)
-			}
-			w.ingress = w.uplink
-			defer func() { w.ingress = 0 }()
-			if ret, _ := w.run(t, w.coll.ToContainer, e1.ifindex, out); ret != actOK {
-				t.Errorf("to_container %d, want TC_ACT_OK", ret)
-			}
-		}
-		check(t, in(uplinkAddr, udp(40006, 5353), firstFragment(0x55)), in(e1.ip, udp(40006, 53), firstFragment(0x55)))
+		w.slowIn(t, e1, in(uplinkAddr, udp(40006, 5353), firstFragment(0x55)), in(e1.ip, udp(40006, 53), firstFragment(0x55)))
 		// A later fragment has no UDP header: only the IP destination
 		// and checksum change.
 		later := in(uplinkAddr, udp(40006, 5353), laterFragment(0x55))
-		check(t, later, withDst(t, later, e1.ip))
+		w.slowIn(t, e1, later, withDst(t, later, e1.ip))
 	})
 	t.Run("straight to the container port is still unsolicited", func(t *testing.T) {
 		w.expect(t, w.coll.FromUplink, w.uplink, e1.ifindex, toC, false, ipFrame(t, outsideAddr, e1.ip, tcp(40005, 80)), unsolicited)
