@@ -912,7 +912,8 @@ int from_uplink(struct __sk_buff *skb)
 }
 
 /* to_uplink6 is to_uplink for IPv6: packets of containers on
- * masquerading networks get the uplink's IPv6 address and a free port. */
+ * masquerading networks get the uplink's IPv6 address and a free port.
+ * The source's network as for IPv4 (to_uplink4). */
 static __always_inline int to_uplink6(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
@@ -920,7 +921,8 @@ static __always_inline int to_uplink6(struct __sk_buff *skb)
 	if (!p || parse_ipv6(skb, p) < 0)
 		return TC_ACT_UNSPEC;
 	__u32 ifindex = skb->ifindex;
-	__u32 *snet = subnet6_of(p->saddr.a);
+	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip6, &p->saddr);
+	__u32 *snet = src ? &src->net_id : subnet6_of(p->saddr.a);
 	if (!snet) {
 		struct uplink_info *u = bpf_map_lookup_elem(&uplinks, &ifindex);
 		if (u && ip6_eq(u->addr6.a, p->saddr.a))
@@ -929,14 +931,14 @@ static __always_inline int to_uplink6(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	}
 	__u32 net_id = *snet;
+	__u32 at = src ? src->ifindex : net_id; /* a drop counts on the sender */
 	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
 	if (!n)
 		return TC_ACT_UNSPEC;
 	__u32 v = translate6(skb, p, n, ifindex, n->flags & NET_F_MASQUERADE);
 	if (v == PASS)
 		return TC_ACT_UNSPEC;
-	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip6, &p->saddr);
-	return drop(skb, src ? src->ifindex : net_id, DIR_FROM_CONTAINER, v);
+	return drop(skb, at, DIR_FROM_CONTAINER, v);
 }
 
 /* to_uplink4 is to_uplink for IPv4. */
@@ -946,7 +948,11 @@ static __always_inline int to_uplink4(struct __sk_buff *skb)
 	if (parse_ipv4(skb, &p) < 0)
 		return TC_ACT_UNSPEC;
 	__u32 ifindex = skb->ifindex;
-	__u32 *snet = subnet_of(p.saddr);
+	/* Its network: the endpoint's (a hash lookup), or the subnet's it
+	 * falls in (the host's own packets from a gateway address are
+	 * masqueraded too, as by Docker's -s SUBNET rule). */
+	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p.saddr);
+	__u32 *snet = src ? &src->net_id : subnet_of(p.saddr);
 	if (!snet) {
 		struct uplink_info *u = bpf_map_lookup_elem(&uplinks, &ifindex);
 		if (u && u->addr == p.saddr)
@@ -955,15 +961,14 @@ static __always_inline int to_uplink4(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	}
 	__u32 net_id = *snet;
+	__u32 at = src ? src->ifindex : net_id; /* a drop counts on the sender */
 	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
 	if (!n)
 		return TC_ACT_UNSPEC;
 	__u32 v = translate(skb, &p, n, ifindex, n->flags & NET_F_MASQUERADE);
 	if (v == PASS)
 		return TC_ACT_UNSPEC;
-	/* Count on the container that sent it. */
-	struct ip_endpoint *src = bpf_map_lookup_elem(&ep_by_ip, &p.saddr);
-	return drop_pkt(skb, src ? src->ifindex : net_id, DIR_FROM_CONTAINER, v, &p);
+	return drop_pkt(skb, at, DIR_FROM_CONTAINER, v, &p);
 }
 
 SEC("tc")

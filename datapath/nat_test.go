@@ -119,6 +119,14 @@ func TestSourceTranslation(t *testing.T) {
 	t.Run("udp keeps its port", func(t *testing.T) { check(t, "e1", udp(40001, 53), uplinkAddr, 40001) })
 	t.Run("icmp echo keeps its identifier", func(t *testing.T) { check(t, "e1", echo(777), uplinkAddr, 777) })
 	t.Run("host_ipv4 network", func(t *testing.T) { check(t, "e6", tcp(40000, 80), extraAddr, 40000) })
+	t.Run("the host's packet from a gateway address: masqueraded (Docker's -s SUBNET rule)", func(t *testing.T) {
+		// No endpoint has the address: its network is the subnet's.
+		frame := serialize(t, append([]gopacket.SerializableLayer{eth(hostMAC, mac("02:99:00:00:00:01"), layers.EthernetTypeIPv4)}, ipPacket(t, gw1, outsideAddr, udp(40050, 53))...)...)
+		want := serialize(t, append([]gopacket.SerializableLayer{eth(hostMAC, mac("02:99:00:00:00:01"), layers.EthernetTypeIPv4)}, ipPacket(t, uplinkAddr, outsideAddr, udp(40050, 53))...)...)
+		if ret, out := w.outbound(t, frame); ret != actUnspc || !bytes.Equal(out, want) {
+			t.Errorf("return %d\n got %x\nwant %x", ret, out, want)
+		}
+	})
 	t.Run("no-masquerade network is left alone", func(t *testing.T) {
 		frame := sent("e7", tcp(40000, 80))
 		if ret, out := w.outbound(t, frame); ret != actUnspc || !bytes.Equal(out, frame) {
