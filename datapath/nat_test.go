@@ -389,3 +389,22 @@ func TestEarlyFragmentTranslatedBack(t *testing.T) {
 		}
 	})
 }
+
+// A later fragment passes only if its first did: a reply's first
+// fragment translated back but refused (its flow has a translation and
+// no connection-table entry: from_container never saw it) leaves nothing
+// its later fragments could follow.
+func TestFragmentOfARefusedFirst(t *testing.T) {
+	w := newWorld(t, nil)
+	e1 := w.eps["e1"]
+	ret, out := w.outbound(t, w.from(t, "e1", outsideAddr, udp(40930, 53)))
+	if ret != actUnspc || srcIP(out) != uplinkAddr {
+		t.Fatalf("to_uplink %d, source %s", ret, srcIP(out))
+	}
+	in := func(opt ipOpt) []byte {
+		return serialize(t, append([]gopacket.SerializableLayer{eth(mac("02:99:00:00:00:01"), mac("02:98:00:00:00:01"), layers.EthernetTypeIPv4)},
+			ipPacket(t, outsideAddr, uplinkAddr, udp(53, srcPort(out)), opt)...)...)
+	}
+	w.expect(t, w.coll.FromUplink, w.uplink, e1.ifindex, toC, false, in(firstFragment(0x51)), unsolicited)
+	w.expect(t, w.coll.FromUplink, w.uplink, e1.ifindex, toC, false, in(laterFragment(0x51)), fragment)
+}

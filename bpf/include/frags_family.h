@@ -54,10 +54,7 @@ static __always_inline __u32 F(judge_from_outside)(struct __sk_buff *skb, __u32 
 	if (p->frag == FRAG_LATER) {
 		if (F(frag_of)(p, now))
 			return PASS;
-		/* Translated back, it goes where its first went, or where its
-		 * sender's replies to the translated address went (untranslate):
-		 * the peer record of a translated flow is under that address. */
-		ADDR to = translated ? p->daddr : F(early_fragment)(p, now);
+		ADDR to = F(early_fragment)(p, now);
 		if (!ADDR_EQ(to, p->daddr))
 			return REASON_FRAGMENT;
 		F(frag_first)(p, ADDR_NONE, ADDR_NONE, now);

@@ -25,6 +25,11 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 n
 		if (!ADDR_SET(to) || ADDR_EQ(to, p->daddr) || F(rewrite)(skb, p, 1, to, 0) < 0)
 			return -1;
 		p->daddr = to;
+		/* Before its first: let in on the sender's replies, which a
+		 * translated flow records under the translated address, where
+		 * judge_from_outside cannot look; it finds the fragment let in. */
+		if (!fe)
+			F(frag_first)(p, ADDR_NONE, ADDR_NONE, now);
 		return 0;
 	}
 	if (p->has_inner) {
