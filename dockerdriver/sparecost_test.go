@@ -45,8 +45,7 @@ func TestSpareCost(t *testing.T) {
 		d.DockerDriver()
 		d.Start()
 		sd := &side{name: s.name, drv: newDriverClient(t, d.PluginSocket), net: dockerID()}
-		sd.drv.ok("NetworkDriver.CreateNetwork", `{"NetworkID":"`+sd.net+`","Options":{"com.docker.network.enable_ipv6":false,"com.docker.network.generic":{}},
-			"IPv4Data":[{"AddressSpace":"LocalDefault","Pool":"10.90.0.0/16","Gateway":"10.90.0.1/16"}],"IPv6Data":[]}`)
+		sd.drv.createNetwork(sd.net, "10.90.0.0/16", "10.90.0.1/16", "")
 		sides = append(sides, sd)
 	}
 	create := func(s *side) time.Duration {

@@ -36,6 +36,15 @@ func newDriverClient(t *testing.T, socket string) *driverClient {
 		}}}}
 }
 
+// createNetwork creates network id on pool with gateway gw (both with
+// their prefix length) as Docker's engine asks for it, with the driver's
+// generic options (a JSON object's members).
+func (d *driverClient) createNetwork(id, pool, gw, generic string) {
+	d.t.Helper()
+	d.ok("NetworkDriver.CreateNetwork", `{"NetworkID":"`+id+`","Options":{"com.docker.network.enable_ipv6":false,"com.docker.network.generic":{`+generic+`}},
+		"IPv4Data":[{"AddressSpace":"LocalDefault","Pool":"`+pool+`","Gateway":"`+gw+`"}],"IPv6Data":[]}`)
+}
+
 func (d *driverClient) ok(method, body string) map[string]any {
 	d.t.Helper()
 	resp, err := d.c.Post("http://plugin/"+method, "application/json", bytes.NewBufferString(body))
@@ -145,8 +154,7 @@ func TestSpareVeths(t *testing.T) {
 	}
 	network := func(subnet, gw, generic string) string {
 		id := dockerID()
-		drv.ok("NetworkDriver.CreateNetwork", `{"NetworkID":"`+id+`","Options":{"com.docker.network.enable_ipv6":false,"com.docker.network.generic":{`+generic+`}},
-			"IPv4Data":[{"AddressSpace":"LocalDefault","Pool":"`+subnet+`","Gateway":"`+gw+`/24"}],"IPv6Data":[]}`)
+		drv.createNetwork(id, subnet, gw+"/24", generic)
 		return id
 	}
 	spares := func() []string {
@@ -233,8 +241,7 @@ func TestNoSparesWithTC(t *testing.T) {
 	d.Start()
 	drv := newDriverClient(t, d.PluginSocket)
 	netID, epID := dockerID(), dockerID()
-	drv.ok("NetworkDriver.CreateNetwork", `{"NetworkID":"`+netID+`","Options":{"com.docker.network.enable_ipv6":false,"com.docker.network.generic":{}},
-		"IPv4Data":[{"AddressSpace":"LocalDefault","Pool":"10.88.3.0/24","Gateway":"10.88.3.1/24"}],"IPv6Data":[]}`)
+	drv.createNetwork(netID, "10.88.3.0/24", "10.88.3.1/24", "")
 	drv.ok("NetworkDriver.CreateEndpoint", `{"NetworkID":"`+netID+`","EndpointID":"`+epID+`","Interface":{"Address":"10.88.3.2/24"},"Options":{}}`)
 	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(d.Log(), "no spare veth pairs kept"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -37,8 +37,7 @@ func TestFragmentedDatagrams(t *testing.T) {
 // fragmentWorld is the hostile tenants' arena seen through one IP version.
 type fragmentWorld struct {
 	a               *arena
-	ipv6            bool
-	victim, mallory netip.Addr
+	mallory         netip.Addr
 	uplink, outside netip.Addr
 	network         string // "udp4" or "udp6"
 }
@@ -49,7 +48,7 @@ type fragmentWorld struct {
 func newFragmentWorld(t *testing.T, dp string, ipv6 bool) *fragmentWorld {
 	if !ipv6 {
 		a := newArena(t, dp)
-		return &fragmentWorld{a: a, victim: a.ips["victim"], mallory: a.ips["mallory"],
+		return &fragmentWorld{a: a, mallory: a.ips["mallory"],
 			uplink: testnet.UplinkAddr, outside: testnet.OutsideAddr, network: "udp4"}
 	}
 	a := &arena{dp: dp, topo: testnet.NewTopology(t), ips: map[string]netip.Addr{}}
@@ -71,7 +70,7 @@ func newFragmentWorld(t *testing.T, dp string, ipv6 bool) *fragmentWorld {
 	a.victim = endpoint("victim", "198.18.2.10", "fd00:18:2::10", "5353:7000/udp")
 	a.mallory = endpoint("mallory", "198.18.2.20", "fd00:18:2::20")
 	a.victim.Serve(t)
-	return &fragmentWorld{a: a, ipv6: true, victim: netip.MustParseAddr("fd00:18:2::10"), mallory: netip.MustParseAddr("fd00:18:2::20"),
+	return &fragmentWorld{a: a, mallory: netip.MustParseAddr("fd00:18:2::20"),
 		uplink: testnet.UplinkAddr6, outside: testnet.OutsideAddr6, network: "udp6"}
 }
 
@@ -142,7 +141,7 @@ func testFragments(t *testing.T, w *fragmentWorld) {
 		}
 		frags := fragmentUDP(t, w.outside, translated.Addr(), 7301, translated.Port(), payload, 0x4242)
 		for _, f := range append(frags[1:], frags[0]) {
-			w.fromOutside(t, f)
+			a.fromOutside(t, f...)
 		}
 		if got := receive(t, c); !bytes.Equal(got, payload) {
 			t.Fatalf("the victim got %d bytes, want the %d the peer sent in fragments", len(got), len(payload))
@@ -213,34 +212,12 @@ func receive(t *testing.T, c net.PacketConn) []byte {
 	return buf[:n]
 }
 
-// fromOutside sends an IP packet (without its Ethernet header) from the
-// outside namespace to the host's uplink.
-func (w *fragmentWorld) fromOutside(t *testing.T, packet []byte) {
-	t.Helper()
-	src, err := w.a.topo.Outside.MAC("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst, err := w.a.topo.Host.MAC(testnet.UplinkIf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	typ := layers.EthernetTypeIPv4
-	if w.ipv6 {
-		typ = layers.EthernetTypeIPv6
-	}
-	frame := serializeLayers(t, &layers.Ethernet{SrcMAC: src, DstMAC: dst, EthernetType: typ}, gopacket.Payload(packet))
-	if err := w.a.topo.Outside.SendFrame("eth0", frame); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // fragmentUDP is the UDP datagram src:sport → dst:dport carrying payload,
 // its checksum computed over the whole of it, cut as a sender with a
 // 1500-byte MTU cuts it: IPv4 fragments of at most 1480 bytes of data,
 // or IPv6 ones of 1448 behind a fragment header, with identification id.
-// It returns the IP packets, first to last.
-func fragmentUDP(t *testing.T, src, dst netip.Addr, sport, dport uint16, payload []byte, id uint16) [][]byte {
+// It returns the layers of each fragment, first to last.
+func fragmentUDP(t *testing.T, src, dst netip.Addr, sport, dport uint16, payload []byte, id uint16) [][]gopacket.SerializableLayer {
 	t.Helper()
 	udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
 	var ip gopacket.SerializableLayer
@@ -252,7 +229,7 @@ func fragmentUDP(t *testing.T, src, dst netip.Addr, sport, dport uint16, payload
 		ip = ipv4(src.String(), dst.String(), layers.IPProtocolUDP)
 	}
 	datagram := serializeLayers(t, ip, udp, gopacket.Payload(payload))[hlen:] // the UDP header and payload
-	var frags [][]byte
+	var frags [][]gopacket.SerializableLayer
 	for off := 0; off < len(datagram); off += chunk {
 		end := min(off+chunk, len(datagram))
 		more := end < len(datagram)
@@ -267,7 +244,7 @@ func fragmentUDP(t *testing.T, src, dst netip.Addr, sport, dport uint16, payload
 			}
 			binary.BigEndian.PutUint32(h[4:], uint32(id))
 			ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolIPv6Fragment, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
-			frags = append(frags, serializeLayers(t, ip6, gopacket.Payload(append(h, datagram[off:end]...))))
+			frags = append(frags, []gopacket.SerializableLayer{ip6, gopacket.Payload(append(h, datagram[off:end]...))})
 			continue
 		}
 		h := ipv4(src.String(), dst.String(), layers.IPProtocolUDP)
@@ -275,7 +252,7 @@ func fragmentUDP(t *testing.T, src, dst netip.Addr, sport, dport uint16, payload
 		if more {
 			h.Flags = layers.IPv4MoreFragments
 		}
-		frags = append(frags, serializeLayers(t, h, gopacket.Payload(datagram[off:end])))
+		frags = append(frags, []gopacket.SerializableLayer{h, gopacket.Payload(datagram[off:end])})
 	}
 	if len(frags) < 3 {
 		t.Fatalf("%d fragments; the test needs at least 3", len(frags))

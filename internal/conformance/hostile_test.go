@@ -69,8 +69,8 @@ func (a *arena) container(t *testing.T, name, net, ip string, ports ...string) *
 	return ns
 }
 
-// fromOutside sends a frame built of layers from the outside namespace to
-// the host's uplink.
+// fromOutside sends a frame built of layers (an IPv4 or IPv6 header
+// first) from the outside namespace to the host's uplink.
 func (a *arena) fromOutside(t *testing.T, ls ...gopacket.SerializableLayer) {
 	t.Helper()
 	src, err := a.topo.Outside.MAC("eth0")
@@ -81,7 +81,11 @@ func (a *arena) fromOutside(t *testing.T, ls ...gopacket.SerializableLayer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	frame := serializeLayers(t, append([]gopacket.SerializableLayer{&layers.Ethernet{SrcMAC: src, DstMAC: dst, EthernetType: layers.EthernetTypeIPv4}}, ls...)...)
+	typ := layers.EthernetTypeIPv4
+	if _, v6 := ls[0].(*layers.IPv6); v6 {
+		typ = layers.EthernetTypeIPv6
+	}
+	frame := serializeLayers(t, append([]gopacket.SerializableLayer{&layers.Ethernet{SrcMAC: src, DstMAC: dst, EthernetType: typ}}, ls...)...)
 	if err := a.topo.Outside.SendFrame("eth0", frame); err != nil {
 		t.Fatal(err)
 	}
