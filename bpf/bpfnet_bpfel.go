@@ -255,7 +255,7 @@ type BpfnetNatEntry struct {
 	_        structs.HostLayout
 	Addr     uint32
 	Port     uint16
-	PeerMark uint16
+	Mark     uint16
 	Created  uint64
 	LastSeen uint64
 	Flags    uint32
@@ -276,7 +276,7 @@ type BpfnetNatEntry6 struct {
 	_        structs.HostLayout
 	Addr     BpfnetIn6Key
 	Port     uint16
-	PeerMark uint16
+	Mark     uint16
 	Flags    uint32
 	Created  uint64
 	LastSeen uint64

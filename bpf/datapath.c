@@ -400,7 +400,7 @@ static __always_inline __u32 judge6_to_container(struct __sk_buff *skb, const st
 	 * from the host's link-local addresses. */
 	if (in == 0 && ip6_link_local(p.saddr.a))
 		return PASS;
-	return judge_from_outside6(skb, ep->net_flags, &p, 0, clock_ns());
+	return judge_from_outside6(skb, ep->net_flags, &p, UT_NONE, clock_ns());
 }
 
 /* ARP for Ethernet/IPv4 whose sender is the endpoint (or 0.0.0.0 for an
@@ -619,7 +619,7 @@ static __always_inline __u32 judge_to_network(struct __sk_buff *skb, __u32 net_i
 {
 	if (is_host_addr(p->saddr) && (in == 0 || in == LOOPBACK_IFINDEX))
 		return PASS;
-	return judge_from_outside(skb, net_flags(net_id), p, 0, clock_ns());
+	return judge_from_outside(skb, net_flags(net_id), p, UT_NONE, clock_ns());
 }
 
 /* drop_to_network drops a packet for network net_id, counted on the
@@ -817,18 +817,18 @@ __noinline int from_uplink6(struct __sk_buff *skb)
 		__u32 *dnet = subnet6_of(p->daddr.a);
 		return dnet ? drop_to_network6(skb, *dnet, p, REASON_SPOOF) : TC_ACT_SHOT;
 	}
-	int rc = untranslate6(skb, p, now);
-	if (rc > 0)
+	enum untranslated ut = untranslate6(skb, p, now);
+	if (ut == UT_HOST)
 		return TC_ACT_UNSPEC; /* a reply to the host */
 	/* A new connection to a published port (never on ::1, as from_uplink
 	 * on 127.0.0.0/8); a first fragment has the ports too. */
-	if (rc < 0 && p->frag != FRAG_LATER && !ip6_loopback(&p->daddr) && opens_connection6(p) && is_host_addr6(&p->daddr)) {
+	if (ut == UT_NONE && p->frag != FRAG_LATER && !ip6_loopback(&p->daddr) && opens_connection6(p) && is_host_addr6(&p->daddr)) {
 		struct port_backend6 *b = published6(p->proto, p->daddr, p->dport);
 		if (b) {
 			__u32 v = dnat_open6(p, b, p->saddr, 0, 0, b->slot, p->saddr);
 			if (v != PASS)
 				return drop(skb, b->ifindex, DIR_TO_CONTAINER, v);
-			if (untranslate6(skb, p, now) < 0)
+			if (untranslate6(skb, p, now) == UT_NONE)
 				return TC_ACT_SHOT;
 		}
 	}
@@ -839,10 +839,10 @@ __noinline int from_uplink6(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	__u32 net_id = *dnet;
 	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
-	__u32 v = judge_from_outside6(skb, n ? n->flags : 0, p, rc == 0, now);
+	__u32 v = judge_from_outside6(skb, n ? n->flags : 0, p, ut, now);
 	if (v != PASS)
 		return drop_to_network6(skb, net_id, p, v);
-	rc = fast_in6(skb, p, dst, n);
+	int rc = fast_in6(skb, p, dst, n);
 	if (rc >= 0)
 		return rc;
 	skb->mark |= forward_mark;
@@ -864,20 +864,20 @@ __noinline int from_uplink4(struct __sk_buff *skb)
 		__u32 *dnet = subnet_of(p.daddr);
 		return dnet ? drop_to_network(skb, *dnet, &p, REASON_SPOOF) : TC_ACT_SHOT;
 	}
-	int rc = untranslate(skb, &p, now);
-	if (rc > 0)
+	enum untranslated ut = untranslate(skb, &p, now);
+	if (ut == UT_HOST)
 		return TC_ACT_UNSPEC; /* a reply to the host */
 	/* A new connection to a published port? Never on a loopback address:
 	 * a port bound to 127.0.0.1 is for the host's own processes, and the
 	 * kernel drops 127.0.0.0/8 arriving on an uplink as martian. A
 	 * datagram's first fragment opens it too: its later ones follow it. */
-	if (rc < 0 && p.frag != FRAG_LATER && !is_loopback(p.daddr) && opens_connection(&p) && is_host_addr(p.daddr)) {
+	if (ut == UT_NONE && p.frag != FRAG_LATER && !is_loopback(p.daddr) && opens_connection(&p) && is_host_addr(p.daddr)) {
 		struct port_backend *b = published(p.proto, p.daddr, p.dport);
 		if (b) {
 			__u32 v = dnat_open(&p, b, p.saddr, 0, 0, b->slot, p.saddr);
 			if (v != PASS)
 				return drop_pkt(skb, b->ifindex, DIR_TO_CONTAINER, v, &p);
-			if (untranslate(skb, &p, now) < 0)
+			if (untranslate(skb, &p, now) == UT_NONE)
 				return TC_ACT_SHOT;
 		}
 	}
@@ -890,10 +890,10 @@ __noinline int from_uplink4(struct __sk_buff *skb)
 	struct network_info *n = bpf_map_lookup_elem(&networks, &net_id);
 	/* Nothing arriving on an uplink comes from the host itself, whatever
 	 * its source says: the kernel's martian check has not run yet. */
-	__u32 v = judge_from_outside(skb, n ? n->flags : 0, &p, rc == 0, now);
+	__u32 v = judge_from_outside(skb, n ? n->flags : 0, &p, ut, now);
 	if (v != PASS)
 		return drop_to_network(skb, net_id, &p, v);
-	rc = fast_in(skb, &p, dst, n);
+	int rc = fast_in(skb, &p, dst, n);
 	if (rc >= 0)
 		return rc;
 	skb->mark |= forward_mark;

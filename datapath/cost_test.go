@@ -58,6 +58,7 @@ func TestProgramCost(t *testing.T) {
 		{"to_container: bridged from a neighbour", w.coll.ToContainer, e2.ifindex, ipFrame(t, e1.ip, e2.ip, tcp(40000, 80)), actOK, e1.ifindex},
 		{"to_container: reply from the outside, routed in", w.coll.ToContainer, e1.ifindex, ipFrame(t, outsideAddr, e1.ip, tcpAck(80, 40000)), actOK, 0},
 		{"to_uplink: masquerade, existing translation", w.coll.ToUplink, w.uplink, out, actUnspc, 0},
+		{"to_uplink: masquerade, an established flow's segment", w.coll.ToUplink, w.uplink, w.from(t, "e1", outsideAddr, tcpAck(40000, 80)), actUnspc, 0},
 		{"from_uplink: reply translated back, into the container", w.coll.FromUplink, w.uplink, ipFrame(t, outsideAddr, uplinkAddr, tcpAck(80, 40000)), actRedirect, 0},
 	}
 	// An empty program, measured the same way, shows what the harness

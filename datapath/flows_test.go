@@ -743,3 +743,83 @@ func TestClosedFlowRemoved(t *testing.T) {
 		}
 	})
 }
+
+// A busy flow's bookkeeping (the connection-table entry and the reply
+// half) is refreshed once a second, not on every segment; its close is
+// still followed on every segment that can end it. After data both ways
+// (within one second, as a busy flow's segments are), the peer's RST at
+// the acknowledged sequence and an orderly close remove every entry, as in
+// TestResetRemovesFlow and TestClosedFlowRemoved; and the peer's RST
+// elsewhere in the window still ends nothing.
+func TestBusyFlowCloses(t *testing.T) {
+	// Three rounds of 6-byte segments each way: e1 sends from 1001 and
+	// the peer from 5001, each acknowledging all it got.
+	busy := func(t *testing.T) *world {
+		w := newWorld(t, nil)
+		w.connectOut(t, 1000)
+		for i := uint32(0); i < 3; i++ {
+			w.segIn(t, l4{proto: "tcp", sport: 80, dport: 40500, ack: true, seq: 5001 + 6*i, ackN: 1001 + 6*i})
+			w.segOut(t, l4{proto: "tcp", sport: 40500, dport: 80, ack: true, seq: 1001 + 6*i, ackN: 5007 + 6*i})
+		}
+		w.flowsLeft(t, 1, 1, 1, 2)
+		return w // e1 is at 1019 and acknowledged 5019
+	}
+	t.Run("the peer resets elsewhere in the window", func(t *testing.T) {
+		w := busy(t)
+		w.segIn(t, l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5020})
+		w.flowsLeft(t, 1, 1, 1, 2)
+	})
+	t.Run("the peer resets at the acknowledged sequence", func(t *testing.T) {
+		w := busy(t)
+		w.segIn(t, l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5019})
+		w.flowsLeft(t, 0, 0, 0, 0)
+	})
+	t.Run("the container resets", func(t *testing.T) {
+		w := busy(t)
+		w.segOut(t, l4{proto: "tcp", sport: 40500, dport: 80, rst: true, seq: 1019})
+		w.flowsLeft(t, 0, 0, 0, 0)
+	})
+	t.Run("the peer closes first", func(t *testing.T) {
+		w := busy(t)
+		w.segIn(t, l4{proto: "tcp", sport: 80, dport: 40500, ack: true, fin: true, seq: 5019, ackN: 1019})  // ends at 5026
+		w.segOut(t, l4{proto: "tcp", sport: 40500, dport: 80, ack: true, fin: true, seq: 1019, ackN: 5026}) // ends at 1026
+		w.flowsLeft(t, 1, 1, 1, 2)
+		w.segIn(t, l4{proto: "tcp", sport: 80, dport: 40500, ack: true, seq: 5026, ackN: 1026}) // the last ACK
+		w.flowsLeft(t, 0, 0, 0, 0)
+	})
+}
+
+// A flow on which only the peer sends stays tracked as long as it does:
+// its replies refresh (once a second) the connection-table entry that a
+// reply taking the host's stack needs in to_container; when they stop,
+// the flow times out. UDP timeouts of 2 s keep the test short.
+func TestRepliesKeepFlowTracked(t *testing.T) {
+	timeout := 2 * time.Second
+	w := newWorld(t, map[string]any{"ct_timeout_udp": uint64(timeout), "ct_timeout_udp_stream": uint64(timeout)})
+	e1 := w.eps["e1"]
+	w.segOut(t, udp(40100, 53))
+	reply := outsideFrame(t, outsideAddr, uplinkAddr, udp(53, 40100))
+	// The same reply as the host routes it in, once from_uplink left it
+	// to the host's stack (as it does a fragment).
+	routedIn := func() uint32 {
+		w.ingress = w.uplink
+		defer func() { w.ingress = 0 }()
+		ret, _ := w.run(t, w.coll.ToContainer, e1.ifindex, w.routed(t, "e1", outsideAddr, e1.ip, udp(53, 40100)))
+		return ret
+	}
+	for end := time.Now().Add(2*timeout + time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, reply); ret != actRedirect {
+			t.Fatalf("a reply %v after the flow's start: %d, want TC_ACT_REDIRECT", time.Since(end.Add(-2*timeout-time.Second)), ret)
+		}
+	}
+	if ret := routedIn(); ret != actOK {
+		t.Errorf("a reply through the host's stack after %v of replies: to_container %d, want TC_ACT_OK", 2*timeout+time.Second, ret)
+	}
+	time.Sleep(timeout + 500*time.Millisecond)
+	if ret, _ := w.run(t, w.coll.FromUplink, w.uplink, reply); ret == actRedirect {
+		t.Errorf("a reply after the flow timed out was delivered")
+	}
+	if ret := routedIn(); ret == actOK {
+		t.Errorf("a reply through the host's stack after the flow timed out was let in")
+	}
+}

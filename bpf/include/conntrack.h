@@ -29,6 +29,10 @@ volatile const __u64 ct_timeout_other = 30 * SEC_NS;          /* ICMP and the re
  * place; the programs and the collector never both act on one entry. */
 volatile const __u64 gc_grace = 30 * SEC_NS;
 
+/* The flags of a TCP flow that is closing: its packets are never handled
+ * by a shortcut that skips the close tracking. */
+#define CT_F_ENDING (CT_F_FIN | CT_F_RST | CT_F_CLOSED)
+
 static __always_inline __u64 ct_timeout(__u8 proto, __u32 flags)
 {
 	switch (proto) {
@@ -55,11 +59,13 @@ static __always_inline __u64 clock_ns(void)
 	return bpf_ktime_get_coarse_ns();
 }
 
-/* peer_mark names the period (2^30 ns, about a second) of clock_ns() now,
- * never 0: a translation marks the period in which its replies last
- * recorded their peer (peer_replied). The count wraps after 18 hours;
- * a flow idle for exactly that long skips one second's record. */
-static __always_inline __u16 peer_mark(__u64 now)
+/* period_of names the period (2^30 ns, about a second) of clock_ns() now,
+ * never 0. A translation's halves keep in `mark` the period in which
+ * their packets last did the work a flow needs once a second, not on
+ * every packet (untranslate, nat_refresh). The count wraps after 20
+ * hours; only a flow live that long (TCP) can see its old mark again, and
+ * it then skips one second's work. */
+static __always_inline __u16 period_of(__u64 now)
 {
 	__u16 m = now >> 30;
 	return m ? m : 1;

@@ -44,10 +44,11 @@ static __always_inline ADDR F(early_fragment)(const PKT *p, __u64 now)
 /* judge_from_outside judges a packet from outside the host for a network
  * with flags net_flags, at clock_ns() now: only replies to tracked flows
  * (and ICMP errors about them, and fragments of an allowed datagram)
- * enter, and nothing enters an internal network. translated: untranslate
- * has translated it back, and recorded its peer (peer_replied) under the
- * address it came to. */
-static __always_inline __u32 F(judge_from_outside)(struct __sk_buff *skb, __u32 net_flags, const PKT *p, int translated, __u64 now)
+ * enter, and nothing enters an internal network. ut: what untranslate did
+ * with it (UT_NONE where it did not run); a packet translated back has
+ * had its peer recorded (peer_replied) under the address it came to. */
+static __always_inline __u32 F(judge_from_outside)(struct __sk_buff *skb, __u32 net_flags, const PKT *p,
+						   enum untranslated ut, __u64 now)
 {
 	if (net_flags & NET_F_INTERNAL)
 		return REASON_INTERNAL;
@@ -60,9 +61,9 @@ static __always_inline __u32 F(judge_from_outside)(struct __sk_buff *skb, __u32 
 		F(frag_first)(p, ADDR_NONE, ADDR_NONE, now);
 		return PASS;
 	}
-	if (!F(ct_reply)(skb, p, now) && !F(dnat_inbound)(p, now))
+	if (ut != UT_TRACKED && !F(ct_reply)(skb, p, now) && !F(dnat_inbound)(p, now))
 		return REASON_UNSOLICITED;
-	if (!translated)
+	if (ut == UT_NONE)
 		F(peer_replied)(p->saddr, p->daddr, p->daddr, p->proto, now);
 	if (p->frag == FRAG_FIRST)
 		F(frag_first)(p, ADDR_NONE, ADDR_NONE, now);

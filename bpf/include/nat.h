@@ -31,6 +31,17 @@
 #include "counters.h"
 #include "flows.h"
 
+/* What untranslate did with a packet arriving on an uplink. */
+enum untranslated {
+	UT_NONE = -1, /* it belongs to no translation */
+	UT_BACK = 0,  /* translated back */
+	UT_HOST = 1,  /* a flow of the host's: left alone */
+	/* translated back, a reply of a flow whose connection-table entry is
+	 * known live and replied to this second (nothing closing): the
+	 * verdict needs no lookup */
+	UT_TRACKED = 2,
+};
+
 #define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
 #define IP_SRC_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
 #define IP_DST_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))

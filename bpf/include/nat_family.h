@@ -115,6 +115,19 @@ static __always_inline void F(nat_reset)(const TUPLE *k)
 static __always_inline int F(nat_refresh)(struct __sk_buff *skb, const TUPLE *k, NAT *f, const PKT *p,
 				       __u32 extra, __u64 now)
 {
+	__u16 mark = period_of(now);
+	/* A packet of a live flow that refreshed its reply half this second,
+	 * with nothing closing: that half is still the flow's (no other flow
+	 * can take a reply tuple before it expires, tens of seconds after its
+	 * refresh) and its timestamp can wait a second. Any SYN, FIN or RST
+	 * takes the full path. */
+	if (f->mark == mark && !(f->flags & CT_F_ENDING) && !F(tcp_close_flags)(p) &&
+	    !(p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_SYN)) && F(nat_live)(k, f, now)) {
+		f->last_seen = now;
+		f->flags |= extra;
+		F(tcp_track_local)(skb, &f->tcp, &f->flags, p);
+		return 0;
+	}
 	TUPLE r = F(rev_key_of)(k, f);
 	NAT *rv = bpf_map_lookup_elem(&REV_MAP, &r);
 	if (rv && !F(owns)(rv, k))
@@ -130,6 +143,7 @@ static __always_inline int F(nat_refresh)(struct __sk_buff *skb, const TUPLE *k,
 	if (rv) {
 		rv->last_seen = now;
 		rv->flags = f->flags;
+		f->mark = mark;
 		return last;
 	}
 	if (last)
@@ -137,7 +151,10 @@ static __always_inline int F(nat_refresh)(struct __sk_buff *skb, const TUPLE *k,
 	struct ip_endpoint *src = bpf_map_lookup_elem(&EP_MAP, &k->saddr);
 	NAT n = {.addr = k->saddr, .port = k->sport, .created = f->created, .last_seen = now,
 			      .flags = f->flags, .ifindex = src ? src->ifindex : 0};
-	return bpf_map_update_elem(&REV_MAP, &r, &n, BPF_NOEXIST) == 0 ? 0 : -1;
+	if (bpf_map_update_elem(&REV_MAP, &r, &n, BPF_NOEXIST) != 0)
+		return -1;
+	f->mark = mark;
+	return 0;
 }
 
 /* An allocation in progress (nat_alloc). */

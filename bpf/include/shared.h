@@ -298,8 +298,8 @@ struct tcp_track {
 struct nat_entry {
 	__be32 addr;
 	__be16 port;
-	__u16 peer_mark; /* nat_rev: peer_mark() when a reply last recorded its
-			  * peer (peer_replied); 0: never */
+	__u16 mark; /* period_of() when its packets last did their
+		     * once-a-second work (untranslate, nat_refresh); 0: never */
 	__u64 created;
 	__u64 last_seen;
 	__u32 flags;
@@ -314,7 +314,7 @@ struct nat_entry {
 struct nat_entry6 {
 	struct in6_key addr;
 	__be16 port;
-	__u16 peer_mark;
+	__u16 mark;
 	__u32 flags;
 	__u64 created;
 	__u64 last_seen;

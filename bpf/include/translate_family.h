@@ -10,8 +10,8 @@
  * a reply to a container's translated flow, a packet of a connection to a
  * published port, an ICMP error about either (sent to the flow's own
  * translated address), or a later fragment of one; p is updated to the
- * packet as translated back. Returns -1 if the packet belongs to no
- * translation, 1 for a flow of the host's (left alone). now: clock_ns(). */
+ * packet as translated back. It returns what it did (enum untranslated).
+ * now: clock_ns(). */
 static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 now)
 {
 	if (p->frag == FRAG_LATER) {
@@ -23,53 +23,69 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 n
 				F(frag_first)(p, ADDR_NONE, to, now);
 		}
 		if (!ADDR_SET(to) || ADDR_EQ(to, p->daddr) || F(rewrite)(skb, p, 1, to, 0) < 0)
-			return -1;
+			return UT_NONE;
 		p->daddr = to;
 		/* Before its first: let in on the sender's replies, which a
 		 * translated flow records under the translated address, where
 		 * judge_from_outside cannot look; it finds the fragment let in. */
 		if (!fe)
 			F(frag_first)(p, ADDR_NONE, ADDR_NONE, now);
-		return 0;
+		return UT_BACK;
 	}
 	if (p->has_inner) {
 		/* The quoted packet is one a container sent, as translated; the
 		 * error must be addressed to its (translated) source. */
 		if (!ADDR_EQ(p->daddr, p->inner_saddr))
-			return -1;
+			return UT_NONE;
 		TUPLE q = {.saddr = p->inner_saddr, .daddr = p->inner_daddr, .sport = p->inner_sport,
 				  .dport = p->inner_dport, .proto = p->inner_proto};
 		TUPLE r = F(reply_of)(&q);
 		NAT *e = bpf_map_lookup_elem(&REV_MAP, &r);
 		if (!e || !F(nat_live)(&r, e, now))
-			return -1;
+			return UT_NONE;
 		if (e->flags & NAT_F_HOST)
-			return 1;
+			return UT_HOST;
 		ADDR addr = e->addr;
 		__be16 port = e->port;
 		if (F(rewrite_icmp_error)(skb, p, 1, addr, addr, port) < 0)
-			return -1;
+			return UT_NONE;
 		p->daddr = addr;
 		p->inner_saddr = addr;
 		p->inner_sport = port;
-		return 0;
+		return UT_BACK;
 	}
 	TUPLE r = {.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto};
 	if (p->proto == ICMP_PROTO && p->icmp_type != ECHO_REPLY)
-		return -1;
+		return UT_NONE;
 	NAT *e = bpf_map_lookup_elem(&REV_MAP, &r);
 	if (!e || !F(nat_live)(&r, e, now))
-		return -1;
+		return UT_NONE;
 	if (e->flags & NAT_F_HOST) {
 		e->last_seen = now;
-		return 1;
+		return UT_HOST;
 	}
 	/* A pure SYN starts a connection: it is never a reply to a container's
 	 * translated flow (the peer would answer with SYN-ACK). */
 	if (!(e->flags & NAT_F_DNAT) && F(tcp_syn_only)(p))
-		return -1;
+		return UT_NONE;
 	ADDR addr = e->addr;
 	__be16 port = e->port;
+	__u16 mark = period_of(now);
+	/* A reply of a flow whose replies did the once-a-second work this
+	 * second, with nothing closing: the connection table and the forward
+	 * half were refreshed within timeouts of tens of seconds and know it
+	 * replied; the peer is recorded. Any FIN or RST takes the full path. */
+	if (e->mark == mark && p->frag == FRAG_NONE && !(e->flags & (NAT_F_DNAT | CT_F_ENDING)) &&
+	    !F(tcp_close_flags)(p)) {
+		e->last_seen = now;
+		if (F(rewrite)(skb, p, 1, addr, port) < 0)
+			return UT_NONE;
+		p->daddr = addr;
+		p->dport = port;
+		if (p->proto == ICMP_PROTO)
+			p->sport = port;
+		return UT_TRACKED;
+	}
 	/* Packets to a published port start the connection: no reply. */
 	__u32 replied = (e->flags & NAT_F_DNAT) ? 0 : CT_F_REPLIED;
 	TUPLE k = F(fwd_key_of)(&r, e);
@@ -79,7 +95,7 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 n
 	 * another CPU re-created it, nat_refresh): the connection is over, and
 	 * a new SYN on its ports opens the next one (dnat_open). */
 	if (!f && (e->flags & NAT_F_DNAT))
-		return -1;
+		return UT_NONE;
 	__u32 close = 0;
 	int end = 0;
 	if (f) {
@@ -95,13 +111,13 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 n
 	e->last_seen = now;
 	e->flags |= replied | close;
 	/* The peer record (for early fragments) needs one reply a second,
-	 * not every reply: the mark saves its lookup on the others. */
-	int record = e->peer_mark != peer_mark(now);
-	e->peer_mark = peer_mark(now);
+	 * not every reply. */
+	int record = e->mark != mark;
+	e->mark = mark;
 	if (end)
 		F(nat_pair_delete)(&k, f); /* addr and port are copied */
 	if (F(rewrite)(skb, p, 1, addr, port) < 0)
-		return -1;
+		return UT_NONE;
 	if (p->frag == FRAG_FIRST)
 		F(frag_first)(p, ADDR_NONE, addr, now);
 	if (record)
@@ -110,7 +126,7 @@ static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 n
 	p->dport = port;
 	if (p->proto == ICMP_PROTO)
 		p->sport = port;
-	return 0;
+	return UT_BACK;
 }
 
 /* translate applies (or creates) the translation of a packet a container
