@@ -90,17 +90,21 @@ const (
 )
 
 type BpfnetDnatWork struct {
-	_   structs.HostLayout
-	In  BpfnetTuple
-	Out BpfnetTuple
-	E   BpfnetNatEntry
+	_      structs.HostLayout
+	In     BpfnetTuple
+	Out    BpfnetTuple
+	E      BpfnetNatEntry
+	Follow uint32
+	_      [4]byte
 }
 
 type BpfnetDnatWork6 struct {
-	_   structs.HostLayout
-	In  BpfnetTuple6
-	Out BpfnetTuple6
-	E   BpfnetNatEntry6
+	_      structs.HostLayout
+	In     BpfnetTuple6
+	Out    BpfnetTuple6
+	E      BpfnetNatEntry6
+	Follow uint32
+	_      [4]byte
 }
 
 type BpfnetDropCounts struct {

@@ -697,6 +697,94 @@ func TestClosedFlowRemoved(t *testing.T) {
 		w.segIn(t, l4{proto: "tcp", sport: 41000, dport: 8080, ack: true, seq: 7008, ackN: 9008})
 		gone(t, w)
 	})
+	// A hairpin connection: a client (e2; over IPv6 e9) from 1001 to the
+	// server's port 80 (e1; e8), published as 8080 on its gateway, from
+	// 9001: its segments through from_container, where hairpin and
+	// hairpin_reply deliver them straight to the other end. left checks
+	// how many translation halves the connection holds, and that nothing
+	// is charged to the client once none.
+	hairpin := func(t *testing.T, v6 bool) (client, server func(seq, ack uint32, fin bool), left func(halves int)) {
+		w := newWorld(t, nil)
+		cl, sv, gw, clAddr := "e2", "e1", gw1, w.eps["e2"].ip
+		frame := func(ep, dst string, p l4) []byte { return w.from(t, ep, dst, p) }
+		maps := []*ebpf.Map{w.coll.NatFwd, w.coll.NatRev}
+		if v6 {
+			w.addDualStack(t)
+			cl, sv, gw, clAddr = "e9", "e8", "fd00:6::1", "fd00:6::3"
+			addr := map[string]string{"e8": "fd00:6::2", "e9": "fd00:6::3"}
+			frame = func(ep, dst string, p l4) []byte {
+				return frame6From(t, mac(w.eps[ep].mac), bridgeMAC, addr[ep], dst, p)
+			}
+			maps = []*ebpf.Map{w.coll.NatFwd6, w.coll.NatRev6}
+			w.publish6(t, sv, addr[sv], pm("tcp", "::", 8080, 80), "::")
+		} else {
+			w.publish(t, sv, pm("tcp", "0.0.0.0", 8080, 80), gw)
+		}
+		send := func(ep string, f []byte) {
+			t.Helper()
+			if ret, _ := w.run(t, w.coll.FromContainer, w.eps[ep].ifindex, f); ret != actRedirect {
+				t.Fatalf("%s's segment not delivered (%d)", ep, ret)
+			}
+		}
+		seg := func(sport, dport uint16, syn bool, seq, ack uint32, fin bool) l4 {
+			return l4{proto: "tcp", sport: sport, dport: dport, syn: syn, ack: ack != 0, fin: fin, seq: seq, ackN: ack, win: 100}
+		}
+		client = func(seq, ack uint32, fin bool) {
+			t.Helper()
+			send(cl, frame(cl, gw, seg(42000, 8080, false, seq, ack, fin)))
+		}
+		server = func(seq, ack uint32, fin bool) {
+			t.Helper()
+			send(sv, frame(sv, clAddr, seg(80, 42000, false, seq, ack, fin)))
+		}
+		left = func(halves int) {
+			t.Helper()
+			n := 0
+			for _, m := range maps {
+				var k, v []byte
+				for it := m.Iterate(); it.Next(&k, &v); {
+					n++
+				}
+			}
+			if n != halves {
+				t.Errorf("%d translation halves, want %d", n, halves)
+			}
+			if c := w.flowCharge(t, cl); halves == 0 && c != 0 {
+				t.Errorf("the client still charged %d entries", c)
+			}
+		}
+		send(cl, frame(cl, gw, seg(42000, 8080, true, 1000, 0, false)))
+		send(sv, frame(sv, clAddr, seg(80, 42000, true, 9000, 1001, false)))
+		client(1001, 9001, false)
+		left(2)
+		return client, server, left
+	}
+	for _, v6 := range []bool{false, true} {
+		name := map[bool]string{false: "hairpin", true: "IPv6 hairpin"}[v6]
+		t.Run(name+": the client closes first", func(t *testing.T) {
+			client, server, left := hairpin(t, v6)
+			client(1001, 9001, true) // ends at 1008
+			server(9001, 1008, true) // ends at 9008
+			left(2)
+			client(1008, 9008, false) // the last ACK
+			left(0)
+		})
+		t.Run(name+": the server closes first", func(t *testing.T) {
+			client, server, left := hairpin(t, v6)
+			server(9001, 1001, true)
+			client(1001, 9008, true)
+			left(2)
+			server(9008, 1008, false)
+			left(0)
+		})
+		t.Run(name+": a half-closed connection stays", func(t *testing.T) {
+			client, server, left := hairpin(t, v6)
+			client(1001, 9001, true)
+			server(9001, 1008, false) // the server still sends
+			client(1008, 9007, false)
+			left(2)
+		})
+	}
 	t.Run("IPv6: e8 closes first", func(t *testing.T) {
 		w := newWorld(t, nil)
 		w.addDualStack(t)

@@ -22,6 +22,8 @@ struct F(dnat_work) {
 	TUPLE in;  /* the peer's packets as they arrive */
 	TUPLE out; /* the endpoint's replies */
 	NAT e;
+	__u32 follow; /* hairpin delivered a client's TCP segment on connection
+		       * `out`, whose close hairpin_close follows */
 };
 
 /* 0 → this CPU's dnat_open work, off the stack (an IPv6 connection's
@@ -239,6 +241,8 @@ static __noinline int F(hairpin)(struct __sk_buff *skb, __u32 ifindex, const str
 	} else if (open) {
 		e->last_seen = now;
 		e->flags |= F(tcp_close_flags)(p);
+		if (p->proto == IPPROTO_TCP)
+			F(dnat_reply_tuple)(&w->out, p, b, peer);
 	} else {
 		ADDR no_remote = {}; /* a container: charged to its slot alone */
 		v = F(dnat_open)(p, b, peer, ifindex, flags, ep->slot, no_remote);
@@ -253,7 +257,32 @@ static __noinline int F(hairpin)(struct __sk_buff *skb, __u32 ifindex, const str
 	p->dport = port;
 	if ((flags & NAT_F_SELF) && F(rewrite)(skb, p, 0, gateway, p->sport) < 0)
 		return TC_ACT_SHOT;
-	return F(deliver)(skb, p, to, net_id);
+	int rc = F(deliver)(skb, p, to, net_id);
+	w->follow = open && p->proto == IPPROTO_TCP && rc == TC_ACT_REDIRECT;
+	return rc;
+}
+
+/* hairpin_close follows, after hairpin delivered it, a client's TCP
+ * segment on an open hairpin connection as untranslate follows the
+ * outside's: its FIN, and the last ACK of an orderly close, which removes
+ * the pair (its RST did already, in hairpin). Separate from hairpin so
+ * their stacks never add up (IPv6's would pass BPF's 512 bytes). */
+static __noinline void F(hairpin_close)(struct __sk_buff *skb, const PKT *p)
+{
+	__u32 zero = 0;
+	struct F(dnat_work) *w = bpf_map_lookup_elem(&F(dnat_scratch), &zero);
+	if (!w || !w->follow)
+		return;
+	w->follow = 0;
+	NAT *f = bpf_map_lookup_elem(&FWD_MAP, &w->out);
+	if (!f)
+		return;
+	__u32 close = F(remote_flags)(&f->tcp, f->flags, p);
+	if (F(flow_ends)(skb, p, &f->tcp, &f->flags, 0)) {
+		F(nat_pair_delete)(&w->out, f);
+		return;
+	}
+	f->flags |= close;
 }
 
 /* hairpin_reply translates back and delivers a reply that endpoint ep
