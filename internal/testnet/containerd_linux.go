@@ -81,6 +81,7 @@ state = %q
 	c.cmd = exec.Command("unshare", "--mount", "--propagation", "unchanged", "--", "sh", "-c",
 		`mount --bind "$1" /var/lib && exec nsenter --net="$2" /usr/bin/containerd --config "$3"`, "sh", varlib, ns.Path, cfg)
 	c.cmd.Stdout, c.cmd.Stderr = &c.log, &c.log
+	c.cmd.Env = append(os.Environ(), "TMPDIR="+dir) // its goroutine dumps, under dir
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -94,6 +94,9 @@ func (d *Dockerd) Start() {
 	d.t.Helper()
 	d.cmd = exec.Command("nsenter", d.args...)
 	d.cmd.Stdout, d.cmd.Stderr = &d.log, &d.log
+	// Its temporary files, and the goroutine dumps of the containerd it
+	// starts (when it stops it), under dir rather than the machine's /tmp.
+	d.cmd.Env = append(os.Environ(), "TMPDIR="+d.dir)
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
