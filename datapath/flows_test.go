@@ -852,21 +852,30 @@ func TestBusyFlowCloses(t *testing.T) {
 		w.flowsLeft(t, 1, 1, 1, 2)
 		return w // e1 is at 1019 and acknowledged 5019
 	}
-	t.Run("the peer resets elsewhere in the window", func(t *testing.T) {
-		w := busy(t)
-		w.segIn(t, l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5020})
-		w.flowsLeft(t, 1, 1, 1, 2)
-	})
-	t.Run("the peer resets at the acknowledged sequence", func(t *testing.T) {
-		w := busy(t)
-		w.segIn(t, l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5019})
-		w.flowsLeft(t, 0, 0, 0, 0)
-	})
-	t.Run("the container resets", func(t *testing.T) {
-		w := busy(t)
-		w.segOut(t, l4{proto: "tcp", sport: 40500, dport: 80, rst: true, seq: 1019})
-		w.flowsLeft(t, 0, 0, 0, 0)
-	})
+	for _, c := range []struct {
+		name     string
+		fromPeer bool // else from e1
+		seg      l4
+		kept     bool
+	}{
+		{"the peer resets elsewhere in the window", true, l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5020}, true},
+		{"the peer resets at the acknowledged sequence", true, l4{proto: "tcp", sport: 80, dport: 40500, rst: true, seq: 5019}, false},
+		{"the container resets", false, l4{proto: "tcp", sport: 40500, dport: 80, rst: true, seq: 1019}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := busy(t)
+			if c.fromPeer {
+				w.segIn(t, c.seg)
+			} else {
+				w.segOut(t, c.seg)
+			}
+			if c.kept {
+				w.flowsLeft(t, 1, 1, 1, 2)
+			} else {
+				w.flowsLeft(t, 0, 0, 0, 0)
+			}
+		})
+	}
 	t.Run("the peer closes first", func(t *testing.T) {
 		w := busy(t)
 		w.segIn(t, l4{proto: "tcp", sport: 80, dport: 40500, ack: true, fin: true, seq: 5019, ackN: 1019})  // ends at 5026
