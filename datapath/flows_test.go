@@ -889,9 +889,9 @@ func TestBusyFlowCloses(t *testing.T) {
 // A flow on which only the peer sends stays tracked as long as it does:
 // its replies refresh (once a second) the connection-table entry that a
 // reply taking the host's stack needs in to_container; when they stop,
-// the flow times out. UDP timeouts of 2 s keep the test short.
+// the flow times out. UDP timeouts of 3 s keep the test short.
 func TestRepliesKeepFlowTracked(t *testing.T) {
-	timeout := 2 * time.Second
+	timeout := 3 * time.Second
 	w := newWorld(t, map[string]any{"ct_timeout_udp": uint64(timeout), "ct_timeout_udp_stream": uint64(timeout)})
 	e1 := w.eps["e1"]
 	w.segOut(t, udp(40100, 53))
