@@ -12,7 +12,7 @@
  * translated address), or a later fragment of one; p is updated to the
  * packet as translated back. It returns what it did (enum untranslated).
  * now: clock_ns(). */
-static __always_inline int F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 now)
+static __always_inline enum untranslated F(untranslate)(struct __sk_buff *skb, PKT *p, __u64 now)
 {
 	if (p->frag == FRAG_LATER) {
 		FRAG_ENTRY *fe = F(frag_of)(p, now);
