@@ -538,8 +538,11 @@ static __always_inline int from_container6(struct __sk_buff *skb, const struct e
 		rc = nd_local(skb, ifindex, peer);
 	else if (dest == DEST_OUTSIDE)
 		rc = fast_out6(skb, ep->net_id, p);
-	else if (dest == DEST_HOST_ADDR && (rc = hairpin6(skb, ifindex, ep, p)) == TC_ACT_REDIRECT)
-		hairpin_close6(skb, p);
+	else if (dest == DEST_HOST_ADDR) {
+		rc = hairpin6(skb, ifindex, ep, p);
+		if (rc == TC_ACT_REDIRECT)
+			hairpin_close6(skb, p); /* after hairpin6: their stacks never add up */
+	}
 	if (rc >= 0)
 		return rc;
 	return pass(skb);
@@ -588,8 +591,11 @@ int from_container(struct __sk_buff *skb)
 			rc = fast_local(skb, ifindex, peer);
 		else if (dest == DEST_OUTSIDE)
 			rc = fast_out(skb, net_id, &p);
-		else if (dest == DEST_HOST_ADDR && (rc = hairpin(skb, ifindex, ep, &p)) == TC_ACT_REDIRECT)
-			hairpin_close(skb, &p);
+		else if (dest == DEST_HOST_ADDR) {
+			rc = hairpin(skb, ifindex, ep, &p);
+			if (rc == TC_ACT_REDIRECT)
+				hairpin_close(skb, &p);
+		}
 		if (rc >= 0)
 			return rc;
 		break;

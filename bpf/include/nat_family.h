@@ -106,6 +106,17 @@ static __always_inline void F(nat_reset)(const TUPLE *k)
 		F(nat_pair_delete)(k, f);
 }
 
+/* done_this_second reports whether a packet p of a flow whose half has
+ * mark and flags may skip the flow's once-a-second bookkeeping: the half's
+ * packets did it this second, and nothing starts or ends the flow (no
+ * SYN, FIN or RST in p, nothing closing in flags), so every segment that
+ * can is followed in full. */
+static __always_inline int F(done_this_second)(__u16 mark, __u32 flags, const PKT *p, __u64 now)
+{
+	return mark == period_of(now) && !(flags & CT_F_ENDING) &&
+	       !(p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST)));
+}
+
 /* nat_refresh refreshes the pair with forward half (k, f) for a packet p
  * the container sent (extra: flags to add): an expired pair or a new SYN
  * starts over in place, the container's TCP window and close are tracked,
@@ -116,13 +127,11 @@ static __always_inline int F(nat_refresh)(struct __sk_buff *skb, const TUPLE *k,
 				       __u32 extra, __u64 now)
 {
 	__u16 mark = period_of(now);
-	/* A packet of a live flow that refreshed its reply half this second,
-	 * with nothing closing: that half is still the flow's (no other flow
-	 * can take a reply tuple before it expires, tens of seconds after its
-	 * refresh) and its timestamp can wait a second. Any SYN, FIN or RST
-	 * takes the full path. */
-	if (f->mark == mark && !(f->flags & CT_F_ENDING) && !F(tcp_close_flags)(p) &&
-	    !(p->proto == IPPROTO_TCP && (p->tcp_flags & TCP_FLAG_SYN)) && F(nat_live)(k, f, now)) {
+	/* A packet of a live flow that refreshed its reply half this second:
+	 * that half is still the flow's (no other flow can take a reply tuple
+	 * before it expires, tens of seconds after its refresh) and its
+	 * timestamp can wait a second. */
+	if (F(done_this_second)(f->mark, f->flags, p, now) && F(nat_live)(k, f, now)) {
 		f->last_seen = now;
 		f->flags |= extra;
 		F(tcp_track_local)(skb, &f->tcp, &f->flags, p);

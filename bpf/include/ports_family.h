@@ -234,15 +234,13 @@ static __noinline int F(hairpin)(struct __sk_buff *skb, __u32 ifindex, const str
 	if (to == ifindex)
 		flags |= NAT_F_SELF;
 	ADDR peer = (flags & NAT_F_SELF) ? gateway : p->saddr;
+	if (open)
+		F(dnat_reply_tuple)(&w->out, p, b, peer); /* the pair's forward key */
 	if (open && F(own_reset)(p)) {
-		/* The client reset it: the pair goes. */
-		F(dnat_reply_tuple)(&w->out, p, b, peer);
-		F(nat_reset)(&w->out);
+		F(nat_reset)(&w->out); /* the client reset it: the pair goes */
 	} else if (open) {
 		e->last_seen = now;
 		e->flags |= F(tcp_close_flags)(p);
-		if (p->proto == IPPROTO_TCP)
-			F(dnat_reply_tuple)(&w->out, p, b, peer);
 	} else {
 		ADDR no_remote = {}; /* a container: charged to its slot alone */
 		v = F(dnat_open)(p, b, peer, ifindex, flags, ep->slot, no_remote);

@@ -74,9 +74,8 @@ static __always_inline enum untranslated F(untranslate)(struct __sk_buff *skb, P
 	/* A reply of a flow whose replies did the once-a-second work this
 	 * second, with nothing closing: the connection table and the forward
 	 * half were refreshed within timeouts of tens of seconds and know it
-	 * replied; the peer is recorded. Any FIN or RST takes the full path. */
-	if (e->mark == mark && p->frag == FRAG_NONE && !(e->flags & (NAT_F_DNAT | CT_F_ENDING)) &&
-	    !F(tcp_close_flags)(p)) {
+	 * replied; the peer is recorded. */
+	if (p->frag == FRAG_NONE && !(e->flags & NAT_F_DNAT) && F(done_this_second)(e->mark, e->flags, p, now)) {
 		e->last_seen = now;
 		if (F(rewrite)(skb, p, 1, addr, port) < 0)
 			return UT_NONE;
