@@ -42,6 +42,24 @@ func TestProgramCost(t *testing.T) {
 	out := w.from(t, "e1", outsideAddr, tcp(40000, 80))
 	w.run(t, w.coll.FromContainer, e1.ifindex, out)
 	w.outbound(t, out)
+	// An empty program, measured the same way, shows what the harness
+	// itself costs per run.
+	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer empty.Close()
+	// Floors for from_uplink on a reply: only the lookups it cannot do
+	// without, nothing else (replyFloor).
+	var floors [2]*ebpf.Program
+	for i, all := range []bool{false, true} {
+		if floors[i], err = replyFloor(w, all); err != nil {
+			t.Fatal(err)
+		}
+		defer floors[i].Close()
+	}
+	reply := ipFrame(t, outsideAddr, uplinkAddr, tcpAck(80, 40000))
 	cases := []struct {
 		name    string
 		prog    *ebpf.Program
@@ -50,6 +68,7 @@ func TestProgramCost(t *testing.T) {
 		want    uint32
 		ingress int // skb->ingress_ifindex: a bridged frame's sender's veth
 	}{
+		{"(an empty program: the measurement's own cost)", empty, e1.ifindex, out, actOK, 0},
 		{"from_container: same network, to the bridge", w.coll.FromContainer, e1.ifindex, w.from(t, "e1", e2.ip, tcp(40000, 80)), actOK, 0},
 		{"from_container: same network, straight to the neighbour", w.coll.FromContainer, e1.ifindex, toNeighbour, actRedirect, 0},
 		{"from_container: icc drop", w.coll.FromContainer, e3.ifindex, w.from(t, "e3", w.eps["e4"].ip, tcp(40000, 80)), actShot, 0},
@@ -59,48 +78,11 @@ func TestProgramCost(t *testing.T) {
 		{"to_container: reply from the outside, routed in", w.coll.ToContainer, e1.ifindex, ipFrame(t, outsideAddr, e1.ip, tcpAck(80, 40000)), actOK, 0},
 		{"to_uplink: masquerade, existing translation", w.coll.ToUplink, w.uplink, out, actUnspc, 0},
 		{"to_uplink: masquerade, an established flow's segment", w.coll.ToUplink, w.uplink, w.from(t, "e1", outsideAddr, tcpAck(40000, 80)), actUnspc, 0},
-		{"from_uplink: reply translated back, into the container", w.coll.FromUplink, w.uplink, ipFrame(t, outsideAddr, uplinkAddr, tcpAck(80, 40000)), actRedirect, 0},
+		{"from_uplink: reply translated back, into the container", w.coll.FromUplink, w.uplink, reply, actRedirect, 0},
+		// The floors return 1 when what they looked up for was found.
+		{"(a floor for from_uplink's reply: its translation's lookup alone)", floors[0], w.uplink, reply, 1, 0},
+		{"(a floor for from_uplink's reply: the translation, host-address, subnet and endpoint lookups alone)", floors[1], w.uplink, reply, 1, 0},
 	}
-	// An empty program, measured the same way, shows what the harness
-	// itself costs per run.
-	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer empty.Close()
-	// A floor for from_uplink on a reply: only the lookups it cannot do
-	// without, nothing else (no parse beyond fixed offsets, no clock, no
-	// rewrite, no delivery). It returns 1 when the translation and the
-	// endpoint were found, as they must be.
-	reply := ipFrame(t, outsideAddr, uplinkAddr, tcpAck(80, 40000))
-	for _, all := range []bool{false, true} {
-		floor, err := replyFloor(w, all)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer floor.Close()
-		name := "(a floor for from_uplink's reply: its translation's lookup alone)"
-		if all {
-			name = "(a floor for from_uplink's reply: the translation, host-address, subnet and endpoint lookups alone)"
-		}
-		cases = append(cases, struct {
-			name    string
-			prog    *ebpf.Program
-			ifindex int
-			frame   []byte
-			want    uint32
-			ingress int
-		}{name, floor, w.uplink, reply, 1, 0})
-	}
-	cases = append([]struct {
-		name    string
-		prog    *ebpf.Program
-		ifindex int
-		frame   []byte
-		want    uint32
-		ingress int // skb->ingress_ifindex: a bridged frame's sender's veth
-	}{{"(an empty program: the measurement's own cost)", empty, e1.ifindex, out, actOK, 0}}, cases...)
 	var b strings.Builder
 	fmt.Fprintf(&b, "| program and packet | ns per packet, one run | ns per packet, %d runs in one call |\n|---|---|---|\n", batch)
 	for _, c := range cases {
