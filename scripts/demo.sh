@@ -4,15 +4,20 @@
 # default route into an "outside" namespace, which leads nowhere else), two
 # containers, and the daemon started with its defaults. It removes the
 # namespaces and the daemon it started on exit.
+#
+# BPFNET_BIN is the directory of bpfnetd and bpfnet (default ./bin, what
+# `make build` makes); DEMO_ID names the namespaces ($DEMO_ID-host, ...;
+# default demo-PID).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-id="demo-$$"
+bin=${BPFNET_BIN:-./bin}
+id=${DEMO_ID:-demo-$$}
 host="$id-host"; out="$id-out"; c1="$id-c1"; c2="$id-c2"
 dir=$(mktemp -d)
 pid=""
 cleanup() {
 	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-	ip netns exec "$host" ./bin/bpfnetd --state-dir "$dir/state" --socket "$dir/bpfnet.sock" --cleanup >/dev/null 2>&1 || true
+	ip netns exec "$host" "$bin/bpfnetd" --state-dir "$dir/state" --socket "$dir/bpfnet.sock" --cleanup >/dev/null 2>&1 || true
 	for ns in "$c1" "$c2" "$host" "$out"; do ip netns del "$ns" 2>/dev/null || true; done
 	rm -rf "$dir"
 }
@@ -28,11 +33,11 @@ ip -n "$out" link set eth0 up
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 # What `make run` runs, plus a state dir and socket of the demo's own.
-ip netns exec "$host" ./bin/bpfnetd --state-dir "$dir/state" --socket "$dir/bpfnet.sock" >"$dir/log" 2>&1 &
+ip netns exec "$host" "$bin/bpfnetd" --state-dir "$dir/state" --socket "$dir/bpfnet.sock" >"$dir/log" 2>&1 &
 pid=$!
 export BPFNET_HOST="unix://$dir/bpfnet.sock"
 for _ in $(seq 100); do [ -S "$dir/bpfnet.sock" ] && break; kill -0 "$pid" 2>/dev/null || { cat "$dir/log"; exit 1; }; sleep 0.1; done
-b() { ip netns exec "$host" ./bin/bpfnet "$@"; }
+b() { ip netns exec "$host" "$bin/bpfnet" "$@"; }
 step b status
 step b network create -o com.docker.network.bridge.enable_icc=false quiet-net
 step b network create web
@@ -40,7 +45,7 @@ step b endpoint create --network web --netns "/run/netns/$c1" --name web1
 step b endpoint create --network web --netns "/run/netns/$c2" --name web2
 step b endpoint ls
 step b locate --netns "/run/netns/$c1"
-ip2=$(b endpoint inspect web2 | sed -n 's/.*"ip": "\(.*\)".*/\1/p')
+ip2=$(b endpoint inspect --format '{{.IP}}' web2)
 step ip netns exec "$c1" ping -c 2 -W 1 "$ip2"
 step ip netns exec "$c1" ping -c 2 -W 1 198.19.0.2
 step b nat ls

@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -188,5 +190,44 @@ func TestEndpointReleased(t *testing.T) {
 			// Its address and host port are free again.
 			d.MustCLI("endpoint", "create", "--network", "web", "--netns", c2.Path, "--name", "c2", "--ip", "198.18.1.5", "-p", "8080:80")
 		})
+	}
+}
+
+// `make demo`, which the README offers a newcomer, runs to its end: the
+// two containers of one network reach each other, the first reaches the
+// outside through masquerade (the translation shows in `nat ls`), and
+// the tour leaves no namespace behind.
+func TestDemo(t *testing.T) {
+	id := testnet.NSName("demo")
+	roles := []string{"host", "out", "c1", "c2"}
+	t.Cleanup(func() { // only if the script could not clean up itself
+		for _, r := range roles {
+			if _, err := os.Stat("/run/netns/" + id + "-" + r); err == nil {
+				exec.Command("ip", "netns", "del", id+"-"+r).Run()
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "../../scripts/demo.sh")
+	cmd.Env = append(os.Environ(), "BPFNET_BIN="+testnet.Binaries(t), "DEMO_ID="+id, "TMPDIR="+t.TempDir())
+	// A script killed on timeout takes its daemon with it: one process group.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make demo: %v\n%s", err, out)
+	}
+	// Two pings of two packets each, both answered (iputils' summary).
+	if n := strings.Count(string(out), "2 packets transmitted, 2 received, 0% packet loss"); n != 2 {
+		t.Errorf("%d of the 2 pings were answered in full:\n%s", n, out)
+	}
+	if !regexp.MustCompile(`(?m)^masquerade\s+icmp\s+172\.19\.0\.2:\d+\s+198\.19\.0\.1:\d+\s+198\.19\.0\.2:0`).Match(out) {
+		t.Errorf("nat ls shows no masquerade of web1's ping (172.19.0.2 as the uplink's 198.19.0.1):\n%s", out)
+	}
+	for _, r := range roles {
+		if _, err := os.Stat("/run/netns/" + id + "-" + r); err == nil {
+			t.Errorf("the demo left namespace %s-%s", id, r)
+		}
 	}
 }

@@ -62,15 +62,23 @@ var runID = func() string {
 
 var nsCount int
 
-// NewNS creates a namespace whose name ends in role and deletes it when
-// the test ends.
-func NewNS(t testing.TB, role string) *NS {
-	t.Helper()
+// NSName is a namespace name of this test process's own, unique, ending
+// in role: what NewNS names its namespace, and a prefix for namespaces a
+// script of the test makes.
+func NSName(role string) string {
 	nsCount++
 	name := fmt.Sprintf("bpfnt-%s-%d-%s", runID, nsCount, role)
 	if len(name) > 40 {
 		name = name[:40]
 	}
+	return name
+}
+
+// NewNS creates a namespace whose name ends in role and deletes it when
+// the test ends.
+func NewNS(t testing.TB, role string) *NS {
+	t.Helper()
+	name := NSName(role)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
 	}
@@ -99,11 +107,7 @@ func NSAt(path string) *NS {
 // ends, the namespace with its process.
 func AttachNS(t testing.TB, role string, pid int) *NS {
 	t.Helper()
-	nsCount++
-	name := fmt.Sprintf("bpfnt-%s-%d-%s", runID, nsCount, role)
-	if len(name) > 40 {
-		name = name[:40]
-	}
+	name := NSName(role)
 	if out, err := exec.Command("ip", "netns", "attach", name, strconv.Itoa(pid)).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns attach %s %d: %v: %s", name, pid, err, out)
 	}
