@@ -52,6 +52,9 @@ func TestDropEvents(t *testing.T) {
 			network.DropEvent{Reason: "unsupported", Proto: "udp", Src: ap("[fd00::2]:5353"), Dst: ap("[fd00::3]:53")}},
 		{"ICMPv6 echo", ipv6(layers.IPProtocolICMPv6, &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(128, 0)}, gopacket.Payload("bpfnetbp")),
 			network.DropEvent{Reason: "unsupported", Proto: "icmpv6", Src: noPort("fd00::2"), Dst: noPort("fd00::3"), ICMPType: "echo-request"}},
+		{"MLD report behind a hop-by-hop header", ipv6(layers.IPProtocolIPv6HopByHop, gopacket.Payload(extHeader(layers.IPProtocolICMPv6)),
+			&layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(143, 0)}, gopacket.Payload(make([]byte, 4))),
+			network.DropEvent{Reason: "unsupported", Proto: "icmpv6", Src: noPort("fd00::2"), Dst: noPort("fd00::3"), ICMPType: "mldv2-report"}},
 		{"ARP for another's address", serialize(t, eth(mac(e1.mac), layers.EthernetBroadcast, layers.EthernetTypeARP), &layers.ARP{
 			AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
 			Operation: layers.ARPRequest, SourceHwAddress: mac(e1.mac), SourceProtAddress: net.ParseIP(w.ip("e2")).To4(),

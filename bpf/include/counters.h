@@ -50,6 +50,16 @@ static __noinline void describe(struct __sk_buff *skb, struct drop_event *e, con
 			return;
 		bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, saddr), e->saddr6, 32); /* saddr6, daddr6 */
 		__u32 l4 = ETH_HLEN + sizeof(struct ipv6hdr);
+		if (e->proto == IPPROTO_HOPOPTS) {
+			/* Every interface that comes up sends MLD reports, behind a
+			 * hop-by-hop header (router alert): the most common IPv6
+			 * drop is named by what that header holds. */
+			__u8 h[2]; /* next header, length in 8 bytes beyond the first 8 */
+			if (bpf_skb_load_bytes(skb, l4, h, sizeof(h)) < 0)
+				return;
+			e->proto = h[0];
+			l4 += (h[1] + 1) * 8;
+		}
 		if (e->proto == IPPROTO_TCP || e->proto == IPPROTO_UDP)
 			bpf_skb_load_bytes(skb, l4, &e->sport, 4); /* sport, dport */
 		else if (e->proto == IPPROTO_ICMPV6)
