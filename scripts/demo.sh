@@ -17,7 +17,7 @@ dir=$(mktemp -d)
 pid=""
 cleanup() {
 	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-	ip netns exec "$host" "$bin/bpfnetd" --state-dir "$dir/state" --socket "$dir/bpfnet.sock" --cleanup >/dev/null 2>&1 || true
+	ip netns exec "$host" "$bin/bpfnetd" --state-dir "$dir/state" --socket "$dir/bpfnet.sock" --docker-plugin "$dir/docker-plugin.sock" --cleanup >/dev/null 2>&1 || true
 	for ns in "$c1" "$c2" "$host" "$out"; do ip netns del "$ns" 2>/dev/null || true; done
 	rm -rf "$dir"
 }
@@ -32,8 +32,9 @@ ip -n "$out" addr add 198.19.0.2/24 dev eth0
 ip -n "$out" link set eth0 up
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
-# What `make run` runs, plus a state dir and socket of the demo's own.
-ip netns exec "$host" "$bin/bpfnetd" --state-dir "$dir/state" --socket "$dir/bpfnet.sock" >"$dir/log" 2>&1 &
+# What `make run` runs, plus a state dir and sockets of the demo's own (the
+# Docker driver's too: the host's /run/docker is no business of a demo).
+ip netns exec "$host" "$bin/bpfnetd" --state-dir "$dir/state" --socket "$dir/bpfnet.sock" --docker-plugin "$dir/docker-plugin.sock" >"$dir/log" 2>&1 &
 pid=$!
 export BPFNET_HOST="unix://$dir/bpfnet.sock"
 for _ in $(seq 100); do [ -S "$dir/bpfnet.sock" ] && break; kill -0 "$pid" 2>/dev/null || { cat "$dir/log"; exit 1; }; sleep 0.1; done

@@ -196,7 +196,8 @@ func TestEndpointReleased(t *testing.T) {
 // `make demo`, which the README offers a newcomer, runs to its end: the
 // two containers of one network reach each other, the first reaches the
 // outside through masquerade (the translation shows in `nat ls`), and
-// the tour leaves no namespace behind.
+// the tour leaves nothing behind: no namespace, and nothing in the host's
+// /run/docker.
 func TestDemo(t *testing.T) {
 	id := testnet.NSName("demo")
 	roles := []string{"host", "out", "c1", "c2"}
@@ -207,6 +208,8 @@ func TestDemo(t *testing.T) {
 			}
 		}
 	})
+	_, err := os.Stat("/run/docker/plugins")
+	hadPlugins := err == nil
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "../../scripts/demo.sh")
@@ -229,5 +232,9 @@ func TestDemo(t *testing.T) {
 		if _, err := os.Stat("/run/netns/" + id + "-" + r); err == nil {
 			t.Errorf("the demo left namespace %s-%s", id, r)
 		}
+	}
+	// The host's Docker plugin directory is not the demo's to make.
+	if _, err := os.Stat("/run/docker/plugins"); err == nil && !hadPlugins {
+		t.Errorf("the demo made /run/docker/plugins")
 	}
 }
