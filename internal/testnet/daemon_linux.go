@@ -208,7 +208,8 @@ func (d *Daemon) DockerDriver() string {
 	nsCount++
 	name := fmt.Sprintf("bpfnt-%s-%d", runID, nsCount)
 	const dir = "/run/docker/plugins"
-	_, statErr := os.Stat(dir)
+	// Made by the daemon for us, they go; kept if not empty.
+	removePlugins, removeDocker := removeIfMade(dir), removeIfMade(filepath.Dir(dir))
 	d.PluginSocket = filepath.Join(dir, name+".sock")
 	d.t.Cleanup(func() {
 		if d.cmd != nil { // this cleanup runs before NewDaemon's
@@ -217,9 +218,8 @@ func (d *Daemon) DockerDriver() string {
 			d.cmd = nil
 		}
 		os.Remove(d.PluginSocket) // left by a killed daemon
-		if statErr != nil {
-			os.Remove(dir) // made by the daemon for us; kept if not empty
-		}
+		removePlugins()
+		removeDocker()
 	})
 	return name
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/netip"
@@ -60,6 +61,7 @@ func StartDockerd(t testing.TB, ns *NS, dir string, flags ...string) *Dockerd {
 		return (&net.Dialer{}).DialContext(ctx, "unix", d.Sock)
 	}}}
 	parent := fmt.Sprintf("bpfnet-test-%d-%s", os.Getpid(), filepath.Base(dir))
+	removeRun := removeIfMade(containerdRun)
 	d.args = append([]string{"--net=" + ns.Path, "/usr/sbin/dockerd",
 		"--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
 		"--pidfile", filepath.Join(dir, "dockerd.pid"), "-H", "unix://" + d.Sock, "--cgroup-parent", "/" + parent}, flags...)
@@ -81,6 +83,7 @@ func StartDockerd(t testing.TB, ns *NS, dir string, flags ...string) *Dockerd {
 		}
 		unmountBelow(dir)
 		removeCgroup(parent)
+		removeRun()
 		if t.Failed() {
 			t.Logf("dockerd log:\n%s", Tail(d.log.String()))
 		}
@@ -190,6 +193,33 @@ func unmountBelow(dir string) {
 	}
 	for i := len(points) - 1; i >= 0; i-- {
 		exec.Command("umount", "-l", points[i]).Run()
+	}
+}
+
+// containerdRun is where containerd (also the one dockerd starts) puts
+// its shims' sockets (s/) and runc's state, whatever its configuration
+// says.
+const containerdRun = "/run/containerd"
+
+// removeIfMade returns a func that removes dir and the empty directories
+// below it, if dir did not exist when removeIfMade was called: an engine
+// of the test made it on the machine and left it behind. A directory that
+// holds anything else stays (os.Remove refuses it), and so do its parents.
+func removeIfMade(dir string) func() {
+	if _, err := os.Stat(dir); err == nil {
+		return func() {}
+	}
+	return func() {
+		var dirs []string
+		filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- { // deepest first
+			os.Remove(dirs[i])
+		}
 	}
 }
 
