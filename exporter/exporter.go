@@ -5,12 +5,15 @@
 package exporter
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,10 +63,11 @@ type Collector struct {
 
 	// labels caches the label pairs of per-endpoint series between
 	// scrapes (building and validating them is most of a scrape's cost
-	// with many endpoints); entries unused in a scrape are dropped.
+	// with many endpoints); entries unused in a scrape (an older gen) are
+	// dropped.
 	mu     sync.Mutex
-	labels map[string][]*dto.LabelPair
-	used   map[string]bool
+	labels map[endpointLabels]cachedLabels
+	gen    uint64
 
 	epPackets, epBytes, epDrops, epDropBytes     *prometheus.Desc
 	netPackets, netBytes, netDrops, netDropBytes *prometheus.Desc
@@ -77,7 +81,7 @@ type Collector struct {
 func NewCollector(m Model, enf network.Enforcer, opts Options) *Collector {
 	ep := []string{"network", "endpoint", "interface", "direction"}
 	nw := []string{"network", "direction", "family"}
-	c := &Collector{model: m, enf: enf, opts: opts, labels: map[string][]*dto.LabelPair{},
+	c := &Collector{model: m, enf: enf, opts: opts, labels: map[endpointLabels]cachedLabels{},
 		epPackets: prometheus.NewDesc("bpfnet_endpoint_packets_total", "Packets an endpoint's host-side veth hooks saw, by direction.", ep, nil),
 		epBytes:   prometheus.NewDesc("bpfnet_endpoint_bytes_total", "Bytes (Ethernet frames) an endpoint's host-side veth hooks saw, by direction.", ep, nil),
 		epDrops:   prometheus.NewDesc("bpfnet_endpoint_drops_total", "Packets dropped for an endpoint, by direction and reason.", append(ep, "reason"), nil),
@@ -129,10 +133,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	start := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.used = map[string]bool{}
+	c.gen++
 	defer func() {
-		for k := range c.labels {
-			if !c.used[k] {
+		for k, l := range c.labels {
+			if l.gen != c.gen {
 				delete(c.labels, k)
 			}
 		}
@@ -207,14 +211,23 @@ func (c *Collector) collect(ch chan<- prometheus.Metric) error {
 			}
 		}
 	}
+	// The per-endpoint series go out in the order the registry sorts
+	// them in (label values by label name: direction, endpoint,
+	// interface, network, reason), which makes its sort a linear pass.
+	eps := make([]*network.Endpoint, 0, len(v.Endpoints))
 	for _, ep := range v.Endpoints {
-		nw, ok := names[ep.NetworkID]
-		if !ok {
-			continue
+		if _, ok := names[ep.NetworkID]; ok {
+			eps = append(eps, ep)
 		}
-		ec := counts.Endpoints[ep.ID]
-		for i, cnt := range []api.Counts{ec.FromContainer, ec.ToContainer} {
-			dir := directions[i]
+	}
+	slices.SortFunc(eps, func(a, b *network.Endpoint) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.HostIf, b.HostIf), cmp.Compare(names[a.NetworkID], names[b.NetworkID]))
+	})
+	for i, dir := range directions {
+		for _, ep := range eps {
+			nw := names[ep.NetworkID]
+			ec := counts.Endpoints[ep.ID]
+			cnt := [2]api.Counts{ec.FromContainer, ec.ToContainer}[i]
 			for family, fc := range byFamily(cnt) {
 				add(traffic, key{nw, dir, family, ""}, fc.Packets, fc.Bytes)
 			}
@@ -225,9 +238,9 @@ func (c *Collector) collect(ch chan<- prometheus.Metric) error {
 			labels := endpointLabels{network: nw, endpoint: ep.Name, iface: ep.HostIf, direction: dir}
 			ch <- c.counter(c.epPackets, float64(cnt.Packets), labels)
 			ch <- c.counter(c.epBytes, float64(cnt.Bytes), labels)
-			for r, n := range cnt.Drops {
+			for _, r := range slices.Sorted(maps.Keys(cnt.Drops)) {
 				labels.reason = r
-				ch <- c.counter(c.epDrops, float64(n), labels)
+				ch <- c.counter(c.epDrops, float64(cnt.Drops[r]), labels)
 				ch <- c.counter(c.epDropBytes, float64(cnt.DropBytes[r]), labels)
 			}
 		}
@@ -287,21 +300,29 @@ func (m *endpointCounter) Write(out *dto.Metric) error {
 // for drops only.
 type endpointLabels struct{ network, endpoint, iface, direction, reason string }
 
+// cachedLabels are a series' label pairs and the scrape (gen) that last
+// used them.
+type cachedLabels struct {
+	pairs []*dto.LabelPair
+	gen   uint64
+}
+
 // counter returns a per-endpoint series; callers hold c.mu.
 func (c *Collector) counter(desc *prometheus.Desc, v float64, l endpointLabels) prometheus.Metric {
-	key := l.network + "\x00" + l.endpoint + "\x00" + l.iface + "\x00" + l.direction + "\x00" + l.reason
-	c.used[key] = true
-	labels, ok := c.labels[key]
+	cached, ok := c.labels[l]
 	if !ok {
 		// Sorted by label name, as the exposition wants them.
 		pair := func(n, v string) *dto.LabelPair { return &dto.LabelPair{Name: &n, Value: &v} }
-		labels = []*dto.LabelPair{pair("direction", l.direction), pair("endpoint", l.endpoint), pair("interface", l.iface), pair("network", l.network)}
+		cached.pairs = []*dto.LabelPair{pair("direction", l.direction), pair("endpoint", l.endpoint), pair("interface", l.iface), pair("network", l.network)}
 		if l.reason != "" {
-			labels = append(labels, pair("reason", l.reason))
+			cached.pairs = append(cached.pairs, pair("reason", l.reason))
 		}
-		c.labels[key] = labels
 	}
-	return &endpointCounter{desc: desc, labels: labels, value: v}
+	if cached.gen != c.gen {
+		cached.gen = c.gen
+		c.labels[l] = cached
+	}
+	return &endpointCounter{desc: desc, labels: cached.pairs, value: v}
 }
 
 // Handler returns the metrics mux: /metrics from a registry holding this
