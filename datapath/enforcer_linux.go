@@ -193,6 +193,13 @@ func (e *Enforcer) Reconcile(ctx context.Context, v network.View) error {
 	return e.policy.reconcile(v)
 }
 
+// SetUplinks implements network.UplinkFollower: the uplink programs and
+// the uplinks' masquerade addresses move to names. Flows translated on a
+// former uplink end with it; the new one translates from the next packet.
+func (e *Enforcer) SetUplinks(names []string) error {
+	return errors.Join(e.policy.setUplinks(names), e.addrs.setUplinks(names))
+}
+
 // NetworkAdded implements network.Enforcer: IPv6 forwarding for the
 // first dual-stack network, the network's entries, and its gateways as
 // host addresses.

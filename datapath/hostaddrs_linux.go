@@ -116,6 +116,14 @@ func (h *hostAddrs) syncUplinks() error {
 	return syncMap(h.coll.Uplinks, want)
 }
 
+// setUplinks makes names the uplinks whose addresses the uplinks map holds.
+func (h *hostAddrs) setUplinks(names []string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.uplinks = slices.Clone(names)
+	return h.syncUplinks()
+}
+
 // isUplink reports whether ifindex is one of the uplinks.
 func (h *hostAddrs) isUplink(ifindex int) bool {
 	return slices.ContainsFunc(h.uplinks, func(name string) bool {

@@ -146,12 +146,7 @@ func (p *policy) reconcile(v network.View) error {
 		wanted[ifc.Name+":ingress"], wanted[ifc.Name+":egress"] = true, true
 	}
 	for _, name := range p.uplinks {
-		ifc, err := ifaceOf(name)
-		if err != nil {
-			p.log.Warn("uplink not attached", "uplink", name, "err", err)
-			continue
-		}
-		if err := errors.Join(p.attach(ifc, loader.Ingress, c.FromUplink), p.attach(ifc, loader.Egress, c.ToUplink)); err != nil {
+		if err := p.attachUplink(name); err != nil {
 			return err
 		}
 		wanted[name+":ingress"], wanted[name+":egress"] = true, true
@@ -167,6 +162,48 @@ func (p *policy) reconcile(v network.View) error {
 		_, br := nets[k.Ifindex]
 		return !ep && !br
 	})
+}
+
+// attachUplink gives uplink name its programs (callers hold p.mu); one
+// that does not exist is skipped with a warning.
+func (p *policy) attachUplink(name string) error {
+	ifc, err := ifaceOf(name)
+	if err != nil {
+		p.log.Warn("uplink not attached", "uplink", name, "err", err)
+		return nil
+	}
+	return errors.Join(p.attach(ifc, loader.Ingress, p.coll.FromUplink), p.attach(ifc, loader.Egress, p.coll.ToUplink))
+}
+
+// setUplinks makes names the uplinks: the uplink programs go on the new
+// ones and come off those that no longer are (or their pins go, if the
+// interface is gone and its links with it).
+func (p *policy) setUplinks(names []string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, name := range p.uplinks {
+		if slices.Contains(names, name) {
+			continue
+		}
+		ifc := loader.Iface{Name: name}
+		if l, err := netlink.LinkByName(name); err == nil {
+			ifc.Index = l.Attrs().Index
+		}
+		for _, hook := range []loader.Hook{loader.Ingress, loader.Egress} {
+			err := errors.Join(p.att.Detach(ifc, hook), os.Remove(filepath.Join(p.root, "links", name+":"+string(hook))))
+			if !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, name := range names {
+		if !slices.Contains(p.uplinks, name) {
+			errs = append(errs, p.attachUplink(name))
+		}
+	}
+	p.uplinks = slices.Clone(names)
+	return errors.Join(errs...)
 }
 
 // removeStaleLinks detaches pinned links of interface hooks that are not

@@ -81,6 +81,13 @@ type Preattacher interface {
 	Unattach(name string) error
 }
 
+// UplinkFollower is an enforcer whose uplinks can change while it runs.
+// A daemon given no --uplink hands it the interfaces of the default
+// routes each time they change.
+type UplinkFollower interface {
+	SetUplinks(names []string) error
+}
+
 // Runner is an enforcer with background work once the state is applied
 // (watching addresses, collecting expired entries): Run starts it, and it
 // stops when ctx ends.

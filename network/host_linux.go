@@ -708,6 +708,56 @@ func DefaultRouteLinks() ([]string, error) {
 	return out, nil
 }
 
+// WatchDefaultRoutes calls changed with DefaultRouteLinks each time they
+// differ from the last ones it saw (current at first, and checked once at
+// once, so a change since current was read is not missed), until ctx
+// ends: as a default route comes or goes (DHCP late at boot, a VPN's
+// route, another network), or the interface of one goes down or away (the
+// kernel then removes its IPv4 routes without a notification of each).
+func WatchDefaultRoutes(ctx context.Context, current []string, changed func([]string)) error {
+	routes := make(chan netlink.RouteUpdate, 64)
+	links := make(chan netlink.LinkUpdate, 256)
+	done := make(chan struct{})
+	if err := errors.Join(netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{}),
+		netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{})); err != nil {
+		close(done)
+		return fmt.Errorf("watch default routes: %w", err)
+	}
+	check := func() {
+		if now, err := DefaultRouteLinks(); err == nil && !slices.Equal(now, current) {
+			current = now
+			changed(now)
+		}
+	}
+	go func() {
+		defer close(done)
+		check()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case u, ok := <-routes:
+				if !ok {
+					return
+				}
+				if u.Family != netlink.FAMILY_V4 || !netlinksafe.IsDefaultRoute(u.Route) {
+					continue
+				}
+			case u, ok := <-links:
+				if !ok {
+					return
+				}
+				gone := u.Header.Type == unix.RTM_DELLINK || u.Attrs().Flags&net.FlagUp == 0
+				if !gone || !slices.Contains(current, u.Attrs().Name) {
+					continue
+				}
+			}
+			check()
+		}
+	}()
+	return nil
+}
+
 // CheckLinks returns an error naming the first interface that does not exist.
 func CheckLinks(names []string) error {
 	for _, n := range names {

@@ -25,8 +25,10 @@ type Info struct {
 	Version        string
 	DatapathReason string
 	StateDir       string
-	Uplinks        []string
-	Warnings       []string
+	// Uplinks returns the uplinks now (they follow the default routes
+	// unless --uplink names them).
+	Uplinks  func() []string
+	Warnings []string
 	// Cgroup is the cgroup v2 directory of the socket programs, when the
 	// datapath has them.
 	Cgroup string
@@ -102,7 +104,7 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) status() api.Status {
 	v := s.mgr.View()
 	st := api.Status{Version: s.info.Version, Datapath: s.enf.Name(), DatapathReason: s.info.DatapathReason,
-		StateDir: s.info.StateDir, Uplinks: s.info.Uplinks, Warnings: s.info.Warnings, Cgroup: s.info.Cgroup,
+		StateDir: s.info.StateDir, Uplinks: s.info.Uplinks(), Warnings: s.info.Warnings, Cgroup: s.info.Cgroup,
 		Networks: len(v.Networks), Endpoints: len(v.Endpoints), EndpointsReleased: s.mgr.Released()}
 	st.SpareVeths, st.SparesTaken = s.mgr.Spares()
 	if d, ok := s.enf.(network.Describer); ok {

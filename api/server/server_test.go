@@ -39,7 +39,7 @@ func serve(t *testing.T, enf network.Enforcer) *api.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := server.New(discard, mgr, enf, server.Info{Version: "v-test", StateDir: "/state", Uplinks: []string{"up0"},
+	srv := server.New(discard, mgr, enf, server.Info{Version: "v-test", StateDir: "/state", Uplinks: func() []string { return []string{"up0"} },
 		Render: func(v network.View, ipv6 bool) string {
 			return fmt.Sprintf("rules for %s (IPv6 %v)\n", v.Networks[0].Name, ipv6)
 		}})

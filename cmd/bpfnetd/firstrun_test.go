@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -149,6 +150,56 @@ func TestNewcomer(t *testing.T) {
 	if _, err := c1.TCP(gw, 3*time.Second); err != nil {
 		t.Errorf("c1 → TCP to the default network's gateway %s: %v", gw, err)
 	}
+}
+
+// On a host whose default route comes after the daemon (DHCP late at
+// boot) or goes (a network left, a VPN's route taken down), the uplink
+// programs follow the default routes: once one appears, a container
+// reaches the outside masqueraded to the uplink's address (as with
+// Docker's MASQUERADE rule, which applies whatever the route), and an
+// interface that no longer carries one loses its programs.
+func TestUplinkFollowsDefaultRoute(t *testing.T) {
+	topo := testnet.NewTopology(t)
+	// The host is dual-stack; the uplinks follow the IPv4 default routes.
+	topo.Host.MustRun(t, "ip", "route", "del", "default")
+	d := testnet.NewDaemon(t, topo.Host)
+	d.Start()
+	uplinkProgs := func() (uplinks, progs []string) {
+		st, err := d.Client.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range st.Attachments {
+			if a.Interface == testnet.UplinkIf && a.Mode != "" {
+				progs = append(progs, a.Program)
+			}
+		}
+		return st.Uplinks, progs
+	}
+	waitFor := func(want []string, wantProgs []string) {
+		t.Helper()
+		var uplinks, progs []string
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if uplinks, progs = uplinkProgs(); slices.Equal(uplinks, want) && slices.Equal(progs, wantProgs) {
+				return
+			}
+		}
+		t.Fatalf("uplinks %v with programs %v on %s, want %v with %v", uplinks, progs, testnet.UplinkIf, want, wantProgs)
+	}
+	waitFor(nil, nil)
+	d.MustCLI("network", "create", "web")
+	c1 := testnet.NewNS(t, "c1")
+	d.MustCLI("endpoint", "create", "--network", "web", "--netns", c1.Path, "--name", "c1")
+	topo.Outside.Serve(t)
+
+	topo.Host.MustRun(t, "ip", "route", "add", "default", "via", testnet.OutsideAddr.String())
+	waitFor([]string{testnet.UplinkIf}, []string{"from_uplink", "to_uplink"})
+	if src, err := c1.TCP(testnet.OutsideAddr, 3*time.Second); err != nil || src != testnet.UplinkAddr {
+		t.Errorf("c1 → outside after the default route came: source seen %v, err %v; want %s (masquerade)", src, err, testnet.UplinkAddr)
+	}
+
+	topo.Host.MustRun(t, "ip", "route", "del", "default")
+	waitFor(nil, nil)
 }
 
 // When a container dies (its namespace is deleted, and the kernel deletes

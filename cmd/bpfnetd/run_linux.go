@@ -71,13 +71,20 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) er
 			return err
 		}
 	}
+	var up atomic.Pointer[[]string]
+	up.Store(&uplinks)
+	if len(cfg.Uplinks) == 0 {
+		if err := followDefaultRoutes(ctx, log, sel.enf, &up); err != nil {
+			return err
+		}
+	}
 	l, err := server.Listen(cfg.Socket, cfg.SocketGID)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
 	srv := server.New(log, mgr, sel.enf, server.Info{Version: version.Version, DatapathReason: sel.reason, StateDir: cfg.StateDir,
-		Uplinks: uplinks, Warnings: sel.warnings, Cgroup: sel.cgroup,
+		Uplinks: func() []string { return *up.Load() }, Warnings: sel.warnings, Cgroup: sel.cgroup,
 		Render: func(v network.View, ipv6 bool) string {
 			rs := compat.Render(v, cfg.ChainPrefix, compat.Hairpin)
 			if ipv6 {
@@ -148,6 +155,22 @@ func uplinks(cfg Config) ([]string, error) {
 		return cfg.Uplinks, network.CheckLinks(cfg.Uplinks)
 	}
 	return network.DefaultRouteLinks()
+}
+
+// followDefaultRoutes keeps the uplinks those of the default routes, as
+// they change, where --uplink does not name them: in up, for status, and
+// in an enforcer that masquerades on its uplinks (Docker's MASQUERADE
+// rule, which the iptables datapath keeps, applies on any interface).
+func followDefaultRoutes(ctx context.Context, log *slog.Logger, enf network.Enforcer, up *atomic.Pointer[[]string]) error {
+	return network.WatchDefaultRoutes(ctx, *up.Load(), func(now []string) {
+		if f, ok := enf.(network.UplinkFollower); ok {
+			if err := f.SetUplinks(now); err != nil {
+				log.Error("move the uplink programs to the default routes' interfaces", "uplinks", now, "err", err)
+			}
+		}
+		up.Store(&now)
+		log.Info("uplinks follow the default routes", "uplinks", now)
+	})
 }
 
 func trimNL(b []byte) string {
