@@ -186,13 +186,13 @@ func (p *policy) setUplinks(names []string) error {
 		if slices.Contains(names, name) {
 			continue
 		}
-		ifc := loader.Iface{Name: name}
-		if l, err := netlink.LinkByName(name); err == nil {
-			ifc.Index = l.Attrs().Index
+		if ifc, err := ifaceOf(name); err == nil {
+			errs = append(errs, p.att.Detach(ifc, loader.Ingress), p.att.Detach(ifc, loader.Egress))
 		}
+		// Detach unpinned them; a pin left holds a link to an interface
+		// that is gone.
 		for _, hook := range []loader.Hook{loader.Ingress, loader.Egress} {
-			err := errors.Join(p.att.Detach(ifc, hook), os.Remove(filepath.Join(p.root, "links", name+":"+string(hook))))
-			if !errors.Is(err, fs.ErrNotExist) {
+			if err := os.Remove(filepath.Join(p.root, "links", name+":"+string(hook))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)
 			}
 		}
