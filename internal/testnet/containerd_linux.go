@@ -78,7 +78,6 @@ state = %q
 	// other one it leaves (a sandbox that failed as containerd stopped)
 	// is removed at the end.
 	before, _ := filepath.Glob("/run/netns/cni-*")
-	removeRun := removeIfMade(containerdRun)
 	c.cmd = exec.Command("unshare", "--mount", "--propagation", "unchanged", "--", "sh", "-c",
 		`mount --bind "$1" /var/lib && exec nsenter --net="$2" /usr/bin/containerd --config "$3"`, "sh", varlib, ns.Path, cfg)
 	c.cmd.Stdout, c.cmd.Stderr = &c.log, &c.log
@@ -100,7 +99,7 @@ state = %q
 		}
 		unmountBelow(dir)
 		removeCgroup(strings.TrimPrefix(parent, "/"))
-		removeRun()
+		removeEngineDirs(containerdRun)
 		after, _ := filepath.Glob("/run/netns/cni-*")
 		for _, p := range after {
 			if !slices.Contains(before, p) {

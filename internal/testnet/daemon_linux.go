@@ -207,10 +207,7 @@ func (d *Daemon) DockerDriver() string {
 	d.t.Helper()
 	nsCount++
 	name := fmt.Sprintf("bpfnt-%s-%d", runID, nsCount)
-	const dir = "/run/docker/plugins"
-	// Made by the daemon for us, they go; kept if not empty.
-	removePlugins, removeDocker := removeIfMade(dir), removeIfMade(filepath.Dir(dir))
-	d.PluginSocket = filepath.Join(dir, name+".sock")
+	d.PluginSocket = filepath.Join(dockerPlugins, name+".sock")
 	d.t.Cleanup(func() {
 		if d.cmd != nil { // this cleanup runs before NewDaemon's
 			d.cmd.Process.Kill()
@@ -218,8 +215,7 @@ func (d *Daemon) DockerDriver() string {
 			d.cmd = nil
 		}
 		os.Remove(d.PluginSocket) // left by a killed daemon
-		removePlugins()
-		removeDocker()
+		removeEngineDirs(dockerPlugins, dockerRun)
 	})
 	return name
 }

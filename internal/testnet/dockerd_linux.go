@@ -61,7 +61,6 @@ func StartDockerd(t testing.TB, ns *NS, dir string, flags ...string) *Dockerd {
 		return (&net.Dialer{}).DialContext(ctx, "unix", d.Sock)
 	}}}
 	parent := fmt.Sprintf("bpfnet-test-%d-%s", os.Getpid(), filepath.Base(dir))
-	removeRun := removeIfMade(containerdRun)
 	d.args = append([]string{"--net=" + ns.Path, "/usr/sbin/dockerd",
 		"--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
 		"--pidfile", filepath.Join(dir, "dockerd.pid"), "-H", "unix://" + d.Sock, "--cgroup-parent", "/" + parent}, flags...)
@@ -83,7 +82,7 @@ func StartDockerd(t testing.TB, ns *NS, dir string, flags ...string) *Dockerd {
 		}
 		unmountBelow(dir)
 		removeCgroup(parent)
-		removeRun()
+		removeEngineDirs(containerdRun, dockerPlugins, dockerRun)
 		if t.Failed() {
 			t.Logf("dockerd log:\n%s", Tail(d.log.String()))
 		}
@@ -196,29 +195,47 @@ func unmountBelow(dir string) {
 	}
 }
 
-// containerdRun is where containerd (also the one dockerd starts) puts
-// its shims' sockets (s/) and runc's state, whatever its configuration
-// says.
-const containerdRun = "/run/containerd"
+// The directories engines of the tests make in the machine's /run,
+// whatever their configuration says: containerd's (also the one dockerd
+// starts) for its shims' sockets and runc's state, and Docker's plugin
+// directory (dockerd makes it to look for plugins, DockerDriver puts a
+// driver there).
+const (
+	containerdRun = "/run/containerd"
+	dockerRun     = "/run/docker"
+	dockerPlugins = "/run/docker/plugins"
+)
 
-// removeIfMade returns a func that removes dir and the empty directories
-// below it, if dir did not exist when removeIfMade was called: an engine
-// of the test made it on the machine and left it behind. A directory that
-// holds anything else stays (os.Remove refuses it), and so do its parents.
-func removeIfMade(dir string) func() {
-	if _, err := os.Stat(dir); err == nil {
-		return func() {}
+// runDirsAtStart are those of them the machine had when this test process
+// started; the others are the tests' to remove.
+var runDirsAtStart = func() map[string]bool {
+	had := map[string]bool{}
+	for _, d := range []string{containerdRun, dockerRun, dockerPlugins} {
+		_, err := os.Stat(d)
+		had[d] = err == nil
 	}
-	return func() {
-		var dirs []string
+	return had
+}()
+
+// removeEngineDirs removes each of dirs (deepest first) and the empty
+// directories below it, unless the machine had it when the tests started.
+// Whichever test's cleanup finds it empty removes it: one that holds
+// anything (another test's engine still runs) stays, and so do its
+// parents.
+func removeEngineDirs(dirs ...string) {
+	for _, dir := range dirs {
+		if runDirsAtStart[dir] {
+			continue
+		}
+		var below []string
 		filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 			if err == nil && e.IsDir() {
-				dirs = append(dirs, p)
+				below = append(below, p)
 			}
 			return nil
 		})
-		for i := len(dirs) - 1; i >= 0; i-- { // deepest first
-			os.Remove(dirs[i])
+		for i := len(below) - 1; i >= 0; i-- {
+			os.Remove(below[i])
 		}
 	}
 }
