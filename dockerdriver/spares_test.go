@@ -164,10 +164,14 @@ func TestSpareVeths(t *testing.T) {
 		}
 		return names
 	}
+	// A spare is waiting once its programs are attached: its pair (and
+	// alias) exists a grace period or two before that, so the daemon's
+	// count of waiting spares says when the pairs are ready.
 	waitSpares := func(n int) []string {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			if s := spares(); len(s) == n {
+			st, err := d.Client.Status(context.Background())
+			if s := spares(); err == nil && st.SpareVeths == n && len(s) == n {
 				return s
 			}
 			if time.Now().After(deadline) {
